@@ -1,0 +1,522 @@
+// Package bmc holds the activities that switch a bare-metal host's power and
+// boot device through its BMC (IPMI through ipmitool, or Redfish), using
+// bmclib. It decides when acting is safe (two agreeing power reads before any
+// power change, so a glitchy read never power-cycles a healthy host), bounds
+// how many activities talk to one BMC at once, and turns failures into
+// Temporal errors with searchable types. It does not retry: Temporal does.
+// It is not a BMC library and has no inventory: the workflow passes the BMC's
+// address and a credential reference, resolved here and never logged.
+package bmc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Error types of this package's retryable failures. The non-retryable ones
+// are activities.ErrInvalidInput, ErrCredentialNotFound and
+// ErrInvalidCredential.
+const (
+	// ErrTypeUnreachable: the BMC did not answer a call within CallTimeout,
+	// or the network refused the connection.
+	ErrTypeUnreachable = "BMCUnreachable"
+	// ErrTypeNoSession: ipmitool could not open an IPMI session. That is
+	// what it says both when the BMC rejects the user or password and when
+	// it answers nothing, and bmclib does not run it verbosely, so it stays
+	// retryable; the message names both causes.
+	ErrTypeNoSession = "BMCNoSession"
+	// ErrTypeStateUnconfirmed: two power reads disagreed, or were neither
+	// "on" nor "off"; nothing was switched.
+	ErrTypeStateUnconfirmed = "BMCStateUnconfirmed"
+	// ErrTypeStateTimeout: the power state did not reach the wanted one
+	// within SettleTimeout after the command was accepted.
+	ErrTypeStateTimeout = "BMCStateTimeout"
+	// ErrTypeBMC: any other failure reported by the BMC or bmclib.
+	ErrTypeBMC = "BMCError"
+)
+
+// Input names the host (for logs) and its BMC.
+type Input struct {
+	Host string   `json:"host"`
+	BMC  spec.BMC `json:"bmc"`
+}
+
+// Result says what an activity found and did.
+type Result struct {
+	// PriorState is the confirmed power state before acting: "on" or "off".
+	PriorState string `json:"prior_state"`
+	// Action is "on", "off", "cycle" or "none".
+	Action string `json:"action"`
+	// State is the power state read at the end.
+	State string `json:"state"`
+}
+
+// Progress is the heartbeat detail. A retried attempt reads it: once a
+// previous attempt's power command was accepted, the retry does not repeat
+// it on a host that is already on (a second cycle would cut a PXE boot short).
+type Progress struct {
+	Step       string `json:"step"`
+	PriorState string `json:"prior_state,omitempty"`
+	Action     string `json:"action,omitempty"`
+}
+
+// Activities drive BMCs. The zero value with Secrets set works: bmclib
+// clients, one activity per BMC at a time, and the timings below.
+type Activities struct {
+	// Secrets resolves spec.BMC.Credential to a username and password.
+	Secrets secrets.Resolver
+	// NewClient builds a BMC client; nil means BMCLib.
+	NewClient ClientFunc
+	// Limiter bounds concurrent activities per BMC in this process; nil
+	// means one at a time, shared by everything using this Activities.
+	Limiter *Limiter
+
+	// CallTimeout bounds each call to the BMC (one or a few ipmitool runs);
+	// 20s when zero. A BMC that does not answer fails the activity with
+	// ErrTypeUnreachable after this long.
+	CallTimeout time.Duration
+	// ConfirmDelay is the pause between the two power reads that must agree
+	// before a power change; 2s when zero.
+	ConfirmDelay time.Duration
+	// PollInterval is the pause between reads while waiting for the power
+	// state to settle; 2s when zero.
+	PollInterval time.Duration
+	// SettleTimeout bounds that wait; 2m when zero.
+	SettleTimeout time.Duration
+	// HeartbeatInterval is how often a running activity heartbeats, also
+	// while it waits for a BMC slot or for the BMC; 5s when zero.
+	HeartbeatInterval time.Duration
+
+	once    sync.Once
+	limiter *Limiter
+}
+
+// New returns Activities that reach BMCs through bmclib, resolve
+// credentials with res, and let perBMC activities talk to one BMC at once.
+func New(res secrets.Resolver, perBMC int) *Activities {
+	return &Activities{Secrets: res, NewClient: BMCLib, Limiter: NewLimiter(perBMC)}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (a *Activities) lim() *Limiter {
+	a.once.Do(func() {
+		a.limiter = a.Limiter
+		if a.limiter == nil {
+			a.limiter = NewLimiter(1)
+		}
+	})
+	return a.limiter
+}
+
+// PowerOnPXE makes the host boot from the network once: it sets the next
+// boot (only) to PXE, then power-cycles the host if two reads agree it is
+// on, or powers it on if they agree it is off, and waits until it reads on.
+func (a *Activities) PowerOnPXE(ctx context.Context, in Input) (Result, error) {
+	return a.bootInto(ctx, in, "pxe", false)
+}
+
+// BootFromDisk makes the host boot from its disk from now on: it sets the
+// boot device to disk persistently, then cycles or powers on the host like
+// PowerOnPXE.
+func (a *Activities) BootFromDisk(ctx context.Context, in Input) (Result, error) {
+	return a.bootInto(ctx, in, "disk", true)
+}
+
+func (a *Activities) bootInto(ctx context.Context, in Input, device string, persistent bool) (Result, error) {
+	s, err := a.open(ctx, in, "boot "+device)
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.close()
+
+	// A previous attempt whose power command went through: if the host is
+	// on now, that command did its job.
+	var prev Progress
+	if activity.HasHeartbeatDetails(ctx) && activity.GetHeartbeatDetails(ctx, &prev) == nil && prev.Action != "" {
+		if st, err := s.state(ctx); err == nil && st == "on" {
+			s.log.Info("power command of a previous attempt took effect; not repeating it", "action", prev.Action)
+			return Result{PriorState: prev.PriorState, Action: prev.Action, State: "on"}, nil
+		}
+	}
+
+	s.step("set boot device " + device)
+	if err := s.call(ctx, "set boot device "+device, func(ctx context.Context) error {
+		ok, err := s.c.SetBootDevice(ctx, device, persistent, false)
+		if err == nil && !ok {
+			err = errors.New("bmc did not confirm the boot device")
+		}
+		return err
+	}); err != nil {
+		return Result{}, err
+	}
+	prior, err := s.confirmedState(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	action := "on"
+	if prior == "on" {
+		action = "cycle"
+	}
+	if err := s.setPower(ctx, prior, action); err != nil {
+		return Result{}, err
+	}
+	if err := s.waitFor(ctx, "on"); err != nil {
+		return Result{}, err
+	}
+	s.log.Info("host powered", "prior_state", prior, "action", action, "boot_device", device)
+	return Result{PriorState: prior, Action: action, State: "on"}, nil
+}
+
+// PowerOff turns the host off and waits until it reads off. A host that two
+// reads agree is already off is left alone, so compensation may run it any
+// number of times.
+func (a *Activities) PowerOff(ctx context.Context, in Input) (Result, error) {
+	s, err := a.open(ctx, in, "power off")
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.close()
+
+	prior, err := s.state(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if prior == "off" {
+		// Make sure: one read that says off must not skip the power-off of
+		// a host that is on.
+		if err := s.sleep(ctx, orDefault(a.ConfirmDelay, 2*time.Second)); err != nil {
+			return Result{}, err
+		}
+		again, err := s.state(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if again == "off" {
+			return Result{PriorState: "off", Action: "none", State: "off"}, nil
+		}
+		prior = again
+	}
+	// Switching off is safe whatever the host's state, so an unclear
+	// read does not block it.
+	if err := s.setPower(ctx, prior, "off"); err != nil {
+		return Result{}, err
+	}
+	if err := s.waitFor(ctx, "off"); err != nil {
+		return Result{}, err
+	}
+	s.log.Info("host powered off", "prior_state", prior)
+	return Result{PriorState: prior, Action: "off", State: "off"}, nil
+}
+
+// PowerState reads the host's power state once: "on", "off", or the
+// provider's word for anything else (such as Redfish's "poweringon").
+func (a *Activities) PowerState(ctx context.Context, in Input) (string, error) {
+	s, err := a.open(ctx, in, "read power state")
+	if err != nil {
+		return "", err
+	}
+	defer s.close()
+	return s.state(ctx)
+}
+
+// session is one activity's connection to one BMC.
+type session struct {
+	a       *Activities
+	target  string // address:port, for messages and the limiter
+	c       Client
+	pass    string // only to scrub it from error messages
+	log     log.Logger
+	timeout time.Duration
+	actx    context.Context // the activity's context, for heartbeats
+
+	mu       sync.Mutex
+	progress Progress
+	stopBeat func()
+	release  func()
+}
+
+func (a *Activities) open(ctx context.Context, in Input, op string) (*session, error) {
+	b := in.BMC
+	if b.Provider == "" {
+		b.Provider = "ipmi"
+	}
+	if b.Port == 0 {
+		b.Port = 623
+		if b.Provider == "redfish" {
+			b.Port = 443
+		}
+	}
+	switch {
+	case b.Address == "":
+		return nil, temporal.NewNonRetryableApplicationError("bmc.address: required", activities.ErrInvalidInput, nil)
+	case b.Provider != "ipmi" && b.Provider != "redfish":
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(`bmc.provider: must be "ipmi" or "redfish", got %q`, b.Provider), activities.ErrInvalidInput, nil)
+	case b.Port < 1 || b.Port > 65535:
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc.port: must be 1-65535, got %d", b.Port), activities.ErrInvalidInput, nil)
+	case b.Credential == "":
+		return nil, temporal.NewNonRetryableApplicationError("bmc.credential: required", activities.ErrInvalidInput, nil)
+	}
+	s := &session{
+		a:       a,
+		target:  net.JoinHostPort(b.Address, strconv.Itoa(b.Port)),
+		timeout: orDefault(a.CallTimeout, 20*time.Second),
+		actx:    ctx,
+	}
+	s.log = log.With(activity.GetLogger(ctx), "host", in.Host, "bmc", s.target, "op", op)
+	s.startHeartbeat(ctx, orDefault(a.HeartbeatInterval, 5*time.Second))
+
+	s.step("wait for a slot on bmc " + s.target)
+	release, err := a.lim().Acquire(ctx, s.target)
+	if err != nil {
+		s.stopBeat()
+		return nil, fmt.Errorf("wait for a slot on bmc %s: %w", s.target, err)
+	}
+	s.release = release
+
+	cred, err := a.Secrets.Resolve(ctx, b.Credential)
+	if err != nil {
+		s.close()
+		if errors.Is(err, secrets.ErrNotFound) {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc credential %q not found", b.Credential), activities.ErrCredentialNotFound, nil)
+		}
+		return nil, fmt.Errorf("resolve bmc credential %q: %w", b.Credential, err)
+	}
+	if cred.Username == "" && cred.Password == "" {
+		s.close()
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc credential %q holds no username or password", b.Credential), activities.ErrInvalidCredential, nil)
+	}
+	s.pass = cred.Password
+
+	newClient := a.NewClient
+	if newClient == nil {
+		newClient = BMCLib
+	}
+	c, err := newClient(ctx, b.Address, b.Port, cred.Username, cred.Password, b.Provider)
+	if err != nil {
+		s.close()
+		return nil, temporal.NewApplicationError(fmt.Sprintf("bmc %s: build client: %s", s.target, s.scrub(err.Error())), ErrTypeBMC)
+	}
+	s.c = c
+	s.step("connect to bmc " + s.target)
+	if err := s.call(ctx, "connect", c.Open); err != nil {
+		s.c = nil // nothing to close
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	if s.c != nil {
+		// Close may log out a Redfish session; give it its own short
+		// deadline so a cancelled activity still releases the BMC's slot.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.c.Close(ctx); err != nil {
+			s.log.Warn("close bmc connection", "error", s.scrub(err.Error()))
+		}
+		cancel()
+		s.c = nil
+	}
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
+	if s.stopBeat != nil {
+		s.stopBeat()
+	}
+}
+
+// startHeartbeat records the current Progress now and every interval until
+// stopBeat, so waits (for a slot, for a slow BMC) keep the activity alive.
+func (s *session) startHeartbeat(ctx context.Context, every time.Duration) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.mu.Lock()
+				p := s.progress
+				s.mu.Unlock()
+				activity.RecordHeartbeat(ctx, p)
+			}
+		}
+	}()
+	s.stopBeat = func() { cancel(); <-done }
+}
+
+func (s *session) step(name string) {
+	s.mu.Lock()
+	s.progress.Step = name
+	p := s.progress
+	s.mu.Unlock()
+	s.log.Debug("bmc step", "step", name)
+	activity.RecordHeartbeat(s.actx, p)
+}
+
+// call runs one BMC call under CallTimeout and classifies its failure.
+func (s *session) call(ctx context.Context, what string, f func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	err := f(cctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		// The activity itself was cancelled or timed out: Temporal knows.
+		return fmt.Errorf("bmc %s: %s: %w", s.target, what, ctx.Err())
+	}
+	msg := s.scrub(strings.Join(strings.Fields(err.Error()), " "))
+	s.log.Warn("bmc call failed", "call", what, "error", msg)
+	switch {
+	case errors.Is(cctx.Err(), context.DeadlineExceeded):
+		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable: %s: no answer within %v", s.target, what, s.timeout), ErrTypeUnreachable)
+	case strings.Contains(msg, "Unable to establish IPMI v2 / RMCP+ session"):
+		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable or credentials rejected: %s: ipmitool could not open an IPMI session (it does not say which)", s.target, what), ErrTypeNoSession)
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no route to host"),
+		strings.Contains(msg, "i/o timeout"), strings.Contains(msg, "no such host"), strings.Contains(msg, "network is unreachable"):
+		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable: %s: %s", s.target, what, msg), ErrTypeUnreachable)
+	default:
+		return temporal.NewApplicationError(fmt.Sprintf("bmc %s: %s: %s", s.target, what, msg), ErrTypeBMC)
+	}
+}
+
+// scrub removes the password from text that came back from a BMC tool.
+func (s *session) scrub(msg string) string {
+	if len(s.pass) >= 3 {
+		msg = strings.ReplaceAll(msg, s.pass, "[redacted]")
+	}
+	return msg
+}
+
+// state reads the power state once, normalised to "on" or "off" when it is
+// one of them.
+func (s *session) state(ctx context.Context) (string, error) {
+	var raw string
+	err := s.call(ctx, "read power state", func(ctx context.Context) error {
+		var err error
+		raw, err = s.c.GetPowerState(ctx)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return normalize(raw), nil
+}
+
+// normalize maps "Chassis Power is on" (ipmitool) and "On" (Redfish) to
+// "on", likewise for off, and lower-cases anything else.
+func normalize(raw string) string {
+	s := strings.ToLower(strings.TrimSpace(raw))
+	switch {
+	case s == "on" || strings.HasSuffix(s, " on"):
+		return "on"
+	case s == "off" || strings.HasSuffix(s, " off"):
+		return "off"
+	}
+	return s
+}
+
+// confirmedState reads the power state twice, ConfirmDelay apart, and
+// returns it only if both reads agree on "on" or "off".
+func (s *session) confirmedState(ctx context.Context) (string, error) {
+	s.step("read power state")
+	first, err := s.state(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := s.sleep(ctx, orDefault(s.a.ConfirmDelay, 2*time.Second)); err != nil {
+		return "", err
+	}
+	s.step("confirm power state")
+	second, err := s.state(ctx)
+	if err != nil {
+		return "", err
+	}
+	if first != second || (first != "on" && first != "off") {
+		return "", temporal.NewApplicationError(fmt.Sprintf("bmc %s: power state unconfirmed: read %q, then %q; no power command sent", s.target, first, second), ErrTypeStateUnconfirmed)
+	}
+	return first, nil
+}
+
+func (s *session) setPower(ctx context.Context, prior, action string) error {
+	s.step("power " + action)
+	if err := s.call(ctx, "power "+action, func(ctx context.Context) error {
+		ok, err := s.c.SetPowerState(ctx, action)
+		if err == nil && !ok {
+			err = errors.New("bmc did not confirm the power command")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.progress.PriorState, s.progress.Action = prior, action
+	s.mu.Unlock()
+	s.step("power " + action + " accepted")
+	return nil
+}
+
+// waitFor polls until the power state reads want. Failed reads while the
+// host switches are tolerated until SettleTimeout.
+func (s *session) waitFor(ctx context.Context, want string) error {
+	s.step("wait for power " + want)
+	limit := orDefault(s.a.SettleTimeout, 2*time.Minute)
+	deadline := time.Now().Add(limit)
+	last := ""
+	for {
+		st, err := s.state(ctx)
+		switch {
+		case err == nil && st == want:
+			return nil
+		case err == nil:
+			last = st
+		case ctx.Err() != nil:
+			return err
+		default:
+			last = "unreadable"
+		}
+		if time.Now().After(deadline) {
+			return temporal.NewApplicationError(fmt.Sprintf("bmc %s: power still %s %v after the command (wanted %s)", s.target, last, limit, want), ErrTypeStateTimeout)
+		}
+		if err := s.sleep(ctx, orDefault(s.a.PollInterval, 2*time.Second)); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bmc %s: %w", s.target, ctx.Err())
+	}
+}

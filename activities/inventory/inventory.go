@@ -1,0 +1,114 @@
+// Package inventory resolves a host name to its validated inventory entry and
+// checks, before anything is powered on, that every credential it references
+// exists on this worker. It reads the inventory file; it never returns a
+// secret value, only the references, because its result is recorded in
+// workflow history.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Activities resolves hosts.
+type Activities struct {
+	// Load returns the current inventory; it is called on each resolution so
+	// an edited inventory file is picked up without a restart.
+	Load func() (*spec.Inventory, error)
+	// Secrets checks that references exist.
+	Secrets secrets.Resolver
+}
+
+// ResolveInput names a host, or carries its spec inline.
+type ResolveInput struct {
+	Host string     `json:"host"`
+	Spec *spec.Host `json:"spec,omitempty"`
+}
+
+// ResolveHost returns the host's validated spec with defaults applied.
+func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (spec.Host, error) {
+	var h spec.Host
+	switch {
+	case in.Spec != nil:
+		h = *in.Spec
+		if in.Host != "" && h.Name != in.Host {
+			return spec.Host{}, invalid(spec.FieldErrors{{Field: "spec.name", Value: h.Name, Reason: "differs from host " + in.Host}})
+		}
+	case in.Host == "":
+		return spec.Host{}, invalid(spec.FieldErrors{{Field: "host", Reason: "required"}})
+	default:
+		if a.Load == nil {
+			return spec.Host{}, temporal.NewNonRetryableApplicationError("this worker has no inventory; pass the host's spec in the input", activities.ErrUnknownHost, nil)
+		}
+		inv, err := a.Load()
+		if err != nil {
+			// A broken inventory file is an operator problem a retry may fix.
+			return spec.Host{}, fmt.Errorf("load inventory: %w", err)
+		}
+		h, err = inv.Lookup(in.Host)
+		if err != nil {
+			return spec.Host{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrUnknownHost, err)
+		}
+	}
+	h.Defaults()
+	if err := h.Validate(); err != nil {
+		return spec.Host{}, invalid(err)
+	}
+	if err := a.checkCredentials(ctx, h); err != nil {
+		return spec.Host{}, err
+	}
+	return h, nil
+}
+
+func invalid(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+}
+
+func (a *Activities) checkCredentials(ctx context.Context, h spec.Host) error {
+	if a.Secrets == nil {
+		return temporal.NewNonRetryableApplicationError("this worker has no secrets source", activities.ErrCredentialNotFound, nil)
+	}
+	type need struct {
+		field, ref string
+		key        bool
+	}
+	needs := []need{{"bmc.credential", h.BMC.Credential, false}, {"ssh.credential", h.SSH.Credential, true}}
+	if h.Chef != nil {
+		needs = append(needs, need{"chef.validator_credential", h.Chef.ValidatorCredential, true})
+	}
+	var missing spec.FieldErrors
+	var bad spec.FieldErrors
+	for _, n := range needs {
+		s, err := a.Secrets.Resolve(ctx, n.ref)
+		if errors.Is(err, secrets.ErrNotFound) {
+			missing = append(missing, spec.FieldError{Field: n.field, Value: n.ref, Reason: "no such secret on this worker"})
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("resolve %s: %w", n.field, err)
+		}
+		if n.key {
+			if _, err := ssh.ParseRawPrivateKey([]byte(s.PrivateKey)); err != nil {
+				// The parse error never contains key material.
+				bad = append(bad, spec.FieldError{Field: n.field, Value: n.ref, Reason: "secret holds no usable private key"})
+			}
+		} else if s.Username == "" || s.Password == "" {
+			bad = append(bad, spec.FieldError{Field: n.field, Value: n.ref, Reason: "secret needs username and password"})
+		}
+	}
+	if len(missing) > 0 {
+		return temporal.NewNonRetryableApplicationError(missing.Error(), activities.ErrCredentialNotFound, missing)
+	}
+	if len(bad) > 0 {
+		return temporal.NewNonRetryableApplicationError(bad.Error(), activities.ErrInvalidCredential, bad)
+	}
+	return nil
+}

@@ -1,0 +1,541 @@
+package pxe
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rackflow/rackflow/spec"
+)
+
+// DefaultAddr is where the API listens when APIServer.Addr is empty.
+const DefaultAddr = "127.0.0.1:8080"
+
+// APIServer serves the lease API (bearer token) and the boot routes a
+// booting host uses without credentials. Only Store is required.
+//
+// Routes:
+//
+//	PUT|GET|DELETE /v1/leases/{mac}, GET /v1/leases   bearer token
+//	GET /v1/hostkeys/{token}        one-time private host key (OpenSSH PEM)
+//	GET /boot/{mac}.ipxe            the host's iPXE script
+//	GET /boot/{mac}/authorized_keys the live system's authorized_keys
+//	GET /files/{name...}            kernel, initrd... from BootDir, with ranges
+//	GET /metrics                    Prometheus
+type APIServer struct {
+	// Addr is the TCP listen address; DefaultAddr when empty.
+	Addr string
+	// Listener, when set, is used instead of listening on Addr (tests).
+	Listener net.Listener
+	// Token is the bearer token of /v1/leases. Empty denies every request
+	// there: the API fails closed.
+	Token string
+	// Store holds the leases. Required.
+	Store *Store
+	// Logger gets one line per request; discarded when nil.
+	Logger *slog.Logger
+	// PublicURL is how booting hosts reach this server, such as
+	// "http://10.0.0.2:8080"; it prefixes every URL in iPXE scripts. Empty:
+	// "http://" + the Host header of the request.
+	PublicURL string
+	// BootDir holds the files served under /files/. Empty: /files/ is 404.
+	BootDir string
+	// Kernel and Initrd name the live system's files in BootDir;
+	// "vmlinuz" and "initrd.img" when empty.
+	Kernel, Initrd string
+	// Cmdline is appended to the live kernel's command line,
+	// such as "console=ttyS0,115200".
+	Cmdline string
+	// Registry receives the metrics and backs /metrics; a private registry
+	// when nil.
+	Registry *prometheus.Registry
+}
+
+// Serve listens and serves until ctx is cancelled, then shuts down (giving
+// requests in flight 5 seconds) and returns nil.
+func (s *APIServer) Serve(ctx context.Context) error {
+	h, err := s.handler()
+	if err != nil {
+		return err
+	}
+	if h.bootDir != nil {
+		defer h.bootDir.Close()
+	}
+	ln := s.Listener
+	if ln == nil {
+		addr := s.Addr
+		if addr == "" {
+			addr = DefaultAddr
+		}
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen pxe api: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: an initrd over a slow link may take minutes.
+		ErrorLog:    slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	h.log.Info("pxe api listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve pxe api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+type handler struct {
+	*http.ServeMux
+	store     *Store
+	log       *slog.Logger
+	tokenHash [32]byte
+	hasToken  bool
+	publicURL string
+	bootDir   *os.Root
+	kernel    string
+	initrd    string
+	cmdline   string
+	m         *metrics
+}
+
+func (s *APIServer) handler() (*handler, error) {
+	if s.Store == nil {
+		return nil, errors.New("pxe api: Store is required")
+	}
+	h := &handler{
+		ServeMux:  http.NewServeMux(),
+		store:     s.Store,
+		log:       s.Logger,
+		tokenHash: sha256.Sum256([]byte(s.Token)),
+		hasToken:  s.Token != "",
+		publicURL: strings.TrimRight(s.PublicURL, "/"),
+		kernel:    s.Kernel,
+		initrd:    s.Initrd,
+		cmdline:   strings.TrimSpace(s.Cmdline),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.kernel == "" {
+		h.kernel = "vmlinuz"
+	}
+	if h.initrd == "" {
+		h.initrd = "initrd.img"
+	}
+	if s.BootDir != "" {
+		root, err := os.OpenRoot(s.BootDir)
+		if err != nil {
+			return nil, fmt.Errorf("open boot dir: %w", err)
+		}
+		h.bootDir = root
+	}
+	reg := s.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg, s.Store)
+	if err != nil {
+		return nil, fmt.Errorf("register pxe metrics: %w", err)
+	}
+	h.m = m
+
+	h.route("PUT /v1/leases/{mac}", h.auth(h.putLease))
+	h.route("GET /v1/leases/{mac}", h.auth(h.getLease))
+	h.route("DELETE /v1/leases/{mac}", h.auth(h.deleteLease))
+	h.route("GET /v1/leases", h.auth(h.listLeases))
+	h.route("GET /v1/hostkeys/{token}", h.hostKey)
+	h.route("GET /boot/{file}", h.ipxeScript)
+	h.route("GET /boot/{mac}/authorized_keys", h.authorizedKeys)
+	h.route("GET /files/{name...}", h.file)
+	h.route("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
+	return h, nil
+}
+
+// route registers fn with per-request metrics and one log line. The log
+// carries the route pattern, never the path: a host key path holds a token.
+func (h *handler) route(pattern string, fn http.HandlerFunc) {
+	h.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		attrs := &reqAttrs{}
+		fn(rec, r.WithContext(context.WithValue(r.Context(), attrsKey{}, attrs)))
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		h.m.httpBytes.WithLabelValues(pattern).Add(float64(rec.bytes))
+		h.m.httpRequests.WithLabelValues(pattern, fmt.Sprint(rec.status)).Inc()
+		args := []any{"method", r.Method, "route", pattern, "status", rec.status, "bytes", rec.bytes,
+			"duration", time.Since(start), "remote", r.RemoteAddr}
+		args = append(args, attrs.kv...)
+		h.log.Log(r.Context(), levelFor(rec.status), "http request", args...)
+	}))
+}
+
+func levelFor(status int) slog.Level {
+	if status >= 500 {
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+type attrsKey struct{}
+
+type reqAttrs struct{ kv []any }
+
+// logKV adds key/value pairs to the request's log line.
+func logKV(r *http.Request, kv ...any) {
+	if a, ok := r.Context().Value(attrsKey{}).(*reqAttrs); ok {
+		a.kv = append(a.kv, kv...)
+	}
+}
+
+// recorder counts the status and body bytes, keeping sendfile through
+// ReadFrom.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(writerOnly{w.ResponseWriter}, r)
+	}
+	w.bytes += n
+	return n, err
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type writerOnly struct{ io.Writer }
+
+// apiError is the JSON body of every 4xx/5xx answer of /v1.
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, field, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Field: field})
+}
+
+func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		// Comparing hashes keeps the compare constant-time in the length too.
+		if !ok || !h.hasToken || subtle.ConstantTimeCompare(sum[:], h.tokenHash[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rackflow-pxe"`)
+			writeError(w, http.StatusUnauthorized, "", "missing or wrong bearer token")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// pathMAC parses {mac}, answering 400 itself when it is bad.
+func pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
+	raw := r.PathValue("mac")
+	mac, err := NormalizeMAC(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "mac", fmt.Sprintf("mac: %v (got %q)", err, raw))
+		return "", false
+	}
+	logKV(r, "mac", mac)
+	return mac, true
+}
+
+var unknownFieldRE = regexp.MustCompile(`^json: unknown field "([^"]+)"$`)
+
+func (h *handler) putLease(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	var l Lease
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		h.m.leasePuts.WithLabelValues("invalid").Inc()
+		field := ""
+		var te *json.UnmarshalTypeError
+		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
+			field = m[1]
+		} else if errors.As(err, &te) {
+			field = te.Field
+		}
+		writeError(w, http.StatusBadRequest, field, "decode lease: "+err.Error())
+		return
+	}
+	if l.MAC == "" {
+		l.MAC = mac
+	} else if bodyMAC, err := NormalizeMAC(l.MAC); err == nil && bodyMAC != mac {
+		h.m.leasePuts.WithLabelValues("invalid").Inc()
+		writeError(w, http.StatusBadRequest, "mac", fmt.Sprintf("mac: body says %s, URL says %s", bodyMAC, mac))
+		return
+	}
+	out, result, err := h.store.Put(r.Context(), l)
+	var fe spec.FieldErrors
+	switch {
+	case errors.As(err, &fe) && len(fe) > 0:
+		h.m.leasePuts.WithLabelValues("invalid").Inc()
+		writeError(w, http.StatusBadRequest, fe[0].Field, fe.Error())
+		return
+	case errors.Is(err, ErrConflict):
+		h.m.leasePuts.WithLabelValues("conflict").Inc()
+		writeError(w, http.StatusConflict, "ip", err.Error())
+		return
+	case err != nil:
+		h.m.leasePuts.WithLabelValues("error").Inc()
+		logKV(r, "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "", "store lease failed")
+		return
+	}
+	h.m.leasePuts.WithLabelValues(string(result)).Inc()
+	logKV(r, "ip", out.IP, "profile", string(out.Profile), "boot_id", out.BootID, "result", string(result))
+	status := http.StatusOK
+	if result == PutCreated {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, out)
+}
+
+func (h *handler) getLease(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	l, found, err := h.store.Lookup(r.Context(), mac)
+	if err != nil {
+		logKV(r, "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "", "read lease failed")
+		return
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, "mac", fmt.Sprintf("no lease for %s", mac))
+		return
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (h *handler) deleteLease(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	hw, _ := net.ParseMAC(mac)
+	if err := h.store.Delete(r.Context(), hw); err != nil {
+		logKV(r, "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "", "delete lease failed")
+		return
+	}
+	h.m.leaseDeletes.Inc()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// LeaseList is the body of GET /v1/leases.
+type LeaseList struct {
+	Leases []Lease `json:"leases"`
+}
+
+func (h *handler) listLeases(w http.ResponseWriter, r *http.Request) {
+	ls, err := h.store.List(r.Context())
+	if err != nil {
+		logKV(r, "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "", "list leases failed")
+		return
+	}
+	writeJSON(w, http.StatusOK, LeaseList{Leases: ls})
+}
+
+var tokenRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (h *handler) hostKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	token := r.PathValue("token")
+	if !tokenRE.MatchString(token) {
+		h.m.hostKeyFetches.WithLabelValues("not_found").Inc()
+		http.Error(w, "no such host key", http.StatusNotFound)
+		return
+	}
+	pemBytes, mac, err := h.store.TakeHostKey(r.Context(), token)
+	if mac != "" {
+		logKV(r, "mac", mac)
+	}
+	switch {
+	case errors.Is(err, ErrHostKeyGone):
+		// A second fetch means a retry of the live system or someone else
+		// took the key first; either way the worker must boot again.
+		h.m.hostKeyFetches.WithLabelValues("gone").Inc()
+		http.Error(w, "host key already fetched", http.StatusGone)
+	case errors.Is(err, ErrNotFound):
+		h.m.hostKeyFetches.WithLabelValues("not_found").Inc()
+		http.Error(w, "no such host key", http.StatusNotFound)
+	case err != nil:
+		h.m.hostKeyFetches.WithLabelValues("error").Inc()
+		logKV(r, "error", err.Error())
+		http.Error(w, "host key fetch failed", http.StatusInternalServerError)
+	default:
+		h.m.hostKeyFetches.WithLabelValues("served").Inc()
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(pemBytes)
+	}
+}
+
+func (h *handler) authorizedKeys(w http.ResponseWriter, r *http.Request) {
+	mac, err := NormalizeMAC(r.PathValue("mac"))
+	if err != nil {
+		http.Error(w, "bad mac", http.StatusBadRequest)
+		return
+	}
+	logKV(r, "mac", mac)
+	l, found, err := h.store.Lookup(r.Context(), mac)
+	if err != nil || !found {
+		http.Error(w, "no lease", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	for _, k := range l.SSHAuthorizedKeys {
+		io.WriteString(w, k+"\n")
+	}
+}
+
+func (h *handler) ipxeScript(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	raw, ok := strings.CutSuffix(r.PathValue("file"), ".ipxe")
+	if !ok {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	mac, err := NormalizeMAC(raw)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, exitScript)
+		return
+	}
+	logKV(r, "mac", mac)
+	l, found, err := h.store.Lookup(r.Context(), mac)
+	if err != nil {
+		logKV(r, "error", err.Error())
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, exitScript)
+		return
+	}
+	if !found {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, exitScript)
+		return
+	}
+	logKV(r, "profile", string(l.Profile), "boot_id", l.BootID)
+	io.WriteString(w, h.render(l, h.base(r)))
+}
+
+func (h *handler) base(r *http.Request) string {
+	if h.publicURL != "" {
+		return h.publicURL
+	}
+	return "http://" + r.Host
+}
+
+func (h *handler) render(l Lease, base string) string {
+	switch l.Profile {
+	case ProfileLive:
+		return RenderLive(LiveBoot{
+			Lease:        l,
+			BaseURL:      base,
+			Kernel:       h.kernel,
+			Initrd:       h.initrd,
+			Cmdline:      h.cmdline,
+			HostKeyToken: h.store.hostKeyToken(l.MAC),
+		})
+	case ProfileDisk:
+		return diskScript
+	default:
+		return exitScript
+	}
+}
+
+func (h *handler) file(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	logKV(r, "file", name)
+	if h.bootDir == nil || !fs.ValidPath(name) {
+		// fs.ValidPath refuses "..", absolute and unclean paths; os.Root
+		// then refuses symlinks that leave BootDir.
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	f, err := h.bootDir.Open(name)
+	if err != nil {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
+}

@@ -1,0 +1,181 @@
+// Package client is the worker's client of the pxe lease API: PUT, GET,
+// DELETE and list leases over HTTP with a bearer token. Errors are typed so a
+// caller tells bad input (400), conflict (409), not found (404) and a wrong
+// token (401) apart with errors.Is, and a transport failure from all of them.
+//
+// It does not retry: the Temporal activity that calls it owns retries, and
+// retries inside it would multiply the wait.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rackflow/rackflow/pxe"
+)
+
+var (
+	// ErrBadInput matches an *APIError with status 400.
+	ErrBadInput = errors.New("bad input")
+	// ErrUnauthorized matches an *APIError with status 401.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrNotFound matches an *APIError with status 404; it is pxe.ErrNotFound.
+	ErrNotFound = pxe.ErrNotFound
+	// ErrConflict matches an *APIError with status 409; it is pxe.ErrConflict.
+	ErrConflict = pxe.ErrConflict
+)
+
+// APIError is an answer of the API other than success.
+type APIError struct {
+	// Status is the HTTP status code.
+	Status int
+	// Field names the bad input field (JSON name, such as "ip" or "dns[1]")
+	// for 400 and 409, when the server said.
+	Field string
+	// Message is the server's explanation.
+	Message string
+}
+
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("pxe api: %d %s", e.Status, http.StatusText(e.Status))
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// Is maps the status to the package's sentinels.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrBadInput:
+		return e.Status == http.StatusBadRequest
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrConflict:
+		return e.Status == http.StatusConflict
+	}
+	return false
+}
+
+// Client talks to one pxe service.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// New returns a client of the service at baseURL (such as
+// "http://127.0.0.1:8080"). A nil httpClient gets one with a 30-second
+// overall timeout and no retries.
+func New(baseURL, token string, httpClient *http.Client) *Client {
+	if httpClient == nil {
+		httpClient = &http.Client{
+			Timeout: 30 * time.Second,
+			Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				TLSHandshakeTimeout:   5 * time.Second,
+				ResponseHeaderTimeout: 20 * time.Second,
+				IdleConnTimeout:       90 * time.Second,
+				MaxIdleConnsPerHost:   4,
+			},
+		}
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: httpClient}
+}
+
+// Put creates or replaces the lease of l.MAC and returns it as stored, with
+// its host key.
+func (c *Client) Put(ctx context.Context, l pxe.Lease) (pxe.Lease, error) {
+	body, err := json.Marshal(l)
+	if err != nil {
+		return pxe.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
+	}
+	var out pxe.Lease
+	if err := c.do(ctx, http.MethodPut, "/v1/leases/"+url.PathEscape(l.MAC), body, &out); err != nil {
+		return pxe.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
+	}
+	return out, nil
+}
+
+// Get returns the lease of mac; an absent or expired lease is ErrNotFound.
+func (c *Client) Get(ctx context.Context, mac string) (pxe.Lease, error) {
+	var out pxe.Lease
+	if err := c.do(ctx, http.MethodGet, "/v1/leases/"+url.PathEscape(mac), nil, &out); err != nil {
+		return pxe.Lease{}, fmt.Errorf("get lease %s: %w", mac, err)
+	}
+	return out, nil
+}
+
+// Delete removes the lease of mac; deleting an absent lease succeeds.
+func (c *Client) Delete(ctx context.Context, mac string) error {
+	if err := c.do(ctx, http.MethodDelete, "/v1/leases/"+url.PathEscape(mac), nil, nil); err != nil {
+		return fmt.Errorf("delete lease %s: %w", mac, err)
+	}
+	return nil
+}
+
+// List returns every unexpired lease, sorted by MAC.
+func (c *Client) List(ctx context.Context) ([]pxe.Lease, error) {
+	var out pxe.LeaseList
+	if err := c.do(ctx, http.MethodGet, "/v1/leases", nil, &out); err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	return out.Leases, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err // a *url.Error, which names the method and URL, never the token
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		apiErr := &APIError{Status: resp.StatusCode}
+		var e struct {
+			Error string `json:"error"`
+			Field string `json:"field"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			apiErr.Message, apiErr.Field = e.Error, e.Field
+		} else {
+			apiErr.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
+		}
+		return apiErr
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}

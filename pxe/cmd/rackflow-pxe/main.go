@@ -1,0 +1,387 @@
+// Command rackflow-pxe runs rackflow's PXE boot service: the lease API the
+// worker writes to, the HTTP boot routes (iPXE scripts, kernel and initrd,
+// one-time host keys) booting hosts read, and, when configured, the DHCP
+// server (dhcp-interface set) that answers registered MACs and the TFTP
+// server (tftp-root set) that hands PXE ROMs the iPXE binaries. Without
+// those two settings it serves HTTP only, which is what a laptop needs.
+//
+// Settings come from, lowest precedence first: defaults, a YAML file
+// (-config or RACKFLOW_PXE_CONFIG), RACKFLOW_PXE_* environment variables,
+// flags. Run with -h for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/dhcp"
+	"github.com/rackflow/rackflow/pxe/tftp"
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		slog.New(slog.NewJSONHandler(os.Stderr, nil)).Error("rackflow-pxe failed", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+// config holds every setting; all are strings so flags, environment and
+// YAML share one table.
+type config struct {
+	APIAddr       string `yaml:"api_addr"`
+	Token         string `yaml:"token"`
+	TokenFile     string `yaml:"token_file"`
+	StateFile     string `yaml:"state_file"`
+	BootDir       string `yaml:"boot_dir"`
+	PublicURL     string `yaml:"public_url"`
+	Kernel        string `yaml:"kernel"`
+	Initrd        string `yaml:"initrd"`
+	Cmdline       string `yaml:"cmdline"`
+	PruneInterval string `yaml:"prune_interval"`
+	LogLevel      string `yaml:"log_level"`
+
+	DHCPInterface     string `yaml:"dhcp_interface"`
+	DHCPAddr          string `yaml:"dhcp_addr"`
+	DHCPServerIP      string `yaml:"dhcp_server_ip"`
+	DHCPLeaseTime     string `yaml:"dhcp_lease_time"`
+	DHCPProxy         string `yaml:"dhcp_proxy"`
+	DHCPProxyAddr     string `yaml:"dhcp_proxy_addr"`
+	BootFileBIOS      string `yaml:"boot_file_bios"`
+	BootFileUEFI      string `yaml:"boot_file_uefi"`
+	BootFileUEFIARM64 string `yaml:"boot_file_uefi_arm64"`
+	BootFileHTTP      string `yaml:"boot_file_http"`
+	IPXEScriptURL     string `yaml:"ipxe_script_url"`
+	TFTPRoot          string `yaml:"tftp_root"`
+	TFTPAddr          string `yaml:"tftp_addr"`
+}
+
+type setting struct {
+	flag, usage string
+	ptr         *string
+}
+
+func (c *config) settings() []setting {
+	return []setting{
+		{"api-addr", "listen address of the lease API and HTTP boot routes", &c.APIAddr},
+		{"token", "bearer token of the lease API (prefer token-file)", &c.Token},
+		{"token-file", "file holding the bearer token", &c.TokenFile},
+		{"state-file", "JSON file the leases persist to (mode 0600)", &c.StateFile},
+		{"boot-dir", "directory served under /files/ (kernel, initrd)", &c.BootDir},
+		{"public-url", `how booting hosts reach this service, e.g. "http://10.0.0.2:8080"`, &c.PublicURL},
+		{"kernel", "live kernel's file name in boot-dir", &c.Kernel},
+		{"initrd", "live initrd's file name in boot-dir", &c.Initrd},
+		{"cmdline", `extra live kernel arguments, e.g. "console=ttyS0,115200"`, &c.Cmdline},
+		{"prune-interval", "how often expired leases are dropped", &c.PruneInterval},
+		{"log-level", "debug, info, warn or error", &c.LogLevel},
+		{"dhcp-interface", `interface the DHCP server binds to, e.g. "br-mgmt"; empty disables DHCP`, &c.DHCPInterface},
+		{"dhcp-addr", `UDP listen address of the DHCP server (default "0.0.0.0:67")`, &c.DHCPAddr},
+		{"dhcp-server-ip", "this server's IPv4 address on the DHCP segment (default: dhcp-interface's first IPv4 address)", &c.DHCPServerIP},
+		{"dhcp-lease-time", "DHCP lease time offered", &c.DHCPLeaseTime},
+		{"dhcp-proxy", "true: run as proxyDHCP beside another DHCP server (boot info only, no addresses)", &c.DHCPProxy},
+		{"dhcp-proxy-addr", `UDP listen address of the proxyDHCP boot-server port (default "0.0.0.0:4011")`, &c.DHCPProxyAddr},
+		{"boot-file-bios", `TFTP file for legacy BIOS PXE ROMs (default "undionly.kpxe")`, &c.BootFileBIOS},
+		{"boot-file-uefi", `TFTP file for x86 UEFI PXE (default "ipxe.efi")`, &c.BootFileUEFI},
+		{"boot-file-uefi-arm64", "TFTP file for ARM64 UEFI PXE (default: none)", &c.BootFileUEFIARM64},
+		{"boot-file-http", `iPXE URL for UEFI HTTP boot clients, e.g. "http://10.0.0.2:8080/files/ipxe.efi" (default: none)`, &c.BootFileHTTP},
+		{"ipxe-script-url", `boot script URL given to iPXE clients, "{mac}" replaced by the MAC (default "<public-url>/boot/{mac}.ipxe")`, &c.IPXEScriptURL},
+		{"tftp-root", "directory the TFTP server serves (iPXE binaries); empty disables TFTP", &c.TFTPRoot},
+		{"tftp-addr", `UDP listen address of the TFTP server (default "0.0.0.0:69")`, &c.TFTPAddr},
+	}
+}
+
+func envName(flagName string) string {
+	return "RACKFLOW_PXE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+var errUsage = errors.New("usage")
+
+// loadConfig merges defaults, the YAML file, the environment and the flags.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	cfg := config{
+		APIAddr:       pxe.DefaultAddr,
+		StateFile:     "/var/lib/rackflow-pxe/leases.json",
+		Kernel:        "vmlinuz",
+		Initrd:        "initrd.img",
+		PruneInterval: "1m",
+		LogLevel:      "info",
+		DHCPLeaseTime: "1h",
+		DHCPProxy:     "false",
+	}
+	var flagVals config
+	fs := flag.NewFlagSet("rackflow-pxe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config file (env RACKFLOW_PXE_CONFIG)")
+	for _, s := range flagVals.settings() {
+		fs.StringVar(s.ptr, s.flag, "", fmt.Sprintf("%s (env %s)", s.usage, envName(s.flag)))
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+
+	path := *configPath
+	if path == "" {
+		path = getenv("RACKFLOW_PXE_CONFIG")
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(data)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cur, fromFlags := cfg.settings(), flagVals.settings()
+	for i, s := range cur {
+		if v := getenv(envName(s.flag)); v != "" {
+			*s.ptr = v
+		}
+		if set[s.flag] {
+			*s.ptr = *fromFlags[i].ptr
+		}
+	}
+
+	if cfg.Token == "" && cfg.TokenFile != "" {
+		data, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("read token file: %w", err)
+		}
+		cfg.Token = strings.TrimSpace(string(data))
+	}
+	if cfg.Token == "" {
+		return cfg, errors.New("config: a token is required (token-file, RACKFLOW_PXE_TOKEN_FILE or token)")
+	}
+	if cfg.StateFile == "" {
+		return cfg, errors.New("config: state-file is required")
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(cfg.PublicURL, " \t\n") {
+			return cfg, fmt.Errorf("config: public-url %q is not an http(s) URL", cfg.PublicURL)
+		}
+	}
+	if d, err := time.ParseDuration(cfg.PruneInterval); err != nil || d <= 0 {
+		return cfg, fmt.Errorf("config: prune-interval %q is not a positive duration", cfg.PruneInterval)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return cfg, fmt.Errorf("config: log-level %q: %w", cfg.LogLevel, err)
+	}
+	if err := cfg.checkDHCP(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// checkDHCP checks the DHCP settings and fills ipxe-script-url's default.
+// They are checked only when DHCP is enabled.
+func (c *config) checkDHCP() error {
+	if c.DHCPInterface == "" {
+		return nil
+	}
+	if d, err := time.ParseDuration(c.DHCPLeaseTime); err != nil || d < time.Minute {
+		return fmt.Errorf("config: dhcp-lease-time %q is not a duration of at least 1m", c.DHCPLeaseTime)
+	}
+	if _, err := strconv.ParseBool(c.DHCPProxy); err != nil {
+		return fmt.Errorf("config: dhcp-proxy %q is not true or false", c.DHCPProxy)
+	}
+	if c.DHCPServerIP != "" {
+		if ip := net.ParseIP(c.DHCPServerIP); ip.To4() == nil || ip.IsUnspecified() || strings.Contains(c.DHCPServerIP, ":") {
+			return fmt.Errorf("config: dhcp-server-ip %q is not an IPv4 address", c.DHCPServerIP)
+		}
+	}
+	if c.IPXEScriptURL == "" {
+		if c.PublicURL == "" {
+			return errors.New("config: dhcp-interface is set but iPXE would get no script: set public-url (or ipxe-script-url)")
+		}
+		c.IPXEScriptURL = strings.TrimSuffix(c.PublicURL, "/") + "/boot/{mac}.ipxe"
+	}
+	for _, u := range []struct{ name, val string }{{"ipxe-script-url", c.IPXEScriptURL}, {"boot-file-http", c.BootFileHTTP}} {
+		if u.val == "" {
+			continue
+		}
+		p, err := url.Parse(u.val)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || strings.ContainsAny(u.val, " \t\n") {
+			return fmt.Errorf("config: %s %q is not an http(s) URL", u.name, u.val)
+		}
+	}
+	return nil
+}
+
+// serverIP is the DHCP server identifier: dhcp-server-ip, or else the
+// first IPv4 address of dhcp-interface.
+func (c *config) serverIP() (net.IP, error) {
+	if c.DHCPServerIP != "" {
+		return net.ParseIP(c.DHCPServerIP).To4(), nil
+	}
+	ifi, err := net.InterfaceByName(c.DHCPInterface)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp-interface %q: %w", c.DHCPInterface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("addresses of dhcp-interface %q: %w", c.DHCPInterface, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.To4(), nil
+		}
+	}
+	return nil, fmt.Errorf("dhcp-interface %q has no IPv4 address: set dhcp-server-ip", c.DHCPInterface)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := loadConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	store, err := pxe.OpenStore(pxe.StoreConfig{Path: cfg.StateFile})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	log.Info("lease store loaded", "path", cfg.StateFile, "leases", store.Len())
+	if cfg.PublicURL == "" {
+		log.Warn("public-url not set: iPXE URLs follow each request's Host header")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api := &pxe.APIServer{
+		Addr:      cfg.APIAddr,
+		Token:     cfg.Token,
+		Store:     store,
+		Logger:    log.With("server", "http"),
+		PublicURL: cfg.PublicURL,
+		BootDir:   cfg.BootDir,
+		Kernel:    cfg.Kernel,
+		Initrd:    cfg.Initrd,
+		Cmdline:   cfg.Cmdline,
+		Registry:  reg,
+	}
+	prune, _ := time.ParseDuration(cfg.PruneInterval)
+	dhcpSrv, err := newDHCPServer(cfg, store, log.With("server", "dhcp"), reg)
+	if err != nil {
+		return err
+	}
+	var tftpSrv *tftp.Server
+	if cfg.TFTPRoot != "" {
+		tftpSrv = &tftp.Server{
+			Root:       cfg.TFTPRoot,
+			ListenAddr: cfg.TFTPAddr,
+			Logger:     log.With("server", "tftp"),
+			Registerer: reg,
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return api.Serve(gctx) })
+	g.Go(func() error { return pruneLoop(gctx, store, prune, log) })
+	if dhcpSrv != nil {
+		g.Go(func() error { return dhcpSrv.Serve(gctx) })
+	} else {
+		log.Info("dhcp disabled: dhcp-interface not set")
+	}
+	if tftpSrv != nil {
+		g.Go(func() error { return tftpSrv.Serve(gctx) })
+	} else {
+		log.Info("tftp disabled: tftp-root not set")
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("rackflow-pxe stopped")
+	return err
+}
+
+// newDHCPServer returns the configured DHCP server, or nil when DHCP is
+// disabled.
+func newDHCPServer(cfg config, store *pxe.Store, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
+	if cfg.DHCPInterface == "" {
+		return nil, nil
+	}
+	ip, err := cfg.serverIP()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	leaseTime, _ := time.ParseDuration(cfg.DHCPLeaseTime)
+	proxy, _ := strconv.ParseBool(cfg.DHCPProxy)
+	return &dhcp.Server{
+		Interface:       cfg.DHCPInterface,
+		ListenAddr:      cfg.DHCPAddr,
+		ServerIP:        ip,
+		Backend:         pxe.DHCPBackend{Leases: store},
+		LeaseTime:       leaseTime,
+		IPXEScriptURL:   cfg.IPXEScriptURL,
+		ProxyDHCP:       proxy,
+		ProxyListenAddr: cfg.DHCPProxyAddr,
+		BootFiles: dhcp.BootFiles{
+			BIOS:      cfg.BootFileBIOS,
+			UEFI:      cfg.BootFileUEFI,
+			UEFIARM64: cfg.BootFileUEFIARM64,
+			HTTP:      cfg.BootFileHTTP,
+		},
+		Logger:     log,
+		Registerer: reg,
+	}, nil
+}
+
+// pruneLoop drops expired leases (and their unfetched keys) from disk.
+func pruneLoop(ctx context.Context, store *pxe.Store, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			n, err := store.Prune(ctx)
+			if err != nil {
+				// Not fatal: expired leases are already not served.
+				log.Error("prune leases", "error", err.Error())
+			} else if n > 0 {
+				log.Info("pruned expired leases", "count", n)
+			}
+		}
+	}
+}

@@ -1,0 +1,202 @@
+// Package pxe is rackflow's PXE boot service: it holds the per-MAC boot leases
+// the worker writes through an authenticated HTTP API, renders each booting
+// host's iPXE script, serves kernels and initrds over HTTP, and hands the live
+// system its per-boot SSH host key exactly once. The DHCP and TFTP servers
+// live in pxe/dhcp and pxe/tftp and read leases through Store.Get; the worker
+// talks to this service only through pxe/client.
+//
+// It is not an IPAM or an inventory: it serves whatever the worker last PUT,
+// and it knows nothing of workflows, BMCs or images.
+package pxe
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/rackflow/rackflow/spec"
+	"golang.org/x/crypto/ssh"
+)
+
+// Profile says what a host does when it PXE-boots.
+type Profile string
+
+const (
+	// ProfileLive boots the live system over HTTP, with SSH host key and
+	// authorized keys set up for rackflow.
+	ProfileLive Profile = "live"
+	// ProfileDisk boots the first local disk.
+	ProfileDisk Profile = "disk"
+	// ProfileNone makes iPXE exit, so the firmware tries its next boot device.
+	ProfileNone Profile = "none"
+)
+
+// Lease is what the service knows of one PXE-booting NIC.
+type Lease struct {
+	// MAC is the booting NIC, normalised to lower-case colon form.
+	MAC     string   `json:"mac"`
+	IP      string   `json:"ip"`
+	Netmask string   `json:"netmask"`
+	Gateway string   `json:"gateway,omitempty"`
+	DNS     []string `json:"dns,omitempty"`
+	// Hostname is given to the host by DHCP and the kernel command line.
+	Hostname string  `json:"hostname,omitempty"`
+	Profile  Profile `json:"profile"`
+	// ExpiresAt is when the lease stops being served; zero means never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// BootID is chosen by the worker for each boot; a new BootID gets a new
+	// per-boot SSH host key.
+	BootID string `json:"boot_id,omitempty"`
+	// SSHAuthorizedKeys are the public keys the live system accepts.
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
+
+	// HostKey is output only: the public half of the live system's per-boot
+	// host key, in authorized_keys format, for the worker to pin.
+	HostKey string `json:"host_key,omitempty"`
+	// UpdatedAt is output only: when the lease last changed.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// bootIDRE keeps BootID safe to put on a kernel command line unquoted.
+var bootIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// NormalizeMAC parses a 48-bit unicast MAC in any form net.ParseMAC accepts
+// and returns it in lower-case colon form.
+func NormalizeMAC(s string) (string, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		return "", fmt.Errorf("not a 48-bit MAC address like 52:54:00:12:34:56")
+	}
+	if mac[0]&1 == 1 {
+		return "", fmt.Errorf("is a multicast address")
+	}
+	return mac.String(), nil
+}
+
+// Validate checks a lease as received from a PUT and returns spec.FieldErrors
+// naming every bad field (by its JSON name), or nil. Output-only fields are
+// not checked. now is used to refuse an expiry in the past.
+func (l Lease) Validate(now time.Time) error {
+	var errs spec.FieldErrors
+	add := func(field, value, reason string) {
+		errs = append(errs, spec.FieldError{Field: field, Value: value, Reason: reason})
+	}
+	if l.MAC == "" {
+		add("mac", "", "required")
+	} else if _, err := NormalizeMAC(l.MAC); err != nil {
+		add("mac", l.MAC, err.Error())
+	}
+	ip, ipErr := netip.ParseAddr(l.IP)
+	if l.IP == "" {
+		add("ip", "", "required")
+	} else if ipErr != nil || !ip.Is4() {
+		add("ip", l.IP, "not an IPv4 address")
+	}
+	prefix := -1
+	if l.Netmask == "" {
+		add("netmask", "", "required")
+	} else if m := net.ParseIP(l.Netmask).To4(); m == nil || strings.Contains(l.Netmask, ":") {
+		add("netmask", l.Netmask, "not an IPv4 netmask like 255.255.255.0")
+	} else if ones, bits := net.IPMask(m).Size(); bits == 0 || ones == 0 {
+		add("netmask", l.Netmask, "not a contiguous netmask")
+	} else {
+		prefix = ones
+	}
+	if l.Gateway != "" {
+		gw, err := netip.ParseAddr(l.Gateway)
+		switch {
+		case err != nil || !gw.Is4():
+			add("gateway", l.Gateway, "not an IPv4 address")
+		case ipErr == nil && ip.Is4() && prefix > 0 && !netip.PrefixFrom(ip, prefix).Masked().Contains(gw):
+			add("gateway", l.Gateway, fmt.Sprintf("not in the lease's subnet %s", netip.PrefixFrom(ip, prefix).Masked()))
+		}
+	}
+	for i, d := range l.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			add(fmt.Sprintf("dns[%d]", i), d, "not an IP address")
+		}
+	}
+	if l.Hostname != "" && !spec.ValidHostname(l.Hostname) {
+		add("hostname", l.Hostname, "not a DNS name")
+	}
+	switch l.Profile {
+	case ProfileLive, ProfileDisk, ProfileNone:
+	case "":
+		add("profile", "", `required: "live", "disk" or "none"`)
+	default:
+		add("profile", string(l.Profile), `must be "live", "disk" or "none"`)
+	}
+	if !l.ExpiresAt.IsZero() && !l.ExpiresAt.After(now) {
+		add("expires_at", l.ExpiresAt.Format(time.RFC3339), "is in the past (leave it out for a lease that never expires)")
+	}
+	if l.BootID != "" && !bootIDRE.MatchString(l.BootID) {
+		add("boot_id", l.BootID, "must be 1-128 characters of letters, digits and . _ : -")
+	}
+	for i, k := range l.SSHAuthorizedKeys {
+		if _, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || len(strings.TrimSpace(string(rest))) > 0 {
+			add(fmt.Sprintf("ssh_authorized_keys[%d]", i), truncate(k, 40), "not one public key in authorized_keys format")
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// normalized returns the lease as stored: MAC in canonical form, output-only
+// fields cleared, empty lists dropped.
+func (l Lease) normalized() Lease {
+	if mac, err := NormalizeMAC(l.MAC); err == nil {
+		l.MAC = mac
+	}
+	l.IP = canonIP(l.IP)
+	l.Netmask = canonIP(l.Netmask)
+	l.Gateway = canonIP(l.Gateway)
+	l.HostKey = ""
+	l.UpdatedAt = time.Time{}
+	if len(l.DNS) == 0 {
+		l.DNS = nil
+	} else {
+		dns := make([]string, len(l.DNS))
+		for i, d := range l.DNS {
+			dns[i] = canonIP(d)
+		}
+		l.DNS = dns
+	}
+	if len(l.SSHAuthorizedKeys) == 0 {
+		l.SSHAuthorizedKeys = nil
+	} else {
+		keys := make([]string, len(l.SSHAuthorizedKeys))
+		for i, k := range l.SSHAuthorizedKeys {
+			keys[i] = strings.TrimSpace(k)
+		}
+		l.SSHAuthorizedKeys = keys
+	}
+	if !l.ExpiresAt.IsZero() {
+		l.ExpiresAt = l.ExpiresAt.UTC()
+	}
+	return l
+}
+
+// expired reports whether the lease must no longer be served at now.
+func (l Lease) expired(now time.Time) bool {
+	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
+}
+
+// canonIP returns the canonical text form of an address, or s unchanged.
+func canonIP(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String()
+	}
+	return s
+}

@@ -1,0 +1,264 @@
+// Package tftp is the read-only TFTP server of rackflow's PXE service: it
+// hands PXE firmware the iPXE binaries (undionly.kpxe, ipxe.efi) from one
+// directory, with blksize and tsize negotiation (RFC 2348, 2349).
+//
+// It is not a general TFTP server: write requests are refused, and no name
+// can reach outside Root (no "..", no absolute paths, no symlink leading out,
+// no directories or device files). Kernels and initrds go over HTTP, not here.
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// Errors a transfer fails with; the client sees their text in the TFTP
+// ERROR packet, so they name no host path.
+var (
+	ErrConfig    = errors.New("tftp: invalid config")
+	ErrNotFound  = errors.New("file not found")
+	ErrForbidden = errors.New("access violation")
+)
+
+// Transfer describes one finished read request, for Server.OnTransfer.
+type Transfer struct {
+	Remote   net.IP
+	Filename string
+	Bytes    int64
+	Duration time.Duration
+	// Err is nil for a complete transfer; errors.Is(Err, ErrNotFound) or
+	// ErrForbidden tells a refused name from a failed transfer.
+	Err error
+}
+
+// Server serves the files under Root over TFTP, read-only. Set the fields,
+// then call Serve; do not change them while it runs.
+type Server struct {
+	// Root is the directory served. Required.
+	Root string
+	// ListenAddr is the UDP address to listen on. Default "0.0.0.0:69".
+	ListenAddr string
+	// Conn, when set, is used instead of listening on ListenAddr.
+	// Serve closes it when ctx is cancelled.
+	Conn net.PacketConn
+	// MaxBlockSize caps the blksize a client may negotiate (513..65464).
+	// Zero leaves the cap at the MTU of the interface the request came in
+	// on minus headers, so blocks are never fragmented.
+	MaxBlockSize int
+	// Anticipate, above 1, sends that many blocks before waiting for an
+	// ACK (pin/tftp's experimental "sender anticipate"). pin/tftp v3.1.0
+	// does not implement the RFC 7440 windowsize option: a client asking
+	// for it gets no windowsize in the OACK and falls back to lock-step.
+	// Zero (lock-step, one block per ACK) is the safe default for PXE ROMs.
+	Anticipate uint
+	// Timeout is how long to wait for each ACK. Default 5s.
+	Timeout time.Duration
+	// Retries is how often a block is resent before the transfer fails.
+	// Default 5.
+	Retries int
+	// Logger gets one line per transfer. Nil discards.
+	Logger *slog.Logger
+	// Registerer gets the server's metrics (rackflow_pxe_tftp_*). Nil keeps
+	// them unregistered.
+	Registerer prometheus.Registerer
+	// OnTransfer, when set, is called after each read request (e.g. to
+	// count boots per host: map Remote to a MAC through the lease store).
+	// It must not block.
+	OnTransfer func(Transfer)
+
+	initOnce sync.Once
+	initErr  error
+	log      *slog.Logger
+	metrics  *metrics
+	root     *os.Root
+}
+
+func (s *Server) init() error {
+	s.initOnce.Do(func() {
+		s.log = s.Logger
+		if s.log == nil {
+			s.log = slog.New(slog.DiscardHandler)
+		}
+		s.metrics = newMetrics()
+		if s.Registerer != nil {
+			if err := s.metrics.register(s.Registerer); err != nil {
+				s.initErr = err
+				return
+			}
+		}
+		if s.Root == "" {
+			s.initErr = fmt.Errorf("%w: Root is empty", ErrConfig)
+			return
+		}
+		r, err := os.OpenRoot(s.Root)
+		if err != nil {
+			s.initErr = fmt.Errorf("%w: open root: %w", ErrConfig, err)
+			return
+		}
+		s.root = r
+	})
+	return s.initErr
+}
+
+// Serve answers read requests until ctx is cancelled, then closes the
+// socket, lets running transfers finish (each ends within Timeout×Retries)
+// and returns ctx.Err(). A config or socket error is returned at once.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	conn := s.Conn
+	if conn == nil {
+		addr := s.ListenAddr
+		if addr == "" {
+			addr = "0.0.0.0:69"
+		}
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("tftp: listen on %s: %w", addr, err)
+		}
+		conn = c
+	}
+
+	// pin/tftp sizes blocks from the MTU of the interface a request came in
+	// on, which it learns from IP_PKTINFO; the kernel attaches that only to
+	// datagrams queued after the option is on, so turn it on before anyone
+	// can be waiting (pin/tftp sets it again, harmlessly).
+	enablePktinfo(conn)
+
+	srv := tftp.NewServer(s.readHandler, nil) // nil write handler: WRQ refused
+	if s.MaxBlockSize > 0 {
+		srv.SetBlockSize(s.MaxBlockSize)
+	}
+	srv.SetAnticipate(s.Anticipate)
+	srv.SetTimeout(s.Timeout)
+	srv.SetRetries(s.Retries)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(conn) }()
+	s.log.Info("tftp: serving", "addr", conn.LocalAddr().String(), "root", s.Root)
+	select {
+	case <-ctx.Done():
+		srv.Shutdown() // closes conn, waits for transfers
+		<-errc
+		return ctx.Err()
+	case err := <-errc:
+		_ = conn.Close()
+		if err != nil {
+			return fmt.Errorf("tftp: serve: %w", err)
+		}
+		return nil
+	}
+}
+
+// open resolves a requested name inside Root.
+func (s *Server) open(name string) (*os.File, int64, error) {
+	if name == "" || strings.ContainsRune(name, 0) || strings.HasPrefix(name, "/") || strings.Contains(name, `\`) {
+		return nil, 0, ErrForbidden
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return nil, 0, ErrForbidden
+		}
+	}
+	// os.Root refuses any path, symlinks included, that resolves outside Root.
+	f, err := s.root.Open(path.Clean(name))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, ErrNotFound
+		}
+		return nil, 0, ErrForbidden
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, ErrForbidden
+	}
+	return f, st.Size(), nil
+}
+
+func (s *Server) readHandler(name string, rf io.ReaderFrom) error {
+	start := time.Now()
+	var remote net.IP
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ra := ot.RemoteAddr()
+		remote = ra.IP
+	}
+	t := Transfer{Remote: remote, Filename: name}
+	defer func() {
+		t.Duration = time.Since(start)
+		s.record(t)
+	}()
+
+	f, size, err := s.open(name)
+	if err != nil {
+		t.Err = err
+		return err
+	}
+	defer f.Close()
+	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
+		ot.SetSize(size) // answers a tsize=0 request with the real size
+	}
+	n, err := rf.ReadFrom(f)
+	t.Bytes = n
+	if err != nil {
+		t.Err = fmt.Errorf("send %s: %w", name, err)
+		// pin/tftp has already told the client; returning the error would
+		// make it send a second ERROR packet.
+		return nil
+	}
+	return nil
+}
+
+func (s *Server) record(t Transfer) {
+	result := "ok"
+	switch {
+	case errors.Is(t.Err, ErrNotFound):
+		result = "not_found"
+	case errors.Is(t.Err, ErrForbidden):
+		result = "forbidden"
+	case t.Err != nil:
+		result = "failed"
+	}
+	s.metrics.transfers.WithLabelValues(result).Inc()
+	s.metrics.bytes.Add(float64(t.Bytes))
+	level := slog.LevelInfo
+	if t.Err != nil && result != "not_found" {
+		level = slog.LevelWarn
+	}
+	args := []any{"remote", t.Remote.String(), "file", t.Filename, "result", result, "bytes", t.Bytes, "duration", t.Duration}
+	if t.Err != nil {
+		args = append(args, "error", t.Err)
+	}
+	s.log.Log(context.Background(), level, "tftp: read request", args...)
+	if s.OnTransfer != nil {
+		s.OnTransfer(t)
+	}
+}
+
+func enablePktinfo(conn net.PacketConn) {
+	uc, ok := conn.(*net.UDPConn)
+	if !ok {
+		return
+	}
+	if la, ok := uc.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil && !la.IP.IsUnspecified() {
+		_ = ipv6.NewPacketConn(uc).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
+		return
+	}
+	_ = ipv4.NewPacketConn(uc).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
+}

@@ -1,0 +1,151 @@
+// Package secrets turns credential references ("bmc/node07") into values on
+// the worker side. Workflow inputs, results, heartbeats and logs carry only
+// references; only activities call a Resolver, and a Secret refuses to print
+// itself so a stray log line cannot leak it. It is not a vault: values come
+// from a file (or environment variables) the operator provides.
+package secrets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrNotFound is returned for a reference no source defines.
+var ErrNotFound = errors.New("secret not found")
+
+// Secret is a resolved credential. Which fields are set depends on its use:
+// BMC credentials use Username and Password, SSH and chef use PrivateKey.
+type Secret struct {
+	Username   string
+	Password   string
+	PrivateKey string
+}
+
+// String redacts, so fmt and loggers never print a value.
+func (Secret) String() string { return "Secret(redacted)" }
+
+// GoString redacts for %#v.
+func (Secret) GoString() string { return "secrets.Secret{redacted}" }
+
+// LogValue redacts for slog.
+func (Secret) LogValue() slog.Value { return slog.StringValue("redacted") }
+
+// Resolver resolves a reference to its value.
+type Resolver interface {
+	Resolve(ctx context.Context, ref string) (Secret, error)
+}
+
+type fileEntry struct {
+	Username       string `yaml:"username"`
+	Password       string `yaml:"password"`
+	PrivateKey     string `yaml:"private_key"`
+	PrivateKeyFile string `yaml:"private_key_file"`
+	PasswordEnv    string `yaml:"password_env"`
+}
+
+type fileFormat struct {
+	Secrets map[string]fileEntry `yaml:"secrets"`
+}
+
+// File resolves references from a YAML file of the form
+//
+//	secrets:
+//	  bmc/node07: {username: admin, password_env: NODE07_BMC_PASSWORD}
+//	  ssh/provision: {username: root, private_key_file: /etc/rackflow/id_ed25519}
+//
+// The file is read again when it changes on disk (checked on each Resolve),
+// so rotating a credential does not need a worker restart.
+type File struct {
+	Path string
+
+	mu      sync.Mutex
+	mtime   int64
+	entries map[string]fileEntry
+}
+
+// NewFile loads path once, so a broken file is reported at start-up.
+func NewFile(path string) (*File, error) {
+	f := &File{Path: path}
+	if err := f.reload(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *File) reload() error {
+	st, err := os.Stat(f.Path)
+	if err != nil {
+		return fmt.Errorf("secrets file: %w", err)
+	}
+	if st.ModTime().UnixNano() == f.mtime && f.entries != nil {
+		return nil
+	}
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return fmt.Errorf("secrets file: %w", err)
+	}
+	var ff fileFormat
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&ff); err != nil {
+		// Never echo the file's content: it is full of secrets.
+		return fmt.Errorf("secrets file %s: malformed YAML", f.Path)
+	}
+	f.entries = ff.Secrets
+	f.mtime = st.ModTime().UnixNano()
+	return nil
+}
+
+// Resolve implements Resolver.
+func (f *File) Resolve(_ context.Context, ref string) (Secret, error) {
+	f.mu.Lock()
+	err := f.reload()
+	e, ok := f.entries[ref]
+	f.mu.Unlock()
+	if err != nil {
+		return Secret{}, err
+	}
+	if !ok {
+		return Secret{}, fmt.Errorf("%w: %q", ErrNotFound, ref)
+	}
+	s := Secret{Username: e.Username, Password: e.Password, PrivateKey: e.PrivateKey}
+	if e.PasswordEnv != "" {
+		v, ok := os.LookupEnv(e.PasswordEnv)
+		if !ok {
+			return Secret{}, fmt.Errorf("%w: %q names environment variable %s, which is not set", ErrNotFound, ref, e.PasswordEnv)
+		}
+		s.Password = v
+	}
+	if e.PrivateKeyFile != "" {
+		p := e.PrivateKeyFile
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(f.Path), p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return Secret{}, fmt.Errorf("secret %q: read private key file: %w", ref, err)
+		}
+		s.PrivateKey = string(b)
+	}
+	return s, nil
+}
+
+// Static is an in-memory Resolver, for tests and embedding.
+type Static map[string]Secret
+
+// Resolve implements Resolver.
+func (s Static) Resolve(_ context.Context, ref string) (Secret, error) {
+	v, ok := s[ref]
+	if !ok {
+		return Secret{}, fmt.Errorf("%w: %q", ErrNotFound, ref)
+	}
+	return v, nil
+}

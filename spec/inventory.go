@@ -1,0 +1,399 @@
+package spec
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Inventory is the file that describes the hosts rackflow may provision.
+type Inventory struct {
+	Hosts []Host `yaml:"hosts" json:"hosts"`
+}
+
+// Host describes one bare-metal host. It holds references to credentials,
+// never their values, because it travels through workflow history.
+type Host struct {
+	// Name is the host's short name; it forms the workflow ID.
+	Name string `yaml:"name" json:"name"`
+	// BMC is the host's out-of-band controller, the only port of the host
+	// on the management network.
+	BMC BMC `yaml:"bmc" json:"bmc"`
+	// MAC is the address of the NIC that PXE-boots.
+	MAC     string  `yaml:"mac" json:"mac"`
+	Network Network `yaml:"network" json:"network"`
+	// Disk is the target block device, such as /dev/sda.
+	Disk  string `yaml:"disk" json:"disk"`
+	Image Image  `yaml:"image" json:"image"`
+	SSH   SSH    `yaml:"ssh" json:"ssh"`
+	Chef  *Chef  `yaml:"chef,omitempty" json:"chef,omitempty"`
+}
+
+// BMC locates an IPMI/Redfish controller.
+type BMC struct {
+	Address string `yaml:"address" json:"address"`
+	// Port is the BMC's port: 623 for IPMI, 443 for Redfish when zero.
+	Port int `yaml:"port,omitempty" json:"port,omitempty"`
+	// Provider is "ipmi" or "redfish".
+	Provider string `yaml:"provider" json:"provider"`
+	// Credential names a secret with username and password.
+	Credential string `yaml:"credential" json:"credential"`
+}
+
+// Network is the host's static address on its provisioning network.
+type Network struct {
+	IP      string   `yaml:"ip" json:"ip"`
+	Netmask string   `yaml:"netmask" json:"netmask"`
+	Gateway string   `yaml:"gateway,omitempty" json:"gateway,omitempty"`
+	DNS     []string `yaml:"dns,omitempty" json:"dns,omitempty"`
+}
+
+// Image is the raw OS image written to the disk.
+type Image struct {
+	// URL is http(s)://, file:// or an absolute path readable by the worker.
+	URL string `yaml:"url" json:"url"`
+	// Size is the size in bytes of the raw (uncompressed) image.
+	Size int64 `yaml:"size" json:"size"`
+	// SHA256 is the hex digest of the raw image.
+	SHA256 string `yaml:"sha256" json:"sha256"`
+}
+
+// SSH says how rackflow reaches the live system and the installed OS.
+type SSH struct {
+	User string `yaml:"user,omitempty" json:"user,omitempty"`
+	// Port of the installed OS's sshd (22 when zero).
+	Port int `yaml:"port,omitempty" json:"port,omitempty"`
+	// LivePort of the live system's sshd (22 when zero).
+	LivePort int `yaml:"live_port,omitempty" json:"live_port,omitempty"`
+	// Credential names a secret holding the private key rackflow logs in with.
+	Credential string `yaml:"credential" json:"credential"`
+	// HostKey pins the installed OS's host key (authorized_keys format).
+	// Empty: recorded on first contact and reported in the result.
+	HostKey string `yaml:"host_key,omitempty" json:"host_key,omitempty"`
+}
+
+// Chef holds the settings of the chef bootstrap.
+type Chef struct {
+	ServerURL   string   `yaml:"server_url" json:"server_url"`
+	RunList     []string `yaml:"run_list" json:"run_list"`
+	Environment string   `yaml:"environment,omitempty" json:"environment,omitempty"`
+	NodeName    string   `yaml:"node_name,omitempty" json:"node_name,omitempty"`
+	// ValidatorName is the validation client's name on the chef server.
+	ValidatorName string `yaml:"validator_name,omitempty" json:"validator_name,omitempty"`
+	// ValidatorCredential names a secret holding the validator's private key.
+	ValidatorCredential string `yaml:"validator_credential" json:"validator_credential"`
+	// Command is run on the host after the files are written.
+	// Default: "chef-client -j /etc/chef/first-boot.json".
+	Command string `yaml:"command,omitempty" json:"command,omitempty"`
+}
+
+// Defaults fills zero fields with their documented defaults.
+func (h *Host) Defaults() {
+	if h.BMC.Provider == "" {
+		h.BMC.Provider = "ipmi"
+	}
+	if h.BMC.Port == 0 {
+		if h.BMC.Provider == "redfish" {
+			h.BMC.Port = 443
+		} else {
+			h.BMC.Port = 623
+		}
+	}
+	if h.SSH.User == "" {
+		h.SSH.User = "root"
+	}
+	if h.SSH.Port == 0 {
+		h.SSH.Port = 22
+	}
+	if h.SSH.LivePort == 0 {
+		h.SSH.LivePort = 22
+	}
+	if h.Chef != nil {
+		if h.Chef.NodeName == "" {
+			h.Chef.NodeName = h.Name
+		}
+		if h.Chef.ValidatorName == "" {
+			h.Chef.ValidatorName = "chef-validator"
+		}
+		if h.Chef.Command == "" {
+			h.Chef.Command = "chef-client -j /etc/chef/first-boot.json"
+		}
+	}
+	if mac, err := net.ParseMAC(h.MAC); err == nil {
+		h.MAC = mac.String()
+	}
+}
+
+// FieldError says which field of an input is wrong and why.
+type FieldError struct {
+	Field  string
+	Value  string
+	Reason string
+}
+
+func (e FieldError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("%s: %s (got %q)", e.Field, e.Reason, e.Value)
+}
+
+// FieldErrors collects every problem of one input, so a user fixes them all
+// at once instead of one per attempt.
+type FieldErrors []FieldError
+
+func (es FieldErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+// ErrUnknownHost is returned when a host is not in the inventory.
+var ErrUnknownHost = errors.New("host not in inventory")
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	refRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
+	diskRE   = regexp.MustCompile(`^/[A-Za-z0-9_./-]+$`)
+	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ValidName reports whether s is a valid host name (DNS label).
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// ValidRef reports whether s is a syntactically valid secret reference.
+func ValidRef(s string) bool { return refRE.MatchString(s) && !strings.Contains(s, "..") }
+
+// Validate checks a host, after Defaults, and returns FieldErrors naming
+// every bad field, or nil.
+func (h Host) Validate() error {
+	var errs FieldErrors
+	add := func(field, value, reason string) {
+		errs = append(errs, FieldError{Field: field, Value: value, Reason: reason})
+	}
+	if !ValidName(h.Name) {
+		add("name", h.Name, "must be a DNS label: lower-case letters, digits and '-', at most 63 characters")
+	}
+	if h.BMC.Address == "" {
+		add("bmc.address", "", "required")
+	} else if _, err := netip.ParseAddr(h.BMC.Address); err != nil && !ValidHostname(h.BMC.Address) {
+		add("bmc.address", h.BMC.Address, "not an IP address or host name")
+	}
+	if h.BMC.Port < 0 || h.BMC.Port > 65535 {
+		add("bmc.port", fmt.Sprint(h.BMC.Port), "must be 1-65535")
+	}
+	switch h.BMC.Provider {
+	case "ipmi", "redfish":
+	default:
+		add("bmc.provider", h.BMC.Provider, `must be "ipmi" or "redfish"`)
+	}
+	if !ValidRef(h.BMC.Credential) {
+		add("bmc.credential", h.BMC.Credential, "must name a secret (letters, digits, _ . / -)")
+	}
+	if mac, err := net.ParseMAC(h.MAC); err != nil || len(mac) != 6 {
+		add("mac", h.MAC, "not a 48-bit MAC address like 52:54:00:12:34:56")
+	} else if mac[0]&1 == 1 {
+		add("mac", h.MAC, "is a multicast address")
+	}
+	ip, ipErr := netip.ParseAddr(h.Network.IP)
+	if ipErr != nil || !ip.Is4() {
+		add("network.ip", h.Network.IP, "not an IPv4 address")
+	}
+	if m := net.ParseIP(h.Network.Netmask).To4(); m == nil {
+		add("network.netmask", h.Network.Netmask, "not an IPv4 netmask")
+	} else if ones, bits := net.IPMask(m).Size(); bits == 0 || ones == 0 {
+		add("network.netmask", h.Network.Netmask, "not a contiguous netmask")
+	}
+	if h.Network.Gateway != "" {
+		if gw, err := netip.ParseAddr(h.Network.Gateway); err != nil || !gw.Is4() {
+			add("network.gateway", h.Network.Gateway, "not an IPv4 address")
+		}
+	}
+	for i, d := range h.Network.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			add(fmt.Sprintf("network.dns[%d]", i), d, "not an IP address")
+		}
+	}
+	if !diskRE.MatchString(h.Disk) || strings.Contains(h.Disk, "..") {
+		add("disk", h.Disk, "must be an absolute device path such as /dev/sda")
+	}
+	errs = append(errs, h.Image.validate("image")...)
+	if h.SSH.Port < 1 || h.SSH.Port > 65535 {
+		add("ssh.port", fmt.Sprint(h.SSH.Port), "must be 1-65535")
+	}
+	if h.SSH.LivePort < 1 || h.SSH.LivePort > 65535 {
+		add("ssh.live_port", fmt.Sprint(h.SSH.LivePort), "must be 1-65535")
+	}
+	if !ValidName(h.SSH.User) && h.SSH.User != "root" {
+		add("ssh.user", h.SSH.User, "not a valid user name")
+	}
+	if !ValidRef(h.SSH.Credential) {
+		add("ssh.credential", h.SSH.Credential, "must name a secret holding a private key")
+	}
+	if h.SSH.HostKey != "" && !looksLikeAuthorizedKey(h.SSH.HostKey) {
+		add("ssh.host_key", h.SSH.HostKey, `must be "TYPE BASE64" as in known_hosts`)
+	}
+	if c := h.Chef; c != nil {
+		if u, err := url.Parse(c.ServerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add("chef.server_url", c.ServerURL, "must be an http(s) URL")
+		}
+		if len(c.RunList) == 0 {
+			add("chef.run_list", "", "must name at least one recipe or role")
+		}
+		for i, r := range c.RunList {
+			if !runListRE.MatchString(r) {
+				add(fmt.Sprintf("chef.run_list[%d]", i), r, `must look like "recipe[name]" or "role[name]"`)
+			}
+		}
+		if !ValidRef(c.ValidatorCredential) {
+			add("chef.validator_credential", c.ValidatorCredential, "must name a secret holding the validator key")
+		}
+		if c.NodeName != "" && !ValidName(c.NodeName) && !ValidHostname(c.NodeName) {
+			add("chef.node_name", c.NodeName, "not a valid node name")
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+var runListRE = regexp.MustCompile(`^(recipe|role)\[[A-Za-z0-9_.:@-]+\]$`)
+
+func (im Image) validate(prefix string) FieldErrors {
+	var errs FieldErrors
+	add := func(field, value, reason string) {
+		errs = append(errs, FieldError{Field: prefix + "." + field, Value: value, Reason: reason})
+	}
+	if im.URL == "" {
+		add("url", "", "required")
+	} else if strings.HasPrefix(im.URL, "/") {
+		// a path on the worker
+	} else if u, err := url.Parse(im.URL); err != nil {
+		add("url", im.URL, "not a URL")
+	} else {
+		switch u.Scheme {
+		case "http", "https":
+			if u.Host == "" {
+				add("url", im.URL, "has no host")
+			}
+		case "file":
+			if u.Path == "" {
+				add("url", im.URL, "has no path")
+			}
+		default:
+			add("url", im.URL, "must be http://, https://, file:// or an absolute path")
+		}
+	}
+	if im.Size <= 0 {
+		add("size", fmt.Sprint(im.Size), "must be the raw image's size in bytes")
+	}
+	if im.SHA256 == "" {
+		add("sha256", "", "required: the raw image's sha256, 64 hex digits")
+	} else if !sha256RE.MatchString(im.SHA256) {
+		add("sha256", im.SHA256, "must be 64 lower-case hex digits")
+	} else if _, err := hex.DecodeString(im.SHA256); err != nil {
+		add("sha256", im.SHA256, "not hex")
+	}
+	return errs
+}
+
+// ValidHostname reports whether s is a DNS name.
+func ValidHostname(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !nameRE.MatchString(strings.ToLower(l)) {
+			return false
+		}
+	}
+	return true
+}
+
+func looksLikeAuthorizedKey(s string) bool {
+	f := strings.Fields(s)
+	return len(f) >= 2 && (strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-"))
+}
+
+// ParseInventory decodes and validates an inventory. It rejects unknown
+// fields, so a typo never silently drops a setting.
+func ParseInventory(data []byte) (*Inventory, error) {
+	var inv Inventory
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&inv); err != nil {
+		return nil, fmt.Errorf("parse inventory: %w", err)
+	}
+	var errs FieldErrors
+	seen := map[string]int{}
+	macs := map[string]string{}
+	for i := range inv.Hosts {
+		h := &inv.Hosts[i]
+		h.Defaults()
+		if err := h.Validate(); err != nil {
+			var fe FieldErrors
+			if errors.As(err, &fe) {
+				for _, e := range fe {
+					e.Field = fmt.Sprintf("hosts[%d](%s).%s", i, h.Name, e.Field)
+					errs = append(errs, e)
+				}
+			}
+		}
+		if j, dup := seen[h.Name]; dup {
+			errs = append(errs, FieldError{Field: fmt.Sprintf("hosts[%d].name", i), Value: h.Name, Reason: fmt.Sprintf("duplicates hosts[%d]", j)})
+		}
+		seen[h.Name] = i
+		if other, dup := macs[h.MAC]; dup && h.MAC != "" {
+			errs = append(errs, FieldError{Field: fmt.Sprintf("hosts[%d].mac", i), Value: h.MAC, Reason: "already used by host " + other})
+		}
+		macs[h.MAC] = h.Name
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &inv, nil
+}
+
+// LoadInventory reads and parses an inventory file.
+func LoadInventory(path string) (*Inventory, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	return ParseInventory(data)
+}
+
+// Lookup returns the named host.
+func (inv *Inventory) Lookup(name string) (Host, error) {
+	for _, h := range inv.Hosts {
+		if h.Name == name {
+			return h, nil
+		}
+	}
+	return Host{}, fmt.Errorf("%w: %q", ErrUnknownHost, name)
+}
+
+// Durations are plain strings in inputs ("20m") so they can be typed by hand
+// into `temporal workflow start --input`.
+func ParseDuration(field, s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, FieldErrors{{Field: field, Value: s, Reason: `must be a positive duration like "20m"`}}
+	}
+	return d, nil
+}

@@ -1,0 +1,133 @@
+package spec
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const goodInventory = `
+hosts:
+  - name: node07
+    bmc: {address: 127.0.0.1, port: 6230, provider: ipmi, credential: bmc/node07}
+    mac: "52:54:00:AB:CD:07"
+    network: {ip: 192.0.2.17, netmask: 255.255.255.0, gateway: 192.0.2.1, dns: [192.0.2.53]}
+    disk: /dev/sda
+    image:
+      url: http://images.example/debian-12.raw
+      size: 2147483648
+      sha256: 2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe
+    ssh: {credential: ssh/provision}
+    chef:
+      server_url: https://chef.example/organizations/infra
+      run_list: ["role[db]", "recipe[base::hardening]"]
+      validator_credential: chef/validator
+`
+
+func TestParseInventoryAppliesDefaults(t *testing.T) {
+	inv, err := ParseInventory([]byte(goodInventory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := inv.Lookup("node07")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Host{
+		Name:    "node07",
+		BMC:     BMC{Address: "127.0.0.1", Port: 6230, Provider: "ipmi", Credential: "bmc/node07"},
+		MAC:     "52:54:00:ab:cd:07",
+		Network: Network{IP: "192.0.2.17", Netmask: "255.255.255.0", Gateway: "192.0.2.1", DNS: []string{"192.0.2.53"}},
+		Disk:    "/dev/sda",
+		Image: Image{URL: "http://images.example/debian-12.raw", Size: 2147483648,
+			SHA256: "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe"},
+		SSH: SSH{User: "root", Port: 22, LivePort: 22, Credential: "ssh/provision"},
+		Chef: &Chef{ServerURL: "https://chef.example/organizations/infra", RunList: []string{"role[db]", "recipe[base::hardening]"},
+			NodeName: "node07", ValidatorName: "chef-validator", ValidatorCredential: "chef/validator",
+			Command: "chef-client -j /etc/chef/first-boot.json"},
+	}
+	if d := cmp.Diff(want, h); d != "" {
+		t.Errorf("host (-want +got):\n%s", d)
+	}
+	if _, err := inv.Lookup("node99"); !errors.Is(err, ErrUnknownHost) {
+		t.Errorf("Lookup(node99) = %v, want ErrUnknownHost", err)
+	}
+}
+
+func TestValidateNamesEveryBadField(t *testing.T) {
+	tests := map[string]struct {
+		edit   func(h *Host)
+		fields []string
+	}{
+		"bad mac":          {func(h *Host) { h.MAC = "52:54:00:zz:00:01" }, []string{"mac"}},
+		"multicast mac":    {func(h *Host) { h.MAC = "01:00:5e:00:00:01" }, []string{"mac"}},
+		"bad ip":           {func(h *Host) { h.Network.IP = "192.0.2.300" }, []string{"network.ip"}},
+		"ipv6 ip":          {func(h *Host) { h.Network.IP = "2001:db8::1" }, []string{"network.ip"}},
+		"holey netmask":    {func(h *Host) { h.Network.Netmask = "255.0.255.0" }, []string{"network.netmask"}},
+		"missing checksum": {func(h *Host) { h.Image.SHA256 = "" }, []string{"image.sha256"}},
+		"short checksum":   {func(h *Host) { h.Image.SHA256 = "abc" }, []string{"image.sha256"}},
+		"ftp url":          {func(h *Host) { h.Image.URL = "ftp://x/y.raw" }, []string{"image.url"}},
+		"zero size":        {func(h *Host) { h.Image.Size = 0 }, []string{"image.size"}},
+		"relative disk":    {func(h *Host) { h.Disk = "sda" }, []string{"disk"}},
+		"disk traversal":   {func(h *Host) { h.Disk = "/dev/../etc/passwd" }, []string{"disk"}},
+		"bad credential":   {func(h *Host) { h.BMC.Credential = "../etc/shadow" }, []string{"bmc.credential"}},
+		"bad provider":     {func(h *Host) { h.BMC.Provider = "amt" }, []string{"bmc.provider"}},
+		"bad run list":     {func(h *Host) { h.Chef.RunList = []string{"db; rm -rf /"} }, []string{"chef.run_list[0]"}},
+		"upper-case name":  {func(h *Host) { h.Name = "Node07" }, []string{"name"}},
+		"several at once": {func(h *Host) { h.MAC = "x"; h.Network.IP = "y"; h.Image.SHA256 = "" },
+			[]string{"mac", "network.ip", "image.sha256"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			inv, err := ParseInventory([]byte(goodInventory))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := inv.Hosts[0]
+			c := *h.Chef
+			h.Chef = &c
+			tc.edit(&h)
+			err = h.Validate()
+			var fe FieldErrors
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate() = %v, want FieldErrors", err)
+			}
+			var got []string
+			for _, e := range fe {
+				got = append(got, e.Field)
+			}
+			if d := cmp.Diff(tc.fields, got); d != "" {
+				t.Errorf("fields (-want +got):\n%s\nerror: %v", d, err)
+			}
+		})
+	}
+}
+
+func TestParseInventoryRejectsTyposAndDuplicates(t *testing.T) {
+	_, err := ParseInventory([]byte(strings.Replace(goodInventory, "disk: /dev/sda", "disc: /dev/sda", 1)))
+	if err == nil || !strings.Contains(err.Error(), "disc") {
+		t.Errorf("unknown field: err = %v, want it named", err)
+	}
+	dup := goodInventory + strings.TrimPrefix(goodInventory, "\nhosts:\n")
+	_, err = ParseInventory([]byte(dup))
+	var fe FieldErrors
+	if !errors.As(err, &fe) {
+		t.Fatalf("duplicate: err = %v", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "hosts[1].name") || !strings.Contains(msg, "hosts[1].mac") {
+		t.Errorf("duplicate name and mac not both reported: %v", err)
+	}
+}
+
+func TestProvisionWorkflowID(t *testing.T) {
+	id := ProvisionWorkflowID("node07")
+	if id != "provision/node07" {
+		t.Fatalf("id = %q", id)
+	}
+	if h, ok := HostFromProvisionWorkflowID(id); !ok || h != "node07" {
+		t.Fatalf("inverse = %q %v", h, ok)
+	}
+}

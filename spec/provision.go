@@ -1,0 +1,128 @@
+package spec
+
+import "time"
+
+// Steps of ProvisionHost, in order. Their names appear in the status query,
+// the RackflowStep search attribute and the starter's output.
+const (
+	StepValidate    = "validate"
+	StepLease       = "register-lease"
+	StepPowerPXE    = "power-on-pxe"
+	StepWaitLive    = "wait-live-ssh"
+	StepWriteImage  = "write-image"
+	StepBootDisk    = "boot-disk"
+	StepWaitOS      = "wait-os-ssh"
+	StepChef        = "chef-bootstrap"
+	StepProvisioned = "provisioned"
+)
+
+// ProvisionSteps lists the steps in the order they run.
+var ProvisionSteps = []string{StepValidate, StepLease, StepPowerPXE, StepWaitLive, StepWriteImage, StepBootDisk, StepWaitOS, StepChef}
+
+// SkippableSteps are the steps an operator may skip with a reason: the ones
+// an operator can do by hand without rackflow losing track of the disk's state.
+var SkippableSteps = map[string]bool{StepBootDisk: true, StepChef: true}
+
+// States of a provisioning run (RackflowState search attribute).
+const (
+	StateRunning        = "running"
+	StateNeedsAttention = "needs-attention"
+	StateCompensating   = "compensating"
+	StateSucceeded      = "succeeded"
+	StateFailed         = "failed"
+	StateAborted        = "aborted"
+)
+
+// ProvisionInput starts ProvisionHost. Typed by hand it is just
+// {"host":"node07"}: the worker looks the host up in its inventory.
+type ProvisionInput struct {
+	// Host is the host's name in the worker's inventory.
+	Host string `json:"host"`
+	// Spec, when set, is used instead of the inventory entry (the starter
+	// sends it so the run uses the inventory the user validated).
+	Spec *Host `json:"spec,omitempty"`
+	// Options tune timeouts; zero values take the defaults.
+	Options ProvisionOptions `json:"options,omitempty"`
+}
+
+// ProvisionOptions are the tunable deadlines of a run, as duration strings.
+type ProvisionOptions struct {
+	// LiveSSHDeadline bounds the wait for the live system's SSH (default 20m).
+	LiveSSHDeadline string `json:"live_ssh_deadline,omitempty"`
+	// OSSSHDeadline bounds the wait for the installed OS's SSH (default 20m).
+	OSSSHDeadline string `json:"os_ssh_deadline,omitempty"`
+	// AttentionDeadline bounds how long a parked run waits for an operator
+	// before it compensates and fails (default 72h).
+	AttentionDeadline string `json:"attention_deadline,omitempty"`
+	// ImageHeartbeat is the heartbeat timeout of the image stream (default
+	// 1m): how soon a retry starts after the worker writing it died.
+	ImageHeartbeat string `json:"image_heartbeat,omitempty"`
+	// StepAttempts is how many times Temporal tries a step before the run
+	// parks in needs-attention (default 5; 1 for non-retryable errors).
+	StepAttempts int `json:"step_attempts,omitempty"`
+	// RetryInterval is the first back-off between attempts (default 5s).
+	RetryInterval string `json:"retry_interval,omitempty"`
+}
+
+// StepRecord is one step's outcome, reported in status and result.
+type StepRecord struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"` // pending, running, done, skipped, failed
+	Started  time.Time `json:"started,omitempty"`
+	Finished time.Time `json:"finished,omitempty"`
+	// Tries counts operator-triggered runs of the step (1 + retries).
+	Tries int `json:"tries,omitempty"`
+	// Error is the last error of the step, if any.
+	Error     string `json:"error,omitempty"`
+	ErrorType string `json:"error_type,omitempty"`
+	// Reason is the operator's reason for a skip.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ProvisionStatus answers the status query.
+type ProvisionStatus struct {
+	Host  string `json:"host"`
+	State string `json:"state"`
+	Step  string `json:"step"`
+	// Try is the current step's operator-level try (1 + retries).
+	Try            int       `json:"try"`
+	StepStarted    time.Time `json:"step_started,omitempty"`
+	AttentionSince time.Time `json:"attention_since,omitempty"`
+	// AttentionDeadline is when a parked run gives up.
+	AttentionDeadline time.Time    `json:"attention_deadline,omitempty"`
+	LastError         string       `json:"last_error,omitempty"`
+	LastErrorType     string       `json:"last_error_type,omitempty"`
+	Skippable         bool         `json:"skippable"`
+	Steps             []StepRecord `json:"steps"`
+	// Image progress as last reported by the image stream.
+	BytesWritten int64   `json:"bytes_written,omitempty"`
+	BytesTotal   int64   `json:"bytes_total,omitempty"`
+	MBps         float64 `json:"mbps,omitempty"`
+	// Operator actions, newest last.
+	Actions []OperatorAction `json:"actions,omitempty"`
+}
+
+// OperatorAction records an Update an operator sent.
+type OperatorAction struct {
+	Action string    `json:"action"`
+	Step   string    `json:"step"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// OperatorRequest is the argument of the retry, skip and abort Updates.
+type OperatorRequest struct {
+	Reason string `json:"reason"`
+}
+
+// ProvisionResult is what a successful run returns.
+type ProvisionResult struct {
+	Host         string       `json:"host"`
+	ImageDigest  string       `json:"image_digest"`
+	BytesWritten int64        `json:"bytes_written"`
+	LiveHostKey  string       `json:"live_host_key_fingerprint"`
+	OSHostKey    string       `json:"os_host_key"`
+	OSHostKeyFP  string       `json:"os_host_key_fingerprint"`
+	Steps        []StepRecord `json:"steps"`
+	Duration     string       `json:"duration"`
+}

@@ -1,0 +1,249 @@
+// Package devserver runs a real Temporal dev server (the `temporal` CLI's
+// `server start-dev`, built into the project's bin/) for integration tests and
+// `make run`. It registers rackflow's search attributes at start and can kill
+// and restart the server on the same database file, so tests can prove a run
+// survives a server crash. It never downloads anything.
+package devserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Options configure a dev server. The zero value runs headless on free
+// loopback ports with a database in a temporary directory.
+type Options struct {
+	// DBFile is the SQLite file; empty means a file in a temp dir.
+	DBFile string
+	// Port of the gRPC frontend; 0 picks a free one.
+	Port int
+	// UIPort of the Web UI; 0 with UI set means Port+1000.
+	UIPort int
+	// UI enables the Web UI.
+	UI bool
+	// LogFile receives the server's output; empty discards it.
+	LogFile string
+}
+
+// Server is a running dev server.
+type Server struct {
+	opts Options
+	bin  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Binary finds the temporal CLI: $RACKFLOW_TEMPORAL_BIN, or bin/temporal in
+// this directory or a parent (the project root when run from a package).
+func Binary() (string, error) {
+	if p := os.Getenv("RACKFLOW_TEMPORAL_BIN"); p != "" {
+		return p, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "bin", "temporal")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("temporal CLI not found in bin/: run `make bin/temporal` (go install github.com/temporalio/cli/cmd/temporal@v1.5.1)")
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs a dev server and waits until its frontend answers.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Port == 0 {
+		if opts.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.UI && opts.UIPort == 0 {
+		opts.UIPort = opts.Port + 1000
+	}
+	if opts.DBFile == "" {
+		dir, err := os.MkdirTemp("", "rackflow-devserver-")
+		if err != nil {
+			return nil, err
+		}
+		opts.DBFile = filepath.Join(dir, "temporal.db")
+	}
+	s := &Server{opts: opts, bin: bin}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) args() []string {
+	args := []string{"server", "start-dev",
+		"--ip", "127.0.0.1",
+		"--port", strconv.Itoa(s.opts.Port),
+		"--db-filename", s.opts.DBFile,
+		"--log-level", "warn",
+	}
+	if s.opts.UI {
+		args = append(args, "--ui-port", strconv.Itoa(s.opts.UIPort))
+	} else {
+		args = append(args, "--headless")
+	}
+	keys := make([]string, 0, len(spec.SearchAttributes))
+	for k := range spec.SearchAttributes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "--search-attribute", k+"="+spec.SearchAttributes[k])
+	}
+	return args
+}
+
+func (s *Server) start(ctx context.Context) error {
+	cmd := exec.Command(s.bin, s.args()...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if s.opts.LogFile != "" {
+		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = f, f
+		defer f.Close()
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start temporal dev server: %w", err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	return s.waitReady(ctx)
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	var last error
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("temporal dev server exited during start-up (log: %s)", s.opts.LogFile)
+		default:
+		}
+		c, err := client.DialContext(ctx, client.Options{HostPort: s.Addr(), Logger: nopLogger{}})
+		if err == nil {
+			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
+			c.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("temporal dev server at %s not ready: %w", s.Addr(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Addr is the frontend's host:port.
+func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.opts.Port) }
+
+// UIAddr is the Web UI's host:port, empty when headless.
+func (s *Server) UIAddr() string {
+	if !s.opts.UI {
+		return ""
+	}
+	return fmt.Sprintf("127.0.0.1:%d", s.opts.UIPort)
+}
+
+// DBFile is the server's database.
+func (s *Server) DBFile() string { return s.opts.DBFile }
+
+// Kill stops the server with SIGKILL, as a crash would.
+func (s *Server) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.done
+	s.cmd = nil
+}
+
+// Stop stops the server gracefully.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same port and database file.
+func (s *Server) Restart(ctx context.Context) error {
+	s.Stop()
+	return s.start(ctx)
+}
+
+// StartT starts a dev server for a test and stops it at cleanup. A missing
+// CLI fails the test: CI installs it (make bin/temporal).
+func StartT(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if opts.LogFile == "" {
+		opts.LogFile = filepath.Join(t.TempDir(), "temporal.log")
+	}
+	if opts.DBFile == "" {
+		opts.DBFile = filepath.Join(t.TempDir(), "temporal.db")
+	}
+	s, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("dev server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Debug(string, ...interface{}) {}
+func (nopLogger) Info(string, ...interface{})  {}
+func (nopLogger) Warn(string, ...interface{})  {}
+func (nopLogger) Error(string, ...interface{}) {}

@@ -1,0 +1,427 @@
+// Package integration runs rackflow end to end on real peers: a real Temporal
+// dev server, the worker as a separate process, the pxe lease API, ipmi_sim
+// driven through bmclib/ipmitool, and real OpenSSH sshds standing in for the
+// host's live system and installed OS (testsuite/lab). It kills the worker
+// and the server in the middle of the image stream and checks the disk.
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/devserver"
+	"github.com/rackflow/rackflow/testsuite/histories"
+	"github.com/rackflow/rackflow/testsuite/ipmisim"
+	"github.com/rackflow/rackflow/testsuite/lab"
+)
+
+var (
+	buildOnce sync.Once
+	workerBin string
+	buildErr  error
+)
+
+// buildWorker builds the worker binary once per test binary.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rackflow-worker-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		workerBin = filepath.Join(dir, "rackflow-worker")
+		cmd := exec.Command("go", "build", "-o", workerBin, "github.com/rackflow/rackflow/worker")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build worker: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return workerBin
+}
+
+// workerProc is the worker running as its own process.
+type workerProc struct {
+	t   *testing.T
+	env []string
+	log string
+	cmd *exec.Cmd
+}
+
+func (w *workerProc) start() {
+	w.t.Helper()
+	cmd := exec.Command(buildWorker(w.t))
+	cmd.Env = append(os.Environ(), w.env...)
+	f, err := os.OpenFile(w.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		w.t.Fatalf("start worker: %v", err)
+	}
+	w.cmd = cmd
+}
+
+// kill sends SIGKILL, as a crash or an OOM kill would.
+func (w *workerProc) kill() {
+	if w.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+	_ = w.cmd.Wait()
+	w.cmd = nil
+}
+
+type stack struct {
+	lab    *lab.Lab
+	server *devserver.Server
+	client client.Client
+	worker *workerProc
+	store  *pxe.Store
+	sim    *ipmisim.Sim
+	pxeURL string
+}
+
+func freeListener(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// newStack starts pxe, the lab host, ipmi_sim, a dev server and the worker.
+func newStack(t *testing.T, imageSize int64) *stack {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: real dev server, ipmi_sim and sshd")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	s := &stack{}
+
+	// pxe lease API, in process.
+	store, err := pxe.OpenStore(pxe.StoreConfig{Path: filepath.Join(dir, "leases.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	s.store = store
+	ln := freeListener(t)
+	s.pxeURL = "http://" + ln.Addr().String()
+	const token = "integration-pxe-token"
+	api := &pxe.APIServer{Listener: ln, Token: token, Store: store, PublicURL: s.pxeURL}
+	go func() { _ = api.Serve(ctx) }()
+
+	labDir := filepath.Join(dir, "lab")
+	if err := os.MkdirAll(labDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Prepare(lab.Options{Dir: labDir, PXEURL: s.pxeURL, ImageSize: imageSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lab = l
+	t.Cleanup(l.StopMachine)
+	s.sim = startBMC(t, l)
+
+	s.server = devserver.StartT(t, devserver.Options{LogFile: filepath.Join(dir, "temporal.log")})
+	c, err := client.Dial(client.Options{HostPort: s.server.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	s.client = c
+
+	s.worker = &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
+		"TEMPORAL_ADDRESS=" + s.server.Addr(),
+		"RACKFLOW_INVENTORY=" + l.InventoryPath,
+		"RACKFLOW_SECRETS=" + l.SecretsPath,
+		"RACKFLOW_PXE_URL=" + s.pxeURL,
+		"RACKFLOW_PXE_TOKEN=" + token,
+		"RACKFLOW_CHEF_DIR=" + l.ChefDir,
+		"RACKFLOW_METRICS_ADDR=",
+		"RACKFLOW_IMAGE_SEGMENT_MIB=16",
+		// Paced so the stream outlasts the SDK's heartbeat throttling and
+		// the kill lands mid-stream.
+		"RACKFLOW_IMAGE_MAX_MBPS=40",
+		"RACKFLOW_LOG_LEVEL=debug",
+	}}
+	s.worker.start()
+	t.Cleanup(s.worker.kill)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{s.worker.log, l.MachineLog} {
+				b, _ := os.ReadFile(f)
+				t.Logf("--- %s (tail):\n%s", f, tail(string(b), 60))
+			}
+		}
+	})
+	return s
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+var testOptions = spec.ProvisionOptions{
+	LiveSSHDeadline:   "2m",
+	OSSSHDeadline:     "2m",
+	AttentionDeadline: "10m",
+	ImageHeartbeat:    "3s",
+	StepAttempts:      5,
+	RetryInterval:     "1s",
+}
+
+func (s *stack) start(t *testing.T) client.WorkflowRun {
+	t.Helper()
+	run, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID:                                       spec.ProvisionWorkflowID(s.lab.Options.Host),
+		TaskQueue:                                spec.DefaultTaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: s.lab.Options.Host, Options: testOptions})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	return run
+}
+
+// waitImageProgress waits until the server has recorded a heartbeat of the
+// image stream past offset 0.
+func (s *stack) waitImageProgress(t *testing.T, id string) image.Progress {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		desc, err := s.client.DescribeWorkflowExecution(context.Background(), id, "")
+		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			t.Fatalf("run ended (%s) before the image stream reported progress", desc.GetWorkflowExecutionInfo().GetStatus())
+		}
+		if err == nil {
+			for _, pa := range desc.GetPendingActivities() {
+				if pa.GetActivityType().GetName() != "WriteImage" || pa.GetHeartbeatDetails() == nil {
+					continue
+				}
+				var p image.Progress
+				if err := converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p); err == nil && p.Offset > 0 {
+					if p.Offset >= p.Total {
+						t.Fatalf("first progress seen was the end of the stream (%d bytes): the kill would not land mid-stream", p.Offset)
+					}
+					return p
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the image stream never reported progress")
+	return image.Progress{}
+}
+
+func (s *stack) history(t *testing.T, id, runID string) *historypb.History {
+	t.Helper()
+	it := s.client.GetWorkflowHistory(context.Background(), id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	h := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, ev)
+	}
+	return h
+}
+
+// writeImageResult finds WriteImage's result and how many attempts it took.
+func writeImageResult(t *testing.T, h *historypb.History) (image.WriteResult, int32) {
+	t.Helper()
+	scheduled := map[int64]string{}
+	started := map[int64]int32{}
+	for _, ev := range h.Events {
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			scheduled[ev.GetEventId()] = a.GetActivityType().GetName()
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+			started[a.GetScheduledEventId()] = a.GetAttempt()
+		}
+		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && scheduled[a.GetScheduledEventId()] == "WriteImage" {
+			var r image.WriteResult
+			if err := converter.GetDefaultDataConverter().FromPayloads(a.GetResult(), &r); err != nil {
+				t.Fatal(err)
+			}
+			return r, started[a.GetScheduledEventId()]
+		}
+	}
+	t.Fatal("no completed WriteImage in history")
+	return image.WriteResult{}, 0
+}
+
+func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) spec.ProvisionResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var res spec.ProvisionResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatalf("provisioning failed: %v", err)
+	}
+	digest, err := s.lab.DiskDigest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest != s.lab.ImageSHA256 {
+		t.Errorf("disk digest %s, want the image's %s", digest, s.lab.ImageSHA256)
+	}
+	if res.ImageDigest != s.lab.ImageSHA256 {
+		t.Errorf("result digest %s, want %s", res.ImageDigest, s.lab.ImageSHA256)
+	}
+	wantKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.lab.OSHostKey)))
+	if res.OSHostKey != wantKey {
+		t.Errorf("recorded OS host key %q, want %q", res.OSHostKey, wantKey)
+	}
+	if _, err := os.Stat(filepath.Join(s.lab.ChefDir, "converged")); err != nil {
+		t.Errorf("chef never converged: %v", err)
+	}
+	l, ok, err := s.store.Lookup(context.Background(), s.lab.MAC)
+	if err != nil || !ok || l.Profile != pxe.ProfileDisk {
+		t.Errorf("lease after provisioning = %+v %v %v, want profile disk", l, ok, err)
+	}
+	if !s.sim.Power() {
+		t.Error("host is powered off after provisioning")
+	}
+	return res
+}
+
+func (s *stack) checkNoSecrets(t *testing.T, h *historypb.History) {
+	t.Helper()
+	hist, err := histories.Text(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := histories.PayloadCount(h); n < 10 {
+		t.Fatalf("only %d payloads decoded from the history", n)
+	}
+	vals, err := s.lab.SecretValues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vals {
+		if strings.Contains(hist, v) {
+			t.Errorf("history holds a secret value (%d chars, starts %q)", len(v), v[:4])
+		}
+	}
+	for _, marker := range []string{"PRIVATE KEY", "password"} {
+		if strings.Contains(hist, marker) {
+			t.Errorf("history mentions %q", marker)
+		}
+	}
+	// The references are there, which is how the worker found the values.
+	if !strings.Contains(hist, "ssh/provision") {
+		t.Error("history lacks the credential reference: is the check looking at the right history?")
+	}
+}
+
+func TestProvisionSurvivesWorkerKill(t *testing.T) {
+	s := newStack(t, 256<<20)
+	run := s.start(t)
+
+	// A second start for the same host is refused while the first runs.
+	_, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID: spec.ProvisionWorkflowID(s.lab.Options.Host), TaskQueue: spec.DefaultTaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: s.lab.Options.Host})
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if !errors.As(err, &already) {
+		t.Errorf("second start: err = %v, want WorkflowExecutionAlreadyStarted", err)
+	}
+
+	p := s.waitImageProgress(t, run.GetID())
+	s.worker.kill()
+	t.Logf("worker killed with the stream at %d of %d bytes", p.Offset, p.Total)
+	s.worker.start()
+
+	res := s.checkOutcome(t, run)
+	h := s.history(t, run.GetID(), run.GetRunID())
+	wr, attempt := writeImageResult(t, h)
+	if attempt < 2 || wr.ResumedFrom == 0 || wr.ResumedFrom >= s.lab.ImageSize {
+		t.Errorf("WriteImage finished on attempt %d resuming from %d: want a retry that resumed past 0", attempt, wr.ResumedFrom)
+	}
+	if wr.ResumedFrom > p.Offset+int64(16<<20) {
+		t.Errorf("resumed from %d, beyond the last progress seen (%d) plus a segment", wr.ResumedFrom, p.Offset)
+	}
+	s.checkNoSecrets(t, h)
+	if path := os.Getenv("RACKFLOW_SAVE_HISTORY"); path != "" {
+		saveHistory(t, h, path)
+	}
+	t.Logf("provisioned %s in %s; WriteImage attempt %d resumed from %d", res.Host, res.Duration, attempt, wr.ResumedFrom)
+}
+
+func TestProvisionSurvivesServerRestart(t *testing.T) {
+	s := newStack(t, 256<<20)
+	run := s.start(t)
+	s.waitImageProgress(t, run.GetID())
+	s.server.Kill()
+	time.Sleep(time.Second)
+	if err := s.server.Restart(context.Background()); err != nil {
+		t.Fatalf("restart dev server: %v", err)
+	}
+	s.checkOutcome(t, run)
+}
+
+func saveHistory(t *testing.T, h *historypb.History, path string) {
+	t.Helper()
+	raw, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("history saved to %s", path)
+}
+
+// startBMC runs ipmi_sim as the lab host's BMC; its power control runs the
+// lab machine's hook.
+func startBMC(t *testing.T, l *lab.Lab) *ipmisim.Sim {
+	t.Helper()
+	sim := ipmisim.Start(t, ipmisim.Options{
+		Username: l.BMCUser,
+		Password: l.BMCPassword,
+		OnPower:  l.HookPath,
+	})
+	if err := l.SetBMCPort(sim.Port()); err != nil {
+		t.Fatal(err)
+	}
+	return sim
+}

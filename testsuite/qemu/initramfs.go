@@ -1,0 +1,239 @@
+package qemu
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Lines the live init prints on the serial console.
+const (
+	// MarkerBooted is followed by " mac=<eth0 MAC> boot_id=<rackflow.boot_id> ip=<address>".
+	MarkerBooted = "RACKFLOW-LIVE-BOOTED"
+	// MarkerHostKey is followed by " sha256=<hex of the fetched file>
+	// fingerprint=SHA256:<fingerprint of its public half>".
+	MarkerHostKey = "RACKFLOW-LIVE-HOSTKEY"
+	// MarkerRefetch is followed by " refused" when a second fetch of the
+	// host key URL failed, " served" when it got the key again.
+	MarkerRefetch = "RACKFLOW-LIVE-HOSTKEY-REFETCH"
+	// MarkerFailed is followed by what went wrong; the VM then powers off.
+	MarkerFailed = "RACKFLOW-LIVE-FAILED"
+	// MarkerDone is the last line before the VM powers off.
+	MarkerDone = "RACKFLOW-LIVE-DONE"
+)
+
+// initScript is the live system's /init, run by busybox sh. It reads the
+// kernel command line iPXE got from rackflow (pxe.RenderLive), loads the
+// virtio NIC modules, configures eth0 from ip=, reports, fetches the
+// one-time host key and powers off. The key itself is never printed.
+const initScript = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+fail() { echo "` + MarkerFailed + ` $*"; poweroff -f; sleep 60; }
+for m in ` + "MODULES" + `; do
+	insmod /lib/modules/$m.ko || fail "insmod $m"
+done
+ipcfg= boot_id= hostkey_url=
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	ip=*) ipcfg=${arg#ip=} ;;
+	rackflow.boot_id=*) boot_id=${arg#rackflow.boot_id=} ;;
+	rackflow.hostkey_url=*) hostkey_url=${arg#rackflow.hostkey_url=} ;;
+	esac
+done
+i=0
+while [ ! -e /sys/class/net/eth0 ]; do
+	i=$((i+1)); [ $i -gt 200 ] && fail "no eth0 after 20s"
+	sleep 0.1
+done
+mac=$(cat /sys/class/net/eth0/address)
+ip link set lo up
+if [ -n "$ipcfg" ]; then
+	# ip=<client>:<peer>:<gateway>:<netmask>:<hostname>:<device>:<autoconf>
+	IFS=:
+	set -- $ipcfg
+	unset IFS
+	addr=$1 gw=$3 mask=$4
+	[ -n "$5" ] && hostname "$5"
+	ifconfig eth0 "$addr" netmask "$mask" up || fail "ifconfig eth0 $addr"
+	if [ -n "$gw" ]; then route add default gw "$gw" || fail "route via $gw"; fi
+else
+	ifconfig eth0 up
+	udhcpc -i eth0 -n -q -t 5 -s /bin/udhcpc-script || fail "udhcpc on eth0"
+	addr=$(ip -4 -o addr show eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
+fi
+echo "` + MarkerBooted + ` mac=$mac boot_id=$boot_id ip=$addr"
+if [ -n "$hostkey_url" ]; then
+	wget -q -T 20 -O /run/hostkey "$hostkey_url" || fail "fetch host key"
+	sum=$(sha256sum /run/hostkey | cut -d' ' -f1)
+	fp=$(hostkeyfp /run/hostkey) || fail "host key does not parse"
+	echo "` + MarkerHostKey + ` sha256=$sum fingerprint=$fp"
+	if wget -q -T 20 -O /dev/null "$hostkey_url" 2>/dev/null; then
+		echo "` + MarkerRefetch + ` served"
+	else
+		echo "` + MarkerRefetch + ` refused"
+	fi
+fi
+echo "` + MarkerDone + `"
+poweroff -f
+`
+
+// udhcpcScript configures what udhcpc got, for a live system booted
+// without ip=.
+const udhcpcScript = `#!/bin/sh
+case "$1" in
+bound|renew)
+	ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+	[ -n "$router" ] && route add default gw "${router%% *}"
+	;;
+esac
+`
+
+// LiveInitramfs builds the test live system into dst (a gzipped newc
+// cpio): a static busybox, the kernel's virtio NIC modules, the hostkeyfp
+// tool (built here with go build, so go must be on PATH) and initScript as
+// /init. Network access is limited to what the kernel command line names.
+func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel) error {
+	bb, err := Busybox(ctx, cacheDir)
+	if err != nil {
+		return err
+	}
+	tool := filepath.Join(filepath.Dir(dst), "hostkeyfp")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", tool,
+		"github.com/rackflow/rackflow/testsuite/qemu/internal/hostkeyfp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build hostkeyfp: %w: %s", err, out)
+	}
+	defer os.Remove(tool)
+
+	f, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("create initramfs: %w", err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriter(f)
+	gz := gzip.NewWriter(bw)
+	w := NewCpioWriter(gz)
+	for _, d := range []string{"bin", "dev", "lib", "lib/modules", "proc", "sys", "run", "tmp"} {
+		w.Dir(d, 0o755)
+	}
+	w.CharDev("dev/console", 0o600, 5, 1)
+	w.CharDev("dev/null", 0o666, 1, 3)
+	init := strings.Replace(initScript, "MODULES", strings.Join(VirtioNetModules, " "), 1)
+	w.File("init", 0o755, []byte(init))
+	w.File("bin/udhcpc-script", 0o755, []byte(udhcpcScript))
+	for _, m := range VirtioNetModules {
+		if err := w.CopyFile("lib/modules/"+m+".ko", 0o644, k.Modules[m]); err != nil {
+			return err
+		}
+	}
+	if err := w.CopyFile("bin/busybox", 0o755, bb); err != nil {
+		return err
+	}
+	if err := w.CopyFile("bin/hostkeyfp", 0o755, tool); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	if err := gz.Close(); err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	return f.Close()
+}
+
+// CpioWriter writes a newc ("070701") cpio archive, the format the Linux
+// kernel unpacks as initramfs. Entries are owned by root; the first error
+// sticks and is returned by Close.
+type CpioWriter struct {
+	w   io.Writer
+	ino int
+	err error
+}
+
+// NewCpioWriter returns a writer to w.
+func NewCpioWriter(w io.Writer) *CpioWriter { return &CpioWriter{w: w, ino: 1} }
+
+const (
+	modeDir  = 0o040000
+	modeFile = 0o100000
+	modeLink = 0o120000
+	modeChr  = 0o020000
+)
+
+func (c *CpioWriter) entry(name string, mode uint32, rdevMajor, rdevMinor uint32, data []byte) {
+	if c.err != nil {
+		return
+	}
+	nlink := 1
+	if mode&0o170000 == modeDir {
+		nlink = 2
+	}
+	hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		c.ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdevMajor, rdevMinor, len(name)+1, 0)
+	c.ino++
+	var b []byte
+	b = append(b, hdr...)
+	b = append(b, name...)
+	b = append(b, 0)
+	b = pad4(b)
+	b = append(b, data...)
+	b = pad4(b)
+	_, c.err = c.w.Write(b)
+}
+
+func pad4(b []byte) []byte {
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// Dir adds a directory.
+func (c *CpioWriter) Dir(name string, perm uint32) { c.entry(name, modeDir|perm, 0, 0, nil) }
+
+// File adds a regular file.
+func (c *CpioWriter) File(name string, perm uint32, data []byte) {
+	c.entry(name, modeFile|perm, 0, 0, data)
+}
+
+// Symlink adds a symbolic link to target.
+func (c *CpioWriter) Symlink(name, target string) {
+	c.entry(name, modeLink|0o777, 0, 0, []byte(target))
+}
+
+// CharDev adds a character device node.
+func (c *CpioWriter) CharDev(name string, perm, major, minor uint32) {
+	c.entry(name, modeChr|perm, major, minor, nil)
+}
+
+// CopyFile adds a regular file with the contents of src.
+func (c *CpioWriter) CopyFile(name string, perm uint32, src string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	c.File(name, perm, data)
+	return nil
+}
+
+// Close writes the trailer and returns the first error.
+func (c *CpioWriter) Close() error {
+	c.entry("TRAILER!!!", 0, 0, 0, nil)
+	return c.err
+}

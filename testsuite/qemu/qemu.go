@@ -1,0 +1,93 @@
+// Package qemu boots throw-away x86 virtual machines for end-to-end tests of
+// rackflow's PXE chain with real firmware: it fetches and caches a Debian
+// kernel, builds a tiny busybox initramfs that plays rackflow's live system
+// (reporting on the serial console what it booted with), and assembles the
+// QEMU command line of a VM that network-boots from a tap device.
+//
+// It is not a VM manager: it starts nothing itself (run the command inside a
+// namespace from testsuite/netns), and the VMs have no disk and live for one
+// test. It runs QEMU under TCG unless asked for KVM: on nested hosts
+// /dev/kvm can exist and open while guests hang in it.
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// BIOSPXEROM is the iPXE option ROM of QEMU's virtio-net, from ipxe-qemu.
+const BIOSPXEROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
+
+// Require fails t unless QEMU and its iPXE ROMs, apt-get, dpkg-deb and go
+// are there, naming the Debian package to install; it skips under
+// testing.Short().
+func Require(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU boot test: skipped with -short")
+	}
+	for cmd, pkg := range map[string]string{
+		"qemu-system-x86_64": "qemu-system-x86",
+		"apt-get":            "apt",
+		"dpkg-deb":           "dpkg",
+		"go":                 "golang (the Go toolchain)",
+	} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			t.Fatalf("QEMU boot test needs %q: apt-get install -y --no-install-recommends %s", cmd, pkg)
+		}
+	}
+	if _, err := os.Stat(BIOSPXEROM); err != nil {
+		t.Fatalf("QEMU boot test needs iPXE ROMs (%s): apt-get install -y --no-install-recommends ipxe-qemu", BIOSPXEROM)
+	}
+}
+
+// VM is one network-booting machine: BIOS firmware (SeaBIOS), one
+// virtio-net NIC with QEMU's iPXE ROM on an existing tap device, no disk,
+// serial console on QEMU's stdout.
+type VM struct {
+	// Tap is the tap device the NIC uses; it must exist in the namespace
+	// QEMU runs in (ip tuntap add NAME mode tap).
+	Tap string
+	// MAC is the NIC's address, e.g. "52:54:00:98:00:11".
+	MAC string
+	// MemoryMB is the guest's memory. Default 512.
+	MemoryMB int
+	// Accel is QEMU's accelerator, "tcg" or "kvm". Default: the
+	// RACKFLOW_QEMU_ACCEL environment variable, else "tcg".
+	Accel string
+}
+
+// Command returns the program and arguments that boot the VM. QEMU exits
+// when the guest powers off, reboots or its kernel panics (with panic=-1 on
+// its command line).
+func (vm VM) Command() (string, []string) {
+	mem := vm.MemoryMB
+	if mem <= 0 {
+		mem = 512
+	}
+	accel := vm.Accel
+	if accel == "" {
+		accel = os.Getenv("RACKFLOW_QEMU_ACCEL")
+	}
+	if accel == "" {
+		accel = "tcg"
+	}
+	args := []string{
+		"-nodefaults", "-no-user-config",
+		"-machine", "pc",
+		"-accel", accel,
+		"-m", fmt.Sprint(mem), "-smp", "1",
+		"-display", "none", "-vga", "none",
+		"-serial", "stdio",
+		// SeaBIOS and iPXE write their console to the serial port too, so a
+		// failed DHCP or download is readable in the log.
+		"-fw_cfg", "name=etc/sercon-port,string=0x3f8",
+		"-boot", "order=n,strict=on",
+		"-no-reboot",
+		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC + ",romfile=" + BIOSPXEROM,
+	}
+	return "qemu-system-x86_64", args
+}

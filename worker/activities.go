@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/rackflow/rackflow/activities/bmc"
+	"github.com/rackflow/rackflow/activities/chef"
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/activities/inventory"
+	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/remote"
+	pxeclient "github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/spec"
+)
+
+// activitySet holds every activity struct, built once with its clients.
+type activitySet struct {
+	inventory *inventory.Activities
+	lease     *lease.Activities
+	bmc       *bmc.Activities
+	remote    *remote.Activities
+	image     *image.Activities
+	chef      *chef.Activities
+}
+
+func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (*activitySet, error) {
+	var res secrets.Resolver = secrets.Static{}
+	if cfg.Secrets != "" {
+		f, err := secrets.NewFile(cfg.Secrets)
+		if err != nil {
+			return nil, err
+		}
+		res = f
+	} else {
+		logger.Warn("no secrets file: every credential reference will be reported missing")
+	}
+	var load func() (*spec.Inventory, error)
+	if cfg.Inventory != "" {
+		if _, err := spec.LoadInventory(cfg.Inventory); err != nil {
+			return nil, fmt.Errorf("inventory %s: %w", cfg.Inventory, err)
+		}
+		path := cfg.Inventory
+		load = func() (*spec.Inventory, error) { return spec.LoadInventory(path) }
+	}
+	if cfg.PXEToken == "" {
+		return nil, errors.New("no pxe API token: set RACKFLOW_PXE_TOKEN or --pxe-token-file")
+	}
+	dialer := &remote.Dialer{Secrets: res}
+	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
+	return &activitySet{
+		inventory: &inventory.Activities{Load: load, Secrets: res},
+		lease:     &lease.Activities{PXE: pxeclient.New(cfg.PXEURL, cfg.PXEToken, nil), Secrets: res},
+		bmc:       bmc.New(res, cfg.BMCConcurrency),
+		remote:    &remote.Activities{Dialer: dialer},
+		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6},
+		chef:      &chef.Activities{Dialer: dialer, Secrets: res, Dir: chefDir},
+	}, nil
+}
+
+func (a *activitySet) register(w worker.Worker) {
+	w.RegisterActivity(a.inventory)
+	w.RegisterActivity(a.lease)
+	w.RegisterActivity(a.bmc)
+	w.RegisterActivity(a.remote)
+	w.RegisterActivity(a.image)
+	w.RegisterActivity(a.chef)
+}

@@ -1,0 +1,549 @@
+// Package workflows holds rackflow's Temporal workflows: deterministic code
+// that orders activities, records progress for operators, parks a run that
+// needs a human and compensates what it did when the run is abandoned. It
+// does no I/O of its own; everything that touches a machine is an activity.
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/bmc"
+	"github.com/rackflow/rackflow/activities/chef"
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/activities/inventory"
+	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Activity struct pointers: the workflow names activities through their
+// methods, and the worker registers the real structs.
+var (
+	invA   *inventory.Activities
+	leaseA *lease.Activities
+	bmcA   *bmc.Activities
+	sshA   *remote.Activities
+	imageA *image.Activities
+	chefA  *chef.Activities
+)
+
+// Error types a run can end with.
+const (
+	ErrAborted                   = "ProvisionAborted"
+	ErrAttentionDeadlineExceeded = "AttentionDeadlineExceeded"
+)
+
+var (
+	hostKey  = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrHost)
+	stepKey  = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrStep)
+	stateKey = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrState)
+)
+
+// errSkipped tells the step loop an operator skipped the step.
+var errSkipped = errors.New("skipped by operator")
+
+type decision struct {
+	action string
+	reason string
+}
+
+// provision is one run's state; its fields are what the status query shows.
+type provision struct {
+	in     spec.ProvisionInput
+	host   spec.Host
+	status spec.ProvisionStatus
+	opts   resolvedOptions
+
+	pending     *decision
+	stepCancel  workflow.CancelFunc
+	abortReason string
+	// compensations run in reverse when the run is aborted or gives up.
+	compensations []compensation
+}
+
+type compensation struct {
+	name string
+	fn   func(ctx workflow.Context) error
+}
+
+type resolvedOptions struct {
+	liveSSH, osSSH, attention, imageHeartbeat, retryInterval time.Duration
+	attempts                                                 int32
+}
+
+func resolveOptions(o spec.ProvisionOptions) (resolvedOptions, error) {
+	var r resolvedOptions
+	var errs spec.FieldErrors
+	parse := func(field, s string, def time.Duration) time.Duration {
+		d, err := spec.ParseDuration(field, s, def)
+		var fe spec.FieldErrors
+		if errors.As(err, &fe) {
+			errs = append(errs, fe...)
+		}
+		return d
+	}
+	r.liveSSH = parse("options.live_ssh_deadline", o.LiveSSHDeadline, 20*time.Minute)
+	r.osSSH = parse("options.os_ssh_deadline", o.OSSSHDeadline, 20*time.Minute)
+	r.attention = parse("options.attention_deadline", o.AttentionDeadline, 72*time.Hour)
+	r.imageHeartbeat = parse("options.image_heartbeat", o.ImageHeartbeat, time.Minute)
+	r.retryInterval = parse("options.retry_interval", o.RetryInterval, 5*time.Second)
+	r.attempts = 5
+	if o.StepAttempts < 0 || o.StepAttempts > 100 {
+		errs = append(errs, spec.FieldError{Field: "options.step_attempts", Value: fmt.Sprint(o.StepAttempts), Reason: "must be 0-100"})
+	} else if o.StepAttempts > 0 {
+		r.attempts = int32(o.StepAttempts)
+	}
+	if len(errs) > 0 {
+		return r, errs
+	}
+	return r, nil
+}
+
+// ProvisionHost provisions one bare-metal host: PXE lease, power on into the
+// live system, stream the image, boot the disk, chef bootstrap. A step that
+// exhausts its retries parks the run in needs-attention until an operator
+// sends the retry, skip or abort Update, or the attention deadline passes.
+func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.ProvisionResult, error) {
+	info := workflow.GetInfo(ctx)
+	p := &provision{in: in}
+	p.status = spec.ProvisionStatus{Host: in.Host, State: spec.StateRunning}
+	for _, s := range spec.ProvisionSteps {
+		p.status.Steps = append(p.status.Steps, spec.StepRecord{Name: s, State: "pending"})
+	}
+	started := workflow.Now(ctx)
+	if err := p.registerHandlers(ctx); err != nil {
+		return spec.ProvisionResult{}, err
+	}
+	opts, err := resolveOptions(in.Options)
+	if err != nil {
+		return spec.ProvisionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+	}
+	p.opts = opts
+
+	var res spec.ProvisionResult
+	var live remote.WaitResult
+	var written image.WriteResult
+	var osKey remote.WaitResult
+	var leaseRes lease.RegisterResult
+
+	steps := []struct {
+		name string
+		run  func(ctx workflow.Context) error
+	}{
+		{spec.StepValidate, func(ctx workflow.Context) error {
+			actx := p.activityCtx(ctx, "resolve host "+in.Host, time.Minute, 0, 3)
+			if err := workflow.ExecuteActivity(actx, invA.ResolveHost, inventory.ResolveInput{Host: in.Host, Spec: in.Spec}).Get(ctx, &p.host); err != nil {
+				return err
+			}
+			p.status.Host = p.host.Name
+			ictx := p.activityCtx(ctx, "check image "+p.host.Image.URL, time.Minute, 0, 3)
+			return workflow.ExecuteActivity(ictx, imageA.CheckImage, p.host.Image).Get(ctx, nil)
+		}},
+		{spec.StepLease, func(ctx workflow.Context) error {
+			return p.registerLease(ctx, "live", &leaseRes)
+		}},
+		{spec.StepPowerPXE, func(ctx workflow.Context) error {
+			actx := p.activityCtx(ctx, "power on "+p.host.Name+" into PXE", 5*time.Minute, 30*time.Second, 0)
+			if err := workflow.ExecuteActivity(actx, bmcA.PowerOnPXE, p.bmcInput()).Get(ctx, nil); err != nil {
+				return err
+			}
+			p.addCompensation("power off", func(ctx workflow.Context) error {
+				actx := p.activityCtx(ctx, "power off "+p.host.Name, 5*time.Minute, 30*time.Second, 5)
+				return workflow.ExecuteActivity(actx, bmcA.PowerOff, p.bmcInput()).Get(ctx, nil)
+			})
+			return nil
+		}},
+		{spec.StepWaitLive, func(ctx workflow.Context) error {
+			actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
+			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+				Host:     p.host.Name,
+				Target:   p.liveTarget(leaseRes.HostKey),
+				Deadline: p.opts.liveSSH.String(),
+			}).Get(ctx, &live)
+		}},
+		{spec.StepWriteImage, func(ctx workflow.Context) error {
+			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Disk, p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
+			err := workflow.ExecuteActivity(actx, imageA.WriteImage, image.WriteInput{
+				Host:   p.host.Name,
+				Target: p.liveTarget(leaseRes.HostKey),
+				Image:  p.host.Image,
+				Disk:   p.host.Disk,
+			}).Get(ctx, &written)
+			if err == nil {
+				p.status.BytesWritten, p.status.BytesTotal, p.status.MBps = p.host.Image.Size, p.host.Image.Size, written.MBps
+			}
+			return err
+		}},
+		{spec.StepBootDisk, func(ctx workflow.Context) error {
+			if err := p.registerLease(ctx, "disk", nil); err != nil {
+				return err
+			}
+			actx := p.activityCtx(ctx, "boot "+p.host.Name+" from disk", 5*time.Minute, 30*time.Second, 0)
+			return workflow.ExecuteActivity(actx, bmcA.BootFromDisk, p.bmcInput()).Get(ctx, nil)
+		}},
+		{spec.StepWaitOS, func(ctx workflow.Context) error {
+			actx := p.activityCtx(ctx, "wait for installed OS SSH on "+p.host.Name, p.opts.osSSH+2*time.Minute, time.Minute, 2)
+			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+				Host:          p.host.Name,
+				Target:        p.osTarget(p.host.SSH.HostKey),
+				AllowFirstUse: p.host.SSH.HostKey == "",
+				Deadline:      p.opts.osSSH.String(),
+			}).Get(ctx, &osKey)
+		}},
+		{spec.StepChef, func(ctx workflow.Context) error {
+			if p.host.Chef == nil {
+				return nil
+			}
+			actx := p.activityCtx(ctx, "chef bootstrap "+p.host.Name, 30*time.Minute, 0, 3)
+			return workflow.ExecuteActivity(actx, chefA.Bootstrap, chef.BootstrapInput{
+				Host:   p.host.Name,
+				Target: p.osTarget(osKey.HostKey),
+				Chef:   *p.host.Chef,
+			}).Get(ctx, nil)
+		}},
+	}
+
+	for i, s := range steps {
+		if err := p.runStep(ctx, i, s.name, s.run); err != nil {
+			return spec.ProvisionResult{}, err
+		}
+	}
+
+	p.status.State = spec.StateSucceeded
+	p.status.Step = spec.StepProvisioned
+	p.upsert(ctx)
+	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s provisioned** with image digest `%s`", p.host.Name, written.Digest))
+	res = spec.ProvisionResult{
+		Host:         p.host.Name,
+		ImageDigest:  written.Digest,
+		BytesWritten: p.host.Image.Size,
+		LiveHostKey:  live.Fingerprint,
+		OSHostKey:    osKey.HostKey,
+		OSHostKeyFP:  osKey.Fingerprint,
+		Steps:        p.status.Steps,
+		Duration:     workflow.Now(ctx).Sub(started).Round(time.Second).String(),
+	}
+	workflow.GetLogger(ctx).Info("host provisioned", "host", p.host.Name, "digest", written.Digest, "run", info.WorkflowExecution.RunID)
+	return res, nil
+}
+
+func (p *provision) bmcInput() bmc.Input { return bmc.Input{Host: p.host.Name, BMC: p.host.BMC} }
+
+func (p *provision) liveTarget(hostKey string) remote.Target {
+	return remote.Target{
+		Addr:       fmt.Sprintf("%s:%d", p.host.Network.IP, p.host.SSH.LivePort),
+		User:       "root",
+		Credential: p.host.SSH.Credential,
+		HostKey:    hostKey,
+	}
+}
+
+func (p *provision) osTarget(hostKey string) remote.Target {
+	return remote.Target{
+		Addr:       fmt.Sprintf("%s:%d", p.host.Network.IP, p.host.SSH.Port),
+		User:       p.host.SSH.User,
+		Credential: p.host.SSH.Credential,
+		HostKey:    hostKey,
+	}
+}
+
+func (p *provision) registerLease(ctx workflow.Context, profile string, out *lease.RegisterResult) error {
+	// A boot ID per run, step and try: a retried boot gets a fresh one-time
+	// host key, a retried activity of the same try gets the same one.
+	info := workflow.GetInfo(ctx)
+	bootID := fmt.Sprintf("%s.%s.%d", info.WorkflowExecution.RunID, p.status.Step, p.status.Try)
+	actx := p.activityCtx(ctx, fmt.Sprintf("register lease %s -> %s (%s)", p.host.MAC, p.host.Network.IP, profile), 30*time.Second, 0, 0)
+	var r lease.RegisterResult
+	err := workflow.ExecuteActivity(actx, leaseA.RegisterLease, lease.RegisterInput{
+		Host:          p.host.Name,
+		MAC:           p.host.MAC,
+		Network:       p.host.Network,
+		Profile:       profile,
+		BootID:        bootID,
+		SSHCredential: p.host.SSH.Credential,
+	}).Get(ctx, &r)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		*out = r
+	}
+	p.addCompensation("remove lease", func(ctx workflow.Context) error {
+		actx := p.activityCtx(ctx, "remove lease "+p.host.MAC, 30*time.Second, 0, 5)
+		return workflow.ExecuteActivity(actx, leaseA.RemoveLease, lease.RemoveInput{Host: p.host.Name, MAC: p.host.MAC}).Get(ctx, nil)
+	})
+	return nil
+}
+
+// addCompensation registers an undo once; registering the same name twice
+// (a retried step) keeps one.
+func (p *provision) addCompensation(name string, fn func(ctx workflow.Context) error) {
+	for _, c := range p.compensations {
+		if c.name == name {
+			return
+		}
+	}
+	p.compensations = append(p.compensations, compensation{name: name, fn: fn})
+}
+
+// activityCtx sets a step's timeouts and retry policy. attempts 0 takes the
+// run's configured StepAttempts.
+func (p *provision) activityCtx(ctx workflow.Context, summary string, startToClose, heartbeat time.Duration, attempts int32) workflow.Context {
+	if attempts == 0 {
+		attempts = p.opts.attempts
+	}
+	interval := p.opts.retryInterval
+	if interval == 0 {
+		interval = 5 * time.Second
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: startToClose,
+		HeartbeatTimeout:    heartbeat,
+		Summary:             summary,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        interval,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        attempts,
+			NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+// runStep runs one step until it succeeds, is skipped, or the run ends.
+func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func(ctx workflow.Context) error) error {
+	rec := &p.status.Steps[idx]
+	p.status.Step = name
+	p.status.Try = 0
+	p.status.Skippable = spec.SkippableSteps[name]
+	for {
+		p.status.Try++
+		p.status.State = spec.StateRunning
+		p.status.StepStarted = workflow.Now(ctx)
+		rec.State, rec.Started, rec.Tries = "running", p.status.StepStarted, p.status.Try
+		p.upsert(ctx)
+		workflow.SetCurrentDetails(ctx, fmt.Sprintf("%s: **%s** (try %d)", p.status.Host, name, p.status.Try))
+
+		sctx, cancel := workflow.WithCancel(ctx)
+		p.stepCancel = cancel
+		err := run(sctx)
+		cancel()
+		p.stepCancel = nil
+
+		if p.abortReason != "" {
+			return p.abort(ctx, name)
+		}
+		if err == nil {
+			rec.State, rec.Finished, rec.Error, rec.ErrorType = "done", workflow.Now(ctx), "", ""
+			p.status.LastError, p.status.LastErrorType = "", ""
+			return nil
+		}
+		msg, typ := describe(err)
+		rec.Error, rec.ErrorType = msg, typ
+		p.status.LastError, p.status.LastErrorType = msg, typ
+		workflow.GetLogger(ctx).Warn("step failed", "host", p.status.Host, "step", name, "try", p.status.Try, "error", msg, "type", typ)
+		if name == spec.StepValidate && activities.IsInputError(typ) {
+			// Bad input: nothing was touched, nothing to wait for.
+			rec.State = "failed"
+			p.status.State = spec.StateFailed
+			p.upsert(ctx)
+			return err
+		}
+		d, err := p.park(ctx, rec)
+		if err != nil {
+			return err
+		}
+		switch d.action {
+		case spec.UpdateRetry:
+			continue
+		case spec.UpdateSkip:
+			rec.State, rec.Finished, rec.Reason = "skipped", workflow.Now(ctx), d.reason
+			return nil
+		default: // abort
+			return p.abort(ctx, name)
+		}
+	}
+}
+
+// park waits in needs-attention for an operator's decision.
+func (p *provision) park(ctx workflow.Context, rec *spec.StepRecord) (decision, error) {
+	now := workflow.Now(ctx)
+	rec.State = "failed"
+	p.status.State = spec.StateNeedsAttention
+	p.status.AttentionSince = now
+	p.status.AttentionDeadline = now.Add(p.opts.attention)
+	p.pending = nil
+	p.upsert(ctx)
+	workflow.SetCurrentDetails(ctx, fmt.Sprintf("%s **needs attention** at %s: %s\n\n`starter retry|skip|abort %s --reason ...`", p.status.Host, rec.Name, p.status.LastError, p.status.Host))
+	ok, err := workflow.AwaitWithTimeout(ctx, p.opts.attention, func() bool { return p.pending != nil || p.abortReason != "" })
+	if err != nil {
+		return decision{}, err
+	}
+	p.status.AttentionSince, p.status.AttentionDeadline = time.Time{}, time.Time{}
+	if !ok {
+		p.abortReason = "attention deadline of " + p.opts.attention.String() + " passed"
+		if cerr := p.compensate(ctx); cerr != nil {
+			return decision{}, cerr
+		}
+		p.status.State = spec.StateFailed
+		p.upsert(ctx)
+		return decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s needed attention at step %s for %s and nobody answered; last error: %s", p.status.Host, rec.Name, p.opts.attention, p.status.LastError),
+			ErrAttentionDeadlineExceeded, nil)
+	}
+	if p.abortReason != "" {
+		return decision{action: spec.UpdateAbort, reason: p.abortReason}, nil
+	}
+	d := *p.pending
+	p.pending = nil
+	return d, nil
+}
+
+func (p *provision) abort(ctx workflow.Context, step string) error {
+	if err := p.compensate(ctx); err != nil {
+		return err
+	}
+	p.status.State = spec.StateAborted
+	p.upsert(ctx)
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("provisioning of %s aborted at step %s: %s", p.status.Host, step, p.abortReason), ErrAborted, nil)
+}
+
+// compensate undoes, newest first, what the run did. It runs on a
+// disconnected context so it completes even when the run is being cancelled.
+func (p *provision) compensate(ctx workflow.Context) error {
+	p.status.State = spec.StateCompensating
+	p.upsert(ctx)
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	var errs []error
+	for i := len(p.compensations) - 1; i >= 0; i-- {
+		c := p.compensations[i]
+		if err := c.fn(dctx); err != nil {
+			workflow.GetLogger(ctx).Error("compensation failed", "host", p.status.Host, "compensation", c.name, "error", err)
+			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+		}
+	}
+	p.compensations = nil
+	if len(errs) > 0 {
+		return temporal.NewNonRetryableApplicationError("compensation incomplete: "+errors.Join(errs...).Error(), "CompensationFailed", nil)
+	}
+	return nil
+}
+
+func describe(err error) (msg, typ string) {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Error(), appErr.Type()
+	}
+	var toErr *temporal.TimeoutError
+	if errors.As(err, &toErr) {
+		return err.Error(), "Timeout"
+	}
+	var canceled *temporal.CanceledError
+	if errors.As(err, &canceled) {
+		return err.Error(), "Canceled"
+	}
+	return err.Error(), ""
+}
+
+func (p *provision) upsert(ctx workflow.Context) {
+	host := p.status.Host
+	if host == "" {
+		host = p.in.Host
+	}
+	err := workflow.UpsertTypedSearchAttributes(ctx,
+		hostKey.ValueSet(host), stepKey.ValueSet(p.status.Step), stateKey.ValueSet(p.status.State))
+	if err != nil {
+		workflow.GetLogger(ctx).Warn("upsert search attributes", "error", err)
+	}
+}
+
+func (p *provision) registerHandlers(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, spec.QueryStatus, func() (spec.ProvisionStatus, error) {
+		return p.status, nil
+	}); err != nil {
+		return err
+	}
+	needReason := func(r spec.OperatorRequest) error {
+		if len(r.Reason) < 3 {
+			return errors.New("a reason is required (it is recorded in the run's history)")
+		}
+		return nil
+	}
+	parked := func(action string) error {
+		if p.status.State != spec.StateNeedsAttention {
+			return fmt.Errorf("%s refused: %s is %s at step %s, not needs-attention", action, p.status.Host, p.status.State, p.status.Step)
+		}
+		if p.pending != nil {
+			return fmt.Errorf("%s refused: a %s is already pending", action, p.pending.action)
+		}
+		return nil
+	}
+	record := func(ctx workflow.Context, action string, r spec.OperatorRequest) {
+		p.status.Actions = append(p.status.Actions, spec.OperatorAction{Action: action, Step: p.status.Step, Reason: r.Reason, At: workflow.Now(ctx)})
+		workflow.GetLogger(ctx).Info("operator action", "host", p.status.Host, "action", action, "step", p.status.Step, "reason", r.Reason)
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateRetry,
+		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
+			record(ctx, spec.UpdateRetry, r)
+			p.pending = &decision{action: spec.UpdateRetry, reason: r.Reason}
+			return "retrying " + p.status.Step, nil
+		},
+		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+			if err := needReason(r); err != nil {
+				return err
+			}
+			return parked(spec.UpdateRetry)
+		}}); err != nil {
+		return err
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateSkip,
+		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
+			record(ctx, spec.UpdateSkip, r)
+			p.pending = &decision{action: spec.UpdateSkip, reason: r.Reason}
+			return "skipping " + p.status.Step, nil
+		},
+		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+			if err := needReason(r); err != nil {
+				return err
+			}
+			if err := parked(spec.UpdateSkip); err != nil {
+				return err
+			}
+			if !spec.SkippableSteps[p.status.Step] {
+				return fmt.Errorf("skip refused: step %s cannot be skipped (skippable: %s, %s)", p.status.Step, spec.StepBootDisk, spec.StepChef)
+			}
+			return nil
+		}}); err != nil {
+		return err
+	}
+	return workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateAbort,
+		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
+			record(ctx, spec.UpdateAbort, r)
+			p.abortReason = r.Reason
+			if p.stepCancel != nil {
+				p.stepCancel()
+			}
+			return "aborting at " + p.status.Step + ": compensation runs (power off, lease removed)", nil
+		},
+		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+			if err := needReason(r); err != nil {
+				return err
+			}
+			switch p.status.State {
+			case spec.StateRunning, spec.StateNeedsAttention:
+			default:
+				return fmt.Errorf("abort refused: %s is %s", p.status.Host, p.status.State)
+			}
+			if p.abortReason != "" {
+				return errors.New("abort refused: already aborting")
+			}
+			return nil
+		}})
+}

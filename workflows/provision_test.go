@@ -1,0 +1,433 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/bmc"
+	"github.com/rackflow/rackflow/activities/chef"
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/activities/inventory"
+	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/spec"
+)
+
+func testHost() spec.Host {
+	h := spec.Host{
+		Name:    "node07",
+		BMC:     spec.BMC{Address: "127.0.0.1", Port: 6230, Provider: "ipmi", Credential: "bmc/node07"},
+		MAC:     "52:54:00:ab:cd:07",
+		Network: spec.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
+		Disk:    "/dev/sda",
+		Image:   spec.Image{URL: "http://127.0.0.1:1/x.raw", Size: 1 << 20, SHA256: strings.Repeat("ab", 32)},
+		SSH:     spec.SSH{Credential: "ssh/provision", Port: 2222, LivePort: 2223},
+		Chef:    &spec.Chef{ServerURL: "https://chef.test", RunList: []string{"role[db]"}, ValidatorCredential: "chef/validator"},
+	}
+	h.Defaults()
+	return h
+}
+
+// recorder keeps the order of activity calls, as the operator would read
+// them in the history.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, s)
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+func (r *recorder) count(s string) int {
+	n := 0
+	for _, c := range r.list() {
+		if c == s {
+			n++
+		}
+	}
+	return n
+}
+
+type fixture struct {
+	env *testsuite.TestWorkflowEnvironment
+	rec *recorder
+	// failures by activity name: how many times it fails before succeeding
+	// (-1: always), and with which error.
+	fail map[string]failure
+	// waitSSH is the WaitForSSH mock, to slow it down in a test.
+	waitSSH *testsuite.MockCallWrapper
+}
+
+type failure struct {
+	times int
+	err   error
+}
+
+func (f *fixture) maybeFail(name string) error {
+	f.rec.add(name)
+	fl, ok := f.fail[name]
+	if !ok {
+		return nil
+	}
+	if fl.times == -1 || f.rec.count(name) <= fl.times {
+		return fl.err
+	}
+	return nil
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.SetTestTimeout(30 * time.Second)
+	Register(env)
+	env.RegisterActivity(&inventory.Activities{})
+	env.RegisterActivity(&lease.Activities{})
+	env.RegisterActivity(&bmc.Activities{})
+	env.RegisterActivity(&remote.Activities{})
+	env.RegisterActivity(&image.Activities{})
+	env.RegisterActivity(&chef.Activities{})
+	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}}
+	h := testHost()
+
+	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in inventory.ResolveInput) (spec.Host, error) {
+			if err := f.maybeFail("ResolveHost"); err != nil {
+				return spec.Host{}, err
+			}
+			return h, nil
+		})
+	env.OnActivity(imageA.CheckImage, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ spec.Image) error { return f.maybeFail("CheckImage") })
+	env.OnActivity(leaseA.RegisterLease, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in lease.RegisterInput) (lease.RegisterResult, error) {
+			if err := f.maybeFail("RegisterLease:" + in.Profile); err != nil {
+				return lease.RegisterResult{}, err
+			}
+			return lease.RegisterResult{HostKey: "ssh-ed25519 AAAAlive", Profile: in.Profile}, nil
+		})
+	env.OnActivity(leaseA.RemoveLease, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ lease.RemoveInput) error { return f.maybeFail("RemoveLease") })
+	env.OnActivity(bmcA.PowerOnPXE, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ bmc.Input) (bmc.Result, error) {
+			return bmc.Result{State: "on"}, f.maybeFail("PowerOnPXE")
+		})
+	env.OnActivity(bmcA.BootFromDisk, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ bmc.Input) (bmc.Result, error) {
+			return bmc.Result{State: "on"}, f.maybeFail("BootFromDisk")
+		})
+	env.OnActivity(bmcA.PowerOff, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ bmc.Input) (bmc.Result, error) {
+			return bmc.Result{State: "off"}, f.maybeFail("PowerOff")
+		})
+	f.waitSSH = env.OnActivity(sshA.WaitForSSH, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in remote.WaitInput) (remote.WaitResult, error) {
+			name := "WaitForSSH:os"
+			if in.Target.HostKey == "ssh-ed25519 AAAAlive" {
+				name = "WaitForSSH:live"
+			}
+			if err := f.maybeFail(name); err != nil {
+				return remote.WaitResult{}, err
+			}
+			if name == "WaitForSSH:live" {
+				return remote.WaitResult{HostKey: in.Target.HostKey, Fingerprint: "SHA256:live"}, nil
+			}
+			return remote.WaitResult{HostKey: "ssh-ed25519 AAAAos", Fingerprint: "SHA256:os"}, nil
+		})
+	env.OnActivity(imageA.WriteImage, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in image.WriteInput) (image.WriteResult, error) {
+			if err := f.maybeFail("WriteImage"); err != nil {
+				return image.WriteResult{}, err
+			}
+			return image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}, nil
+		})
+	env.OnActivity(chefA.Bootstrap, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ chef.BootstrapInput) (chef.BootstrapResult, error) {
+			return chef.BootstrapResult{}, f.maybeFail("Bootstrap")
+		})
+	return f
+}
+
+var input = spec.ProvisionInput{Host: "node07", Options: spec.ProvisionOptions{StepAttempts: 2, RetryInterval: "1s", AttentionDeadline: "1h"}}
+
+func (f *fixture) status(t *testing.T) spec.ProvisionStatus {
+	t.Helper()
+	v, err := f.env.QueryWorkflow(spec.QueryStatus)
+	if err != nil {
+		t.Fatalf("query status: %v", err)
+	}
+	var st spec.ProvisionStatus
+	if err := v.Get(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// updateResult is filled in when the workflow has handled an Update.
+type updateResult struct {
+	done bool
+	err  error
+}
+
+// Err is the validator's or handler's error, once the run is over.
+func (u *updateResult) Err() error {
+	if !u.done {
+		return errors.New("update neither rejected nor completed")
+	}
+	return u.err
+}
+
+// update sends an operator Update.
+func (f *fixture) update(name, reason string) *updateResult {
+	u := &updateResult{}
+	f.env.UpdateWorkflow(name, "", &testsuite.TestUpdateCallback{
+		OnReject:   func(err error) { u.err, u.done = err, true },
+		OnAccept:   func() {},
+		OnComplete: func(_ interface{}, err error) { u.err, u.done = err, true },
+	}, spec.OperatorRequest{Reason: reason})
+	return u
+}
+
+func appErrType(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Type()
+	}
+	return ""
+}
+
+func TestProvisionHappyPath(t *testing.T) {
+	f := newFixture(t)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if !f.env.IsWorkflowCompleted() {
+		t.Fatal("not completed")
+	}
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	var res spec.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.ImageDigest != testHost().Image.SHA256 || res.OSHostKey != "ssh-ed25519 AAAAos" || res.LiveHostKey != "SHA256:live" {
+		t.Errorf("result = %+v", res)
+	}
+	want := []string{"ResolveHost", "CheckImage", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "WriteImage",
+		"RegisterLease:disk", "BootFromDisk", "WaitForSSH:os", "Bootstrap"}
+	if d := cmp.Diff(want, f.rec.list()); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+	for _, s := range res.Steps {
+		if s.State != "done" {
+			t.Errorf("step %s = %s, want done", s.Name, s.State)
+		}
+	}
+	st := f.status(t)
+	if st.State != spec.StateSucceeded || st.Step != spec.StepProvisioned {
+		t.Errorf("status = %s/%s", st.State, st.Step)
+	}
+}
+
+func TestProvisionRetriesATransientFailure(t *testing.T) {
+	f := newFixture(t)
+	f.fail["PowerOnPXE"] = failure{times: 1, err: errors.New("bmc 127.0.0.1:6230 unreachable")}
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	if n := f.rec.count("PowerOnPXE"); n != 2 {
+		t.Errorf("PowerOnPXE calls = %d, want 2 (one retry by Temporal)", n)
+	}
+}
+
+func TestProvisionParksThenOperatorRetrySucceeds(t *testing.T) {
+	f := newFixture(t)
+	f.fail["WaitForSSH:live"] = failure{times: 2, err: temporal.NewApplicationError("no SSH on 127.0.0.1:2223 after 20m", "SSHTimeout")}
+	var parked spec.ProvisionStatus
+	var earlyRetry, retryErr *updateResult
+	f.env.RegisterDelayedCallback(func() {
+		earlyRetry = f.update(spec.UpdateRetry, "too early") // still running
+	}, 0)
+	f.env.RegisterDelayedCallback(func() {
+		parked = f.status(t)
+		retryErr = f.update(spec.UpdateRetry, "fixed the VLAN on the boot NIC")
+	}, 10*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	if err := earlyRetry.Err(); err == nil || !strings.Contains(err.Error(), "not needs-attention") {
+		t.Errorf("retry while running = %v, want refused", earlyRetry.Err())
+	}
+	if parked.State != spec.StateNeedsAttention || parked.Step != spec.StepWaitLive || parked.LastErrorType != "SSHTimeout" || parked.Try != 1 {
+		t.Errorf("parked status = %+v", parked)
+	}
+	if err := retryErr.Err(); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := f.rec.count("WaitForSSH:live"); n != 3 {
+		t.Errorf("WaitForSSH:live calls = %d, want 3 (2 attempts, then the operator's retry)", n)
+	}
+	st := f.status(t)
+	if st.State != spec.StateSucceeded || len(st.Actions) != 1 || st.Actions[0].Reason != "fixed the VLAN on the boot NIC" {
+		t.Errorf("final status = %+v", st)
+	}
+	if tries := st.Steps[3].Tries; tries != 2 {
+		t.Errorf("wait-live-ssh tries = %d, want 2", tries)
+	}
+}
+
+func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
+	f := newFixture(t)
+	f.fail["Bootstrap"] = failure{times: -1, err: temporal.NewApplicationError("chef-client exited 1: ERROR: 401 Unauthorized", "ChefBootstrapFailed")}
+	var noReason, skipErr *updateResult
+	f.env.RegisterDelayedCallback(func() {
+		noReason = f.update(spec.UpdateSkip, "")
+		skipErr = f.update(spec.UpdateSkip, "chef server down; node converges on its next run")
+	}, 10*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	if noReason.Err() == nil {
+		t.Error("skip without reason accepted")
+	}
+	if err := skipErr.Err(); err != nil {
+		t.Fatalf("skip: %v", err)
+	}
+	var res spec.ProvisionResult
+	_ = f.env.GetWorkflowResult(&res)
+	last := res.Steps[len(res.Steps)-1]
+	if last.Name != spec.StepChef || last.State != "skipped" || !strings.Contains(last.Reason, "chef server down") {
+		t.Errorf("chef step = %+v", last)
+	}
+
+	g := newFixture(t)
+	g.fail["WriteImage"] = failure{times: -1, err: errors.New("connection reset")}
+	var refused *updateResult
+	g.env.RegisterDelayedCallback(func() {
+		refused = g.update(spec.UpdateSkip, "I know better")
+		_ = g.update(spec.UpdateAbort, "giving up on this host")
+	}, 10*time.Minute)
+	g.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := refused.Err(); err == nil || !strings.Contains(err.Error(), "cannot be skipped") {
+		t.Errorf("skip of write-image = %v, want refused", err)
+	}
+}
+
+func TestProvisionAbortCompensatesInReverse(t *testing.T) {
+	f := newFixture(t)
+	f.fail["WriteImage"] = failure{times: -1, err: errors.New("dd: error writing '/dev/sda': Input/output error")}
+	var abortErr *updateResult
+	f.env.RegisterDelayedCallback(func() {
+		abortErr = f.update(spec.UpdateAbort, "disk is dying, RMA")
+	}, 10*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := abortErr.Err(); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	err := f.env.GetWorkflowError()
+	if appErrType(err) != ErrAborted || !strings.Contains(err.Error(), "disk is dying") {
+		t.Fatalf("workflow error = %v, want %s with the reason", err, ErrAborted)
+	}
+	calls := f.rec.list()
+	tail := calls[len(calls)-2:]
+	if d := cmp.Diff([]string{"PowerOff", "RemoveLease"}, tail); d != "" {
+		t.Errorf("compensation (-want +got):\n%s\nall calls: %v", d, calls)
+	}
+	if f.status(t).State != spec.StateAborted {
+		t.Errorf("state = %s", f.status(t).State)
+	}
+}
+
+func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
+	f := newFixture(t)
+	// The live system never answers; each attempt takes the whole deadline.
+	f.waitSSH.After(time.Hour)
+	var abortErr *updateResult
+	f.env.RegisterDelayedCallback(func() {
+		abortErr = f.update(spec.UpdateAbort, "wrong rack, stop now")
+	}, 5*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := abortErr.Err(); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	if appErrType(f.env.GetWorkflowError()) != ErrAborted {
+		t.Fatalf("workflow error = %v", f.env.GetWorkflowError())
+	}
+	if f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
+		t.Errorf("compensation calls: %v", f.rec.list())
+	}
+}
+
+func TestProvisionChecksumMismatchIsNotRetriedAndNeverProvisioned(t *testing.T) {
+	f := newFixture(t)
+	f.fail["WriteImage"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
+		"image digest mismatch: want abab…, got 0000…", activities.ErrImageChecksum, nil)}
+	var parked spec.ProvisionStatus
+	f.env.RegisterDelayedCallback(func() { parked = f.status(t) }, 10*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input) // nobody answers: attention deadline 1h
+	err := f.env.GetWorkflowError()
+	if appErrType(err) != ErrAttentionDeadlineExceeded {
+		t.Fatalf("workflow error = %v, want %s", err, ErrAttentionDeadlineExceeded)
+	}
+	if n := f.rec.count("WriteImage"); n != 1 {
+		t.Errorf("WriteImage calls = %d, want 1 (non-retryable)", n)
+	}
+	if parked.State != spec.StateNeedsAttention || parked.LastErrorType != activities.ErrImageChecksum {
+		t.Errorf("parked = %s %s", parked.State, parked.LastErrorType)
+	}
+	if f.rec.count("BootFromDisk") != 0 || f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
+		t.Errorf("calls = %v: want no disk boot and a full compensation", f.rec.list())
+	}
+	if st := f.status(t); st.State == spec.StateSucceeded {
+		t.Error("host marked provisioned after a checksum mismatch")
+	}
+}
+
+func TestProvisionBadInputFailsBeforeAnythingIsTouched(t *testing.T) {
+	f := newFixture(t)
+	f.fail["ResolveHost"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
+		"invalid input: mac: not a 48-bit MAC address (got \"52:54:zz\")", activities.ErrInvalidInput, nil)}
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	err := f.env.GetWorkflowError()
+	if err == nil || !strings.Contains(err.Error(), "mac") {
+		t.Fatalf("workflow error = %v, want the bad field named", err)
+	}
+	if d := cmp.Diff([]string{"ResolveHost"}, f.rec.list()); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+}
+
+func TestProvisionRejectsBadOptions(t *testing.T) {
+	f := newFixture(t)
+	in := input
+	in.Options.LiveSSHDeadline = "soon"
+	f.env.ExecuteWorkflow(ProvisionHost, in)
+	err := f.env.GetWorkflowError()
+	if appErrType(err) != activities.ErrInvalidInput || !strings.Contains(err.Error(), "live_ssh_deadline") {
+		t.Fatalf("workflow error = %v", err)
+	}
+	if len(f.rec.list()) != 0 {
+		t.Errorf("activities ran: %v", f.rec.list())
+	}
+}

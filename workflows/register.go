@@ -1,0 +1,18 @@
+package workflows
+
+import (
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Registry is the part of worker.Worker (and the test environment) that
+// registers workflows.
+type Registry interface {
+	RegisterWorkflowWithOptions(w interface{}, options workflow.RegisterOptions)
+}
+
+// Register registers every rackflow workflow under its fixed name.
+func Register(r Registry) {
+	r.RegisterWorkflowWithOptions(ProvisionHost, workflow.RegisterOptions{Name: spec.WorkflowProvisionHost})
+}

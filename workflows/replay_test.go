@@ -1,0 +1,59 @@
+package workflows
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"go.temporal.io/sdk/worker"
+)
+
+// TestReplaySavedHistories replays every saved history of a real run (made on
+// the dev server by testsuite/integration with RACKFLOW_SAVE_HISTORY) against
+// the current workflow code. A change that would break running workflows —
+// a new activity call, a reordered step — fails here; guard it with
+// workflow.GetVersion instead.
+func TestReplaySavedHistories(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "testsuite", "histories", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no saved histories in testsuite/histories")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			Register(r)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatalf("replay %s: %v", f, err)
+			}
+		})
+	}
+}
+
+// TestReplayDetectsAChangedWorkflow proves the replay test can fail: a
+// history whose recorded activity differs from what the code schedules is
+// reported as nondeterministic.
+func TestReplayDetectsAChangedWorkflow(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "testsuite", "histories", "provision_host_v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// protojson varies its spacing; match any.
+	re := regexp.MustCompile(`"name":\s*"ResolveHost"`)
+	tampered := re.ReplaceAllString(string(b), `"name": "SomethingElse"`)
+	if tampered == string(b) {
+		t.Fatal("saved history has no ResolveHost activity to tamper with")
+	}
+	f := filepath.Join(t.TempDir(), "tampered.json")
+	if err := os.WriteFile(f, []byte(tampered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := worker.NewWorkflowReplayer()
+	Register(r)
+	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err == nil {
+		t.Fatal("replay of a history that does not match the code succeeded")
+	}
+}
