@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -57,7 +58,8 @@ func envOr(k, def string) string {
 
 const usage = `starter — rackflow's CLI
 
-  starter provision HOST [--wait] [--inventory FILE]   start provisioning HOST (workflow provision/HOST)
+  starter provision HOST [--wait] [--inventory FILE] [--reprovision]
+                                                        start provisioning HOST (workflow provision/HOST)
   starter status HOST|WORKFLOW-ID                       where a run is: step, try, error, image progress
   starter list [--stuck]                                running provisioning runs (stuck first with --stuck)
   starter retry|skip|abort HOST --reason "..."          answer a run that needs attention
@@ -155,7 +157,7 @@ func (g globals) validate(args []string) int {
 }
 
 func (g globals) link(id string) string {
-	return fmt.Sprintf("%s/namespaces/%s/workflows/%s", strings.TrimRight(g.uiURL, "/"), g.namespace, id)
+	return fmt.Sprintf("%s/namespaces/%s/workflows/%s", strings.TrimRight(g.uiURL, "/"), url.PathEscape(g.namespace), url.PathEscape(id))
 }
 
 func (g globals) provision(ctx context.Context, c client.Client, args []string) int {
@@ -163,6 +165,7 @@ func (g globals) provision(ctx context.Context, c client.Client, args []string) 
 	fs.SetOutput(g.stderr)
 	wait := fs.Bool("wait", false, "wait for the run to finish, showing progress")
 	inv := fs.String("inventory", "", "send the host's entry from this inventory instead of the worker's")
+	reprovision := fs.Bool("reprovision", false, "provision a host that was provisioned before (wipes its disk)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil || len(pos) != 1 {
 		fmt.Fprintln(g.stderr, "usage: starter provision HOST [--wait] [--inventory FILE]")
@@ -188,6 +191,15 @@ func (g globals) provision(ctx context.Context, c client.Client, args []string) 
 		in.Spec = &h
 	}
 	id := spec.ProvisionWorkflowID(host)
+	if !*reprovision {
+		desc, err := c.DescribeWorkflowExecution(ctx, id, "")
+		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+			info := desc.GetWorkflowExecutionInfo()
+			fmt.Fprintf(g.stderr, "starter: %s was provisioned at %s (run %s); provisioning again wipes its disk: add --reprovision\n",
+				host, info.GetCloseTime().AsTime().Format(time.RFC3339), info.GetExecution().GetRunId())
+			return exitRefused
+		}
+	}
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                g.taskQueue,

@@ -439,7 +439,7 @@ func (p *provision) compensate(ctx workflow.Context) error {
 func describe(err error) (msg, typ string) {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
-		return appErr.Error(), appErr.Type()
+		return appErr.Message(), appErr.Type()
 	}
 	var toErr *temporal.TimeoutError
 	if errors.As(err, &toErr) {
