@@ -163,7 +163,10 @@ func TestQEMUPXEBoot(t *testing.T) {
 	wantFP := ssh.FingerprintSHA256(pinned)
 
 	// The machine.
-	name, args := qemu.VM{Tap: "tap0", MAC: vmMAC}.Command()
+	name, args, err := qemu.VM{Tap: "tap0", MAC: vmMAC}.Command(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	bootStart := time.Now()
 	vm := rack.Start(name, args...)
 	vm.WaitFor(qemu.MarkerBooted, bootTimeout)
@@ -207,7 +210,10 @@ func TestQEMUPXEBoot(t *testing.T) {
 
 	// A machine nobody registered: DHCP stays silent, iPXE gives up, and
 	// the firmware finds nothing to boot.
-	name, args = qemu.VM{Tap: "tap1", MAC: strayMAC}.Command()
+	name, args, err = qemu.VM{Tap: "tap1", MAC: strayMAC}.Command(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stray := rack.Start(name, args...)
 	stray.WaitFor("No bootable device", bootTimeout)
 	stray.Stop()
@@ -222,13 +228,12 @@ func TestQEMUPXEBoot(t *testing.T) {
 	}
 }
 
-// lineWith returns the first line of out that starts with prefix, without
-// its line ending.
-func lineWith(out, prefix string) string {
+// lineWith returns the first line of out holding marker, from marker to
+// the line's end (console escapes may precede it).
+func lineWith(out, marker string) string {
 	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimRight(l, "\r")
-		if strings.HasPrefix(l, prefix) {
-			return l
+		if i := strings.Index(l, marker); i >= 0 {
+			return strings.TrimRight(l[i:], "\r")
 		}
 	}
 	return ""

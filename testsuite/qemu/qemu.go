@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -59,10 +60,16 @@ type VM struct {
 	Accel string
 }
 
-// Command returns the program and arguments that boot the VM. QEMU exits
-// when the guest powers off, reboots or its kernel panics (with panic=-1 on
-// its command line).
-func (vm VM) Command() (string, []string) {
+// Command returns the program and arguments that boot the VM, writing the
+// small files QEMU reads into dir. QEMU exits when the guest powers off,
+// reboots or its kernel panics (with panic=-1 on its command line).
+func (vm VM) Command(dir string) (string, []string, error) {
+	// SeaBIOS reads etc/sercon-port as a little-endian integer, so it must
+	// come from a file: "string=0x3f8" would be five ASCII bytes.
+	sercon := filepath.Join(dir, "sercon-port")
+	if err := os.WriteFile(sercon, []byte{0xf8, 0x03}, 0o644); err != nil {
+		return "", nil, fmt.Errorf("qemu vm: %w", err)
+	}
 	mem := vm.MemoryMB
 	if mem <= 0 {
 		mem = 512
@@ -83,11 +90,11 @@ func (vm VM) Command() (string, []string) {
 		"-serial", "stdio",
 		// SeaBIOS and iPXE write their console to the serial port too, so a
 		// failed DHCP or download is readable in the log.
-		"-fw_cfg", "name=etc/sercon-port,string=0x3f8",
+		"-fw_cfg", "name=etc/sercon-port,file=" + sercon,
 		"-boot", "order=n,strict=on",
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC + ",romfile=" + BIOSPXEROM,
 	}
-	return "qemu-system-x86_64", args
+	return "qemu-system-x86_64", args, nil
 }
