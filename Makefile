@@ -30,8 +30,11 @@ build:
 vet:
 	$(GO) vet ./...
 
+# Everything CI runs: unit, workflow, lab (netns, ipmi_sim, sshd) and
+# integration tests on the real dev server, then the QEMU PXE boot.
 test: deps $(BIN)/temporal vet
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) test-qemu
 
 test-unit:
 	$(GO) test -count=1 -short ./...
@@ -44,3 +47,18 @@ run: deps $(BIN)/temporal build
 
 clean:
 	rm -rf $(RUN_DIR)
+
+# End-to-end PXE boot of a QEMU machine (SeaBIOS + iPXE under TCG) through
+# rackflow-pxe in network namespaces; needs root. The kernel and busybox are
+# fetched with apt-get download into $XDG_CACHE_HOME/rackflow or
+# /var/cache/rackflow on first run.
+.PHONY: test-qemu
+test-qemu:
+	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || ! command -v ip >/dev/null 2>&1; then \
+		echo "test-qemu: installing qemu-system-x86 ipxe-qemu iproute2"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		apt-cache show qemu-system-x86 >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu iproute2 >/dev/null; \
+	fi
+	@apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-' || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
+	RACKFLOW_QEMU=1 $(GO) test -count=1 -run TestQEMUPXEBoot -timeout 20m -v ./pxe/e2e/

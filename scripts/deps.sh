@@ -14,6 +14,9 @@ declare -A need=(
   [ip]=iproute2
   [curl]=curl
   [setsid]=util-linux
+  [flock]=util-linux
+  [unshare]=util-linux
+  [cpio]=cpio
 )
 # sshd lives in /usr/sbin, which may not be on PATH for non-root shells.
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -31,7 +31,7 @@ const (
 	strayMAC  = "52:54:00:98:00:ee"
 	// bootTimeout is generous for TCG on 2 busy cores; a boot takes about
 	// a minute.
-	bootTimeout = 5 * time.Minute
+	bootTimeout = 3 * time.Minute
 )
 
 // TestQEMUPXEBoot boots a QEMU machine with real firmware (SeaBIOS and
@@ -190,6 +190,7 @@ func TestQEMUPXEBoot(t *testing.T) {
 	case m[2] != wantFP:
 		t.Errorf("live system got a host key with fingerprint %s, the API pinned %s", m[2], wantFP)
 	}
+	t.Logf("serial console:\n  %s\n  %s\n  %s", bootedLine, lineWith(serial, qemu.MarkerHostKey+" "), lineWith(serial, qemu.MarkerRefetch))
 	if r := lineWith(serial, qemu.MarkerRefetch); r != qemu.MarkerRefetch+" refused" {
 		t.Errorf("second host key fetch from the VM: %q, want it refused", r)
 	}
@@ -215,7 +216,9 @@ func TestQEMUPXEBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	stray := rack.Start(name, args...)
+	strayStart := time.Now()
 	stray.WaitFor("No bootable device", bootTimeout)
+	t.Logf("unregistered machine gave up %s after QEMU started", time.Since(strayStart).Round(100*time.Millisecond))
 	stray.Stop()
 	if strings.Contains(stray.Output(), qemu.MarkerBooted) {
 		t.Error("the unregistered machine booted the live system")

@@ -31,7 +31,8 @@ const (
 // initScript is the live system's /init, run by busybox sh. It reads the
 // kernel command line iPXE got from rackflow (pxe.RenderLive), loads the
 // virtio NIC modules, configures eth0 from ip=, reports, fetches the
-// one-time host key and powers off. The key itself is never printed.
+// one-time host key (with hostkeyfp) and powers off. The key itself is
+// never printed nor written to disk.
 const initScript = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp
 /bin/busybox --install -s /bin
@@ -75,11 +76,9 @@ else
 fi
 echo "` + MarkerBooted + ` mac=$mac boot_id=$boot_id ip=$addr"
 if [ -n "$hostkey_url" ]; then
-	wget -q -T 20 -O /run/hostkey "$hostkey_url" || fail "fetch host key"
-	sum=$(sha256sum /run/hostkey | cut -d' ' -f1)
-	fp=$(hostkeyfp /run/hostkey) || fail "host key does not parse"
-	echo "` + MarkerHostKey + ` sha256=$sum fingerprint=$fp"
-	if wget -q -T 20 -O /dev/null "$hostkey_url" 2>/dev/null; then
+	got=$(hostkeyfp "$hostkey_url" 2>&1) || fail "fetch host key: $got"
+	echo "` + MarkerHostKey + ` $got"
+	if hostkeyfp "$hostkey_url" >/dev/null 2>&1; then
 		echo "` + MarkerRefetch + ` served"
 	else
 		echo "` + MarkerRefetch + ` refused"

@@ -18,8 +18,9 @@ import (
 	"testing"
 )
 
-// BIOSPXEROM is the iPXE option ROM of QEMU's virtio-net, from ipxe-qemu.
-const BIOSPXEROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
+// VirtioROM is the iPXE option ROM QEMU's virtio-net loads by default, from
+// ipxe-qemu (QEMU refuses to boot from it when given its path as romfile=).
+const VirtioROM = "/usr/lib/ipxe/qemu/efi-virtio.rom"
 
 // Require fails t unless QEMU and its iPXE ROMs, apt-get, dpkg-deb and go
 // are there, naming the Debian package to install; it skips under
@@ -39,8 +40,8 @@ func Require(t testing.TB) {
 			t.Fatalf("QEMU boot test needs %q: apt-get install -y --no-install-recommends %s", cmd, pkg)
 		}
 	}
-	if _, err := os.Stat(BIOSPXEROM); err != nil {
-		t.Fatalf("QEMU boot test needs iPXE ROMs (%s): apt-get install -y --no-install-recommends ipxe-qemu", BIOSPXEROM)
+	if _, err := os.Stat(VirtioROM); err != nil {
+		t.Fatalf("QEMU boot test needs iPXE ROMs (%s): apt-get install -y --no-install-recommends ipxe-qemu", VirtioROM)
 	}
 }
 
@@ -94,7 +95,7 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		"-boot", "order=n,strict=on",
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC + ",romfile=" + BIOSPXEROM,
+		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC,
 	}
 	return "qemu-system-x86_64", args, nil
 }
