@@ -14,6 +14,7 @@ import (
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/nitro"
 	"github.com/rackflow/rackflow/activities/remote"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
@@ -28,6 +29,7 @@ type activitySet struct {
 	remote    *remote.Activities
 	image     *image.Activities
 	chef      *chef.Activities
+	nitro     *nitro.Activities
 }
 
 func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (*activitySet, error) {
@@ -61,6 +63,7 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 		remote:    &remote.Activities{Dialer: dialer},
 		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6},
 		chef:      &chef.Activities{Dialer: dialer, Secrets: res, Dir: chefDir},
+		nitro:     &nitro.Activities{Secrets: res},
 	}, nil
 }
 
@@ -71,4 +74,5 @@ func (a *activitySet) register(w worker.Worker) {
 	w.RegisterActivity(a.remote)
 	w.RegisterActivity(a.image)
 	w.RegisterActivity(a.chef)
+	w.RegisterActivity(a.nitro)
 }

@@ -15,4 +15,7 @@ type Registry interface {
 // Register registers every rackflow workflow under its fixed name.
 func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(ProvisionHost, workflow.RegisterOptions{Name: spec.WorkflowProvisionHost})
+	r.RegisterWorkflowWithOptions(PublishService, workflow.RegisterOptions{Name: spec.WorkflowPublishService})
+	r.RegisterWorkflowWithOptions(UnpublishService, workflow.RegisterOptions{Name: spec.WorkflowUnpublishService})
+	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: spec.WorkflowUpdateBackends})
 }

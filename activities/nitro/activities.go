@@ -1,0 +1,793 @@
+// Package nitro publishes services on a NetScaler (Citrix ADC) through its
+// NITRO REST API: a typed client (Client, with session or header auth and
+// one transparent re-login) and the activities PublishService and
+// UnpublishService call one object at a time from a saga. Every activity is
+// idempotent and ownership-aware: objects it creates carry the workflow ID
+// (a "rackflow:<owner>" comment, or the owner in the name for types without
+// a comment), an existing object is accepted only if it is ours and equal,
+// and deletes touch only our objects. It does not retry (Temporal does),
+// and it is not a general NetScaler library: it knows the resources L4
+// publishing needs.
+package nitro
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/secrets"
+)
+
+// Error types of this package's activity failures. Non-retryable: the
+// shared activities.ErrInvalidInput, ErrCredentialNotFound,
+// ErrInvalidCredential, and ErrTypeConflict, ErrTypeInvalidArgument,
+// ErrTypeAuthFailed, ErrTypeNotFound. Retryable: ErrTypeBusy, ErrTypeInUse,
+// ErrTypeNitro, ErrTypeUnreachable.
+const (
+	// ErrTypeConflict: an object with our name exists but is not ours or
+	// differs from what was asked; the message names it and the fields.
+	ErrTypeConflict = "NitroConflict"
+	// ErrTypeBusy: NITRO answered 293 (operation in progress), e.g. a save
+	// already running.
+	ErrTypeBusy = "NitroBusy"
+	// ErrTypeInvalidArgument: NITRO refused an argument (278 and kin); a
+	// retry would send the same request.
+	ErrTypeInvalidArgument = "NitroInvalidArgument"
+	// ErrTypeAuthFailed: the NetScaler refused the credentials.
+	ErrTypeAuthFailed = "NitroAuthFailed"
+	// ErrTypeNotFound: an object this step depends on does not exist (e.g.
+	// binding to a servicegroup that is not there, or an unknown monitor).
+	ErrTypeNotFound = "NitroNotFound"
+	// ErrTypeInUse: the object is still referenced (315); remove the
+	// reference first.
+	ErrTypeInUse = "NitroInUse"
+	// ErrTypeNitro: any other NITRO error.
+	ErrTypeNitro = "NitroError"
+	// ErrTypeUnreachable: no NITRO answer (connection, TLS, timeout).
+	ErrTypeUnreachable = "NitroUnreachable"
+)
+
+// NonRetryable lists the error types a RetryPolicy should not retry.
+var NonRetryable = []string{
+	activities.ErrInvalidInput, activities.ErrCredentialNotFound, activities.ErrInvalidCredential,
+	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound,
+}
+
+// Target names a NetScaler.
+type Target struct {
+	// URL of the management address: https://host[:port].
+	URL string `json:"url"`
+	// Credential is a secrets reference whose Username and Password log in.
+	Credential string `json:"credential"`
+	// CA is the PEM CA (or self-signed certificate) to trust; empty means
+	// the system roots.
+	CA string `json:"ca,omitempty"`
+	// Insecure skips TLS verification. Labs only.
+	Insecure bool `json:"insecure,omitempty"`
+	// Auth is "session" (default) or "header".
+	Auth string `json:"auth,omitempty"`
+}
+
+// API is the part of the NITRO client the activities use; *Client implements it.
+type API interface {
+	Getter
+	Add(ctx context.Context, r Resource) error
+	Bind(ctx context.Context, r Resource) error
+	Delete(ctx context.Context, typ, name string, args ...Arg) error
+	Save(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// ClientFunc builds the client for one activity run.
+type ClientFunc func(ctx context.Context, t Target, cred secrets.Secret) (API, error)
+
+// Dial is the default ClientFunc: a *Client for t.
+func Dial(_ context.Context, t Target, cred secrets.Secret) (API, error) {
+	return New(Config{
+		URL: t.URL, Username: cred.Username, Password: cred.Password,
+		CAPEM: []byte(t.CA), InsecureSkipVerifyDANGEROUS: t.Insecure, Auth: AuthMode(t.Auth),
+	})
+}
+
+// Activities configure NetScalers. Secrets is required; NewClient nil means Dial.
+type Activities struct {
+	Secrets   secrets.Resolver
+	NewClient ClientFunc
+}
+
+// Result says what an Ensure or Delete activity did.
+type Result struct {
+	// Object is "type/name" (bindings: "type/parent/child").
+	Object string `json:"object"`
+	// Changed is false when the object already was as asked (or already gone).
+	Changed bool `json:"changed"`
+	// Skipped explains why a Delete left an object alone (not ours).
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Conflict is the detail of a NitroConflict error.
+type Conflict struct {
+	Object string   `json:"object"`
+	Fields []string `json:"fields"`
+}
+
+// ServiceGroupInput asks for a servicegroup.
+type ServiceGroupInput struct {
+	Target Target `json:"target"`
+	// Owner is the workflow ID; it goes into the object's comment.
+	Owner       string `json:"owner"`
+	Name        string `json:"name"`
+	ServiceType string `json:"service_type"`
+}
+
+// Member is one backend of a servicegroup.
+type Member struct {
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
+	// Weight is 1–100; 0 means NetScaler's default, 1.
+	Weight int `json:"weight,omitempty"`
+}
+
+// MembersInput asks for a servicegroup's members.
+type MembersInput struct {
+	Target       Target `json:"target"`
+	Owner        string `json:"owner"`
+	ServiceGroup string `json:"service_group"`
+	// Members must be bound; those missing are added.
+	Members []Member `json:"members"`
+	// Previous are the members this owner asked for last time. Those not
+	// in Members are removed; members neither here nor in Members (added by
+	// someone else) are left alone and reported as Foreign.
+	Previous []Member `json:"previous,omitempty"`
+}
+
+// MembersResult says what EnsureMembers did.
+type MembersResult struct {
+	Added     []Member `json:"added,omitempty"`
+	Removed   []Member `json:"removed,omitempty"`
+	Unchanged int      `json:"unchanged"`
+	Foreign   []Member `json:"foreign,omitempty"`
+}
+
+// MonitorBindingInput binds an existing monitor (e.g. the built-in "tcp") to
+// one of our servicegroups.
+type MonitorBindingInput struct {
+	Target       Target `json:"target"`
+	Owner        string `json:"owner"`
+	ServiceGroup string `json:"service_group"`
+	Monitor      string `json:"monitor"`
+}
+
+// LBVServerInput asks for a load-balancing virtual server.
+type LBVServerInput struct {
+	Target      Target `json:"target"`
+	Owner       string `json:"owner"`
+	Name        string `json:"name"`
+	ServiceType string `json:"service_type"`
+	VIP         string `json:"vip"`
+	Port        int    `json:"port"`
+	// LBMethod is LEASTCONNECTION (NetScaler's default) when empty.
+	LBMethod string `json:"lb_method,omitempty"`
+}
+
+// VServerBindingInput binds one of our servicegroups to one of our vservers.
+type VServerBindingInput struct {
+	Target       Target `json:"target"`
+	Owner        string `json:"owner"`
+	VServer      string `json:"vserver"`
+	ServiceGroup string `json:"service_group"`
+}
+
+// INATInput asks for an inbound NAT rule. Name must start with NamePrefix(Owner).
+type INATInput struct {
+	Target    Target `json:"target"`
+	Owner     string `json:"owner"`
+	Name      string `json:"name"`
+	PublicIP  string `json:"public_ip"`
+	PrivateIP string `json:"private_ip"`
+}
+
+// RNATInput asks for a named RNAT rule for Network/Netmask with one NAT IP.
+// Name must start with NamePrefix(Owner).
+type RNATInput struct {
+	Target  Target `json:"target"`
+	Owner   string `json:"owner"`
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	Netmask string `json:"netmask"`
+	NATIP   string `json:"nat_ip"`
+}
+
+// DeleteInput names one object to remove if it is ours.
+type DeleteInput struct {
+	Target Target `json:"target"`
+	Owner  string `json:"owner"`
+	Name   string `json:"name"`
+}
+
+// SaveInput names the NetScaler whose running configuration to save.
+type SaveInput struct {
+	Target Target `json:"target"`
+}
+
+// DefaultLBMethod is used when LBVServerInput.LBMethod is empty.
+const DefaultLBMethod = "LEASTCONNECTION"
+
+// ---- activities ----
+
+// EnsureServiceGroup creates the servicegroup with our marker, or accepts
+// an existing one that carries our marker and the same service type.
+func (a *Activities) EnsureServiceGroup(ctx context.Context, in ServiceGroupInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name),
+		checkEnum("service_type", in.ServiceType, serviceTypes)); err != nil {
+		return Result{}, err
+	}
+	want := ServiceGroup{Name: in.Name, ServiceType: in.ServiceType, Comment: Marker(in.Owner)}
+	return ensure(ctx, a, in.Target, want, func(have ServiceGroup) []string {
+		return diff(field("servicetype", have.ServiceType, want.ServiceType), owned(have.Comment, in.Owner))
+	})
+}
+
+// EnsureLBVServer creates the vserver with our marker, or accepts an
+// existing one that carries our marker and equal service type, VIP, port
+// and LB method.
+func (a *Activities) EnsureLBVServer(ctx context.Context, in LBVServerInput) (Result, error) {
+	method := in.LBMethod
+	if method == "" {
+		method = DefaultLBMethod
+	}
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name),
+		checkEnum("service_type", in.ServiceType, serviceTypes), checkIP("vip", in.VIP, false),
+		checkPort("port", in.Port), checkEnum("lb_method", method, lbMethods)); err != nil {
+		return Result{}, err
+	}
+	want := LBVServer{Name: in.Name, ServiceType: in.ServiceType, IPv46: in.VIP, Port: Int(in.Port),
+		LBMethod: method, Comment: Marker(in.Owner)}
+	return ensure(ctx, a, in.Target, want, func(have LBVServer) []string {
+		return diff(
+			field("servicetype", have.ServiceType, want.ServiceType),
+			field("ipv46", normIP(have.IPv46), normIP(want.IPv46)),
+			field("port", fmt.Sprint(have.Port), fmt.Sprint(want.Port)),
+			field("lbmethod", have.LBMethod, want.LBMethod),
+			owned(have.Comment, in.Owner))
+	})
+}
+
+// EnsureINAT creates the inbound NAT rule, or accepts an existing one with
+// our name and the same public and private IPs. INAT has no comment: the
+// name carries the owner.
+func (a *Activities) EnsureINAT(ctx context.Context, in INATInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner),
+		checkIP("public_ip", in.PublicIP, false), checkIP("private_ip", in.PrivateIP, false)); err != nil {
+		return Result{}, err
+	}
+	want := INAT{Name: in.Name, PublicIP: in.PublicIP, PrivateIP: in.PrivateIP}
+	return ensure(ctx, a, in.Target, want, func(have INAT) []string {
+		return diff(field("publicip", normIP(have.PublicIP), normIP(want.PublicIP)),
+			field("privateip", normIP(have.PrivateIP), normIP(want.PrivateIP)))
+	})
+}
+
+// EnsureRNAT creates the named RNAT rule and binds its NAT IP, or accepts
+// an existing rule with our name and the same network and netmask (binding
+// the NAT IP if it is missing). RNAT has no comment: the name carries the
+// owner.
+func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner),
+		checkIP("network", in.Network, true), checkNetmask("netmask", in.Netmask), checkIP("nat_ip", in.NATIP, false)); err != nil {
+		return Result{}, err
+	}
+	want := RNAT{Name: in.Name, Network: in.Network, Netmask: in.Netmask}
+	var res Result
+	err := a.with(ctx, in.Target, func(api API) error {
+		var err error
+		res, err = ensureIn(ctx, api, in.Target, want, func(have RNAT) []string {
+			return diff(field("network", normIP(have.Network), normIP(want.Network)),
+				field("netmask", normIP(have.Netmask), normIP(want.Netmask)))
+		})
+		if err != nil {
+			return err
+		}
+		bres, err := bindOnce(ctx, api, RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
+			func(r RNATNSIPBinding) bool { return normIP(r.NATIP) == normIP(in.NATIP) }, in.Name+"/"+in.NATIP)
+		res.Changed = res.Changed || bres.Changed
+		return err
+	})
+	return res, err
+}
+
+// EnsureMembers binds the missing Members to our servicegroup, then
+// removes the Previous members no longer wanted. Members bound by someone
+// else are left alone. A member bound with another weight is a conflict.
+func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (MembersResult, error) {
+	errs := []error{checkTarget(in.Target), checkOwner(in.Owner), checkName("service_group", in.ServiceGroup)}
+	seen := map[string]bool{}
+	for i, m := range append(append([]Member{}, in.Members...), in.Previous...) {
+		list, idx := "members", i
+		if i >= len(in.Members) {
+			list, idx = "previous", i-len(in.Members)
+		}
+		f := fmt.Sprintf("%s[%d]", list, idx)
+		errs = append(errs, checkIP(f+".ip", m.IP, false), checkPort(f+".port", m.Port), checkWeight(f+".weight", m.Weight))
+		if list == "members" && m.IP != "" {
+			k := memberKey(m.IP, Int(m.Port))
+			if seen[k] {
+				errs = append(errs, fmt.Errorf("%s: %s listed twice", f, k))
+			}
+			seen[k] = true
+		}
+	}
+	if err := validate(errs...); err != nil {
+		return MembersResult{}, err
+	}
+	var out MembersResult
+	err := a.with(ctx, in.Target, func(api API) error {
+		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+			return err
+		}
+		rows, err := Bindings[ServiceGroupMember](ctx, api, in.ServiceGroup)
+		if err != nil {
+			return classify("read members of servicegroup/"+in.ServiceGroup, err)
+		}
+		have := map[string]ServiceGroupMember{}
+		for _, r := range rows {
+			have[memberKey(r.IP, r.Port)] = r
+		}
+		wanted, previous := map[string]bool{}, map[string]bool{}
+		obj := "servicegroup_servicegroupmember_binding/" + in.ServiceGroup
+		for _, m := range in.Members {
+			k := memberKey(m.IP, Int(m.Port))
+			wanted[k] = true
+			w := m.Weight
+			if w == 0 {
+				w = 1
+			}
+			if r, ok := have[k]; ok {
+				if int(r.Weight) != w && r.Weight != 0 {
+					return conflict(obj+"/"+k, []string{fmt.Sprintf("weight: have %d, want %d", r.Weight, w)})
+				}
+				out.Unchanged++
+				continue
+			}
+			err := api.Bind(ctx, ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: Int(m.Port), Weight: Int(m.Weight)})
+			if err != nil && !IsExists(err) {
+				return classify("bind "+obj+"/"+k, err)
+			}
+			out.Added = append(out.Added, m)
+			activity.GetLogger(ctx).Info("nitro member bound", "servicegroup", in.ServiceGroup, "member", k)
+			activity.RecordHeartbeat(ctx, "bound "+k)
+		}
+		for _, m := range in.Previous {
+			k := memberKey(m.IP, Int(m.Port))
+			previous[k] = true
+			if wanted[k] {
+				continue
+			}
+			r, ok := have[k]
+			if !ok {
+				continue
+			}
+			err := api.Delete(ctx, ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
+				Arg{"ip", r.IP}, Arg{"port", fmt.Sprint(int(r.Port))})
+			if err != nil && !IsNotFound(err) {
+				return classify("unbind "+obj+"/"+k, err)
+			}
+			out.Removed = append(out.Removed, m)
+			activity.GetLogger(ctx).Info("nitro member unbound", "servicegroup", in.ServiceGroup, "member", k)
+			activity.RecordHeartbeat(ctx, "unbound "+k)
+		}
+		for k, r := range have {
+			if !wanted[k] && !previous[k] {
+				out.Foreign = append(out.Foreign, Member{IP: r.IP, Port: int(r.Port), Weight: int(r.Weight)})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// EnsureMonitorBinding binds an existing monitor to our servicegroup.
+func (a *Activities) EnsureMonitorBinding(ctx context.Context, in MonitorBindingInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("service_group", in.ServiceGroup),
+		checkName("monitor", in.Monitor)); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	err := a.with(ctx, in.Target, func(api API) error {
+		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+			return err
+		}
+		var err error
+		res, err = bindOnce(ctx, api, ServiceGroupMonitorBinding{ServiceGroup: in.ServiceGroup, Monitor: in.Monitor},
+			func(r ServiceGroupMonitorBinding) bool { return r.Monitor == in.Monitor }, in.ServiceGroup+"/"+in.Monitor)
+		return err
+	})
+	return res, err
+}
+
+// EnsureVServerBinding binds our servicegroup to our vserver.
+func (a *Activities) EnsureVServerBinding(ctx context.Context, in VServerBindingInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("vserver", in.VServer),
+		checkName("service_group", in.ServiceGroup)); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	err := a.with(ctx, in.Target, func(api API) error {
+		if err := requireOwned[LBVServer](ctx, api, in.VServer, in.Owner, func(v LBVServer) string { return v.Comment }); err != nil {
+			return err
+		}
+		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+			return err
+		}
+		var err error
+		res, err = bindOnce(ctx, api, LBVServerServiceGroupBinding{VServer: in.VServer, ServiceGroup: in.ServiceGroup},
+			func(r LBVServerServiceGroupBinding) bool { return r.ServiceGroup == in.ServiceGroup }, in.VServer+"/"+in.ServiceGroup)
+		return err
+	})
+	return res, err
+}
+
+// SaveConfig saves the running configuration. A save already in progress
+// is a retryable NitroBusy.
+func (a *Activities) SaveConfig(ctx context.Context, in SaveInput) error {
+	if err := validate(checkTarget(in.Target)); err != nil {
+		return err
+	}
+	return a.with(ctx, in.Target, func(api API) error {
+		if err := api.Save(ctx); err != nil {
+			return classify("save config", err)
+		}
+		activity.GetLogger(ctx).Info("nitro config saved", "target", in.Target.URL)
+		return nil
+	})
+}
+
+// DeleteLBVServer removes our vserver (and with it its bindings). Gone
+// already: done. Not ours: left alone, Result.Skipped says why.
+func (a *Activities) DeleteLBVServer(ctx context.Context, in DeleteInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
+		return Result{}, err
+	}
+	return deleteOwned[LBVServer](ctx, a, in, func(v LBVServer) string { return v.Comment })
+}
+
+// DeleteServiceGroup removes our servicegroup (and its members and monitor
+// bindings). Unbind it from vservers first: NitroInUse otherwise.
+func (a *Activities) DeleteServiceGroup(ctx context.Context, in DeleteInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
+		return Result{}, err
+	}
+	return deleteOwned[ServiceGroup](ctx, a, in, func(sg ServiceGroup) string { return sg.Comment })
+}
+
+// DeleteINAT removes our inbound NAT rule (the name carries the owner).
+func (a *Activities) DeleteINAT(ctx context.Context, in DeleteInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner)); err != nil {
+		return Result{}, err
+	}
+	return deleteOwned[INAT](ctx, a, in, nil)
+}
+
+// DeleteRNAT removes our RNAT rule with its NAT IP bindings.
+func (a *Activities) DeleteRNAT(ctx context.Context, in DeleteInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner)); err != nil {
+		return Result{}, err
+	}
+	return deleteOwned[RNAT](ctx, a, in, nil)
+}
+
+// DeleteVServerBinding unbinds the servicegroup from our vserver.
+func (a *Activities) DeleteVServerBinding(ctx context.Context, in VServerBindingInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("vserver", in.VServer),
+		checkName("service_group", in.ServiceGroup)); err != nil {
+		return Result{}, err
+	}
+	return unbindOwned[LBVServer](ctx, a, in.Target, in.Owner, in.VServer, func(v LBVServer) string { return v.Comment },
+		LBVServerServiceGroupBinding{}.ResourceType(), Arg{"servicegroupname", in.ServiceGroup}, in.ServiceGroup)
+}
+
+// DeleteMonitorBinding unbinds the monitor from our servicegroup.
+func (a *Activities) DeleteMonitorBinding(ctx context.Context, in MonitorBindingInput) (Result, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("service_group", in.ServiceGroup),
+		checkName("monitor", in.Monitor)); err != nil {
+		return Result{}, err
+	}
+	return unbindOwned[ServiceGroup](ctx, a, in.Target, in.Owner, in.ServiceGroup, func(sg ServiceGroup) string { return sg.Comment },
+		ServiceGroupMonitorBinding{}.ResourceType(), Arg{"monitor_name", in.Monitor}, in.Monitor)
+}
+
+// ---- shared steps ----
+
+// with resolves the credential, builds a client, runs fn and logs out.
+func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) error {
+	if a.Secrets == nil {
+		return temporal.NewNonRetryableApplicationError("nitro activities have no secrets resolver", activities.ErrCredentialNotFound, nil)
+	}
+	cred, err := a.Secrets.Resolve(ctx, t.Credential)
+	if errors.Is(err, secrets.ErrNotFound) {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %q not found", t.Credential), activities.ErrCredentialNotFound, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("resolve credential %q: %w", t.Credential, err)
+	}
+	if cred.Username == "" || cred.Password == "" {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %q lacks a username or password", t.Credential), activities.ErrInvalidCredential, nil)
+	}
+	if t.Insecure {
+		activity.GetLogger(ctx).Warn("nitro TLS verification disabled", "target", t.URL)
+	}
+	newClient := a.NewClient
+	if newClient == nil {
+		newClient = Dial
+	}
+	api, err := newClient(ctx, t, cred)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError("nitro client for "+t.URL+": "+err.Error(), activities.ErrInvalidInput, nil)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := api.Close(cctx); err != nil {
+			activity.GetLogger(ctx).Warn("nitro logout failed", "target", t.URL, "error", err)
+		}
+	}()
+	return fn(api)
+}
+
+func objName(r Resource, name string) string { return r.ResourceType() + "/" + name }
+
+func nameOf(r Resource) string {
+	switch v := r.(type) {
+	case ServiceGroup:
+		return v.Name
+	case LBVServer:
+		return v.Name
+	case INAT:
+		return v.Name
+	case RNAT:
+		return v.Name
+	}
+	panic(fmt.Sprintf("nitro: no name for %T", r))
+}
+
+// ensure opens a client and runs ensureIn.
+func ensure[T Resource](ctx context.Context, a *Activities, t Target, want T, differ func(T) []string) (Result, error) {
+	var res Result
+	err := a.with(ctx, t, func(api API) error {
+		var err error
+		res, err = ensureIn(ctx, api, t, want, differ)
+		return err
+	})
+	return res, err
+}
+
+// ensureIn reads the object; absent: adds it; present: accepts it when
+// differ finds nothing.
+func ensureIn[T Resource](ctx context.Context, api API, t Target, want T, differ func(T) []string) (Result, error) {
+	name := nameOf(want)
+	res := Result{Object: objName(want, name)}
+	check := func() error {
+		have, err := Get[T](ctx, api, name)
+		if err != nil {
+			return err
+		}
+		if d := differ(have); len(d) > 0 {
+			return conflict(res.Object, d)
+		}
+		return nil
+	}
+	err := check()
+	if err == nil || !IsNotFound(err) {
+		return res, classifyKeep("read "+res.Object, err)
+	}
+	activity.RecordHeartbeat(ctx, "add "+res.Object)
+	if err := api.Add(ctx, want); err != nil {
+		if !IsExists(err) {
+			return res, classify("add "+res.Object, err)
+		}
+		// Someone added it meanwhile, or another object holds what this one needs.
+		if err := check(); err != nil {
+			if IsNotFound(err) {
+				return res, conflict(res.Object, []string{"NetScaler says it conflicts with an existing object of another name (" + err.Error() + ")"})
+			}
+			return res, classifyKeep("read "+res.Object, err)
+		}
+		return res, nil
+	}
+	res.Changed = true
+	activity.GetLogger(ctx).Info("nitro object created", "object", res.Object, "target", t.URL)
+	return res, nil
+}
+
+// bindOnce binds want unless a row under its parent matches already.
+func bindOnce[T Resource](ctx context.Context, api API, want T, match func(T) bool, label string) (Result, error) {
+	res := Result{Object: want.ResourceType() + "/" + label}
+	parent := strings.SplitN(label, "/", 2)[0]
+	rows, err := Bindings[T](ctx, api, parent)
+	if err != nil {
+		return res, classify("read "+res.Object, err)
+	}
+	for _, r := range rows {
+		if match(r) {
+			return res, nil
+		}
+	}
+	activity.RecordHeartbeat(ctx, "bind "+res.Object)
+	if err := api.Bind(ctx, want); err != nil && !IsExists(err) {
+		return res, classify("bind "+res.Object, err)
+	}
+	res.Changed = true
+	activity.GetLogger(ctx).Info("nitro binding created", "object", res.Object)
+	return res, nil
+}
+
+// requireOwned fails unless the object exists and carries owner's marker.
+func requireOwned[T Resource](ctx context.Context, api API, name, owner string, comment func(T) string) error {
+	var zero T
+	obj := objName(zero, name)
+	have, err := Get[T](ctx, api, name)
+	if err != nil {
+		return classify("read "+obj, err)
+	}
+	if d := diff(owned(comment(have), owner)); len(d) > 0 {
+		return conflict(obj, d)
+	}
+	return nil
+}
+
+// deleteOwned removes the object if it exists and is ours. comment nil:
+// the name carries the owner (checked by the caller).
+func deleteOwned[T Resource](ctx context.Context, a *Activities, in DeleteInput, comment func(T) string) (Result, error) {
+	var zero T
+	res := Result{Object: objName(zero, in.Name)}
+	err := a.with(ctx, in.Target, func(api API) error {
+		have, err := Get[T](ctx, api, in.Name)
+		if IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return classify("read "+res.Object, err)
+		}
+		if comment != nil && comment(have) != Marker(in.Owner) {
+			res.Skipped = fmt.Sprintf("not ours: comment %q, want %q", comment(have), Marker(in.Owner))
+			activity.GetLogger(ctx).Warn("nitro delete skipped: object is not ours", "object", res.Object, "comment", comment(have), "owner", in.Owner)
+			return nil
+		}
+		activity.RecordHeartbeat(ctx, "delete "+res.Object)
+		if err := api.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !IsNotFound(err) {
+			return classify("delete "+res.Object, err)
+		}
+		res.Changed = true
+		activity.GetLogger(ctx).Info("nitro object deleted", "object", res.Object, "target", in.Target.URL)
+		return nil
+	})
+	return res, err
+}
+
+// unbindOwned removes a binding row under a parent we own.
+func unbindOwned[P Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, typ string, arg Arg, child string) (Result, error) {
+	var zero P
+	res := Result{Object: typ + "/" + parent + "/" + child}
+	err := a.with(ctx, t, func(api API) error {
+		have, err := Get[P](ctx, api, parent)
+		if IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return classify("read "+objName(zero, parent), err)
+		}
+		if comment(have) != Marker(owner) {
+			res.Skipped = fmt.Sprintf("parent %s not ours: comment %q", objName(zero, parent), comment(have))
+			activity.GetLogger(ctx).Warn("nitro unbind skipped: parent is not ours", "object", res.Object, "comment", comment(have), "owner", owner)
+			return nil
+		}
+		if err := api.Delete(ctx, typ, parent, arg); err != nil {
+			if IsNotFound(err) {
+				return nil
+			}
+			return classify("unbind "+res.Object, err)
+		}
+		res.Changed = true
+		activity.GetLogger(ctx).Info("nitro binding removed", "object", res.Object)
+		return nil
+	})
+	return res, err
+}
+
+// ---- errors ----
+
+func conflict(obj string, fields []string) error {
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("%s exists and is not what rackflow asked for: %s", obj, strings.Join(fields, "; ")),
+		ErrTypeConflict, nil, Conflict{Object: obj, Fields: fields})
+}
+
+// classifyKeep passes Temporal errors through and classifies the rest.
+func classifyKeep(op string, err error) error {
+	var ae *temporal.ApplicationError
+	if err == nil || errors.As(err, &ae) {
+		return err
+	}
+	return classify(op, err)
+}
+
+// classify turns a client error into a Temporal error by its NITRO errorcode.
+func classify(op string, err error) error {
+	var ae *temporal.ApplicationError
+	if err == nil || errors.As(err, &ae) {
+		return err
+	}
+	msg := op + ": " + err.Error()
+	var ne *Error
+	switch {
+	case errors.Is(err, ErrAuth):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeAuthFailed, err)
+	case errors.Is(err, ErrBusy):
+		return temporal.NewApplicationError(msg, ErrTypeBusy, err)
+	case errors.Is(err, ErrInvalidArgument):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeInvalidArgument, err)
+	case errors.Is(err, ErrNotFound):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeNotFound, err)
+	case errors.Is(err, ErrInUse):
+		return temporal.NewApplicationError(msg, ErrTypeInUse, err)
+	case errors.As(err, &ne):
+		return temporal.NewApplicationError(msg, ErrTypeNitro, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return temporal.NewApplicationError(msg, ErrTypeUnreachable, err)
+}
+
+// ---- comparisons ----
+
+type fieldDiff struct{ name, have, want string }
+
+func field(name, have, want string) *fieldDiff {
+	if have == want {
+		return nil
+	}
+	return &fieldDiff{name, have, want}
+}
+
+func owned(comment, owner string) *fieldDiff {
+	if comment == Marker(owner) {
+		return nil
+	}
+	if strings.HasPrefix(comment, MarkerPrefix) {
+		return &fieldDiff{"comment (owned by another rackflow workflow)", comment, Marker(owner)}
+	}
+	return &fieldDiff{"comment (not created by rackflow)", comment, Marker(owner)}
+}
+
+func diff(ds ...*fieldDiff) []string {
+	var out []string
+	for _, d := range ds {
+		if d != nil {
+			out = append(out, fmt.Sprintf("%s: have %q, want %q", d.name, d.have, d.want))
+		}
+	}
+	return out
+}
+
+func normIP(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().String()
+	}
+	return s
+}
+
+func mustAddr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
+}
+
+func memberKey(ip string, port Int) string {
+	return netip.AddrPortFrom(mustAddr(normIP(ip)), uint16(port)).String()
+}
