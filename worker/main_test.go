@@ -27,8 +27,10 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}{
 		"defaults": {want: func(c *Config) {}},
 		"env": {
-			env:  map[string]string{"TEMPORAL_ADDRESS": "temporal.internal:7233", "TEMPORAL_NAMESPACE": "infra", "RACKFLOW_TASK_QUEUE": "rackflow-lab", "TEMPORAL_API_KEY": "k3y"},
-			want: func(c *Config) { c.Address, c.Namespace, c.TaskQueue, c.APIKey = "temporal.internal:7233", "infra", "rackflow-lab", "k3y" },
+			env: map[string]string{"TEMPORAL_ADDRESS": "temporal.internal:7233", "TEMPORAL_NAMESPACE": "infra", "RACKFLOW_TASK_QUEUE": "rackflow-lab", "TEMPORAL_API_KEY": "k3y"},
+			want: func(c *Config) {
+				c.Address, c.Namespace, c.TaskQueue, c.APIKey = "temporal.internal:7233", "infra", "rackflow-lab", "k3y"
+			},
 		},
 		"flags win over env": {
 			env:  map[string]string{"TEMPORAL_ADDRESS": "from-env:7233"},

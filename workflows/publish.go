@@ -237,7 +237,9 @@ func UnpublishService(ctx workflow.Context, in spec.UnpublishInput) (spec.Publis
 		}
 		return nil
 	}
-	del := func(name string) nitro.DeleteInput { return nitro.DeleteInput{Target: target, Owner: owner, Name: name} }
+	del := func(name string) nitro.DeleteInput {
+		return nitro.DeleteInput{Target: target, Owner: owner, Name: name}
+	}
 	steps := []struct {
 		summary string
 		fn      any
