@@ -23,8 +23,10 @@ const ErrWrongWorkflowID = "WrongWorkflowID"
 func nitroCtx(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 2 * time.Minute,
-		HeartbeatTimeout:    time.Minute,
-		Summary:             summary,
+		// The activities heartbeat every 3s while the device works: a
+		// dead worker's step is retried within 15s.
+		HeartbeatTimeout: 15 * time.Second,
+		Summary:          summary,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    2 * time.Second,
 			BackoffCoefficient: 2,

@@ -538,6 +538,24 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 			activity.GetLogger(ctx).Warn("nitro logout failed", "target", t.URL, "error", err)
 		}
 	}()
+	// A liveness heartbeat while the device answers, so a short heartbeat
+	// timeout can detect a dead worker without failing a slow device.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(3 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				activity.RecordHeartbeat(ctx, "waiting for "+t.URL)
+			}
+		}
+	}()
 	return fn(api)
 }
 
