@@ -17,6 +17,11 @@ declare -A need=(
   [flock]=util-linux
   [unshare]=util-linux
   [cpio]=cpio
+  [netplan]=netplan.io
+  [ifquery]=ifupdown
+  [ss]=iproute2
+  [timeout]=coreutils
+  [bash]=bash
 )
 # sshd lives in /usr/sbin, which may not be on PATH for non-root shells.
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -11,6 +11,8 @@ import (
 
 	"github.com/rackflow/rackflow/activities/bmc"
 	"github.com/rackflow/rackflow/activities/chef"
+	"github.com/rackflow/rackflow/activities/cloudstack"
+	"github.com/rackflow/rackflow/activities/guestnet"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
@@ -30,6 +32,8 @@ type activitySet struct {
 	image     *image.Activities
 	chef      *chef.Activities
 	nitro     *nitro.Activities
+	cs        *cloudstack.Activities
+	guest     *guestnet.Activities
 }
 
 func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (*activitySet, error) {
@@ -64,6 +68,8 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6},
 		chef:      &chef.Activities{Dialer: dialer, Secrets: res, Dir: chefDir},
 		nitro:     &nitro.Activities{Secrets: res},
+		cs:        &cloudstack.Activities{Secrets: res},
+		guest:     &guestnet.Activities{Dialer: dialer},
 	}, nil
 }
 
@@ -75,4 +81,6 @@ func (a *activitySet) register(w worker.Worker) {
 	w.RegisterActivity(a.image)
 	w.RegisterActivity(a.chef)
 	w.RegisterActivity(a.nitro)
+	w.RegisterActivity(a.cs)
+	w.RegisterActivity(a.guest)
 }

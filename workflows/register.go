@@ -18,4 +18,6 @@ func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(PublishService, workflow.RegisterOptions{Name: spec.WorkflowPublishService})
 	r.RegisterWorkflowWithOptions(UnpublishService, workflow.RegisterOptions{Name: spec.WorkflowUnpublishService})
 	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: spec.WorkflowUpdateBackends})
+	r.RegisterWorkflowWithOptions(SetupVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowSetupVMNetwork})
+	r.RegisterWorkflowWithOptions(TeardownVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowTeardownVMNetwork})
 }

@@ -1,0 +1,463 @@
+package cloudstack_test
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cs "github.com/apache/cloudstack-go/v2/cloudstack"
+	"github.com/google/go-cmp/cmp"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/rackflow/rackflow/activities/cloudstack"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/testsuite/csfake"
+)
+
+type world struct {
+	srv                 *csfake.Server
+	acts                *cloudstack.Activities
+	target              cloudstack.Target
+	zone, basic         string
+	dmz, secnet, flat   string
+	flat2               string
+	web, old, twinA     string
+	webDefaultNic       string
+	heartbeats          []cloudstack.JobProgress
+	mu                  sync.Mutex
+	heartbeatDetailsSet any
+}
+
+const credRef = "cloudstack/rackflow"
+
+func newWorld(t *testing.T, jobPolls int) *world {
+	srv := csfake.Start(t, csfake.Options{JobPolls: jobPolls})
+	w := &world{srv: srv}
+	w.zone = srv.AddZone(csfake.Zone{Name: "zone1", NetworkType: "Advanced"})
+	w.basic = srv.AddZone(csfake.Zone{Name: "legacy", NetworkType: "Basic"})
+	w.dmz = srv.AddNetwork(csfake.Network{Name: "dmz", ZoneID: w.zone, CIDR: "10.50.0.0/24", Gateway: "10.50.0.1", Type: "Isolated"})
+	w.secnet = srv.AddNetwork(csfake.Network{Name: "secnet", ZoneID: w.zone, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1"})
+	w.flat = srv.AddNetwork(csfake.Network{Name: "flat", ZoneID: w.basic, CIDR: "10.60.0.0/24", Gateway: "10.60.0.1"})
+	w.flat2 = srv.AddNetwork(csfake.Network{Name: "flat2", ZoneID: w.basic, CIDR: "10.61.0.0/24", Gateway: "10.61.0.1"})
+	w.webDefaultNic = csfake.NewUUID()
+	w.web = srv.AddVM(csfake.VM{Name: "web01", ZoneID: w.zone, Nics: []csfake.Nic{{ID: w.webDefaultNic, NetworkID: w.dmz, MAC: "52:54:00:50:00:0a", IP: "10.50.0.10", IsDefault: true}}})
+	// "web01-old" also matches CloudStack's substring name filter for "web01".
+	srv.AddVM(csfake.VM{Name: "web01-old", ZoneID: w.zone, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.11", IsDefault: true}}})
+	w.old = srv.AddVM(csfake.VM{Name: "old01", ZoneID: w.basic, Nics: []csfake.Nic{{NetworkID: w.flat, IP: "10.60.0.5", IsDefault: true}}})
+	w.twinA = srv.AddVM(csfake.VM{Name: "twin", ZoneID: w.zone})
+	srv.AddVM(csfake.VM{Name: "twin", ZoneID: w.zone})
+	srv.PlanNic(w.web, w.secnet, csfake.NicPlan{MAC: "52:54:00:51:00:0a", IP: "10.51.0.10"})
+
+	w.acts = &cloudstack.Activities{
+		Secrets: secrets.Static{
+			credRef:            {Username: srv.APIKey(), Password: srv.SecretKey()},
+			"cloudstack/bad":   {Username: srv.APIKey(), Password: "wrong-secret"},
+			"cloudstack/nokey": {Password: srv.SecretKey()},
+		},
+		PollInterval: 5 * time.Millisecond,
+	}
+	w.target = cloudstack.Target{URL: srv.URL(), Credential: credRef}
+	return w
+}
+
+func testLogger() log.Logger {
+	return log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// env returns an activity environment that records heartbeats; details, if
+// not nil, are what an earlier attempt heartbeated.
+func (w *world) env(details any) *testsuite.TestActivityEnvironment {
+	var ts testsuite.WorkflowTestSuite
+	ts.SetLogger(testLogger())
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(w.acts)
+	if details != nil {
+		env.SetHeartbeatDetails(details)
+	}
+	env.SetOnActivityHeartbeatListener(func(_ *activity.Info, d converter.EncodedValues) {
+		var p cloudstack.JobProgress
+		if d.Get(&p) == nil {
+			w.mu.Lock()
+			w.heartbeats = append(w.heartbeats, p)
+			w.mu.Unlock()
+		}
+	})
+	return env
+}
+
+func run[T any](t *testing.T, env *testsuite.TestActivityEnvironment, fn any, in any) (T, error) {
+	t.Helper()
+	var out T
+	v, err := env.ExecuteActivity(fn, in)
+	if err != nil {
+		return out, err
+	}
+	if err := v.Get(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out, nil
+}
+
+func appErr(t *testing.T, err error) *temporal.ApplicationError {
+	t.Helper()
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) {
+		t.Fatalf("want an ApplicationError, got %T: %v", err, err)
+	}
+	return ae
+}
+
+func TestLookupVM(t *testing.T) {
+	w := newWorld(t, 0)
+	webInfo := cloudstack.VMInfo{
+		ID: w.web, Name: "web01", ZoneID: w.zone, ZoneNetworkType: "Advanced", State: "Running",
+		Nics: []cloudstack.Nic{{ID: w.webDefaultNic, NetworkID: w.dmz, MAC: "52:54:00:50:00:0a", IP: "10.50.0.10", Netmask: "255.255.255.0", Gateway: "10.50.0.1", IsDefault: true}},
+	}
+	tests := map[string]struct {
+		target   cloudstack.Target
+		vm       string
+		want     cloudstack.VMInfo
+		errType  string
+		retry    bool
+		errMatch string
+	}{
+		"by name":              {vm: "web01", want: webInfo},
+		"by id":                {vm: w.web, want: webInfo},
+		"basic zone refused":   {vm: "old01", errType: cloudstack.ErrTypeBasicZone, errMatch: "Basic zone"},
+		"no such name":         {vm: "nope", errType: cloudstack.ErrTypeNotFound},
+		"no such id":           {vm: csfake.NewUUID(), errType: cloudstack.ErrTypeNotFound},
+		"ambiguous name":       {vm: "twin", errType: cloudstack.ErrTypeAmbiguous},
+		"empty":                {vm: " ", errType: cloudstack.ErrTypeInvalidInput},
+		"bad signature":        {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/bad"}, errType: cloudstack.ErrTypeAuthFailed},
+		"unknown credential":   {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/none"}, errType: cloudstack.ErrTypeCredentialNotFound},
+		"credential lacks key": {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/nokey"}, errType: cloudstack.ErrTypeInvalidCredential},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.target.URL == "" {
+				tc.target = w.target
+			}
+			got, err := run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: tc.target, VM: tc.vm})
+			if tc.errType == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("VMInfo (-want +got):\n%s", diff)
+				}
+				return
+			}
+			ae := appErr(t, err)
+			if ae.Type() != tc.errType || !ae.NonRetryable() {
+				t.Fatalf("want non-retryable %s, got %s (non-retryable %v): %v", tc.errType, ae.Type(), ae.NonRetryable(), err)
+			}
+			if !strings.Contains(err.Error(), tc.errMatch) {
+				t.Errorf("error %q lacks %q", err, tc.errMatch)
+			}
+			if strings.Contains(err.Error(), w.srv.SecretKey()) {
+				t.Errorf("error carries the secret key: %v", err)
+			}
+		})
+	}
+}
+
+func TestLookupNetwork(t *testing.T) {
+	w := newWorld(t, 0)
+	want := cloudstack.NetworkInfo{ID: w.secnet, Name: "secnet", ZoneID: w.zone, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1", Netmask: "255.255.255.0", Type: "Shared"}
+	for name, ref := range map[string]string{"by name": "secnet", "by id": w.secnet} {
+		t.Run(name, func(t *testing.T) {
+			got, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("NetworkInfo (-want +got):\n%s", diff)
+			}
+		})
+	}
+	_, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: "sec"})
+	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeNotFound {
+		t.Errorf("partial name: got %s, want %s", ae.Type(), cloudstack.ErrTypeNotFound)
+	}
+}
+
+// TestErrorClassification drives each CloudStack error code through an
+// activity and checks the Temporal error a workflow would see.
+func TestErrorClassification(t *testing.T) {
+	tests := map[string]struct {
+		code, csCode int
+		text         string
+		errType      string
+		nonRetryable bool
+		delay        time.Duration
+	}{
+		"param error":           {431, 4350, "Invalid parameter", cloudstack.ErrTypeInvalidParameter, true, 0},
+		"internal":              {530, 4250, "Something broke", cloudstack.ErrTypeInternal, false, 0},
+		"insufficient capacity": {533, 4325, "Unable to create a deployment", cloudstack.ErrTypeCapacity, false, cloudstack.CapacityRetryDelay},
+		"resource in use":       {536, 4375, "VM is busy", cloudstack.ErrTypeInUse, false, cloudstack.InUseRetryDelay},
+		"rule conflict":         {537, 4360, "conflict", cloudstack.ErrTypeConflict, true, 0},
+		"account limit":         {532, 4280, "Maximum number of resources", cloudstack.ErrTypeLimit, true, 0},
+		"unavailable":           {534, 4380, "router down", cloudstack.ErrTypeUnavailable, false, 0},
+	}
+	w := newWorld(t, 0)
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			w.srv.FailNext("listVirtualMachines", tc.code, tc.csCode, tc.text)
+			_, err := run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: w.target, VM: "web01"})
+			ae := appErr(t, err)
+			if ae.Type() != tc.errType || ae.NonRetryable() != tc.nonRetryable || ae.NextRetryDelay() != tc.delay {
+				t.Errorf("got type %s non-retryable %v delay %s, want %s %v %s", ae.Type(), ae.NonRetryable(), ae.NextRetryDelay(), tc.errType, tc.nonRetryable, tc.delay)
+			}
+			var api cloudstack.APIError
+			if err := ae.Details(&api); err != nil {
+				t.Fatalf("no APIError in the details of %v: %v", err, err)
+			}
+			if diff := cmp.Diff(cloudstack.APIError{HTTPCode: tc.code, CSCode: tc.csCode, Text: tc.text}, api); diff != "" {
+				t.Errorf("APIError (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseError(t *testing.T) {
+	tests := map[string]struct {
+		err  error
+		want *cloudstack.APIError
+	}{
+		"cloudstack-go text": {
+			err:  errors.New("CloudStack API error 431 (CSExceptionErrorCode: 4350): Invalid parameter id value=x"),
+			want: &cloudstack.APIError{HTTPCode: 431, CSCode: 4350, Text: "Invalid parameter id value=x"},
+		},
+		"wrapped": {
+			err:  errors.New("list nics: CloudStack API error 530 (CSExceptionErrorCode: 4250): A NIC already exists for VM:i-2-10-VM in network: n\nmore"),
+			want: &cloudstack.APIError{HTTPCode: 530, CSCode: 4250, Text: "A NIC already exists for VM:i-2-10-VM in network: n\nmore"},
+		},
+		"typed":      {err: &cloudstack.APIError{HTTPCode: 533, Text: "x"}, want: &cloudstack.APIError{HTTPCode: 533, Text: "x"}},
+		"not an API": {err: errors.New("dial tcp 127.0.0.1:1: connection refused")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ok := cloudstack.ParseError(tc.err)
+			if ok != (tc.want != nil) {
+				t.Fatalf("ok = %v", ok)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	if ae, _ := cloudstack.ParseError(tests["wrapped"].err); !ae.NicExists() || ae.Retryable() != true {
+		t.Errorf("NIC-exists error: NicExists %v Retryable %v", ae.NicExists(), ae.Retryable())
+	}
+}
+
+func (w *world) nics(t *testing.T, vm string) []csfake.Nic {
+	t.Helper()
+	v, ok := w.srv.VM(vm)
+	if !ok {
+		t.Fatalf("VM %s gone", vm)
+	}
+	return v.Nics
+}
+
+func TestEnsureNicAddsOnceAndReruns(t *testing.T) {
+	w := newWorld(t, 3)
+	in := cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: w.secnet}
+	res, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nics := w.nics(t, w.web)
+	if len(nics) != 2 {
+		t.Fatalf("VM has %d NICs, want 2: %+v", len(nics), nics)
+	}
+	want := cloudstack.NicResult{
+		Nic:   cloudstack.Nic{ID: nics[1].ID, NetworkID: w.secnet, MAC: "52:54:00:51:00:0a", IP: "10.51.0.10", Netmask: "255.255.255.0", Gateway: "10.51.0.1"},
+		Added: true, JobID: res.JobID,
+	}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("first run (-want +got):\n%s", diff)
+	}
+	if res.JobID == "" {
+		t.Error("no job id")
+	}
+	// The job id is heartbeated as soon as the job exists (the SDK
+	// throttles later heartbeats, so the test sees only some of them).
+	if len(w.heartbeats) == 0 {
+		t.Error("no heartbeat")
+	}
+	for _, hb := range w.heartbeats {
+		if hb.JobID != res.JobID {
+			t.Errorf("heartbeat %+v lacks job id %s", hb, res.JobID)
+		}
+	}
+
+	again, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Added, want.JobID = false, ""
+	if diff := cmp.Diff(want, again); diff != "" {
+		t.Errorf("re-run (-want +got):\n%s", diff)
+	}
+	if got := w.srv.Calls("addNicToVirtualMachine"); got != 1 {
+		t.Errorf("addNicToVirtualMachine calls = %d, want 1", got)
+	}
+	if got := len(w.nics(t, w.web)); got != 2 {
+		t.Errorf("VM has %d NICs after re-run, want 2", got)
+	}
+}
+
+// TestEnsureNicResumesJob: an earlier attempt started the job and died; its
+// heartbeat kept the job id. The retry must poll that job, not add again.
+func TestEnsureNicResumesJob(t *testing.T) {
+	w := newWorld(t, 2)
+	c := cs.NewClient(w.srv.URL(), w.srv.APIKey(), w.srv.SecretKey(), false)
+	r, err := c.VirtualMachine.AddNicToVirtualMachine(c.VirtualMachine.NewAddNicToVirtualMachineParams(w.secnet, w.web))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.nics(t, w.web)) != 1 {
+		t.Fatal("job ran before any poll")
+	}
+	res, err := run[cloudstack.NicResult](t, w.env(cloudstack.JobProgress{JobID: r.JobID, Polls: 1}), w.acts.EnsureNic,
+		cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: w.secnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Added || res.JobID != r.JobID || res.Nic.MAC != "52:54:00:51:00:0a" {
+		t.Errorf("result %+v, want Added with job %s", res, r.JobID)
+	}
+	if got := w.srv.Calls("addNicToVirtualMachine"); got != 1 {
+		t.Errorf("addNicToVirtualMachine calls = %d, want 1 (the crashed attempt's)", got)
+	}
+	if got := w.srv.Calls("listNics"); got != 1 {
+		t.Errorf("listNics calls = %d, want 1 (read back after the job)", got)
+	}
+	if n := len(w.nics(t, w.web)); n != 2 {
+		t.Errorf("VM has %d NICs, want 2", n)
+	}
+}
+
+// TestEnsureNicSomeoneElseAdded: between our listNics and our job, another
+// actor attaches a NIC on the network; CloudStack fails our job with "A NIC
+// already exists", which is success without Added.
+func TestEnsureNicSomeoneElseAdded(t *testing.T) {
+	w := newWorld(t, 1)
+	var theirs string
+	w.srv.BeforeNext("addNicToVirtualMachine", func() {
+		theirs = w.srv.AttachNic(w.web, csfake.Nic{NetworkID: w.secnet, MAC: "52:54:00:51:00:99", IP: "10.51.0.99"})
+	})
+	res, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: w.secnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Added || res.Nic.ID != theirs || res.Nic.IP != "10.51.0.99" {
+		t.Errorf("result %+v, want their NIC %s, not Added", res, theirs)
+	}
+	if n := len(w.nics(t, w.web)); n != 2 {
+		t.Errorf("VM has %d NICs, want 2", n)
+	}
+}
+
+func TestEnsureNicErrors(t *testing.T) {
+	w := newWorld(t, 0)
+	tests := map[string]struct {
+		in      cloudstack.EnsureNicInput
+		prepare func()
+		errType string
+		retry   bool
+	}{
+		"vm not an id":     {in: cloudstack.EnsureNicInput{VMID: "web01", NetworkID: w.secnet}, errType: cloudstack.ErrTypeInvalidInput},
+		"bad ip":           {in: cloudstack.EnsureNicInput{VMID: w.web, NetworkID: w.secnet, IP: "10.51.0.300"}, errType: cloudstack.ErrTypeInvalidInput},
+		"unknown network":  {in: cloudstack.EnsureNicInput{VMID: w.web, NetworkID: csfake.NewUUID()}, errType: cloudstack.ErrTypeInvalidParameter},
+		"basic zone (job)": {in: cloudstack.EnsureNicInput{VMID: w.old, NetworkID: w.flat2}, errType: cloudstack.ErrTypeBasicZone},
+		"capacity (job)": {
+			in:      cloudstack.EnsureNicInput{VMID: w.web, NetworkID: w.secnet},
+			prepare: func() { w.srv.FailNextJob("addNicToVirtualMachine", 533, "Unable to acquire Guest IP address") },
+			errType: cloudstack.ErrTypeCapacity, retry: true,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.prepare != nil {
+				tc.prepare()
+			}
+			tc.in.Target = w.target
+			_, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, tc.in)
+			ae := appErr(t, err)
+			if ae.Type() != tc.errType || ae.NonRetryable() == tc.retry {
+				t.Errorf("got %s (non-retryable %v), want %s retryable=%v: %v", ae.Type(), ae.NonRetryable(), tc.errType, tc.retry, err)
+			}
+		})
+	}
+	if n := len(w.nics(t, w.web)); n != 1 {
+		t.Errorf("failed calls left web01 with %d NICs, want 1", n)
+	}
+}
+
+func TestRemoveNic(t *testing.T) {
+	w := newWorld(t, 2)
+	added, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: w.secnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cloudstack.RemoveNicInput{Target: w.target, VMID: w.web, NicID: added.Nic.ID}
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveNic, in); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{w.webDefaultNic}, nicIDs(w.nics(t, w.web))); diff != "" {
+		t.Errorf("NICs after removal (-want +got):\n%s", diff)
+	}
+	// Again: absent is success, and nothing is asked of CloudStack.
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveNic, in); err != nil {
+		t.Fatalf("second removal: %v", err)
+	}
+	if got := w.srv.Calls("removeNicFromVirtualMachine"); got != 1 {
+		t.Errorf("removeNicFromVirtualMachine calls = %d, want 1", got)
+	}
+	// The default NIC cannot be removed: CloudStack says why, not retryable.
+	_, err = w.env(nil).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: w.web, NicID: w.webDefaultNic})
+	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeInvalidParameter || !ae.NonRetryable() || !strings.Contains(err.Error(), "nic is default") {
+		t.Errorf("removing the default NIC: %v", err)
+	}
+	// A VM that is gone has no NIC left to remove.
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: csfake.NewUUID(), NicID: csfake.NewUUID()}); err != nil {
+		t.Errorf("removal from a vanished VM: %v", err)
+	}
+}
+
+func TestRemoveNicResumesJob(t *testing.T) {
+	w := newWorld(t, 2)
+	nic := w.srv.AttachNic(w.web, csfake.Nic{NetworkID: w.secnet, IP: "10.51.0.10"})
+	c := cs.NewClient(w.srv.URL(), w.srv.APIKey(), w.srv.SecretKey(), false)
+	r, err := c.VirtualMachine.RemoveNicFromVirtualMachine(c.VirtualMachine.NewRemoveNicFromVirtualMachineParams(nic, w.web))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.env(cloudstack.JobProgress{JobID: r.JobID}).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: w.web, NicID: nic}); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.srv.Calls("removeNicFromVirtualMachine"); got != 1 {
+		t.Errorf("removeNicFromVirtualMachine calls = %d, want 1", got)
+	}
+	if diff := cmp.Diff([]string{w.webDefaultNic}, nicIDs(w.nics(t, w.web))); diff != "" {
+		t.Errorf("NICs (-want +got):\n%s", diff)
+	}
+}
+
+func nicIDs(ns []csfake.Nic) []string {
+	var ids []string
+	for _, n := range ns {
+		ids = append(ids, n.ID)
+	}
+	return ids
+}

@@ -1,0 +1,215 @@
+package cloudstack
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/secrets"
+)
+
+// Error types of this package's activities, as a workflow's RetryPolicy and
+// an operator searching the history see them.
+const (
+	// ErrTypeInvalidInput: the activity input cannot work. Not retryable.
+	ErrTypeInvalidInput = activities.ErrInvalidInput
+	// ErrTypeCredentialNotFound: the secret reference resolves to nothing.
+	ErrTypeCredentialNotFound = activities.ErrCredentialNotFound
+	// ErrTypeInvalidCredential: the secret lacks the API key (Username) or
+	// the secret key (Password).
+	ErrTypeInvalidCredential = activities.ErrInvalidCredential
+	// ErrTypeAuthFailed: CloudStack answered 401 (bad key, bad signature,
+	// expired request). Not retryable.
+	ErrTypeAuthFailed = "CloudStackAuthFailed"
+	// ErrTypeInvalidParameter: 430/431, CloudStack rejected a parameter
+	// (missing, malformed, or an id of nothing). Not retryable.
+	ErrTypeInvalidParameter = "CloudStackInvalidParameter"
+	// ErrTypeUnsupported: 432, the command is not available to this key.
+	ErrTypeUnsupported = "CloudStackUnsupported"
+	// ErrTypeNotFound: no VM or network of that id or name. Not retryable.
+	ErrTypeNotFound = "CloudStackNotFound"
+	// ErrTypeAmbiguous: several VMs or networks have that name. Not retryable.
+	ErrTypeAmbiguous = "CloudStackAmbiguousName"
+	// ErrTypeBasicZone: the VM is in a Basic zone, which has no second
+	// network to add a NIC on. Not retryable.
+	ErrTypeBasicZone = "CloudStackBasicZone"
+	// ErrTypeConflict: 537, or the VM's NIC on the network differs from what
+	// was asked (another fixed IP). Not retryable.
+	ErrTypeConflict = "CloudStackConflict"
+	// ErrTypeAccount: 531, the account is disabled or lacks the right.
+	ErrTypeAccount = "CloudStackAccountError"
+	// ErrTypeLimit: 532/535, an account resource limit. Not retryable: it
+	// takes an operator to raise it.
+	ErrTypeLimit = "CloudStackLimitExceeded"
+	// ErrTypeInternal: 530 and anything unrecognised. Retryable.
+	ErrTypeInternal = "CloudStackInternalError"
+	// ErrTypeCapacity: 533, no capacity now. Retryable after a long pause.
+	ErrTypeCapacity = "CloudStackInsufficientCapacity"
+	// ErrTypeUnavailable: 534, a resource (host, router) is unavailable.
+	ErrTypeUnavailable = "CloudStackResourceUnavailable"
+	// ErrTypeInUse: 536, another operation holds the resource. Retryable.
+	ErrTypeInUse = "CloudStackResourceInUse"
+	// ErrTypeRateLimited: 429, API rate limit. Retryable after a pause.
+	ErrTypeRateLimited = "CloudStackRateLimited"
+)
+
+// NonRetryable lists this package's non-retryable types, for
+// RetryPolicy.NonRetryableErrorTypes.
+var NonRetryable = []string{
+	ErrTypeInvalidInput, ErrTypeCredentialNotFound, ErrTypeInvalidCredential,
+	ErrTypeAuthFailed, ErrTypeInvalidParameter, ErrTypeUnsupported, ErrTypeNotFound,
+	ErrTypeAmbiguous, ErrTypeBasicZone, ErrTypeConflict, ErrTypeAccount, ErrTypeLimit,
+}
+
+// CloudStack's HTTP error codes (ApiErrorCode).
+const (
+	CodeUnauthorized      = 401
+	CodeRateLimited       = 429
+	CodeMalformedParam    = 430
+	CodeParamError        = 431
+	CodeUnsupportedAction = 432
+	CodeInternalError     = 530
+	CodeAccountError      = 531
+	CodeAccountLimit      = 532
+	CodeInsufficientCap   = 533
+	CodeUnavailable       = 534
+	CodeAllocation        = 535
+	CodeInUse             = 536
+	CodeRuleConflict      = 537
+)
+
+// Retry pauses asked of Temporal for errors that a quick retry cannot fix.
+var (
+	CapacityRetryDelay  = 5 * time.Minute
+	InUseRetryDelay     = 30 * time.Second
+	RateLimitRetryDelay = 30 * time.Second
+)
+
+// APIError is an error CloudStack returned, from a call or a failed async
+// job. cloudstack-go reports these as plain strings; ParseError recovers them.
+type APIError struct {
+	// HTTPCode is CloudStack's ApiErrorCode (431, 530, ...).
+	HTTPCode int `json:"http_code"`
+	// CSCode is the CSExceptionErrorCode (4350 for
+	// InvalidParameterValueException, 9999 for ServerApiException), 0 when
+	// CloudStack sent none.
+	CSCode int `json:"cs_code"`
+	// Text is CloudStack's errortext.
+	Text string `json:"text"`
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("CloudStack API error %d (CSExceptionErrorCode: %d): %s", e.HTTPCode, e.CSCode, e.Text)
+}
+
+// Retryable reports whether the same call may succeed later.
+func (e *APIError) Retryable() bool {
+	switch e.HTTPCode {
+	case CodeUnauthorized, CodeMalformedParam, CodeParamError, CodeUnsupportedAction,
+		CodeAccountError, CodeAccountLimit, CodeAllocation, CodeRuleConflict:
+		return false
+	}
+	return true
+}
+
+// NicExists reports CloudStack's refusal to add a second NIC on a network
+// ("A NIC already exists for VM:i-2-10-VM in network: <uuid>").
+func (e *APIError) NicExists() bool {
+	return strings.HasPrefix(e.Text, "A NIC already exists")
+}
+
+// entityMissing reports CloudStack's answer to an id of nothing, which it
+// words as an invalid parameter.
+func (e *APIError) entityMissing() bool {
+	return e.HTTPCode == CodeParamError && strings.Contains(e.Text, "entity does not exist")
+}
+
+var apiErrRe = regexp.MustCompile(`(?s)CloudStack API error (\d+) \(CSExceptionErrorCode: (-?\d+)\): (.*)`)
+
+// ParseError finds the CloudStack error in err: an *APIError anywhere in
+// its chain, or cloudstack-go's "CloudStack API error 431
+// (CSExceptionErrorCode: 4350): ..." text.
+func ParseError(err error) (*APIError, bool) {
+	if err == nil {
+		return nil, false
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae, true
+	}
+	m := apiErrRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil, false
+	}
+	code, _ := strconv.Atoi(m[1])
+	cs, _ := strconv.Atoi(m[2])
+	return &APIError{HTTPCode: code, CSCode: cs, Text: m[3]}, true
+}
+
+// appError turns err into the activity error a workflow should see. action
+// says what failed ("add NIC to VM x").
+func appError(action string, err error) error {
+	msg := action + ": " + err.Error()
+	switch {
+	case errors.Is(err, secrets.ErrNotFound):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeCredentialNotFound, err)
+	case errors.Is(err, errBadCredential):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeInvalidCredential, err)
+	}
+	ae, ok := ParseError(err)
+	if !ok {
+		// Transport errors, timeouts, unparseable answers: retry.
+		return temporal.NewApplicationErrorWithOptions(msg, ErrTypeInternal, temporal.ApplicationErrorOptions{Cause: err})
+	}
+	// Details carry the parsed error across Temporal's serialization:
+	// a workflow reads it with ApplicationError.Details(&apiErr).
+	opts := temporal.ApplicationErrorOptions{Cause: ae, NonRetryable: !ae.Retryable(), Details: []any{*ae}}
+	var typ string
+	switch {
+	case strings.Contains(ae.Text, "has a NetworkType of Basic"):
+		// An addNicToVirtualMachine job in a Basic zone fails with a 530.
+		typ, opts.NonRetryable = ErrTypeBasicZone, true
+		return temporal.NewApplicationErrorWithOptions(msg, typ, opts)
+	}
+	switch ae.HTTPCode {
+	case CodeUnauthorized:
+		typ = ErrTypeAuthFailed
+	case CodeMalformedParam, CodeParamError:
+		typ = ErrTypeInvalidParameter
+	case CodeUnsupportedAction:
+		typ = ErrTypeUnsupported
+	case CodeAccountError:
+		typ = ErrTypeAccount
+	case CodeAccountLimit, CodeAllocation:
+		typ = ErrTypeLimit
+	case CodeRuleConflict:
+		typ = ErrTypeConflict
+	case CodeInsufficientCap:
+		typ, opts.NextRetryDelay = ErrTypeCapacity, CapacityRetryDelay
+	case CodeUnavailable:
+		typ = ErrTypeUnavailable
+	case CodeInUse:
+		typ, opts.NextRetryDelay = ErrTypeInUse, InUseRetryDelay
+	case CodeRateLimited:
+		typ, opts.NextRetryDelay = ErrTypeRateLimited, RateLimitRetryDelay
+	default:
+		typ = ErrTypeInternal
+	}
+	return temporal.NewApplicationErrorWithOptions(msg, typ, opts)
+}
+
+func badInput(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, err)
+}
+
+func nonRetryable(typ, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return temporal.NewNonRetryableApplicationError(err.Error(), typ, err)
+}

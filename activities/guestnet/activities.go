@@ -1,0 +1,361 @@
+package guestnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/activities/remote"
+)
+
+// Dialer opens an SSH connection to a guest; *remote.Dialer is one.
+type Dialer interface {
+	Dial(ctx context.Context, t remote.Target) (*ssh.Client, error)
+}
+
+// Activities are the guest network activities.
+type Activities struct {
+	// Dialer reaches the guest.
+	Dialer Dialer
+	// EtcDir is where the guest keeps its configuration; "/etc" when
+	// empty. Tests point it elsewhere; so could a chroot.
+	EtcDir string
+}
+
+func (a *Activities) etc() (string, error) {
+	if a.EtcDir == "" {
+		return "/etc", nil
+	}
+	return a.EtcDir, validEtc(a.EtcDir)
+}
+
+func (a *Activities) dial(ctx context.Context, t remote.Target) (guest, func(), error) {
+	if a.Dialer == nil {
+		return guest{}, nil, errors.New("guestnet: Activities has no Dialer")
+	}
+	c, err := a.Dialer.Dial(ctx, t)
+	if err != nil {
+		return guest{}, nil, remote.AppError(err)
+	}
+	return guest{ctx: ctx, client: c}, func() { c.Close() }, nil
+}
+
+// ConfigureRoutes sets up the NIC with in.MAC: link up, in.Address on it, no
+// default route through it, a route per CIDR via in.Gateway (in main, or
+// with PolicyRouting in in.Table plus `ip rule`s), and with Persist the
+// distribution's configuration file. Each step is checked first; a re-run
+// returns Changed=false.
+func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (ConfigureResult, error) {
+	log := activity.GetLogger(ctx)
+	p, err := in.plan()
+	if err != nil {
+		return ConfigureResult{}, err
+	}
+	etc, err := a.etc()
+	if err != nil {
+		return ConfigureResult{}, err
+	}
+	g, done, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return ConfigureResult{}, err
+	}
+	defer done()
+
+	iface, err := g.findIface(p.mac)
+	if err != nil {
+		return ConfigureResult{}, failed("find interface", err)
+	}
+	if iface == "" {
+		err := fmt.Errorf("no interface in %s has MAC %s (yet)", in.Target.Addr, p.mac)
+		return ConfigureResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeInterfaceNotFound, temporal.ApplicationErrorOptions{Cause: err})
+	}
+	res := ConfigureResult{Interface: iface}
+	do := func(action, cmd string) error {
+		if _, err := g.run(cmd, nil); err != nil {
+			return failed(action+" on "+iface, err)
+		}
+		res.Actions = append(res.Actions, action)
+		log.Info("guest network changed", "addr", in.Target.Addr, "interface", iface, "mac", p.mac, "action", action)
+		return nil
+	}
+
+	link, err := g.link(iface)
+	if err != nil {
+		return res, failed("read "+iface, err)
+	}
+	if !link.up() {
+		if err := do("link up", "ip link set dev "+iface+" up"); err != nil {
+			return res, err
+		}
+	}
+	if !link.has(p.addr) {
+		if err := do("address "+p.addr.String(), "ip addr add "+p.addr.String()+" dev "+iface); err != nil {
+			return res, err
+		}
+	}
+
+	// A DHCP client or a distribution default may have given the new NIC a
+	// default route; the default route belongs to the primary NIC.
+	mainRoutes, err := g.routes("main")
+	if err != nil {
+		return res, failed("read routes", err)
+	}
+	for _, r := range mainRoutes {
+		if r.Dst != "default" || r.Dev != iface {
+			continue
+		}
+		cmd := "ip route del default dev " + iface
+		if r.Gateway != "" {
+			cmd += " via " + r.Gateway
+		}
+		if r.Metric != 0 {
+			cmd += fmt.Sprintf(" metric %d", r.Metric)
+		}
+		if err := do("remove default route via "+iface, cmd); err != nil {
+			return res, err
+		}
+	}
+
+	table := mainRoutes
+	if p.policy {
+		if table, err = g.routes(p.table); err != nil {
+			return res, failed("read routes", err)
+		}
+	}
+	for _, c := range p.cidrs {
+		if hasRoute(table, c, p.gw, iface) {
+			continue
+		}
+		if err := do(fmt.Sprintf("route %s via %s table %s", c, p.gw, p.table),
+			fmt.Sprintf("ip route replace %s via %s dev %s table %s", c, p.gw, iface, p.table)); err != nil {
+			return res, err
+		}
+	}
+	for _, r := range p.rules() {
+		n, err := g.countRule(r)
+		if err != nil {
+			return res, failed("read rules", err)
+		}
+		if n > 0 {
+			continue
+		}
+		if err := do("rule "+r.args(), "ip rule add "+r.args()); err != nil {
+			return res, err
+		}
+	}
+
+	if p.persist {
+		mech, err := g.detect(etc)
+		if err != nil {
+			return res, failed("detect network configuration", err)
+		}
+		if mech == "" {
+			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
+			return res, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePersistUnsupported, err)
+		}
+		if mech == MechIfupdown {
+			if err := g.checkIfupdown(etc); err != nil {
+				return res, err
+			}
+		}
+		f := render(mech, etc, iface, p)
+		wrote, err := g.ensureFile(f)
+		if err != nil {
+			return res, failed("write "+f.path, err)
+		}
+		res.Persisted = mech + ":" + f.path
+		if wrote {
+			res.Actions = append(res.Actions, "write "+f.path)
+			log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
+			if mech == MechNetworkManager {
+				if _, err := g.run("nmcli connection reload", nil); err != nil {
+					return res, failed("nmcli connection reload", err)
+				}
+			}
+		}
+	}
+	res.Changed = len(res.Actions) > 0
+	log.Info("guest routes configured", "addr", in.Target.Addr, "interface", iface, "mac", p.mac, "changed", res.Changed, "persisted", res.Persisted)
+	return res, nil
+}
+
+func hasRoute(rs []ipRoute, dst netip.Prefix, gw netip.Addr, iface string) bool {
+	for _, r := range rs {
+		if p, ok := r.prefix(); ok && p == dst && r.Gateway == gw.String() && r.Dev == iface {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveRoutes undoes ConfigureRoutes for the same input: the routes via
+// in.Gateway, the rules, in.Address (and the link goes down when no IPv4
+// address is left on it), and every persistent file rackflow wrote for the
+// MAC. What is already gone is skipped, including the whole interface.
+func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error {
+	log := activity.GetLogger(ctx)
+	in.Persist = false
+	p, err := in.plan()
+	if err != nil {
+		return err
+	}
+	etc, err := a.etc()
+	if err != nil {
+		return err
+	}
+	g, done, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	removed, err := g.removeFiles(etc, p)
+	if err != nil {
+		return failed("remove persistent configuration", err)
+	}
+	for _, f := range removed {
+		log.Info("guest network file removed", "addr", in.Target.Addr, "mac", p.mac, "path", f)
+		if strings.Contains(f, "/NetworkManager/") {
+			if _, err := g.run("nmcli connection reload", nil); err != nil {
+				return failed("nmcli connection reload", err)
+			}
+		}
+	}
+	for _, r := range p.rules() {
+		n, err := g.countRule(r)
+		if err != nil {
+			return failed("read rules", err)
+		}
+		for ; n > 0; n-- {
+			if _, err := g.run("ip rule del "+r.args(), nil); err != nil {
+				return failed("remove rule "+r.args(), err)
+			}
+		}
+	}
+
+	iface, err := g.findIface(p.mac)
+	if err != nil {
+		return failed("find interface", err)
+	}
+	if iface == "" {
+		log.Info("no interface with the MAC left; nothing more to undo", "addr", in.Target.Addr, "mac", p.mac)
+		return nil
+	}
+	table, err := g.routes(p.table)
+	if err != nil {
+		return failed("read routes", err)
+	}
+	for _, c := range p.cidrs {
+		if !hasRoute(table, c, p.gw, iface) {
+			continue
+		}
+		if _, err := g.run(fmt.Sprintf("ip route del %s via %s dev %s table %s", c, p.gw, iface, p.table), nil); err != nil {
+			return failed("remove route "+c.String(), err)
+		}
+	}
+	link, err := g.link(iface)
+	if err != nil {
+		return failed("read "+iface, err)
+	}
+	if link.has(p.addr) {
+		if _, err := g.run("ip addr del "+p.addr.String()+" dev "+iface, nil); err != nil {
+			return failed("remove address", err)
+		}
+		if link, err = g.link(iface); err != nil {
+			return failed("read "+iface, err)
+		}
+	}
+	if link.up() && len(link.v4()) == 0 {
+		if _, err := g.run("ip link set dev "+iface+" down", nil); err != nil {
+			return failed("link down", err)
+		}
+	}
+	log.Info("guest routes removed", "addr", in.Target.Addr, "interface", iface, "mac", p.mac)
+	return nil
+}
+
+// VerifyPath checks that the guest reaches in.Dest through the NIC with
+// in.MAC: `ip route get` must name that interface, and a TCP connection
+// (bash's /dev/tcp, or nc) must succeed from one of its addresses.
+func (a *Activities) VerifyPath(ctx context.Context, in VerifyInput) (VerifyResult, error) {
+	mac, err := parseMAC(in.MAC)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	dest, err := netip.ParseAddrPort(in.Dest)
+	if err != nil || !dest.Addr().Is4() || dest.Port() == 0 {
+		return VerifyResult{}, badInput("dest %q is not an IPv4 ip:port", in.Dest)
+	}
+	g, done, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	defer done()
+
+	iface, err := g.findIface(mac)
+	if err != nil {
+		return VerifyResult{}, failed("find interface", err)
+	}
+	if iface == "" {
+		err := fmt.Errorf("no interface in %s has MAC %s", in.Target.Addr, mac)
+		return VerifyResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeInterfaceNotFound, temporal.ApplicationErrorOptions{Cause: err})
+	}
+	notThrough := func(format string, args ...any) error {
+		err := fmt.Errorf("path to %s: "+format, append([]any{dest}, args...)...)
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePathNotThroughNic, err)
+	}
+	r, err := g.routeGet(dest.Addr())
+	if err != nil {
+		var ce *cmdError
+		if errors.As(err, &ce) {
+			return VerifyResult{}, notThrough("the guest has no route (%s), want one out %s (MAC %s)", ce.Stderr, iface, mac)
+		}
+		return VerifyResult{}, failed("ip route get", err)
+	}
+	if r.Dev != iface {
+		how := r.Dev
+		if r.Gateway != "" {
+			how += " via " + r.Gateway
+		}
+		return VerifyResult{}, notThrough("goes out %s, not %s (MAC %s): the routes through the new NIC are missing", how, iface, mac)
+	}
+	link, err := g.link(iface)
+	if err != nil {
+		return VerifyResult{}, failed("read "+iface, err)
+	}
+
+	ip, port := dest.Addr().String(), fmt.Sprint(dest.Port())
+	// bash holds the connection open while ss names its local address; the
+	// pid filter picks this connection among others to the same place.
+	out, errOut, code, err := g.exec(`if command -v bash >/dev/null 2>&1; then `+
+		`timeout 10 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 3; ss -Hntp state established dst "$1" 2>/dev/null | grep "pid=$$," || true' sh `+ip+` `+port+`; `+
+		`elif command -v nc >/dev/null 2>&1; then timeout 10 nc -z -w 5 `+ip+` `+port+`; `+
+		`else echo "no bash or nc in the guest" >&2; exit 127; fi`, nil)
+	if err != nil {
+		return VerifyResult{}, failed("connect", err)
+	}
+	if code != 0 {
+		err := fmt.Errorf("connect to %s from %s out %s: exit %d: %s", dest, in.Target.Addr, iface, code, strings.TrimSpace(errOut))
+		return VerifyResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeDestinationUnreachable, temporal.ApplicationErrorOptions{Cause: err})
+	}
+	src := r.PrefSrc
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 {
+			if ap, err := netip.ParseAddrPort(f[2]); err == nil {
+				src = ap.Addr().String()
+			}
+		}
+	}
+	if !slices.Contains(link.v4(), src) {
+		return VerifyResult{}, notThrough("connected from %s, which is not an address of %s (%v)", src, iface, link.v4())
+	}
+	activity.GetLogger(ctx).Info("path verified", "addr", in.Target.Addr, "dest", in.Dest, "interface", iface, "source", src)
+	return VerifyResult{Interface: iface, Source: src}, nil
+}

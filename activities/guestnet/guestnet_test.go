@@ -1,0 +1,427 @@
+package guestnet_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/rackflow/rackflow/activities/guestnet"
+	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/testsuite/guestlab"
+)
+
+func testLogger() log.Logger {
+	return log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+type harness struct {
+	lab  *guestlab.Lab
+	acts *guestnet.Activities
+}
+
+func newHarness(t *testing.T, flavour string) harness {
+	lab := guestlab.Start(t, guestlab.Options{Flavour: flavour})
+	return harness{lab: lab, acts: &guestnet.Activities{Dialer: &remote.Dialer{Secrets: lab.Secrets}}}
+}
+
+func (h harness) env() *testsuite.TestActivityEnvironment {
+	var ts testsuite.WorkflowTestSuite
+	ts.SetLogger(testLogger())
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(h.acts)
+	return env
+}
+
+func (h harness) configure(t *testing.T, in guestnet.ConfigureInput) (guestnet.ConfigureResult, error) {
+	t.Helper()
+	v, err := h.env().ExecuteActivity(h.acts.ConfigureRoutes, in)
+	if err != nil {
+		return guestnet.ConfigureResult{}, err
+	}
+	var res guestnet.ConfigureResult
+	if err := v.Get(&res); err != nil {
+		t.Fatal(err)
+	}
+	return res, nil
+}
+
+func (h harness) verify(t *testing.T) (guestnet.VerifyResult, error) {
+	t.Helper()
+	v, err := h.env().ExecuteActivity(h.acts.VerifyPath, guestnet.VerifyInput{Target: h.lab.Target, Dest: guestlab.DBAddr, MAC: guestlab.Eth1MAC})
+	if err != nil {
+		return guestnet.VerifyResult{}, err
+	}
+	var res guestnet.VerifyResult
+	if err := v.Get(&res); err != nil {
+		t.Fatal(err)
+	}
+	return res, nil
+}
+
+func (h harness) remove(t *testing.T, in guestnet.ConfigureInput) {
+	t.Helper()
+	if _, err := h.env().ExecuteActivity(h.acts.RemoveRoutes, in); err != nil {
+		t.Fatalf("RemoveRoutes: %v", err)
+	}
+}
+
+func (h harness) state(t *testing.T) string {
+	t.Helper()
+	s, err := h.lab.GuestState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// guestSSH runs a command in the guest through SSH, so it sees the guest's
+// private /etc.
+func (h harness) guestSSH(t *testing.T, cmd string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := (&remote.Dialer{Secrets: h.lab.Secrets}).Dial(ctx, h.lab.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out, errOut, code, err := remote.Run(ctx, c, cmd, nil)
+	if err != nil || code != 0 {
+		t.Fatalf("guest %q: exit %d %v: %s", cmd, code, err, errOut)
+	}
+	return string(out)
+}
+
+func appErr(t *testing.T, err error) *temporal.ApplicationError {
+	t.Helper()
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) {
+		t.Fatalf("want an ApplicationError, got %T: %v", err, err)
+	}
+	return ae
+}
+
+func baseInput(lab *guestlab.Lab) guestnet.ConfigureInput {
+	return guestnet.ConfigureInput{
+		Target: lab.Target, MAC: "52:54:00:51:00:0A", Address: guestlab.GuestSecnet,
+		Gateway: guestlab.SecGateway, CIDRs: []string{guestlab.DBNet},
+	}
+}
+
+const wantNetplan = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
+# No gateway and no default route here: the default route stays on the primary NIC.
+network:
+  version: 2
+  ethernets:
+    rackflow-52540051000a:
+      match:
+        macaddress: "52:54:00:51:00:0a"
+      dhcp4: false
+      dhcp6: false
+      accept-ra: false
+      addresses:
+        - "10.51.0.10/24"
+      routes:
+        - to: "10.52.0.0/24"
+          via: "10.51.0.1"
+`
+
+func TestLabNetplan(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourNetplan)
+	if _, err := exec.LookPath("netplan"); err != nil {
+		t.Fatal("netplan flavour needs netplan: apt-get install -y --no-install-recommends netplan.io")
+	}
+	initial := h.state(t)
+	in := baseInput(h.lab)
+	in.Persist = true
+
+	// Before: the database is reached (if at all) through the DMZ.
+	_, err := h.verify(t)
+	if ae := appErr(t, err); ae.Type() != guestnet.ErrTypePathNotThroughNic || !ae.NonRetryable() || !strings.Contains(err.Error(), "goes out eth0 via 10.50.0.1, not eth1") {
+		t.Fatalf("verify before configuring: %v", err)
+	}
+
+	res, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPath := "/etc/netplan/90-rackflow-52540051000a.yaml"
+	want := guestnet.ConfigureResult{
+		Interface: "eth1", Changed: true, Persisted: "netplan:" + wantPath,
+		Actions: []string{"link up", "address 10.51.0.10/24", "route 10.52.0.0/24 via 10.51.0.1 table main", "write " + wantPath},
+	}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("first run (-want +got):\n%s", diff)
+	}
+	hostPath := filepath.Join(h.lab.Etc, "netplan", "90-rackflow-52540051000a.yaml")
+	got, err := os.ReadFile(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantNetplan, string(got)); diff != "" {
+		t.Errorf("netplan file (-want +got):\n%s", diff)
+	}
+	if fi, _ := os.Stat(hostPath); fi.Mode().Perm() != 0o600 {
+		t.Errorf("netplan file mode %v, want 0600", fi.Mode().Perm())
+	}
+	checkNetplanGenerates(t, string(got))
+	if _, err := os.Stat("/etc/netplan/90-rackflow-52540051000a.yaml"); err == nil {
+		t.Fatal("the test host's own /etc/netplan was written")
+	}
+
+	// Re-run: nothing to do, the file is not rewritten.
+	before, _ := os.Stat(hostPath)
+	again, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(guestnet.ConfigureResult{Interface: "eth1", Persisted: "netplan:" + wantPath}, again); diff != "" {
+		t.Errorf("re-run (-want +got):\n%s", diff)
+	}
+	if after, _ := os.Stat(hostPath); !after.ModTime().Equal(before.ModTime()) {
+		t.Error("re-run rewrote the netplan file")
+	}
+
+	v, err := h.verify(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(guestnet.VerifyResult{Interface: "eth1", Source: "10.51.0.10"}, v); diff != "" {
+		t.Errorf("verify (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"10.51.0.10"}, h.lab.DBPeers()); diff != "" {
+		t.Errorf("connections the database saw (-want +got):\n%s", diff)
+	}
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "default"); strings.TrimSpace(got) != "default via 10.50.0.1 dev eth0" {
+		t.Errorf("default routes: %q", got)
+	}
+
+	h.remove(t, in)
+	if diff := cmp.Diff(initial, h.state(t)); diff != "" {
+		t.Errorf("guest state after RemoveRoutes (-initial +now):\n%s", diff)
+	}
+	if _, err := os.Stat(hostPath); !os.IsNotExist(err) {
+		t.Errorf("netplan file still there: %v", err)
+	}
+	h.remove(t, in) // idempotent
+	_, err = h.verify(t)
+	if ae := appErr(t, err); ae.Type() != guestnet.ErrTypePathNotThroughNic {
+		t.Errorf("verify after removal: %v", err)
+	}
+}
+
+// checkNetplanGenerates renders the file with the real netplan into a
+// scratch root and checks what systemd-networkd would be told.
+func checkNetplanGenerates(t *testing.T, content string) {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc", "netplan"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "netplan", "90-rackflow.yaml"), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("netplan", "generate", "--root-dir", root).CombinedOutput(); err != nil {
+		t.Fatalf("netplan generate rejects the file: %v: %s", err, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "run", "systemd", "network", "*.network"))
+	if len(files) != 1 {
+		t.Fatalf("netplan generated %v, want one .network file", files)
+	}
+	nw, _ := os.ReadFile(files[0])
+	s := string(nw)
+	for _, want := range []string{"MACAddress=52:54:00:51:00:0a", "Address=10.51.0.10/24", "Destination=10.52.0.0/24", "Gateway=10.51.0.1"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("networkd config lacks %q:\n%s", want, s)
+		}
+	}
+	network := strings.SplitN(strings.SplitN(s, "[Network]", 2)[1], "\n[", 2)[0]
+	if strings.Contains(network, "Gateway=") || strings.Contains(s, "Destination=0.0.0.0/0") || strings.Contains(s, "DHCP=ipv4") {
+		t.Errorf("networkd config would give a default route:\n%s", s)
+	}
+}
+
+const wantIfupdown = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
+# No gateway and no default route here: the default route stays on the primary NIC.
+allow-hotplug eth1
+iface eth1 inet static
+    address 10.51.0.10/24
+    up ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+    up ip rule add from 10.51.0.10/32 lookup 100 pref 1000
+    up ip rule add to 10.52.0.0/24 lookup 100 pref 1000
+    down ip rule del from 10.51.0.10/32 lookup 100 pref 1000
+    down ip rule del to 10.52.0.0/24 lookup 100 pref 1000
+    down ip route del 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+`
+
+func TestLabIfupdownPolicyRouting(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourIfupdown)
+	initial := h.state(t)
+	in := baseInput(h.lab)
+	in.Persist, in.PolicyRouting, in.Table = true, true, 100
+
+	res, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPath := "/etc/network/interfaces.d/rackflow-52540051000a"
+	want := guestnet.ConfigureResult{
+		Interface: "eth1", Changed: true, Persisted: "ifupdown:" + wantPath,
+		Actions: []string{
+			"link up", "address 10.51.0.10/24", "route 10.52.0.0/24 via 10.51.0.1 table 100",
+			"rule from 10.51.0.10/32 lookup 100 pref 1000", "rule to 10.52.0.0/24 lookup 100 pref 1000",
+			"write " + wantPath,
+		},
+	}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("first run (-want +got):\n%s", diff)
+	}
+	got, err := os.ReadFile(filepath.Join(h.lab.Etc, "network", "interfaces.d", "rackflow-52540051000a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantIfupdown, string(got)); diff != "" {
+		t.Errorf("interfaces.d file (-want +got):\n%s", diff)
+	}
+	// ifupdown itself reads the stanza through the guest's interfaces file.
+	q := h.guestSSH(t, "ifquery eth1")
+	for _, want := range []string{"address: 10.51.0.10\n", "netmask: 255.255.255.0", "up: ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100"} {
+		if !strings.Contains(q, want) {
+			t.Errorf("ifquery eth1 lacks %q:\n%s", want, q)
+		}
+	}
+	if strings.Contains(q, "gateway") {
+		t.Errorf("ifquery eth1 shows a gateway:\n%s", q)
+	}
+
+	// The main table is untouched; table 100 and the rules carry the path.
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "10.52.0.0/24"); strings.TrimSpace(got) != "" {
+		t.Errorf("main table has a route to the database net: %q", got)
+	}
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "table", "100"); strings.TrimSpace(got) != "10.52.0.0/24 via 10.51.0.1 dev eth1" {
+		t.Errorf("table 100: %q", got)
+	}
+
+	again, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Changed || len(again.Actions) != 0 {
+		t.Errorf("re-run changed something: %+v", again)
+	}
+	if n := strings.Count(h.lab.GuestRun("ip", "rule", "show"), "lookup 100"); n != 2 {
+		t.Errorf("%d rules for table 100 after two runs, want 2", n)
+	}
+
+	v, err := h.verify(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(guestnet.VerifyResult{Interface: "eth1", Source: "10.51.0.10"}, v); diff != "" {
+		t.Errorf("verify (-want +got):\n%s", diff)
+	}
+
+	h.remove(t, in)
+	if diff := cmp.Diff(initial, h.state(t)); diff != "" {
+		t.Errorf("guest state after RemoveRoutes (-initial +now):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(h.lab.Etc, "network", "interfaces.d", "rackflow-52540051000a")); !os.IsNotExist(err) {
+		t.Errorf("interfaces.d file still there: %v", err)
+	}
+}
+
+// TestLabNoSecondDefaultRoute: a DHCP client gave the new NIC a default
+// route before rackflow came; ConfigureRoutes takes it away.
+func TestLabNoSecondDefaultRoute(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourNone)
+	h.lab.GuestRun("ip", "link", "set", "eth1", "up")
+	h.lab.GuestRun("ip", "addr", "add", guestlab.GuestSecnet, "dev", "eth1")
+	h.lab.GuestRun("ip", "route", "add", "default", "via", guestlab.SecGateway, "dev", "eth1", "metric", "200")
+
+	res, err := h.configure(t, baseInput(h.lab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"remove default route via eth1", "route 10.52.0.0/24 via 10.51.0.1 table main"}
+	if diff := cmp.Diff(want, res.Actions); diff != "" {
+		t.Errorf("actions (-want +got):\n%s", diff)
+	}
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "default"); strings.TrimSpace(got) != "default via 10.50.0.1 dev eth0" {
+		t.Errorf("default routes: %q", got)
+	}
+
+	// Nothing to persist to: a clear, non-retryable error.
+	in := baseInput(h.lab)
+	in.Persist = true
+	_, err = h.configure(t, in)
+	if ae := appErr(t, err); ae.Type() != guestnet.ErrTypePersistUnsupported || !ae.NonRetryable() {
+		t.Errorf("persist without a mechanism: %v", err)
+	}
+
+	// A MAC the guest does not have (yet): retryable.
+	in = baseInput(h.lab)
+	in.MAC = "52:54:00:99:99:99"
+	_, err = h.configure(t, in)
+	if ae := appErr(t, err); ae.Type() != guestnet.ErrTypeInterfaceNotFound || ae.NonRetryable() {
+		t.Errorf("unknown MAC: %v", err)
+	}
+}
+
+func TestInputValidation(t *testing.T) {
+	acts := &guestnet.Activities{Dialer: &remote.Dialer{}}
+	good := guestnet.ConfigureInput{
+		Target: remote.Target{Addr: "192.0.2.1:22"}, MAC: "52:54:00:51:00:0a", Address: "10.51.0.10/24",
+		Gateway: "10.51.0.1", CIDRs: []string{"10.52.0.0/24"},
+	}
+	tests := map[string]func(in *guestnet.ConfigureInput){
+		"default route":       func(in *guestnet.ConfigureInput) { in.CIDRs = []string{"10.52.0.0/24", "0.0.0.0/0"} },
+		"bad cidr":            func(in *guestnet.ConfigureInput) { in.CIDRs = []string{"10.52.0.0/33"} },
+		"ipv6 cidr":           func(in *guestnet.ConfigureInput) { in.CIDRs = []string{"2001:db8::/64"} },
+		"no cidrs":            func(in *guestnet.ConfigureInput) { in.CIDRs = nil },
+		"bad mac":             func(in *guestnet.ConfigureInput) { in.MAC = "52:54:00:51:00" },
+		"mac with shell":      func(in *guestnet.ConfigureInput) { in.MAC = "52:54:00:51:00:0a;reboot" },
+		"gateway off subnet":  func(in *guestnet.ConfigureInput) { in.Gateway = "10.52.0.1" },
+		"gateway is address":  func(in *guestnet.ConfigureInput) { in.Gateway = "10.51.0.10" },
+		"address sans prefix": func(in *guestnet.ConfigureInput) { in.Address = "10.51.0.10" },
+		"main table":          func(in *guestnet.ConfigureInput) { in.PolicyRouting, in.Table = true, 254 },
+		"no table":            func(in *guestnet.ConfigureInput) { in.PolicyRouting = true },
+	}
+	for name, mutate := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			in.CIDRs = append([]string(nil), good.CIDRs...)
+			mutate(&in)
+			var ts testsuite.WorkflowTestSuite
+			ts.SetLogger(testLogger())
+			env := ts.NewTestActivityEnvironment()
+			env.RegisterActivity(acts)
+			for _, fn := range []any{acts.ConfigureRoutes, acts.RemoveRoutes} {
+				_, err := env.ExecuteActivity(fn, in)
+				if ae := appErr(t, err); ae.Type() != guestnet.ErrTypeInvalidInput || !ae.NonRetryable() {
+					t.Errorf("got %v, want non-retryable InvalidInput", err)
+				}
+			}
+		})
+	}
+	var ts testsuite.WorkflowTestSuite
+	ts.SetLogger(testLogger())
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	for _, dest := range []string{"10.52.0.20", "db:5432", "[2001:db8::1]:5432", "10.52.0.20:0"} {
+		_, err := env.ExecuteActivity(acts.VerifyPath, guestnet.VerifyInput{Target: good.Target, Dest: dest, MAC: good.MAC})
+		if ae := appErr(t, err); ae.Type() != guestnet.ErrTypeInvalidInput {
+			t.Errorf("dest %q: %v", dest, err)
+		}
+	}
+}

@@ -1,0 +1,204 @@
+// Package guestnet configures, inside a VM over SSH, the second NIC that
+// CloudStack attached for rackflow's multi-NIC setup: it finds the interface
+// by MAC (never by name), brings it up with the address CloudStack assigned,
+// routes the given destination CIDRs through that network's gateway
+// (optionally in a policy routing table), makes this persistent the way the
+// guest's distribution does (netplan, NetworkManager or ifupdown), verifies
+// that a TCP connection to the other area leaves through the NIC, and undoes
+// all of it. Every step reads the current state first, so a re-run changes
+// nothing.
+//
+// It never gives the guest a default route through the new NIC. It is IPv4
+// only, and it is not a general network manager: it touches only the routes,
+// rules, address and files it owns for that one MAC. It needs iproute2 with
+// JSON output (`ip -j`, iproute2 >= 4.18) in the guest.
+package guestnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"strings"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/remote"
+)
+
+// Error types of this package's activities.
+const (
+	// ErrTypeInvalidInput: bad MAC, CIDR, gateway, address or table. Not retryable.
+	ErrTypeInvalidInput = activities.ErrInvalidInput
+	// ErrTypeInterfaceNotFound: no interface in the guest has the MAC (yet).
+	// Retryable: a hot-plugged NIC can take a moment to show up.
+	ErrTypeInterfaceNotFound = "GuestInterfaceNotFound"
+	// ErrTypePersistUnsupported: Persist was asked, but the guest has no
+	// netplan, NetworkManager or ifupdown configuration rackflow can write
+	// to (or ifupdown's interfaces file does not include interfaces.d).
+	// Not retryable.
+	ErrTypePersistUnsupported = "GuestPersistUnsupported"
+	// ErrTypePathNotThroughNic: the guest routes the destination out of
+	// another interface (or not at all). Not retryable.
+	ErrTypePathNotThroughNic = "GuestPathNotThroughNic"
+	// ErrTypeDestinationUnreachable: the route is right but the TCP
+	// connection failed (firewall, service down). Retryable.
+	ErrTypeDestinationUnreachable = "GuestDestinationUnreachable"
+	// ErrTypeCommandFailed: a command in the guest failed. Retryable.
+	ErrTypeCommandFailed = "GuestCommandFailed"
+)
+
+// NonRetryable lists this package's non-retryable error types, for
+// RetryPolicy.NonRetryableErrorTypes (with remote's).
+var NonRetryable = []string{ErrTypeInvalidInput, ErrTypePersistUnsupported, ErrTypePathNotThroughNic}
+
+// DefaultRulePriority is the `ip rule` priority when the input gives none:
+// ahead of the main table's 32766.
+const DefaultRulePriority = 1000
+
+// ConfigureInput says how to set up the NIC with MAC in the guest.
+type ConfigureInput struct {
+	Target remote.Target `json:"target"`
+	// MAC of the NIC, as CloudStack reports it.
+	MAC string `json:"mac"`
+	// Address is the NIC's IPv4 address with prefix length,
+	// "10.51.0.10/24" (CloudStack's NIC IP and netmask).
+	Address string `json:"address"`
+	// Gateway on the NIC's network through which CIDRs are reached.
+	Gateway string `json:"gateway"`
+	// CIDRs are the destinations routed through Gateway. 0.0.0.0/0 is
+	// refused: the default route stays on the primary NIC.
+	CIDRs []string `json:"cidrs"`
+	// PolicyRouting puts the routes into table Table instead of main, with
+	// `ip rule`s sending traffic to CIDRs and from Address to that table.
+	PolicyRouting bool `json:"policy_routing,omitempty"`
+	// Table is the routing table (1-252 or above 255) for PolicyRouting.
+	Table int `json:"table,omitempty"`
+	// RulePriority of the rules; DefaultRulePriority when zero.
+	RulePriority int `json:"rule_priority,omitempty"`
+	// Persist writes the configuration so it survives a reboot.
+	Persist bool `json:"persist,omitempty"`
+}
+
+// ConfigureResult says what ConfigureRoutes found and did.
+type ConfigureResult struct {
+	// Interface is the guest's name for the NIC, e.g. "eth1" or "ens4".
+	Interface string `json:"interface"`
+	// Changed is false when everything was already in place.
+	Changed bool `json:"changed"`
+	// Persisted is "<mechanism>:<path>" of the persistent configuration,
+	// e.g. "netplan:/etc/netplan/90-rackflow-525400510010.yaml"; empty
+	// without Persist.
+	Persisted string `json:"persisted,omitempty"`
+	// Actions lists what was changed, in order, for the history.
+	Actions []string `json:"actions,omitempty"`
+}
+
+// VerifyInput asks whether Dest is reached through the NIC with MAC.
+type VerifyInput struct {
+	Target remote.Target `json:"target"`
+	// Dest is "ip:port" in the other area, e.g. "10.52.0.20:5432".
+	Dest string `json:"dest"`
+	MAC  string `json:"mac"`
+}
+
+// VerifyResult is how the connection went out.
+type VerifyResult struct {
+	Interface string `json:"interface"`
+	// Source is the local address the connection used.
+	Source string `json:"source"`
+}
+
+// plan is a validated ConfigureInput.
+type plan struct {
+	mac      string       // lower case
+	addr     netip.Prefix // 10.51.0.10/24
+	gw       netip.Addr
+	cidrs    []netip.Prefix // masked, deduplicated
+	policy   bool
+	table    string // "main" or the number
+	priority int
+	persist  bool
+}
+
+func badInput(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, err)
+}
+
+func parseMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil || len(hw) != 6 {
+		return "", badInput("mac %q is not an Ethernet MAC address", s)
+	}
+	return hw.String(), nil
+}
+
+func (in ConfigureInput) plan() (plan, error) {
+	var p plan
+	if in.Target.Addr == "" {
+		return p, badInput("target has no address")
+	}
+	mac, err := parseMAC(in.MAC)
+	if err != nil {
+		return p, err
+	}
+	p.mac = mac
+	p.addr, err = netip.ParsePrefix(in.Address)
+	if err != nil || !p.addr.Addr().Is4() || p.addr.Bits() < 1 || p.addr.Bits() > 30 {
+		return p, badInput("address %q is not an IPv4 address with a prefix length of 1-30 (e.g. 10.51.0.10/24)", in.Address)
+	}
+	p.gw, err = netip.ParseAddr(in.Gateway)
+	if err != nil || !p.gw.Is4() {
+		return p, badInput("gateway %q is not an IPv4 address", in.Gateway)
+	}
+	if !p.addr.Masked().Contains(p.gw) || p.gw == p.addr.Addr() {
+		return p, badInput("gateway %s is not another address on the NIC's network %s", p.gw, p.addr.Masked())
+	}
+	if len(in.CIDRs) == 0 {
+		return p, badInput("no destination CIDRs given")
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, c := range in.CIDRs {
+		pfx, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil || !pfx.Addr().Is4() {
+			return p, badInput("cidr %q is not an IPv4 CIDR", c)
+		}
+		if pfx.Bits() == 0 {
+			return p, badInput("cidr %q would be a default route through the new NIC; the default route stays on the primary NIC", c)
+		}
+		pfx = pfx.Masked()
+		if !seen[pfx] {
+			seen[pfx] = true
+			p.cidrs = append(p.cidrs, pfx)
+		}
+	}
+	p.table = "main"
+	if in.PolicyRouting {
+		if in.Table < 1 || in.Table == 253 || in.Table == 254 || in.Table == 255 {
+			return p, badInput("table %d: policy routing needs a table of 1-252 or above 255 (253-255 are default, main, local)", in.Table)
+		}
+		p.policy = true
+		p.table = fmt.Sprint(in.Table)
+	}
+	p.priority = in.RulePriority
+	if p.priority == 0 {
+		p.priority = DefaultRulePriority
+	}
+	if p.priority < 1 || p.priority > 32765 {
+		return p, badInput("rule priority %d: want 1-32765", in.RulePriority)
+	}
+	p.persist = in.Persist
+	return p, nil
+}
+
+// id is the MAC without colons, used in file and connection names.
+func (p plan) id() string { return strings.ReplaceAll(p.mac, ":", "") }
+
+func validEtc(dir string) error {
+	if !path.IsAbs(dir) || path.Clean(dir) != dir || strings.ContainsAny(dir, "'\"\\$`\n") {
+		return fmt.Errorf("guestnet: EtcDir %q must be a clean absolute path", dir)
+	}
+	return nil
+}

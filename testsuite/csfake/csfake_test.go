@@ -1,0 +1,181 @@
+package csfake_test
+
+import (
+	"strings"
+	"testing"
+
+	cs "github.com/apache/cloudstack-go/v2/cloudstack"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/rackflow/rackflow/testsuite/csfake"
+)
+
+type world struct {
+	srv                *csfake.Server
+	zone, basic        string
+	dmz, secnet, other string
+	vm                 string
+}
+
+func newWorld(t *testing.T, opts csfake.Options) world {
+	srv := csfake.Start(t, opts)
+	w := world{srv: srv}
+	w.zone = srv.AddZone(csfake.Zone{Name: "zone1", NetworkType: "Advanced"})
+	w.basic = srv.AddZone(csfake.Zone{Name: "legacy", NetworkType: "Basic"})
+	w.dmz = srv.AddNetwork(csfake.Network{Name: "dmz", ZoneID: w.zone, CIDR: "10.50.0.0/24", Gateway: "10.50.0.1"})
+	w.secnet = srv.AddNetwork(csfake.Network{Name: "secnet", ZoneID: w.zone, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1"})
+	w.vm = srv.AddVM(csfake.VM{Name: "web01", ZoneID: w.zone, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.10", IsDefault: true}}})
+	return w
+}
+
+func (w world) client(secret string) *cs.CloudStackClient {
+	return cs.NewClient(w.srv.URL(), w.srv.APIKey(), secret, false)
+}
+
+func TestSignatureChecked(t *testing.T) {
+	w := newWorld(t, csfake.Options{})
+	tests := map[string]struct {
+		key, secret string
+		wantErr     string
+	}{
+		"right key":    {key: w.srv.APIKey(), secret: w.srv.SecretKey()},
+		"wrong secret": {key: w.srv.APIKey(), secret: "not-the-secret", wantErr: "CloudStack API error 401 (CSExceptionErrorCode: 0): unable to verify user credentials and/or request signature"},
+		"unknown key":  {key: "nobody", secret: w.srv.SecretKey(), wantErr: "CloudStack API error 401"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := cs.NewClient(w.srv.URL(), tc.key, tc.secret, false)
+			p := c.VirtualMachine.NewListVirtualMachinesParams()
+			p.SetName("web 01 with spaces*") // values the signature must encode as CloudStack does
+			_, err := c.VirtualMachine.ListVirtualMachines(p)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("signed request refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want prefix %q", err, tc.wantErr)
+			}
+		})
+	}
+	if got := w.srv.Calls("listVirtualMachines"); got != 1 {
+		t.Errorf("authenticated listVirtualMachines calls = %d, want 1 (refused requests must not count)", got)
+	}
+}
+
+func TestStrictParameters(t *testing.T) {
+	w := newWorld(t, csfake.Options{})
+	c := w.client(w.srv.SecretKey())
+	tests := map[string]struct {
+		command string
+		params  map[string]any
+		wantErr string
+	}{
+		"unknown command": {
+			command: "deployVirtualMachine", params: map[string]any{"zoneid": w.zone},
+			wantErr: "CloudStack API error 432 (CSExceptionErrorCode: 9999): The given command:deployVirtualMachine does not exist",
+		},
+		"unknown parameter": {
+			command: "listNics", params: map[string]any{"virtualmachineid": w.vm, "fordisplay": true},
+			wantErr: "CloudStack API error 431 (CSExceptionErrorCode: 9999): fake CloudStack: unknown parameter fordisplay for command listNics",
+		},
+		"missing parameter": {
+			command: "addNicToVirtualMachine", params: map[string]any{"virtualmachineid": w.vm},
+			wantErr: "CloudStack API error 431 (CSExceptionErrorCode: 9999): Unable to execute API command addnictovirtualmachine due to missing parameter networkid",
+		},
+		"malformed id": {
+			command: "listNics", params: map[string]any{"virtualmachineid": "web01"},
+			wantErr: "CloudStack API error 431 (CSExceptionErrorCode: 9999): Unable to execute API command listnics due to invalid value. Invalid parameter virtualmachineid value=web01",
+		},
+		"id of nothing": {
+			command: "listNics", params: map[string]any{"virtualmachineid": csfake.NewUUID()},
+			wantErr: "CloudStack API error 431 (CSExceptionErrorCode: 9999): Unable to execute API command listnics due to invalid value.",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := &cs.CustomServiceParams{}
+			for k, v := range tc.params {
+				p.SetParam(k, v)
+			}
+			var out map[string]any
+			err := c.Custom.(*cs.CustomService).CustomRequest(tc.command, p, &out)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want prefix %q", err, tc.wantErr)
+			}
+		})
+	}
+	if vm, _ := w.srv.VM(w.vm); len(vm.Nics) != 1 {
+		t.Errorf("refused calls changed the VM: %d NICs", len(vm.Nics))
+	}
+}
+
+func TestAddNicJob(t *testing.T) {
+	w := newWorld(t, csfake.Options{JobPolls: 2})
+	w.srv.PlanNic(w.vm, w.secnet, csfake.NicPlan{MAC: "52:54:00:51:00:0A", IP: "10.51.0.10"})
+	c := w.client(w.srv.SecretKey())
+
+	add := func() string {
+		r, err := c.VirtualMachine.AddNicToVirtualMachine(c.VirtualMachine.NewAddNicToVirtualMachineParams(w.secnet, w.vm))
+		if err != nil {
+			t.Fatalf("addNicToVirtualMachine: %v", err)
+		}
+		return r.JobID
+	}
+	poll := func(job string) *cs.QueryAsyncJobResultResponse {
+		r, err := c.Asyncjob.QueryAsyncJobResult(c.Asyncjob.NewQueryAsyncJobResultParams(job))
+		if err != nil {
+			t.Fatalf("queryAsyncJobResult: %v", err)
+		}
+		return r
+	}
+
+	first, second := add(), add()
+	var statuses []int
+	for i := 0; i < 4; i++ {
+		statuses = append(statuses, poll(first).Jobstatus)
+	}
+	if diff := cmp.Diff([]int{0, 0, 1, 1}, statuses); diff != "" {
+		t.Errorf("job status per poll (-want +got):\n%s", diff)
+	}
+	vm, _ := w.srv.VM(w.vm)
+	if len(vm.Nics) != 2 || vm.Nics[1].MAC != "52:54:00:51:00:0a" || vm.Nics[1].IP != "10.51.0.10" || vm.Nics[1].NetworkID != w.secnet {
+		t.Fatalf("VM NICs after the job: %+v", vm.Nics)
+	}
+
+	// The second job runs after the first and meets its NIC.
+	poll(second)
+	poll(second)
+	r := poll(second)
+	if r.Jobstatus != 2 || r.Jobresultcode != 530 {
+		t.Fatalf("second add: status %d code %d, want 2/530", r.Jobstatus, r.Jobresultcode)
+	}
+	if want := "A NIC already exists for VM:" + vm.InstanceName + " in network: " + w.secnet; !strings.Contains(string(r.Jobresult), want) {
+		t.Errorf("second add result %s lacks %q", r.Jobresult, want)
+	}
+	if vm, _ := w.srv.VM(w.vm); len(vm.Nics) != 2 {
+		t.Errorf("second add changed NICs: %+v", vm.Nics)
+	}
+	if got := w.srv.Calls("addNicToVirtualMachine"); got != 2 {
+		t.Errorf("addNicToVirtualMachine calls = %d, want 2", got)
+	}
+}
+
+func TestBasicZoneRefusesNic(t *testing.T) {
+	w := newWorld(t, csfake.Options{})
+	flat := w.srv.AddNetwork(csfake.Network{Name: "flat", ZoneID: w.basic, CIDR: "10.60.0.0/24", Gateway: "10.60.0.1"})
+	vm := w.srv.AddVM(csfake.VM{Name: "old01", ZoneID: w.basic, Nics: []csfake.Nic{{NetworkID: flat, IP: "10.60.0.5", IsDefault: true}}})
+	c := w.client(w.srv.SecretKey())
+	r, err := c.VirtualMachine.AddNicToVirtualMachine(c.VirtualMachine.NewAddNicToVirtualMachineParams(flat, vm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := c.Asyncjob.QueryAsyncJobResult(c.Asyncjob.NewQueryAsyncJobResultParams(r.JobID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Jobstatus != 2 || !strings.Contains(string(q.Jobresult), "NetworkType of Basic") {
+		t.Errorf("job status %d result %s, want a Basic zone failure", q.Jobstatus, q.Jobresult)
+	}
+}

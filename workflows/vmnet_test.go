@@ -1,0 +1,213 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/cloudstack"
+	"github.com/rackflow/rackflow/activities/guestnet"
+	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/csfake"
+	"github.com/rackflow/rackflow/testsuite/guestlab"
+)
+
+// These tests run SetupVMNetwork and TeardownVMNetwork with the real
+// activities: the real cloudstack-go client against the strict fake
+// CloudStack, and real `ip` commands over real SSH in a guest network
+// namespace whose second interface has the MAC the fake reports. The
+// verification connects to a "database" namespace behind a router.
+
+const csCred = "cloudstack/rackflow"
+
+type vmnetWorld struct {
+	cs     *csfake.Server
+	lab    *guestlab.Lab
+	vmID   string
+	secnet string
+	in     spec.VMNetInput
+	ts     testsuite.WorkflowTestSuite
+}
+
+func newVMNetWorld(t *testing.T) *vmnetWorld {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("lab test: network namespaces and sshd")
+	}
+	guestlab.Require(t)
+	lab := guestlab.Start(t, guestlab.Options{Flavour: guestlab.FlavourNetplan})
+	cs := csfake.Start(t, csfake.Options{JobPolls: 3})
+	zone := cs.AddZone(csfake.Zone{Name: "zone1", NetworkType: "Advanced"})
+	dmz := cs.AddNetwork(csfake.Network{Name: "dmz", ZoneID: zone, CIDR: "10.50.0.0/24", Gateway: guestlab.DMZGateway, Type: "Isolated"})
+	secnet := cs.AddNetwork(csfake.Network{Name: "secnet", ZoneID: zone, CIDR: "10.51.0.0/24", Gateway: guestlab.SecGateway})
+	vm := cs.AddVM(csfake.VM{Name: "web01", ZoneID: zone, Nics: []csfake.Nic{{NetworkID: dmz, MAC: guestlab.Eth0MAC, IP: "10.50.0.10", IsDefault: true}}})
+	cs.PlanNic(vm, secnet, csfake.NicPlan{MAC: guestlab.Eth1MAC, IP: "10.51.0.10"})
+	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, in: spec.VMNetInput{
+		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
+		Guest:      spec.GuestSSH{Address: lab.Target.Addr, User: lab.Target.User, Credential: lab.Target.Credential, HostKey: lab.Target.HostKey},
+		CloudStack: spec.CloudStack{URL: cs.URL(), Credential: csCred},
+	}}
+}
+
+func (w *vmnetWorld) run(t *testing.T, wf any, in spec.VMNetInput) (spec.VMNetResult, error) {
+	t.Helper()
+	env := w.ts.NewTestWorkflowEnvironment()
+	env.SetTestTimeout(3 * time.Minute)
+	Register(env)
+	env.RegisterActivity(&cloudstack.Activities{
+		Secrets:      secrets.Static{csCred: {Username: w.cs.APIKey(), Password: w.cs.SecretKey()}},
+		PollInterval: 10 * time.Millisecond,
+	})
+	env.RegisterActivity(&guestnet.Activities{Dialer: &remote.Dialer{Secrets: w.lab.Secrets}})
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: spec.VMNetWorkflowID(in.VM, in.Network)})
+	env.ExecuteWorkflow(wf, in)
+	if !env.IsWorkflowCompleted() {
+		t.Fatal("workflow did not complete")
+	}
+	var res spec.VMNetResult
+	err := env.GetWorkflowError()
+	if err == nil {
+		if gerr := env.GetWorkflowResult(&res); gerr != nil {
+			t.Fatal(gerr)
+		}
+	}
+	return res, err
+}
+
+func (w *vmnetWorld) nics(t *testing.T) int {
+	t.Helper()
+	vm, ok := w.cs.VM(w.vmID)
+	if !ok {
+		t.Fatal("VM gone")
+	}
+	return len(vm.Nics)
+}
+
+func (w *vmnetWorld) guest(t *testing.T) string {
+	t.Helper()
+	s, err := w.lab.GuestState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSetupVMNetworkFirstRunThenRerunThenTeardown(t *testing.T) {
+	w := newVMNetWorld(t)
+	res, err := w.run(t, SetupVMNetwork, w.in)
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	if !res.NicAdded || res.Interface != "eth1" || !res.RoutesChanged || !strings.HasPrefix(res.Persisted, "netplan:") {
+		t.Errorf("result = %+v", res)
+	}
+	if res.VerifiedSource != "10.51.0.10" {
+		t.Errorf("verified source = %q, want the new NIC's 10.51.0.10", res.VerifiedSource)
+	}
+	if st := w.guest(t); !strings.Contains(st, "10.52.0.0/24 via 10.51.0.1 dev eth1") {
+		t.Errorf("guest routes:\n%s", st)
+	}
+	if n := w.nics(t); n != 2 {
+		t.Errorf("VM has %d NICs, want 2", n)
+	}
+	// The database saw the connection come from the new NIC's address.
+	var fromNewNic bool
+	for _, p := range w.lab.DBPeers() {
+		fromNewNic = fromNewNic || p == "10.51.0.10" || strings.HasPrefix(p, "10.51.0.10:")
+	}
+	if !fromNewNic {
+		t.Errorf("db peers = %v", w.lab.DBPeers())
+	}
+
+	adds := w.cs.Calls("addNicToVirtualMachine")
+	before := w.guest(t)
+	res2, err := w.run(t, SetupVMNetwork, w.in)
+	if err != nil {
+		t.Fatalf("re-run: %v", err)
+	}
+	if res2.NicAdded || res2.RoutesChanged {
+		t.Errorf("re-run changed something: %+v", res2)
+	}
+	if w.cs.Calls("addNicToVirtualMachine") != adds || w.nics(t) != 2 {
+		t.Error("re-run added a NIC")
+	}
+	if after := w.guest(t); after != before {
+		t.Errorf("re-run changed the guest:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+
+	if _, err := w.run(t, TeardownVMNetwork, w.in); err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	if n := w.nics(t); n != 1 {
+		t.Errorf("after teardown VM has %d NICs, want 1", n)
+	}
+	if st := w.guest(t); strings.Contains(st, "10.52.0.0/24") {
+		t.Errorf("route left after teardown:\n%s", st)
+	}
+}
+
+func TestSetupVMNetworkFailureAfterNicRollsBack(t *testing.T) {
+	w := newVMNetWorld(t)
+	in := w.in
+	in.Verify = "10.52.0.20:5999" // nothing listens: verification fails
+	_, err := w.run(t, SetupVMNetwork, in)
+	if err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("err = %v, want a rolled-back failure", err)
+	}
+	if n := w.nics(t); n != 1 {
+		t.Errorf("VM has %d NICs after rollback, want 1", n)
+	}
+	if st := w.guest(t); strings.Contains(st, "10.52.0.0/24") {
+		t.Errorf("route left after rollback:\n%s", st)
+	}
+}
+
+func TestSetupVMNetworkKeepsAPreexistingNicOnRollback(t *testing.T) {
+	w := newVMNetWorld(t)
+	w.cs.AttachNic(w.vmID, csfake.Nic{NetworkID: w.secnet, MAC: guestlab.Eth1MAC, IP: "10.51.0.10"})
+	in := w.in
+	in.Verify = "10.52.0.20:5999"
+	if _, err := w.run(t, SetupVMNetwork, in); err == nil {
+		t.Fatal("setup succeeded though verification cannot")
+	}
+	if n := w.nics(t); n != 2 {
+		t.Errorf("VM has %d NICs, want the pre-existing one kept (2)", n)
+	}
+	if w.cs.Calls("removeNicFromVirtualMachine") != 0 || w.cs.Calls("addNicToVirtualMachine") != 0 {
+		t.Error("the pre-existing NIC was touched")
+	}
+}
+
+func TestSetupVMNetworkRejectsBadInputBeforeChangingAnything(t *testing.T) {
+	w := newVMNetWorld(t)
+	in := w.in
+	in.CIDRs = []string{"10.52.0.0/33"}
+	_, err := w.run(t, SetupVMNetwork, in)
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != activities.ErrInvalidInput || !strings.Contains(err.Error(), "cidrs[0]") {
+		t.Fatalf("bad CIDR: err = %v", err)
+	}
+	in = w.in
+	in.CIDRs = []string{"0.0.0.0/0"}
+	if _, err := w.run(t, SetupVMNetwork, in); err == nil || !strings.Contains(err.Error(), "default route") {
+		t.Errorf("default route: err = %v", err)
+	}
+	in = w.in
+	in.VM = "web99"
+	_, err = w.run(t, SetupVMNetwork, in)
+	if !errors.As(err, &app) || app.Type() != cloudstack.ErrTypeNotFound {
+		t.Errorf("unknown VM: err = %v", err)
+	}
+	if w.cs.Calls("addNicToVirtualMachine") != 0 || w.nics(t) != 1 {
+		t.Error("a NIC was added for bad input")
+	}
+}
