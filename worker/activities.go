@@ -18,6 +18,7 @@ import (
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/nitro"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/activities/runs"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/spec"
@@ -34,6 +35,7 @@ type activitySet struct {
 	nitro     *nitro.Activities
 	cs        *cloudstack.Activities
 	guest     *guestnet.Activities
+	runs      *runs.Activities
 }
 
 func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (*activitySet, error) {
@@ -83,4 +85,5 @@ func (a *activitySet) register(w worker.Worker) {
 	w.RegisterActivity(a.nitro)
 	w.RegisterActivity(a.cs)
 	w.RegisterActivity(a.guest)
+	w.RegisterActivity(a.runs)
 }

@@ -29,6 +29,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/spec"
 	"github.com/rackflow/rackflow/worker/promhandler"
 	"github.com/rackflow/rackflow/workflows"
@@ -216,6 +217,7 @@ func run(args []string) error {
 		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)
 	}
 	defer c.Close()
+	acts.runs = &runs.Activities{Client: c}
 
 	w := worker.New(c, cfg.TaskQueue, worker.Options{
 		WorkerStopTimeout: cfg.StopTimeout,

@@ -20,4 +20,5 @@ func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: spec.WorkflowUpdateBackends})
 	r.RegisterWorkflowWithOptions(SetupVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowSetupVMNetwork})
 	r.RegisterWorkflowWithOptions(TeardownVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowTeardownVMNetwork})
+	r.RegisterWorkflowWithOptions(DeployService, workflow.RegisterOptions{Name: spec.WorkflowDeployService})
 }

@@ -1,0 +1,76 @@
+// Package runs reads rackflow's own past runs from Temporal, so a deploy can
+// tell which hosts already carry the image it wants. It only reads: it never
+// starts, signals or changes a workflow.
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Activities hold a Temporal client.
+type Activities struct {
+	Client client.Client
+}
+
+// LastProvisionResult is a host's latest provisioning run.
+type LastProvisionResult struct {
+	Found bool `json:"found"`
+	// Status is Temporal's: Running, Completed, Failed...
+	Status      string `json:"status,omitempty"`
+	RunID       string `json:"run_id,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	// Steps of the completed run.
+	Steps []spec.StepRecord `json:"steps,omitempty"`
+}
+
+// LastProvision describes provision/<host>'s latest run and, if it
+// completed, the image it wrote.
+func (a *Activities) LastProvision(ctx context.Context, host string) (LastProvisionResult, error) {
+	id := spec.ProvisionWorkflowID(host)
+	desc, err := a.Client.DescribeWorkflowExecution(ctx, id, "")
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return LastProvisionResult{}, nil
+	}
+	if err != nil {
+		return LastProvisionResult{}, fmt.Errorf("describe %s: %w", id, err)
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	res := LastProvisionResult{Found: true, RunID: info.GetExecution().GetRunId(), Status: statusName(info.GetStatus())}
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		return res, nil
+	}
+	var pr spec.ProvisionResult
+	if err := a.Client.GetWorkflow(ctx, id, res.RunID).Get(ctx, &pr); err != nil {
+		return res, fmt.Errorf("result of %s: %w", id, err)
+	}
+	res.ImageDigest, res.Steps = pr.ImageDigest, pr.Steps
+	return res, nil
+}
+
+func statusName(s enumspb.WorkflowExecutionStatus) string {
+	switch s {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		return "Running"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+		return "Completed"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_FAILED:
+		return "Failed"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return "Canceled"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
+		return "Terminated"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
+		return "TimedOut"
+	default:
+		return s.String()
+	}
+}
