@@ -11,6 +11,9 @@ ROOT=$PWD
 RUN=${RUN_DIR:-$ROOT/.run}
 BIN=$ROOT/bin
 mkdir -p "$RUN"
+# The lab host is rebuilt on every start (a blank disk), so the dev server's
+# record of it starts over too; KEEP_STATE=1 keeps .run/temporal.db.
+if [ -z "${KEEP_STATE:-}" ]; then rm -f "$RUN/temporal.db" "$RUN/leases.json"; fi
 PORT=${TEMPORAL_PORT:-7233}
 UI_PORT=${TEMPORAL_UI_PORT:-8233}
 PXE_ADDR=${PXE_ADDR:-127.0.0.1:8080}
@@ -41,7 +44,8 @@ echo "starting pxe (log: $RUN/pxe.log)"
   -state-file "$RUN/leases.json" -public-url "http://$PXE_ADDR" >"$RUN/pxe.log" 2>&1 &
 pids+=($!)
 
-echo "preparing lab host lab01 (log: $RUN/lab.log)"
+rm -f "$RUN/lab/ready"
+echo "preparing lab host lab01 and a fake NetScaler on 127.0.0.1:9080 (log: $RUN/lab.log)"
 "$BIN/rackflow-lab" -dir "$RUN/lab" -pxe-url "http://$PXE_ADDR" >"$RUN/lab.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$RUN/lab/ready" ] && break; sleep 0.2; done

@@ -48,20 +48,20 @@ type ProvisionInput struct {
 // ProvisionOptions are the tunable deadlines of a run, as duration strings.
 type ProvisionOptions struct {
 	// LiveSSHDeadline bounds the wait for the live system's SSH (default 20m).
-	LiveSSHDeadline string `json:"live_ssh_deadline,omitempty"`
+	LiveSSHDeadline string `json:"live_ssh_deadline,omitempty" yaml:"live_ssh_deadline,omitempty"`
 	// OSSSHDeadline bounds the wait for the installed OS's SSH (default 20m).
-	OSSSHDeadline string `json:"os_ssh_deadline,omitempty"`
+	OSSSHDeadline string `json:"os_ssh_deadline,omitempty" yaml:"os_ssh_deadline,omitempty"`
 	// AttentionDeadline bounds how long a parked run waits for an operator
 	// before it compensates and fails (default 72h).
-	AttentionDeadline string `json:"attention_deadline,omitempty"`
+	AttentionDeadline string `json:"attention_deadline,omitempty" yaml:"attention_deadline,omitempty"`
 	// ImageHeartbeat is the heartbeat timeout of the image stream (default
 	// 1m): how soon a retry starts after the worker writing it died.
-	ImageHeartbeat string `json:"image_heartbeat,omitempty"`
+	ImageHeartbeat string `json:"image_heartbeat,omitempty" yaml:"image_heartbeat,omitempty"`
 	// StepAttempts is how many times Temporal tries a step before the run
 	// parks in needs-attention (default 5; 1 for non-retryable errors).
-	StepAttempts int `json:"step_attempts,omitempty"`
+	StepAttempts int `json:"step_attempts,omitempty" yaml:"step_attempts,omitempty"`
 	// RetryInterval is the first back-off between attempts (default 5s).
-	RetryInterval string `json:"retry_interval,omitempty"`
+	RetryInterval string `json:"retry_interval,omitempty" yaml:"retry_interval,omitempty"`
 }
 
 // StepRecord is one step's outcome, reported in status and result.

@@ -37,6 +37,7 @@ const (
 	exitUsage     = 2
 	exitRefused   = 3 // the server or the workflow refused the request
 	exitAttention = 4 // --wait: the run parked in needs-attention
+	exitPartial   = 5 // a deploy finished, but some members failed
 )
 
 type globals struct {
@@ -63,7 +64,9 @@ const usage = `starter — rackflow's CLI
   starter status HOST|WORKFLOW-ID                       where a run is: step, try, error, image progress
   starter list [--stuck]                                running provisioning runs (stuck first with --stuck)
   starter retry|skip|abort HOST --reason "..."          answer a run that needs attention
-  starter validate --inventory FILE                     check an inventory; every error at once
+  starter validate --inventory FILE | -f SERVICE.yaml  check an inventory or a deploy spec; every error at once
+  starter deploy -f SERVICE.yaml [--wait]               deploy a service (workflow deploy/SERVICE)
+  starter history HOST                                  every step and attempt of HOST's provisioning, with errors
 
 Global flags (before the command): --address (TEMPORAL_ADDRESS), --namespace (TEMPORAL_NAMESPACE),
 --task-queue (RACKFLOW_TASK_QUEUE), --ui (RACKFLOW_UI_URL), --json.
@@ -107,6 +110,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return g.status(ctx, c, cargs)
 	case "list":
 		return g.list(ctx, c, cargs)
+	case "deploy":
+		return g.deploy(ctx, c, cargs)
+	case "history":
+		return g.history(ctx, c, cargs)
 	case spec.UpdateRetry, spec.UpdateSkip, spec.UpdateAbort:
 		return g.operator(ctx, c, cmd, cargs)
 	default:
@@ -136,9 +143,19 @@ func (g globals) validate(args []string) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	inv := fs.String("inventory", envOr("RACKFLOW_INVENTORY", ""), "inventory file")
-	if _, err := parseInterleaved(fs, args); err != nil || *inv == "" {
-		fmt.Fprintln(g.stderr, "usage: starter validate --inventory FILE")
+	svc := fs.String("f", "", "deploy spec file")
+	if _, err := parseInterleaved(fs, args); err != nil || (*inv == "" && *svc == "") {
+		fmt.Fprintln(g.stderr, "usage: starter validate --inventory FILE | -f SERVICE.yaml")
 		return exitUsage
+	}
+	if *svc != "" {
+		d, err := spec.LoadDeploySpec(*svc)
+		if err != nil {
+			fmt.Fprintln(g.stderr, err)
+			return exitFailed
+		}
+		fmt.Fprintf(g.stdout, "%s: service %s with %d hosts and %d VMs, valid\n", *svc, d.Service, len(d.Hosts), len(d.VMs))
+		return exitOK
 	}
 	i, err := spec.LoadInventory(*inv)
 	if err != nil {

@@ -67,6 +67,9 @@ type Lab struct {
 	OSHostKey ssh.PublicKey
 	// BMCUser and BMCPassword are the ipmi_sim credentials (lab secrets).
 	BMCUser, BMCPassword string
+	// NetScalerUser and NetScalerPassword log in to the lab's fake
+	// NetScaler (secret "netscaler/lab").
+	NetScalerUser, NetScalerPassword string
 }
 
 // Prepare writes the image, the disk, keys, sshd configs, the power hook, a
@@ -84,7 +87,7 @@ func Prepare(opts Options) (*Lab, error) {
 	if opts.DiskSize == 0 {
 		opts.DiskSize = opts.ImageSize + 16<<20
 	}
-	l := &Lab{Options: opts, BMCUser: "rackflow", BMCPassword: randomHex(8)}
+	l := &Lab{Options: opts, BMCUser: "rackflow", BMCPassword: randomHex(8), NetScalerUser: "nsroot", NetScalerPassword: randomHex(10)}
 	for _, d := range []string{"live", "os", "bin", "chef", "keys"} {
 		if err := os.MkdirAll(filepath.Join(opts.Dir, d), 0o755); err != nil {
 			return nil, err
@@ -347,7 +350,8 @@ secrets:
   %s: {username: %s, password: %s}
   ssh/provision: {private_key_file: keys/worker_ed25519}
   chef/validator: {private_key_file: keys/chef-validator.pem}
-`, h.BMC.Credential, l.BMCUser, l.BMCPassword)
+  netscaler/lab: {username: %s, password: %s}
+`, h.BMC.Credential, l.BMCUser, l.BMCPassword, l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)
 }
@@ -361,7 +365,7 @@ func (l *Lab) SetBMCPort(port int) error {
 // SecretValues lists every secret value of the lab, for tests that prove a
 // history holds none of them.
 func (l *Lab) SecretValues() ([]string, error) {
-	vals := []string{l.BMCPassword}
+	vals := []string{l.BMCPassword, l.NetScalerPassword}
 	for _, f := range []string{"worker_ed25519", "chef-validator.pem", "os_host_key"} {
 		b, err := os.ReadFile(filepath.Join(l.Dir, "keys", f))
 		if err != nil {

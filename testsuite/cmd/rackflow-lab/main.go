@@ -1,5 +1,6 @@
-// Command rackflow-lab runs the lab host of `make run`: a bare-metal stand-in
-// on loopback (testsuite/lab) whose BMC is OpenIPMI's ipmi_sim. It writes the
+// Command rackflow-lab runs the lab of `make run`: a bare-metal stand-in on
+// loopback (testsuite/lab) whose BMC is OpenIPMI's ipmi_sim, and the strict
+// fake NetScaler of testsuite/nitrofake for publishing. It writes the
 // host's inventory and secrets into its directory for the worker, creates
 // DIR/ready when the BMC answers, and runs until interrupted. It is for
 // trying rackflow on one machine, never for production.
@@ -11,13 +12,17 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
 	"github.com/rackflow/rackflow/testsuite/lab"
+	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
 func main() {
@@ -32,6 +37,7 @@ func run() error {
 	pxeURL := flag.String("pxe-url", "http://127.0.0.1:8080", "public URL of the pxe service")
 	host := flag.String("host", "lab01", "host name")
 	imageMiB := flag.Int("image-mib", 256, "size of the lab image in MiB")
+	nsAddr := flag.String("netscaler-addr", "127.0.0.1:9080", "where the lab's fake NetScaler (NITRO over HTTP) listens; empty for none")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
@@ -62,6 +68,17 @@ func run() error {
 	defer sim.Close()
 	if err := l.SetBMCPort(sim.Port()); err != nil {
 		return err
+	}
+	if *nsAddr != "" {
+		ln, err := net.Listen("tcp", *nsAddr)
+		if err != nil {
+			return fmt.Errorf("fake netscaler: %w", err)
+		}
+		ns := nitrofake.New(nitrofake.Options{Username: l.NetScalerUser, Password: l.NetScalerPassword})
+		srv := &http.Server{Handler: ns, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		log.Info("fake netscaler listening", "url", "http://"+ln.Addr().String(), "credential", "netscaler/lab")
 	}
 	if err := os.WriteFile(filepath.Join(abs, "ready"), []byte(l.InventoryPath+"\n"), 0o644); err != nil {
 		return err
