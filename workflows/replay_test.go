@@ -6,7 +6,9 @@ import (
 	"regexp"
 	"testing"
 
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 )
 
 // TestReplaySavedHistories replays every saved history of a real run (made on
@@ -24,13 +26,44 @@ func TestReplaySavedHistories(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
+			id, ok := savedIDs[filepath.Base(f)]
+			if !ok {
+				t.Fatalf("add %s's workflow ID to savedIDs: workflows check their own ID", filepath.Base(f))
+			}
+			h, err := client.HistoryFromJSON(mustOpen(t, f), client.HistoryJSONOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			r := worker.NewWorkflowReplayer()
 			Register(r)
-			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+			err = r.ReplayWorkflowHistoryWithOptions(nil, h, worker.ReplayWorkflowHistoryOptions{
+				OriginalExecution: workflow.Execution{ID: id, RunID: "saved"},
+			})
+			if err != nil {
 				t.Fatalf("replay %s: %v", f, err)
 			}
 		})
 	}
+}
+
+// savedIDs are the workflow IDs of the saved runs (a history does not
+// record its own ID, and the publishing workflows check theirs).
+var savedIDs = map[string]string{
+	"provision_host_v1.json":    "provision/lab01",
+	"deploy_service_v1.json":    "deploy/shop",
+	"publish_service_v1.json":   "publish/203.0.113.40:5432",
+	"update_backends_v1.json":   "publish/203.0.113.40:5432",
+	"unpublish_service_v1.json": "publish/203.0.113.40:5432",
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // TestReplayDetectsAChangedWorkflow proves the replay test can fail: a
