@@ -261,6 +261,9 @@ func yamlLine(err error) int {
 	return n
 }
 
+// LineOf finds the line of a field path in a parsed YAML document.
+func LineOf(root *yaml.Node, path string) int { return lineOf(root, path) }
+
 // lineOf finds the line of a field path like "vms[0].guest.host_key" in the
 // YAML tree; it falls back to the deepest node found.
 func lineOf(root *yaml.Node, path string) int {

@@ -66,6 +66,8 @@ const usage = `starter — rackflow's CLI
   starter retry|skip|abort HOST --reason "..."          answer a run that needs attention
   starter validate --inventory FILE | -f SERVICE.yaml  check an inventory or a deploy spec; every error at once
   starter deploy -f SERVICE.yaml [--wait]               deploy a service (workflow deploy/SERVICE)
+  starter publish|unpublish -f VIP.yaml [--wait]       publish a service on the NetScaler (workflow publish/VIP:PORT)
+  starter vmnet -f VMNET.yaml [--wait]                  second NIC + routes for a CloudStack VM (workflow vmnet/VM/NETWORK)
   starter history HOST                                  every step and attempt of HOST's provisioning, with errors
 
 Global flags (before the command): --address (TEMPORAL_ADDRESS), --namespace (TEMPORAL_NAMESPACE),
@@ -114,6 +116,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return g.deploy(ctx, c, cargs)
 	case "history":
 		return g.history(ctx, c, cargs)
+	case "publish":
+		return g.publish(ctx, c, cargs)
+	case "unpublish":
+		return g.unpublish(ctx, c, cargs)
+	case "vmnet":
+		return g.vmnet(ctx, c, cargs)
 	case spec.UpdateRetry, spec.UpdateSkip, spec.UpdateAbort:
 		return g.operator(ctx, c, cmd, cargs)
 	default:
