@@ -54,6 +54,7 @@ var savedIDs = map[string]string{
 	"publish_service_v1.json":   "publish/203.0.113.40:5432",
 	"update_backends_v1.json":   "publish/203.0.113.40:5432",
 	"unpublish_service_v1.json": "publish/203.0.113.40:5432",
+	"setup_vm_network_v1.json":  "vmnet/web01/secnet",
 }
 
 func mustOpen(t *testing.T, path string) *os.File {
