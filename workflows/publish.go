@@ -86,21 +86,29 @@ func checkOwnerID(ctx workflow.Context, vip string, port int) (string, error) {
 	return owner, nil
 }
 
+// prepare validates a publishing input and derives, from the workflow ID
+// the run must have, the owner marker, object names and device.
+func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns spec.NetScaler) (string, nitro.ObjectNames, nitro.Target, error) {
+	if err := in.Validate(); err != nil {
+		return "", nitro.ObjectNames{}, nitro.Target{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+	}
+	owner, err := checkOwnerID(ctx, vip, port)
+	if err != nil {
+		return "", nitro.ObjectNames{}, nitro.Target{}, err
+	}
+	return owner, nitro.Names(owner), nitroTarget(ns), nil
+}
+
 // PublishService publishes a service on a NetScaler: servicegroup, members,
 // monitor binding, lbvserver, binding, INAT/RNAT, then saves the
 // configuration. Every step is idempotent and refuses to adopt an object
 // that is not rackflow's; if a step fails, whatever this run created is
 // removed again, newest first, and nothing is saved.
 func PublishService(ctx workflow.Context, in spec.PublishInput) (spec.PublishResult, error) {
-	if err := in.Validate(); err != nil {
-		return spec.PublishResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
-	}
-	owner, err := checkOwnerID(ctx, in.VIP, in.Port)
+	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return spec.PublishResult{}, err
 	}
-	names := nitro.Names(owner)
-	target := nitroTarget(in.NetScaler)
 	monitor := in.Monitor
 	if monitor == "" {
 		monitor = defaultMonitor(in.Protocol)
@@ -219,15 +227,10 @@ func PublishService(ctx workflow.Context, in spec.PublishInput) (spec.PublishRes
 // that carries rackflow's ownership marker, then saves. Objects that are
 // already gone count as removed; objects someone else owns are left alone.
 func UnpublishService(ctx workflow.Context, in spec.UnpublishInput) (spec.PublishResult, error) {
-	if err := in.Validate(); err != nil {
-		return spec.PublishResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
-	}
-	owner, err := checkOwnerID(ctx, in.VIP, in.Port)
+	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return spec.PublishResult{}, err
 	}
-	names := nitro.Names(owner)
-	target := nitroTarget(in.NetScaler)
 	res := spec.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer}
 	var r nitro.Result
 	run := func(summary string, fn any, arg any) error {
@@ -280,15 +283,10 @@ func UnpublishService(ctx workflow.Context, in spec.UnpublishInput) (spec.Publis
 // are bound before old ones are unbound, so the VIP keeps serving. The
 // lbvserver is never touched.
 func UpdateBackends(ctx workflow.Context, in spec.UpdateBackendsInput) (spec.PublishResult, error) {
-	if err := in.Validate(); err != nil {
-		return spec.PublishResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
-	}
-	owner, err := checkOwnerID(ctx, in.VIP, in.Port)
+	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return spec.PublishResult{}, err
 	}
-	names := nitro.Names(owner)
-	target := nitroTarget(in.NetScaler)
 	var current []nitro.Member
 	if err := workflow.ExecuteActivity(nitroCtx(ctx, "read members of "+names.ServiceGroup), nitroA.ListMembers,
 		nitro.ListMembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup}).Get(ctx, &current); err != nil {
