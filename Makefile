@@ -62,3 +62,24 @@ test-qemu:
 	fi
 	@apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-' || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
 	RACKFLOW_QEMU=1 $(GO) test -count=1 -run TestQEMUPXEBoot -timeout 20m -v ./pxe/e2e/
+
+# One run, one table: rackflow's image push and pull (1 GiB, raw and
+# compressed) against OpenSSH's ssh | dd, a local dd and sha256sum, with
+# the worker's peak memory. Loopback only; needs ~3 GiB in $(BENCH_DIR).
+BENCH_DIR ?= $(or $(TMPDIR),/tmp)
+.PHONY: bench-image
+bench-image:
+	$(GO) run ./testsuite/imagebench -dir $(BENCH_DIR)
+
+# rackflow-pxe against dnsmasq (DHCP with perfdhcp, TFTP with curl) and
+# busybox httpd (HTTP), same leases, files and clients, in network
+# namespaces; prints one table. Needs root; installs the tools on first run.
+.PHONY: bench-pxe
+bench-pxe:
+	@if ! command -v perfdhcp >/dev/null 2>&1 || ! command -v dnsmasq >/dev/null 2>&1 || ! command -v busybox >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+		echo "bench-pxe: installing kea-admin (perfdhcp) dnsmasq-base busybox curl iproute2"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		apt-cache show kea-admin >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends kea-admin dnsmasq-base busybox curl iproute2 >/dev/null; \
+	fi
+	RACKFLOW_BENCH_PXE=1 $(GO) test -count=1 -run '^TestBenchPXE$$' -timeout 20m -v ./testsuite/pxebench/

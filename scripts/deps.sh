@@ -22,6 +22,11 @@ declare -A need=(
   [ss]=iproute2
   [timeout]=coreutils
   [bash]=bash
+  [wget]=wget
+  [gzip]=gzip
+  [zstd]=zstd
+  [xz]=xz-utils
+  [openssl]=openssl
 )
 # sshd lives in /usr/sbin, which may not be on PATH for non-root shells.
 export PATH="$PATH:/usr/sbin:/sbin"

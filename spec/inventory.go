@@ -65,6 +65,10 @@ type Image struct {
 	Size int64 `yaml:"size" json:"size"`
 	// SHA256 is the hex digest of the raw image.
 	SHA256 string `yaml:"sha256" json:"sha256"`
+	// Mode is "push" (default: the worker streams the image over SSH) or
+	// "pull" (the live system fetches an http(s) image itself; the worker
+	// stays out of the data path).
+	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
 }
 
 // SSH says how rackflow reaches the live system and the installed OS.
@@ -295,6 +299,15 @@ func (im Image) validate(prefix string) FieldErrors {
 		default:
 			add("url", im.URL, "must be http://, https://, file:// or an absolute path")
 		}
+	}
+	switch im.Mode {
+	case "", "push":
+	case "pull":
+		if !strings.HasPrefix(im.URL, "http://") && !strings.HasPrefix(im.URL, "https://") {
+			add("mode", im.Mode, "pull needs an http(s) image URL the host can reach")
+		}
+	default:
+		add("mode", im.Mode, `must be "push" or "pull"`)
 	}
 	if im.Size <= 0 {
 		add("size", fmt.Sprint(im.Size), "must be the raw image's size in bytes")

@@ -174,6 +174,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 				Target: p.liveTarget(leaseRes.HostKey),
 				Image:  p.host.Image,
 				Disk:   p.host.Disk,
+				Mode:   p.host.Image.Mode,
 			}).Get(ctx, &written)
 			if err == nil {
 				p.status.BytesWritten, p.status.BytesTotal, p.status.MBps = p.host.Image.Size, p.host.Image.Size, written.MBps

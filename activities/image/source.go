@@ -35,99 +35,94 @@ func imagePath(raw string) (string, error) {
 	return "", badInput(fmt.Errorf("image url %q: scheme must be http, https or file", raw))
 }
 
-// openRaw returns the raw image's bytes from offset on. It is the one place
-// that knows the image's format: for a compressed image it will open the
-// source at 0, put the decompressor on it and discard offset bytes of the
-// output, since a compressed stream cannot be entered in the middle.
-func (a *Activities) openRaw(ctx context.Context, img spec.Image, offset int64) (io.ReadCloser, error) {
-	return a.openSource(ctx, img, offset)
-}
-
-// openSource opens the image file itself at offset, checking what the
-// source says of its size against img.Size before a byte is written.
-func (a *Activities) openSource(ctx context.Context, img spec.Image, offset int64) (io.ReadCloser, error) {
+// openSource opens the image file itself at offset (up to end, inclusive,
+// when end >= 0) and returns what the source says the whole file's size
+// is, -1 when it does not say.
+func (a *Activities) openSource(ctx context.Context, img spec.Image, offset, end int64) (io.ReadCloser, int64, error) {
 	path, err := imagePath(img.URL)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if path != "" {
 		f, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("open image %s: not found", path), ErrTypeImageNotFound, err)
+			return nil, 0, temporal.NewNonRetryableApplicationError(fmt.Sprintf("open image %s: not found", path), ErrTypeImageNotFound, err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open image: %w", err)
+			return nil, 0, fmt.Errorf("open image: %w", err)
 		}
 		st, err := f.Stat()
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("open image: %w", err)
+			return nil, 0, fmt.Errorf("open image: %w", err)
 		}
-		if err := checkSize(img, st.Size()); err != nil {
+		if !st.Mode().IsRegular() {
 			f.Close()
-			return nil, err
+			return nil, 0, temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s: not a regular file", path), ErrTypeImageUnavailable, nil)
 		}
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("open image %s at %d: %w", path, offset, err)
+			return nil, 0, fmt.Errorf("open image %s at %d: %w", path, offset, err)
 		}
-		return f, nil
+		return f, st.Size(), nil
 	}
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
 	if err != nil {
-		return nil, badInput(fmt.Errorf("image url: %w", err))
+		return nil, 0, badInput(fmt.Errorf("image url: %w", err))
 	}
-	if offset > 0 {
+	switch {
+	case end >= 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, end))
+	case offset > 0:
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
 	resp, err := a.httpClient().Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("get image: %w", err) // network: retryable
+		return nil, 0, fmt.Errorf("get image: %w", err) // network: retryable
 	}
 	if err := httpStatusError(resp, img.URL); err != nil {
 		resp.Body.Close()
-		return nil, err
+		return nil, 0, err
 	}
+	total := int64(-1)
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		start, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset {
 			resp.Body.Close()
-			return nil, fmt.Errorf("get image from %d: server answered Content-Range %q", offset, resp.Header.Get("Content-Range"))
+			return nil, 0, fmt.Errorf("get image from %d: server answered Content-Range %q", offset, resp.Header.Get("Content-Range"))
 		}
-		if total >= 0 {
-			if err := checkSize(img, total); err != nil {
-				resp.Body.Close()
-				return nil, err
-			}
-		}
+		total = t
 	case resp.ContentLength >= 0:
-		if err := checkSize(img, resp.ContentLength); err != nil {
-			resp.Body.Close()
-			return nil, err
-		}
+		total = resp.ContentLength
 	}
 	if offset > 0 && resp.StatusCode == http.StatusOK {
 		// The server ignored Range: skip to the offset.
 		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
 			resp.Body.Close()
-			return nil, fmt.Errorf("get image: skip to %d: %w", offset, err)
+			return nil, 0, fmt.Errorf("get image: skip to %d: %w", offset, err)
 		}
 	}
-	return resp.Body, nil
+	return resp.Body, total, nil
 }
 
 func httpStatusError(resp *http.Response, u string) error {
-	switch c := resp.StatusCode; {
-	case c == http.StatusOK || c == http.StatusPartialContent:
+	return statusError(resp.StatusCode, u)
+}
+
+// statusError classifies an image server's answer: nil for 200 and 206.
+func statusError(code int, u string) error {
+	status := fmt.Sprintf("%d %s", code, http.StatusText(code))
+	switch {
+	case code == http.StatusOK || code == http.StatusPartialContent:
 		return nil
-	case c == http.StatusNotFound || c == http.StatusGone:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, resp.Status), ErrTypeImageNotFound, nil)
-	case c == http.StatusTooManyRequests || c == http.StatusRequestTimeout || c >= 500:
-		return fmt.Errorf("get image %s: %s", u, resp.Status) // retryable
+	case code == http.StatusNotFound || code == http.StatusGone:
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, status), ErrTypeImageNotFound, nil)
+	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
+		return fmt.Errorf("get image %s: %s", u, status) // retryable
 	default:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, resp.Status), ErrTypeImageUnavailable, nil)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, status), ErrTypeImageUnavailable, nil)
 	}
 }
 
@@ -167,40 +162,32 @@ func parseContentRange(s string) (start, total int64, ok bool) {
 	return start, total, err == nil
 }
 
-// CheckImage is a cheap up-front check that the image exists and, where
-// the source says, has the expected size. It reads no image data.
+// CheckImage is a cheap up-front check that the image exists, what format
+// it is in and, for a raw image whose source says its size, that the size
+// is the expected one. It reads only the image's first bytes.
 func (a *Activities) CheckImage(ctx context.Context, img spec.Image) error {
-	path, err := imagePath(img.URL)
+	_, err := a.sniff(ctx, img)
+	return err
+}
+
+// sniff reads the image's first bytes and returns its format, checking a
+// raw image's announced size.
+func (a *Activities) sniff(ctx context.Context, img spec.Image) (string, error) {
+	rc, total, err := a.openSource(ctx, img, 0, 15)
 	if err != nil {
-		return err
+		return "", err // already says what failed, and may be typed
 	}
-	if path != "" {
-		st, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s: not found", path), ErrTypeImageNotFound, err)
+	defer rc.Close()
+	head := make([]byte, sniffLen)
+	n, err := io.ReadFull(rc, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", fmt.Errorf("check image: read: %w", err)
+	}
+	format := DetectFormat(head[:n])
+	if format == FormatRaw && total >= 0 {
+		if err := checkSize(img, total); err != nil {
+			return "", err
 		}
-		if err != nil {
-			return fmt.Errorf("check image: %w", err)
-		}
-		if !st.Mode().IsRegular() {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s: not a regular file", path), ErrTypeImageUnavailable, nil)
-		}
-		return checkSize(img, st.Size())
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, img.URL, nil)
-	if err != nil {
-		return badInput(fmt.Errorf("image url: %w", err))
-	}
-	resp, err := a.httpClient().Do(req)
-	if err != nil {
-		return fmt.Errorf("check image: %w", err)
-	}
-	resp.Body.Close()
-	if err := httpStatusError(resp, img.URL); err != nil {
-		return err
-	}
-	if resp.ContentLength >= 0 {
-		return checkSize(img, resp.ContentLength)
-	}
-	return nil
+	return format, nil
 }

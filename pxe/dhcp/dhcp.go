@@ -114,8 +114,8 @@ type Server struct {
 	Conn net.PacketConn
 	// ProxyConn, when set, replaces the ProxyListenAddr socket.
 	ProxyConn net.PacketConn
-	// Workers bounds the packets handled at once; more are dropped.
-	// Default 64.
+	// Workers bounds the packets handled at once; while all are busy,
+	// further packets wait in the socket's receive buffer. Default 64.
 	Workers int
 
 	// now is the clock; tests set it.

@@ -23,7 +23,6 @@ const (
 	reasonBackendError = "backend_error"
 	reasonOtherServer  = "other_server"
 	reasonNotPXE       = "not_pxe"
-	reasonBusy         = "busy"
 )
 
 // Vendor classes (option 60) of network-boot clients.

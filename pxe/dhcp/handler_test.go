@@ -436,7 +436,7 @@ func TestMetrics(t *testing.T) {
 	s.handleBytes(ctx, []byte{1, 2, 3}, false)
 
 	want := `
-# HELP rackflow_pxe_dhcp_ignored_total DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unsupported, busy.
+# HELP rackflow_pxe_dhcp_ignored_total DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unsupported.
 # TYPE rackflow_pxe_dhcp_ignored_total counter
 rackflow_pxe_dhcp_ignored_total{reason="malformed"} 1
 rackflow_pxe_dhcp_ignored_total{reason="unregistered"} 2

@@ -95,11 +95,19 @@ func (s *Server) listen(addr, def string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: listen on %s (interface %q): %w", addr, s.Interface, err)
 	}
+	growReadBuffer(c, readBuffer)
 	return c, nil
 }
 
+// readBuffer is the receive buffer asked for the sockets Serve opens: room
+// for a few thousand requests, so a rack powering on at once waits there
+// instead of being dropped (the kernel's default, about 200 KiB, holds some
+// 150 and made a storm of 200 hosts retransmit).
+const readBuffer = 4 << 20
+
 // serveConn reads requests from conn and answers them, each in its own
-// goroutine, at most Workers at once; it returns when conn fails or closes.
+// goroutine, at most Workers at once (reading pauses while all are busy);
+// it returns when conn fails or closes.
 func (s *Server) serveConn(ctx context.Context, conn net.PacketConn, proxyPort bool) error {
 	// With IP_PKTINFO the reply to a broadcast leaves by the interface the
 	// request came in on, even on an unbound socket.
@@ -141,11 +149,15 @@ func (s *Server) serveConn(ctx context.Context, conn net.PacketConn, proxyPort b
 			return fmt.Errorf("dhcp: read: %w", err)
 		}
 		upeer, _ := peer.(*net.UDPAddr)
+		// With every worker busy, wait for one instead of dropping a
+		// packet already read: a burst (a rack powering on at once) then
+		// queues in the socket's receive buffer and is answered a moment
+		// later rather than after the clients' 1-4 s retransmission. A
+		// flood stays bounded: the kernel drops what the buffer cannot hold.
 		select {
 		case sem <- struct{}{}:
-		default:
-			s.metrics.ignored.WithLabelValues(reasonBusy).Inc()
-			continue
+		case <-ctx.Done():
+			return nil
 		}
 		pkt := append([]byte(nil), buf[:n]...)
 		wg.Add(1)

@@ -1,8 +1,9 @@
-// Package e2e holds rackflow's PXE end-to-end tests: the rackflow-pxe
-// binary (lease API, DHCP, TFTP, HTTP boot) in one network namespace, a
-// QEMU machine with real SeaBIOS + iPXE firmware on a bridge in another,
-// booting the live system and taking its one-time host key.
+// Package e2e holds rackflow's PXE end-to-end tests, all on the real
+// rackflow-pxe binary in network namespaces: a 200-host boot storm and a
+// restart in the middle of a lease renewal (busybox udhcpc), run by every
+// `go test`, and a QEMU machine with real SeaBIOS + iPXE firmware booting
+// the live system and taking its one-time host key, which is slow (TCG) and
+// runs only with RACKFLOW_QEMU=1 (make test-qemu, part of make test).
 //
-// It has no code of its own; the tests are slow (minutes under TCG) and run
-// only with RACKFLOW_QEMU=1 (make test-qemu).
+// It has no code of its own.
 package e2e

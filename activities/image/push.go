@@ -1,0 +1,405 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/spec"
+)
+
+// Push mode moves the image in chunks of chunkSize through a pool of
+// poolChunks buffers: one goroutine reads, decompresses and hashes, the
+// other encrypts and sends, so on two cores the hash costs no time. The
+// worker's memory does not grow with the image.
+const (
+	chunkSize  = 1 << 20
+	poolChunks = 4
+)
+
+// rawStream is the raw (decompressed) image from an offset on.
+type rawStream struct {
+	r      io.Reader
+	format string
+	from   int64    // raw offset r starts at
+	source *counter // bytes read from the image file
+	close  func()
+}
+
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// openRaw opens the image for a push that resumes at prev.Offset with h
+// holding the hash state of the bytes before it. A raw image is entered at
+// the offset. A compressed one is decompressed from its start and the
+// prefix discarded; if the prefix no longer hashes to h's state, the image
+// changed since the last attempt, and the stream starts over at 0 with h
+// reset.
+func (a *Activities) openRaw(ctx context.Context, img spec.Image, prev Progress, h hash.Hash) (*rawStream, error) {
+	log := activity.GetLogger(ctx)
+	offset := prev.Offset
+	if offset > 0 && (prev.Format == "" || prev.Format == FormatRaw) {
+		format, err := a.sniff(ctx, img)
+		if err != nil {
+			return nil, err
+		}
+		if format == FormatRaw {
+			rc, total, err := a.openSource(ctx, img, offset, -1)
+			if err != nil {
+				return nil, err
+			}
+			if total >= 0 {
+				if err := checkSize(img, total); err != nil {
+					rc.Close()
+					return nil, err
+				}
+			}
+			c := &counter{r: rc}
+			return &rawStream{r: c, format: FormatRaw, from: offset, source: c, close: func() { rc.Close() }}, nil
+		}
+		// It was raw and is now compressed: the prefix check below will
+		// tell whether it holds the same bytes.
+	}
+
+	rc, total, err := a.openSource(ctx, img, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	c := &counter{r: rc}
+	br := bufio.NewReaderSize(c, chunkSize)
+	head, err := br.Peek(sniffLen)
+	if err != nil && err != io.EOF {
+		rc.Close()
+		return nil, fmt.Errorf("read image: %w", err)
+	}
+	s := &rawStream{r: br, format: DetectFormat(head), source: c, close: func() { rc.Close() }}
+	if s.format == FormatRaw {
+		if total >= 0 {
+			if err := checkSize(img, total); err != nil {
+				s.close()
+				return nil, err
+			}
+		}
+		if offset > 0 {
+			log.Warn("image was compressed in the previous attempt and is raw now: starting over", "image", img.URL)
+			h.Reset()
+		}
+		return s, nil
+	}
+	dec, err := newDecoder(s.format, br)
+	if err != nil {
+		s.close()
+		return nil, sourceError(img, 0, err)
+	}
+	s.r = dec
+	s.close = func() { dec.close(); rc.Close() }
+	if offset == 0 {
+		return s, nil
+	}
+	// Skip the prefix, hashing it to compare with the saved state.
+	fresh := sha256.New()
+	n, err := io.CopyBuffer(fresh, io.LimitReader(dec, offset), make([]byte, chunkSize))
+	if err == nil && n < offset {
+		err = io.EOF
+	}
+	if err != nil {
+		s.close()
+		return nil, sourceError(img, n, err)
+	}
+	if !bytes.Equal(marshalHash(fresh), marshalHash(h)) {
+		s.close()
+		log.Warn("image's first bytes differ from what the previous attempt wrote: starting over", "image", img.URL, "offset", offset)
+		h.Reset()
+		return a.openRaw(ctx, img, Progress{}, h)
+	}
+	s.from = offset
+	return s, nil
+}
+
+// sourceError says why the raw image could not be read at raw offset pos.
+func sourceError(img spec.Image, pos int64, err error) error {
+	switch {
+	case err == io.EOF:
+		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", img.URL, pos, img.Size)
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+	case errors.Is(err, errCompressedEnd):
+		msg := fmt.Sprintf("image %s: compressed data ends early, at raw byte %d of %d", img.URL, pos, img.Size)
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+	case errors.Is(err, errCorrupt):
+		msg := fmt.Sprintf("image %s at raw byte %d: %v", img.URL, pos, err)
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageCorrupt, nil)
+	}
+	return fmt.Errorf("read image at %d: %w", pos, err) // the network: retryable
+}
+
+// chunk is what the reader hands the sender.
+type chunk struct {
+	buf    []byte // raw image bytes; return to the pool when sent
+	segEnd bool   // buf ends a segment
+	state  []byte // hash state at the segment's end
+	done   bool   // the last item
+	err    error  // with done: why reading stopped early
+	digest string // with done and no err: the whole image's sha256
+}
+
+// produce reads [from, size) from r, hashing into h, and hands it out in
+// chunks that never straddle a segment boundary. It then makes sure r has
+// nothing more to give.
+func produce(ctx context.Context, img spec.Image, r io.Reader, h hash.Hash, from, segSize int64, free <-chan []byte, out chan<- chunk) {
+	send := func(c chunk) bool {
+		select {
+		case out <- c:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	pos := from
+	segEnd := min(from+segSize, img.Size)
+	atEOF := false
+	for pos < img.Size {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-ctx.Done():
+			return
+		}
+		n, err := readFull(r, buf[:min(int64(len(buf)), segEnd-pos)])
+		h.Write(buf[:n])
+		pos += int64(n)
+		c := chunk{buf: buf[:n]}
+		if pos == segEnd {
+			c.segEnd, c.state = true, marshalHash(h)
+			segEnd = min(segEnd+segSize, img.Size)
+		}
+		if err == io.EOF && pos == img.Size {
+			err, atEOF = nil, true
+		}
+		if err != nil {
+			if !send(c) {
+				return
+			}
+			send(chunk{done: true, err: sourceError(img, pos, err)})
+			return
+		}
+		if !send(c) {
+			return
+		}
+	}
+	// Past the end, a compressed stream still checks its trailer.
+	var one [1]byte
+	n, err := 0, error(io.EOF)
+	if !atEOF {
+		n, err = readFull(r, one[:])
+	}
+	switch {
+	case n > 0:
+		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", img.URL, img.Size)
+		err = temporal.NewNonRetryableApplicationError(msg, ErrTypeImageSizeMismatch, nil)
+	case err == io.EOF:
+		err = nil
+	default:
+		err = sourceError(img, pos, err)
+	}
+	send(chunk{done: true, err: err, digest: hex.EncodeToString(h.Sum(nil))})
+}
+
+// readFull is io.ReadFull that returns the reader's own error: io.EOF for
+// a short read at the end, not io.ErrUnexpectedEOF, which a source that
+// promised more (Content-Length) uses for a dropped connection.
+func readFull(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := r.Read(p[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// segment is one remote dd writing [start, end) of the disk.
+type segment struct {
+	sess       *ssh.Session
+	stdin      io.WriteCloser
+	stderr     bytes.Buffer
+	start, end int64
+	state      []byte
+	done       chan error // sess.Wait's result
+}
+
+func startSegment(c *ssh.Client, cmd string, start int64) (*segment, error) {
+	sess, err := c.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("write image at %d: open ssh session: %w", start, err)
+	}
+	s := &segment{sess: sess, start: start, end: start, done: make(chan error, 1)}
+	sess.Stderr = &s.stderr
+	if s.stdin, err = sess.StdinPipe(); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("write image at %d: %w", start, err)
+	}
+	if err := sess.Start(cmd); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("write image at %d: start dd: %w", start, err)
+	}
+	go func() { s.done <- sess.Wait() }()
+	return s, nil
+}
+
+// finish waits for the segment's dd and says how it ended.
+func (s *segment) finish(ctx context.Context) error {
+	var err error
+	select {
+	case err = <-s.done:
+	case <-ctx.Done():
+		return fmt.Errorf("write image at %d: %w", s.start, ctx.Err())
+	}
+	s.sess.Close()
+	var ee *ssh.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee):
+		return ddError(s.start, ee.ExitStatus(), s.stderr.Bytes())
+	}
+	return fmt.Errorf("write image at %d: %w", s.start, err) // connection lost: retryable
+}
+
+// push streams the image into dd on the host, one SSH session per
+// segment. While one segment's dd flushes and exits, the next one's data
+// is already on its way.
+func (a *Activities) push(ctx context.Context, client *ssh.Client, in WriteInput, disk diskInfo, prev Progress, segSize int64, tr *tracker) (streamed, error) {
+	log := activity.GetLogger(ctx)
+	h := sha256.New()
+	if prev.Offset > 0 {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(prev.HashState); err != nil {
+			log.Warn("previous attempt's progress has no usable hash state: starting over", "host", in.Host, "error", err)
+			h.Reset()
+			prev = Progress{}
+		}
+	}
+	if prev.Offset == in.Image.Size {
+		// All written; only the read-back is left.
+		return streamed{from: prev.Offset, format: prev.Format, digest: hex.EncodeToString(h.Sum(nil))}, nil
+	}
+	src, err := a.openRaw(ctx, in.Image, prev, h)
+	if err != nil {
+		return streamed{}, err
+	}
+	defer src.close()
+	offset := src.from
+	start := time.Now()
+	tr.started(offset, marshalHash(h), src.format)
+	var r = src.r
+	if a.MaxBytesPerSecond > 0 {
+		r = &throttled{Reader: r, ctx: ctx, rate: a.MaxBytesPerSecond, start: start}
+	}
+
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	free := make(chan []byte, poolChunks)
+	for range poolChunks {
+		free <- make([]byte, chunkSize)
+	}
+	chunks := make(chan chunk, poolChunks)
+	go produce(pctx, in.Image, r, h, offset, segSize, free, chunks)
+
+	var cur *segment
+	var pending []*segment
+	defer func() {
+		if cur != nil {
+			cur.sess.Close()
+		}
+		for _, s := range pending {
+			s.sess.Close()
+		}
+	}()
+	commitOldest := func() error {
+		s := pending[0]
+		if err := s.finish(ctx); err != nil {
+			return err
+		}
+		pending = pending[1:]
+		tr.commit(s.end, s.state)
+		log.Debug("segment written", "host", in.Host, "offset", s.end, "total", in.Image.Size)
+		return nil
+	}
+	pos := offset
+	var digest string
+	for done := false; !done; {
+		var c chunk
+		select {
+		case c = <-chunks:
+		case <-ctx.Done():
+			return streamed{}, ctx.Err()
+		}
+		if len(c.buf) > 0 {
+			if cur == nil {
+				cmd := "LC_ALL=C dd " + disk.ddOut(in.Disk, pos) + " iflag=fullblock status=none"
+				if cur, err = startSegment(client, cmd, pos); err != nil {
+					return streamed{}, err
+				}
+			}
+			if _, err := cur.stdin.Write(c.buf); err != nil {
+				// Most likely dd failed (a full disk): its exit says why.
+				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+				ferr := cur.finish(wctx)
+				wcancel()
+				if ferr != nil {
+					return streamed{}, ferr
+				}
+				return streamed{}, fmt.Errorf("write image at %d: %w", pos, err)
+			}
+			pos += int64(len(c.buf))
+			cur.end = pos
+		}
+		if c.buf != nil {
+			free <- c.buf[:cap(c.buf)]
+		}
+		if c.segEnd {
+			cur.state = c.state
+			cur.stdin.Close()
+			pending = append(pending, cur)
+			cur = nil
+			for len(pending) > 1 {
+				if err := commitOldest(); err != nil {
+					return streamed{}, err
+				}
+			}
+		}
+		if c.done {
+			if c.err != nil {
+				return streamed{}, c.err
+			}
+			digest, done = c.digest, true
+		}
+	}
+	for len(pending) > 0 {
+		if err := commitOldest(); err != nil {
+			return streamed{}, err
+		}
+	}
+	return streamed{from: offset, bytes: pos - offset, sourceBytes: src.source.n, format: src.format, digest: digest, dur: time.Since(start)}, nil
+}

@@ -1,0 +1,411 @@
+package pxebench_test
+
+// TestBenchPXE is `make bench-pxe`: rackflow-pxe against dnsmasq (DHCP,
+// TFTP) and busybox httpd (HTTP) on the same namespaces, the same leases,
+// the same files and the same clients, in one run, printed as a table.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/testsuite/netns"
+	"github.com/rackflow/rackflow/testsuite/pxebench"
+)
+
+const (
+	benchServerIP = "10.97.0.1"
+	benchClientIP = "10.97.0.2"
+	benchHosts    = 1000
+	stormHosts    = 200
+	fileSize      = 32 << 20 // a kernel-sized boot file
+)
+
+// Offered DHCP rates (DORA/s) perfdhcp sweeps for each server.
+var benchRates = []int{1000, 2000, 4000, 8000, 16000}
+
+const (
+	benchRounds     = 2 // rackflow, baseline, rackflow, baseline
+	ratePeriod      = 4 // seconds per perfdhcp run
+	tftpFetches     = 3
+	httpFetches     = 9
+	cleanLossLimit  = 0.01
+	benchLeaseMACv0 = 0x52
+)
+
+func benchMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{benchLeaseMACv0, 0x54, 0x01, 0x00, byte(i >> 8), byte(i)}
+}
+
+func benchIP(i int) string { return fmt.Sprintf("10.97.%d.%d", 1+i/250, 1+i%250) }
+
+// measures of one server in one round.
+type measures struct {
+	dhcp  map[int]pxebench.Perfdhcp // by offered rate
+	tftp  map[int][]float64         // MiB/s by blksize
+	http  []float64                 // MiB/s
+	storm time.Duration             // until all stormHosts were ACKed
+}
+
+func TestBenchPXE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark: skipped with -short")
+	}
+	if os.Getenv("RACKFLOW_BENCH_PXE") != "1" {
+		t.Skip("PXE benchmark: set RACKFLOW_BENCH_PXE=1 to run it (make bench-pxe)")
+	}
+	netns.Require(t, map[string]string{"perfdhcp": "kea-admin", "dnsmasq": "dnsmasq-base", "busybox": "busybox", "curl": "curl"})
+	dir := t.TempDir()
+
+	bin := filepath.Join(dir, "rackflow-pxe")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/rackflow/rackflow/pxe/cmd/rackflow-pxe").CombinedOutput(); err != nil {
+		t.Fatalf("build rackflow-pxe: %v\n%s", err, out)
+	}
+
+	// The same leases for both servers: the lease store, dnsmasq's hosts
+	// file and perfdhcp's MAC list.
+	stateFile := filepath.Join(dir, "leases.json")
+	store, err := pxe.OpenStore(pxe.StoreConfig{Path: stateFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts, macList strings.Builder
+	start := time.Now()
+	for i := range benchHosts {
+		l := pxe.Lease{MAC: benchMAC(i).String(), IP: benchIP(i), Netmask: "255.255.0.0", Profile: pxe.ProfileDisk}
+		if _, _, err := store.Put(context.Background(), l); err != nil {
+			t.Fatalf("register lease %d: %v", i, err)
+		}
+		fmt.Fprintf(&hosts, "%s,%s\n", l.MAC, l.IP)
+		fmt.Fprintf(&macList, "%s\n", l.MAC)
+	}
+	store.Close()
+	t.Logf("registered %d leases in %s", benchHosts, time.Since(start).Round(time.Millisecond))
+	hostsFile, macFile := filepath.Join(dir, "dnsmasq.hosts"), filepath.Join(dir, "macs.txt")
+	writeFile(t, hostsFile, []byte(hosts.String()), 0o644)
+	writeFile(t, macFile, []byte(macList.String()), 0o644)
+
+	// The same boot file for every server.
+	files := filepath.Join(dir, "files")
+	if err := os.Mkdir(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := make([]byte, fileSize)
+	_, _ = rand.Read(content)
+	writeFile(t, filepath.Join(files, "vmlinuz"), content, 0o644)
+	wantSum := sha256.Sum256(content)
+	token := filepath.Join(dir, "token")
+	writeFile(t, token, []byte("bench-token\n"), 0o600)
+
+	srv := netns.New(t, "pxe")
+	cli := netns.New(t, "cli")
+	netns.Veth(t, srv, "eth0", cli, "eth0")
+	srv.AddAddr("eth0", benchServerIP+"/16")
+	cli.AddAddr("eth0", benchClientIP+"/16")
+
+	b := &bench{t: t, dir: dir, srv: srv, cli: cli, macFile: macFile, wantSum: wantSum}
+	var rf, base []measures
+	for round := range benchRounds {
+		t.Logf("round %d: rackflow-pxe", round+1)
+		p := b.startLogged("rackflow-pxe", bin,
+			"-api-addr", benchServerIP+":8080", "-token-file", token, "-state-file", stateFile,
+			"-public-url", "http://"+benchServerIP+":8080", "-boot-dir", files,
+			"-dhcp-interface", "eth0", "-tftp-root", files, "-tftp-addr", benchServerIP+":69")
+		p.waitLog(t, "dhcp: serving", "tftp: serving", "pxe api listening")
+		rf = append(rf, b.measure("http://"+benchServerIP+":8080/files/vmlinuz"))
+		p.stop(t)
+
+		t.Logf("round %d: dnsmasq + busybox httpd", round+1)
+		dlog := filepath.Join(dir, fmt.Sprintf("dnsmasq-%d.log", round+1))
+		d := b.startLogged("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+			"--interface=eth0", "--bind-interfaces", "--user=root",
+			"--dhcp-range="+"10.97.0.0,static,255.255.0.0,1h", "--dhcp-hostsfile="+hostsFile, "--leasefile-ro",
+			"--enable-tftp", "--tftp-root="+files, "--log-facility="+dlog)
+		waitFileHas(t, dlog, "TFTP root is")
+		h := b.startLogged("busybox-httpd", "busybox", "httpd", "-f", "-p", benchServerIP+":8081", "-h", files)
+		waitTCP(t, srv, benchServerIP+":8081")
+		base = append(base, b.measure("http://"+benchServerIP+":8081/vmlinuz"))
+		h.stop(t)
+		d.stop(t)
+		if log, _ := os.ReadFile(dlog); bytes.Contains(log, []byte("no address available")) {
+			t.Errorf("dnsmasq saw clients it has no lease for: the clients were not the registered MACs")
+		}
+	}
+
+	rows := b.rows(rf, base)
+	dnsmasqVersion := firstLine(run(t, exec.Command("dnsmasq", "--version")))
+	fmt.Printf("\nrackflow-pxe vs %s and busybox httpd, %d registered hosts, %d MiB boot file, %d rounds, %d cores\n\n%s\n",
+		dnsmasqVersion, benchHosts, fileSize>>20, benchRounds, runtime.NumCPU(), pxebench.Table(rows))
+	for _, r := range rows {
+		verdict := "goal met"
+		if r.Ratio() < 1 {
+			verdict = "GOAL MISSED"
+		}
+		fmt.Printf("%-40s %s (rackflow/baseline %.2f)\n", r.What, verdict, r.Ratio())
+	}
+}
+
+type bench struct {
+	t        *testing.T
+	dir      string
+	srv, cli *netns.NS
+	macFile  string
+	wantSum  [32]byte
+}
+
+// measure runs every load against the server now running in srv.
+func (b *bench) measure(httpURL string) measures {
+	t := b.t
+	m := measures{dhcp: map[int]pxebench.Perfdhcp{}, tftp: map[int][]float64{}}
+	for _, rate := range benchRates {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ratePeriod+30)*time.Second)
+		out, err := b.cli.Exec(ctx, "perfdhcp", "-4", "-M", b.macFile, "-R", strconv.Itoa(benchHosts),
+			"-r", strconv.Itoa(rate), "-p", strconv.Itoa(ratePeriod), benchServerIP)
+		cancel()
+		// perfdhcp exits 3 when packets were dropped; its report is still there.
+		p, perr := pxebench.ParsePerfdhcp(out)
+		if perr != nil {
+			t.Fatalf("perfdhcp -r %d: %v (%v)\n%s", rate, perr, err, out)
+		}
+		m.dhcp[rate] = p
+		t.Logf("  perfdhcp -r %5d: %7.0f DORA/s, loss %5.1f%%", rate, p.Rate, 100*p.Loss())
+	}
+	if p := m.dhcp[benchRates[0]]; p.Request.Received == 0 {
+		t.Fatalf("no ACK at all at %d/s: the server is not answering the registered MACs", benchRates[0])
+	}
+
+	for _, blk := range []int{512, 1468} {
+		for range tftpFetches {
+			m.tftp[blk] = append(m.tftp[blk], b.fetch(fmt.Sprintf("tftp://%s/vmlinuz", benchServerIP), "--tftp-blksize", strconv.Itoa(blk)))
+		}
+	}
+	for range httpFetches {
+		m.http = append(m.http, b.fetch(httpURL))
+	}
+
+	// 200 PXE ROMs broadcasting at once, one raw socket in the client
+	// namespace; the first stormHosts leases.
+	var conn *pxebench.RawConn
+	if err := b.cli.Do(func() (err error) { conn, err = pxebench.ListenRaw("eth0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	macs := make([]net.HardwareAddr, stormHosts)
+	for i := range macs {
+		macs[i] = benchMAC(i)
+	}
+	res := pxebench.Storm{MACs: macs, Timeout: 60 * time.Second}.Run(context.Background(), conn)
+	conn.Close()
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("boot storm: %v", r.Err)
+		}
+		if r.IP.String() != benchIP(i) {
+			t.Fatalf("boot storm: %s got %s, registered %s", r.MAC, r.IP, benchIP(i))
+		}
+		m.storm = max(m.storm, r.Elapsed)
+	}
+	t.Logf("  tftp 512: %.1f MiB/s, tftp 1468: %.1f MiB/s, http: %.0f MiB/s, storm of %d: all bound in %s",
+		pxebench.Median(m.tftp[512]), pxebench.Median(m.tftp[1468]), pxebench.Median(m.http), stormHosts, m.storm.Round(time.Millisecond))
+	return m
+}
+
+// fetch downloads url with curl in the client namespace, checks the file and
+// returns the speed in MiB/s.
+func (b *bench) fetch(url string, args ...string) float64 {
+	t := b.t
+	dst := filepath.Join(b.dir, "got")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := b.cli.Exec(ctx, "curl", append([]string{"-sS", "-o", dst, "-w", "%{speed_download}", url}, args...)...)
+	if err != nil {
+		t.Fatalf("fetch %s: %v", url, err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != b.wantSum {
+		t.Fatalf("fetch %s: got %d bytes that are not the boot file", url, len(got))
+	}
+	os.Remove(dst)
+	bps, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil {
+		t.Fatalf("curl speed %q: %v", out, err)
+	}
+	return bps / (1 << 20)
+}
+
+// rows folds the rounds into the table: for each server the best of its
+// rounds (the machine's noise only ever slows a run down).
+func (b *bench) rows(rf, base []measures) []pxebench.Row {
+	peak := func(ms []measures) (float64, string) {
+		best, note := 0.0, ""
+		for _, m := range ms {
+			for _, rate := range benchRates {
+				if p := m.dhcp[rate]; p.Rate > best {
+					best, note = p.Rate, fmt.Sprintf("at offered %d/s, loss %.1f%%", rate, 100*p.Loss())
+				}
+			}
+		}
+		return best, note
+	}
+	clean := func(ms []measures) float64 {
+		best := 0.0
+		for _, m := range ms {
+			for _, rate := range benchRates {
+				if p := m.dhcp[rate]; p.Loss() < cleanLossLimit {
+					best = max(best, p.Rate)
+				}
+			}
+		}
+		return best
+	}
+	bestOf := func(ms []measures, f func(measures) float64) float64 {
+		best := 0.0
+		for _, m := range ms {
+			best = max(best, f(m))
+		}
+		return best
+	}
+	rfPeak, rfNote := peak(rf)
+	basePeak, baseNote := peak(base)
+	storm := func(m measures) float64 { return stormHosts / m.storm.Seconds() }
+	return []pxebench.Row{
+		{What: "DHCP DORA/s, peak (perfdhcp, relayed)", Unit: "DORA/s", Rackflow: rfPeak, Baseline: basePeak, BaselineName: "dnsmasq",
+			Note: "rackflow " + rfNote + "; dnsmasq " + baseNote},
+		{What: "DHCP DORA/s, highest rate with <1% loss", Unit: "DORA/s", Rackflow: clean(rf), Baseline: clean(base), BaselineName: "dnsmasq",
+			Note: fmt.Sprintf("offered rates %v", benchRates)},
+		{What: fmt.Sprintf("DHCP boot storm, %d broadcasting hosts", stormHosts), Unit: "hosts/s", Rackflow: bestOf(rf, storm), Baseline: bestOf(base, storm), BaselineName: "dnsmasq",
+			Note: "hosts / time until the last ACK, retransmit 1-4s"},
+		{What: "TFTP 32 MiB, blksize 512 (curl)", Unit: "MiB/s", Rackflow: bestOf(rf, func(m measures) float64 { return pxebench.Median(m.tftp[512]) }),
+			Baseline: bestOf(base, func(m measures) float64 { return pxebench.Median(m.tftp[512]) }), BaselineName: "dnsmasq", Note: fmt.Sprintf("median of %d fetches", tftpFetches)},
+		{What: "TFTP 32 MiB, blksize 1468 (curl)", Unit: "MiB/s", Rackflow: bestOf(rf, func(m measures) float64 { return pxebench.Median(m.tftp[1468]) }),
+			Baseline: bestOf(base, func(m measures) float64 { return pxebench.Median(m.tftp[1468]) }), BaselineName: "dnsmasq", Note: fmt.Sprintf("median of %d fetches", tftpFetches)},
+		{What: "HTTP 32 MiB (curl), /files vs httpd", Unit: "MiB/s", Rackflow: bestOf(rf, func(m measures) float64 { return pxebench.Median(m.http) }),
+			Baseline: bestOf(base, func(m measures) float64 { return pxebench.Median(m.http) }), BaselineName: "busybox httpd", Note: fmt.Sprintf("median of %d fetches", httpFetches)},
+	}
+}
+
+// logged is a server running in the lab with its output in a file (the
+// servers log every answer; a file keeps that out of the test's memory).
+type logged struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed once the process has exited
+}
+
+func (b *bench) startLogged(name, bin string, args ...string) *logged {
+	t := b.t
+	log := filepath.Join(b.dir, name+".out")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := b.srv.Command(context.Background(), bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	l := &logged{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(l.done) }()
+	t.Cleanup(func() { l.stop(t) })
+	return l
+}
+
+func (l *logged) stop(t *testing.T) {
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	_ = l.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-l.done:
+	case <-time.After(5 * time.Second):
+		_ = l.cmd.Process.Kill()
+		<-l.done
+	}
+}
+
+func (l *logged) waitLog(t *testing.T, lines ...string) {
+	t.Helper()
+	for _, s := range lines {
+		waitFileHas(t, l.log, s)
+	}
+}
+
+func waitFileHas(t *testing.T, path, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if bytes.Contains(b, []byte(s)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not say %q after 20s:\n%s", path, s, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitTCP(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := ns.Do(func() error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	return string(out)
+}
+
+func firstLine(s string) string {
+	sc := bufio.NewScanner(strings.NewReader(s))
+	if sc.Scan() {
+		return strings.TrimSpace(sc.Text())
+	}
+	return ""
+}
