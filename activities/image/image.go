@@ -64,6 +64,9 @@ const (
 	ErrTypeDiskFull = "DiskFull"
 	// ErrTypeWriteFailed: dd failed on the host. Retryable.
 	ErrTypeWriteFailed = "DiskWriteFailed"
+	// ErrTypeWorkerStopping: the worker is shutting down; the stream
+	// stopped at a committed segment boundary. Retryable, resumes there.
+	ErrTypeWorkerStopping = "WorkerStopping"
 	// ErrTypeFetchFailed: in pull mode the host's curl or wget failed
 	// (connection refused or dropped, a 5xx). Retryable.
 	ErrTypeFetchFailed = "ImageFetchFailed"

@@ -348,6 +348,11 @@ func (a *Activities) push(ctx context.Context, client *ssh.Client, in WriteInput
 	}
 	pos := offset
 	var digest string
+	// On a graceful worker stop, the stream ends at the next segment
+	// boundary with everything committed and heartbeated, so the next
+	// attempt (on another worker) resumes at once instead of waiting for
+	// the heartbeat timeout.
+	workerStop := activity.GetWorkerStopChannel(ctx)
 	for done := false; !done; {
 		var c chunk
 		select {
@@ -387,6 +392,20 @@ func (a *Activities) push(ctx context.Context, client *ssh.Client, in WriteInput
 				if err := commitOldest(); err != nil {
 					return streamed{}, err
 				}
+			}
+			select {
+			case <-workerStop:
+				if !c.done {
+					for len(pending) > 0 {
+						if err := commitOldest(); err != nil {
+							return streamed{}, err
+						}
+					}
+					log.Info("worker stopping: image stream paused at a segment boundary", "host", in.Host, "offset", pos)
+					return streamed{}, temporal.NewApplicationError(
+						fmt.Sprintf("worker stopping: %s written up to byte %d; the next attempt resumes there", in.Disk, pos), ErrTypeWorkerStopping)
+				}
+			default:
 			}
 		}
 		if c.done {

@@ -99,6 +99,16 @@ func (w *workerProc) kill() {
 	w.cmd = nil
 }
 
+// stop sends SIGTERM, as a deploy of new worker code would, and waits.
+func (w *workerProc) stop() {
+	if w.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
+	_ = w.cmd.Wait()
+	w.cmd = nil
+}
+
 type stack struct {
 	lab    *lab.Lab
 	server *devserver.Server
@@ -385,6 +395,32 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 		saveHistory(t, h, path)
 	}
 	t.Logf("provisioned %s in %s; WriteImage attempt %d resumed from %d", res.Host, res.Duration, attempt, wr.ResumedFrom)
+}
+
+// TestProvisionResumesAfterGracefulStop stops the worker with SIGTERM in
+// the middle of the stream: the stream ends at a committed segment with a
+// WorkerStopping error, and the next worker resumes from there.
+func TestProvisionResumesAfterGracefulStop(t *testing.T) {
+	s := newStack(t, 256<<20)
+	run := s.start(t)
+	p := s.waitImageProgress(t, run.GetID())
+	s.worker.stop()
+	s.worker.start()
+	s.checkOutcome(t, run)
+	h := s.history(t, run.GetID(), run.GetRunID())
+	wr, attempt := writeImageResult(t, h)
+	if attempt != 2 || wr.ResumedFrom < p.Offset || wr.ResumedFrom >= s.lab.ImageSize {
+		t.Errorf("WriteImage finished on attempt %d resuming from %d (progress seen before the stop: %d)", attempt, wr.ResumedFrom, p.Offset)
+	}
+	var stopped bool
+	for _, ev := range h.Events {
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && a.GetLastFailure() != nil {
+			stopped = stopped || a.GetLastFailure().GetApplicationFailureInfo().GetType() == "WorkerStopping"
+		}
+	}
+	if !stopped {
+		t.Error("the stopped attempt did not end with WorkerStopping: was the worker stop graceful?")
+	}
 }
 
 func TestProvisionSurvivesServerRestart(t *testing.T) {
