@@ -132,17 +132,27 @@ func PublishService(ctx workflow.Context, in spec.PublishInput) (spec.PublishRes
 			})
 		}
 
+		// A re-publish converges the members: those bound before and no
+		// longer asked for are unbound (after the new ones are bound).
+		// Runs recorded before this existed did not read them.
+		var previous []nitro.Member
+		if !sgCreated && workflow.GetVersion(ctx, "publish-converges-members", workflow.DefaultVersion, 1) == 1 {
+			if err := workflow.ExecuteActivity(nitroCtx(ctx, "read members of "+names.ServiceGroup), nitroA.ListMembers,
+				nitro.ListMembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup}).Get(ctx, &previous); err != nil {
+				return err
+			}
+		}
 		var mr nitro.MembersResult
 		if err := workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("bind %d members to %s", len(in.Backends), names.ServiceGroup)), nitroA.EnsureMembers,
-			nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: members(in.Backends)}).Get(ctx, &mr); err != nil {
+			nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: members(in.Backends), Previous: previous}).Get(ctx, &mr); err != nil {
 			return err
 		}
-		if len(mr.Added) > 0 && !sgCreated {
-			// The servicegroup existed: take back only the members added now.
-			added := mr.Added
-			undo.add("unbind added members", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: unbind added members"), nitroA.EnsureMembers,
-					nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Previous: added}).Get(ctx, nil)
+		if (len(mr.Added) > 0 || len(mr.Removed) > 0) && !sgCreated {
+			// The servicegroup existed: put its members back as they were.
+			added, removed := mr.Added, mr.Removed
+			undo.add("restore members", func(ctx workflow.Context) error {
+				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: restore members"), nitroA.EnsureMembers,
+					nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: removed, Previous: added}).Get(ctx, nil)
 			})
 		}
 

@@ -289,3 +289,22 @@ func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
 		t.Errorf("wrong workflow ID: err = %v", err)
 	}
 }
+
+func TestRepublishWithOtherBackendsConverges(t *testing.T) {
+	f := newNSFixture(t)
+	if _, err := f.run(t, PublishService, f.id(), f.in); err != nil {
+		t.Fatal(err)
+	}
+	names := nitro.Names(f.id())
+	vsBefore := f.ns.Objects("lbvserver")[names.VServer]
+	f.in.Backends = []spec.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.14", Port: 443}}
+	if _, err := f.run(t, PublishService, f.id(), f.in); err != nil {
+		t.Fatalf("re-publish: %v", err)
+	}
+	if d := cmp.Diff([]string{"10.0.1.12", "10.0.1.14"}, f.members(t, names.ServiceGroup)); d != "" {
+		t.Errorf("members (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(vsBefore, f.ns.Objects("lbvserver")[names.VServer]); d != "" {
+		t.Errorf("vserver changed:\n%s", d)
+	}
+}
