@@ -49,12 +49,13 @@ func TestReplaySavedHistories(t *testing.T) {
 // savedIDs are the workflow IDs of the saved runs (a history does not
 // record its own ID, and the publishing workflows check theirs).
 var savedIDs = map[string]string{
-	"provision_host_v1.json":    "provision/lab01",
-	"deploy_service_v1.json":    "deploy/shop",
-	"publish_service_v1.json":   "publish/203.0.113.40:5432",
-	"update_backends_v1.json":   "publish/203.0.113.40:5432",
-	"unpublish_service_v1.json": "publish/203.0.113.40:5432",
-	"setup_vm_network_v1.json":  "vmnet/web01/secnet",
+	"provision_host_v1.json":      "provision/lab01",
+	"deploy_service_v1.json":      "deploy/shop",
+	"publish_service_v1.json":     "publish/203.0.113.40:5432",
+	"update_backends_v1.json":     "publish/203.0.113.40:5432",
+	"unpublish_service_v1.json":   "publish/203.0.113.40:5432",
+	"setup_vm_network_v1.json":    "vmnet/web01/secnet",
+	"teardown_vm_network_v1.json": "vmnet/web01/secnet",
 }
 
 func mustOpen(t *testing.T, path string) *os.File {

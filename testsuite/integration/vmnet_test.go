@@ -113,8 +113,28 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 	if st, _ := lab.GuestState(context.Background()); !strings.Contains(st, "10.52.0.0/24 via 10.51.0.1 dev eth1") {
 		t.Errorf("guest routes:\n%s", st)
 	}
-	if path := os.Getenv("RACKFLOW_SAVE_HISTORY"); path != "" {
-		saveHistory(t, (&stack{client: c}).history(t, id, run.GetRunID()), path)
+	dir2 := os.Getenv("RACKFLOW_SAVE_HISTORY_DIR")
+	if dir2 != "" {
+		saveHistory(t, (&stack{client: c}).history(t, id, run.GetRunID()), filepath.Join(dir2, "setup_vm_network_v1.json"))
+	}
+
+	// And back: TeardownVMNetwork leaves the VM and the guest as before.
+	trun, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: spec.DefaultTaskQueue},
+		spec.WorkflowTeardownVMNetwork, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trun.Get(ctx, nil); err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	if got, _ := cs.VM(vm); len(got.Nics) != 1 {
+		t.Errorf("after teardown the VM has %d NICs, want 1", len(got.Nics))
+	}
+	if st, _ := lab.GuestState(context.Background()); strings.Contains(st, "10.52.0.0/24") {
+		t.Errorf("route left after teardown:\n%s", st)
+	}
+	if dir2 != "" {
+		saveHistory(t, (&stack{client: c}).history(t, id, trun.GetRunID()), filepath.Join(dir2, "teardown_vm_network_v1.json"))
 	}
 }
 
