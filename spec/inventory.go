@@ -359,7 +359,8 @@ func ParseInventory(data []byte) (*Inventory, error) {
 			var fe FieldErrors
 			if errors.As(err, &fe) {
 				for _, e := range fe {
-					e.Field = fmt.Sprintf("hosts[%d](%s).%s", i, h.Name, e.Field)
+					e.Field = fmt.Sprintf("hosts[%d].%s", i, e.Field)
+					e.Reason = fmt.Sprintf("host %s: %s", h.Name, e.Reason)
 					errs = append(errs, e)
 				}
 			}
@@ -379,13 +380,28 @@ func ParseInventory(data []byte) (*Inventory, error) {
 	return &inv, nil
 }
 
-// LoadInventory reads and parses an inventory file.
+// LoadInventory reads and parses an inventory file. Validation errors come
+// back as SpecErrors: every problem with its file, line and field.
 func LoadInventory(path string) (*Inventory, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)
 	}
-	return ParseInventory(data)
+	inv, err := ParseInventory(data)
+	var fe FieldErrors
+	if errors.As(err, &fe) {
+		var root yaml.Node
+		_ = yaml.Unmarshal(data, &root)
+		out := make(SpecErrors, len(fe))
+		for i, e := range fe {
+			out[i] = SpecError{File: path, Line: lineOf(&root, e.Field), Field: e.Field, Msg: e.Reason + quoted(e.Value)}
+		}
+		return nil, out
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return inv, nil
 }
 
 // Lookup returns the named host.

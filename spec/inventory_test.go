@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -129,5 +130,25 @@ func TestProvisionWorkflowID(t *testing.T) {
 	}
 	if h, ok := HostFromProvisionWorkflowID(id); !ok || h != "node07" {
 		t.Fatalf("inverse = %q %v", h, ok)
+	}
+}
+
+func TestLoadInventoryNamesFileLineAndField(t *testing.T) {
+	bad := strings.Replace(strings.Replace(goodInventory, `"52:54:00:AB:CD:07"`, `"52:54:00:AB:CD"`, 1), "sha256: 2b7e", "sha256: ZZ7e", 1)
+	path := t.TempDir() + "/inventory.yaml"
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadInventory(path)
+	var se SpecErrors
+	if !errors.As(err, &se) {
+		t.Fatalf("err = %v, want SpecErrors", err)
+	}
+	got := map[string]int{}
+	for _, e := range se {
+		got[e.Field] = e.Line
+	}
+	if d := cmp.Diff(map[string]int{"hosts[0].mac": 5, "hosts[0].image.sha256": 11}, got); d != "" {
+		t.Errorf("(-want +got):\n%s\n%v", d, err)
 	}
 }

@@ -167,14 +167,7 @@ func (g globals) validate(args []string) int {
 	}
 	i, err := spec.LoadInventory(*inv)
 	if err != nil {
-		var fe spec.FieldErrors
-		if errors.As(err, &fe) {
-			for _, e := range fe {
-				fmt.Fprintf(g.stderr, "%s: %s\n", *inv, e.Error())
-			}
-		} else {
-			fmt.Fprintf(g.stderr, "%s: %v\n", *inv, err)
-		}
+		fmt.Fprintln(g.stderr, err)
 		return exitFailed
 	}
 	fmt.Fprintf(g.stdout, "%s: %d hosts, all valid\n", *inv, len(i.Hosts))
