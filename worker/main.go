@@ -63,6 +63,11 @@ type Config struct {
 	ImageSegmentMiB int
 	// ImageMaxMBps caps one image stream's rate (0: no cap).
 	ImageMaxMBps int
+	// Fleet settings; zero takes the SDK's default.
+	MaxConcurrentActivities    int
+	MaxConcurrentWorkflowTasks int
+	ActivityPollers            int
+	WorkflowPollers            int
 }
 
 func env(name, def string) string {
@@ -98,8 +103,30 @@ func parseFlags(args []string) (Config, error) {
 	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 128)", func(s string) error { seg = s; return nil })
 	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
 	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
+	fleet := []struct {
+		flag, env, usage string
+		dst              *int
+		raw              string
+	}{
+		{"max-concurrent-activities", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "activities this worker runs at once (SDK default 1000)", &c.MaxConcurrentActivities, ""},
+		{"max-concurrent-workflow-tasks", "RACKFLOW_MAX_CONCURRENT_WORKFLOW_TASKS", "workflow tasks this worker runs at once (SDK default 1000)", &c.MaxConcurrentWorkflowTasks, ""},
+		{"activity-pollers", "RACKFLOW_ACTIVITY_POLLERS", "activity task pollers (SDK default 2)", &c.ActivityPollers, ""},
+		{"workflow-pollers", "RACKFLOW_WORKFLOW_POLLERS", "workflow task pollers (SDK default 2)", &c.WorkflowPollers, ""},
+	}
+	for i := range fleet {
+		f := &fleet[i]
+		f.raw = env(f.env, "0")
+		fs.Func(f.flag, f.usage+" ("+f.env+")", func(s string) error { f.raw = s; return nil })
+	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	for _, f := range fleet {
+		n, err := strconv.Atoi(f.raw)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("%s: must be a number >= 0, got %q", f.flag, f.raw)
+		}
+		*f.dst = n
 	}
 	if c.ImageMaxMBps, err = strconv.Atoi(maxRate); err != nil || c.ImageMaxMBps < 0 {
 		return c, fmt.Errorf("image-max-mbps: must be a number >= 0, got %q", maxRate)
@@ -220,9 +247,13 @@ func run(args []string) error {
 	acts.runs = &runs.Activities{Client: c}
 
 	w := worker.New(c, cfg.TaskQueue, worker.Options{
-		WorkerStopTimeout: cfg.StopTimeout,
-		// Let activities see shutdown via activity.GetWorkerStopChannel and
-		// flush a last heartbeat.
+		// Activities see the shutdown through activity.GetWorkerStopChannel
+		// and get this long to stop at a resumable point and heartbeat.
+		WorkerStopTimeout:                      cfg.StopTimeout,
+		MaxConcurrentActivityExecutionSize:     cfg.MaxConcurrentActivities,
+		MaxConcurrentWorkflowTaskExecutionSize: cfg.MaxConcurrentWorkflowTasks,
+		MaxConcurrentActivityTaskPollers:       cfg.ActivityPollers,
+		MaxConcurrentWorkflowTaskPollers:       cfg.WorkflowPollers,
 	})
 	workflows.Register(w)
 	acts.register(w)

@@ -44,10 +44,16 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		"missing key file":  {args: []string{"--api-key-file", "/nonexistent/key"}, err: "api key file"},
 		"unknown flag":      {args: []string{"--adress", "x"}, err: "flag provided but not defined"},
 		"rate cap from env": {env: map[string]string{"RACKFLOW_IMAGE_MAX_MBPS": "50"}, want: func(c *Config) { c.ImageMaxMBps = 50 }},
+		"fleet settings": {
+			env:  map[string]string{"RACKFLOW_MAX_CONCURRENT_ACTIVITIES": "400"},
+			args: []string{"--activity-pollers", "8"},
+			want: func(c *Config) { c.MaxConcurrentActivities, c.ActivityPollers = 400, 8 },
+		},
+		"bad fleet setting": {args: []string{"--workflow-pollers", "-2"}, err: "workflow-pollers"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN"} {
+			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES"} {
 				t.Setenv(k, "")
 				os.Unsetenv(k)
 			}
