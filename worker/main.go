@@ -99,8 +99,8 @@ func parseFlags(args []string) (Config, error) {
 	conc := env("RACKFLOW_BMC_CONCURRENCY", "1")
 	fs.Func("bmc-concurrency", "concurrent calls per BMC (RACKFLOW_BMC_CONCURRENCY, default 1)", func(s string) error { conc = s; return nil })
 	var err error
-	seg := env("RACKFLOW_IMAGE_SEGMENT_MIB", "128")
-	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 128)", func(s string) error { seg = s; return nil })
+	seg := env("RACKFLOW_IMAGE_SEGMENT_MIB", "64")
+	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 64)", func(s string) error { seg = s; return nil })
 	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
 	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
 	fleet := []struct {

@@ -71,7 +71,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Config{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080",
-				MetricsAddr: "127.0.0.1:9464", LogLevel: "info", StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 128}
+				MetricsAddr: "127.0.0.1:9464", LogLevel: "info", StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64}
 			tc.want(&want)
 			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("config (-want +got):\n%s", d)
