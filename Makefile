@@ -40,7 +40,7 @@ test-unit:
 	$(GO) test -count=1 -short ./...
 
 # Speed goals, each measured against its baseline in the same run.
-bench: deps bench-image bench-pxe
+bench: deps bench-image bench-pxe bench-fleet
 
 run: deps $(BIN)/temporal build
 	@scripts/run.sh
@@ -83,3 +83,13 @@ bench-pxe:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends kea-admin dnsmasq-base busybox curl iproute2 >/dev/null; \
 	fi
 	RACKFLOW_BENCH_PXE=1 $(GO) test -count=1 -run '^TestBenchPXE$$' -timeout 20m -v ./testsuite/pxebench/
+
+# One worker (a child process) and the dev server carry FLEET_HOSTS
+# concurrent ProvisionHost runs against in-process fakes (BMCs over HTTP,
+# SSH servers, the pxe API) on loopback addresses; prints one table (wall
+# time, runs/minute, one run alone, peak memory of worker and dev server).
+# Fails if a run fails or the worker's peak RSS passes 300 MiB.
+FLEET_HOSTS ?= 200
+.PHONY: bench-fleet
+bench-fleet: $(BIN)/temporal
+	$(GO) run ./testsuite/fleetbench -hosts $(FLEET_HOSTS) -dir $(BENCH_DIR)

@@ -189,6 +189,14 @@ func (s *Server) UIAddr() string {
 	return fmt.Sprintf("127.0.0.1:%d", s.opts.UIPort)
 }
 
+// Pid is the server process's id, 0 when it is not running.
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // DBFile is the server's database.
 func (s *Server) DBFile() string { return s.opts.DBFile }
 

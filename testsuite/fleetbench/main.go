@@ -1,0 +1,722 @@
+// Command fleetbench measures how many ProvisionHost runs one worker carries
+// at once: it is what `make bench-fleet` runs. It starts a real Temporal dev
+// server (bin/temporal), the pxe lease API in process, a fleet of fake
+// machines and rackflow's worker as a child process, runs one ProvisionHost
+// alone, then N at once (200 by default), checks every outcome and prints
+// one table: wall time, runs per minute, the time of one run alone, and the
+// peak memory of the worker and of the dev server.
+//
+// A fake machine has its own loopback address (127.0.x.y: the pxe service
+// refuses one IP for two MACs) with a BMC answering a small JSON-over-HTTP
+// protocol on its own address, and boots like a real host: on power-on
+// with PXE it fetches its iPXE script, the one-time host key and the
+// authorized keys from the pxe service over HTTP and starts an in-process
+// SSH server (testsuite/sshd.Fake) with them; from disk, it starts the
+// installed OS's SSH server only if the disk file holds the image. Commands
+// run with /bin/sh on this machine (dd onto the disk file, a fake
+// chef-client).
+//
+// The worker child wires the real activity structs as worker/ does, with
+// two differences: BMCs are reached through the fake protocol rather than
+// bmclib, and chef's directory is per host (real hosts each have their own
+// /etc/chef; these share one filesystem). Everything stays on loopback.
+// It is not a test of correctness under faults; see testsuite/integration.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/devserver"
+	"github.com/rackflow/rackflow/testsuite/sshd"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		if err := runWorker(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetbench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var cfg config
+	flag.IntVar(&cfg.hosts, "hosts", 200, "concurrent ProvisionHost runs")
+	flag.IntVar(&cfg.imageKiB, "image-kib", 2048, "image size in KiB (the same image for every host)")
+	flag.IntVar(&cfg.ws.ActSlots, "act-slots", 0, "worker MaxConcurrentActivityExecutionSize (0: SDK default 1000)")
+	flag.IntVar(&cfg.ws.WFTSlots, "wft-slots", 0, "worker MaxConcurrentWorkflowTaskExecutionSize (0: SDK default 1000)")
+	flag.IntVar(&cfg.ws.ActPollers, "act-pollers", 0, "worker MaxConcurrentActivityTaskPollers (0: SDK default 2)")
+	flag.IntVar(&cfg.ws.WFTPollers, "wft-pollers", 0, "worker MaxConcurrentWorkflowTaskPollers (0: SDK default 2)")
+	flag.IntVar(&cfg.maxWorkerMiB, "max-worker-mib", 300, "fail when the worker's peak RSS exceeds this")
+	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "give up on the fleet after this long")
+	flag.StringVar(&cfg.dir, "dir", os.TempDir(), "parent of the bench's temporary directory")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (logs, disks) for a look")
+	flag.Parse()
+	if cfg.hosts < 1 || cfg.hosts > 20000 || cfg.imageKiB < 1 {
+		fmt.Fprintln(os.Stderr, "fleetbench: -hosts must be 1-20000 and -image-kib positive")
+		os.Exit(2)
+	}
+	ok, err := run(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleetbench:", err)
+		os.Exit(1)
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	hosts, imageKiB, maxWorkerMiB int
+	ws                            workerSettings
+	timeout                       time.Duration
+	dir                           string
+	keep                          bool
+}
+
+// Options of every run: short deadlines so a stuck run shows within the
+// bench, a 1s first back-off.
+var runOptions = spec.ProvisionOptions{
+	LiveSSHDeadline:   "3m",
+	OSSSHDeadline:     "3m",
+	AttentionDeadline: "2m",
+	ImageHeartbeat:    "1m",
+	StepAttempts:      3,
+	RetryInterval:     "1s",
+}
+
+const pxeToken = "fleetbench-pxe-token"
+
+type bench struct {
+	cfg       config
+	dir       string
+	fleet     *fleet
+	machines  []*machine
+	imagePath string
+	imageSize int64
+	imageSHA  string
+	chefDir   string
+	store     *pxe.Store
+	server    *devserver.Server
+	worker    *exec.Cmd
+	workerLog string
+	client    client.Client
+}
+
+func run(cfg config) (bool, error) {
+	dir, err := os.MkdirTemp(cfg.dir, "rackflow-fleetbench-")
+	if err != nil {
+		return false, err
+	}
+	b := &bench{cfg: cfg, dir: dir}
+	defer func() {
+		b.close()
+		if cfg.keep {
+			fmt.Fprintln(os.Stderr, "fleetbench: kept", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := b.setUp(ctx); err != nil {
+		return false, err
+	}
+	return b.measure(ctx)
+}
+
+func (b *bench) setUp(ctx context.Context) error {
+	b.imageSize = int64(b.cfg.imageKiB) << 10
+	b.imagePath = filepath.Join(b.dir, "image.raw")
+	var err error
+	if b.imageSHA, err = writeImage(b.imagePath, b.imageSize); err != nil {
+		return err
+	}
+	keys := filepath.Join(b.dir, "keys")
+	binDir := filepath.Join(b.dir, "bin")
+	b.chefDir = filepath.Join(b.dir, "chef")
+	for _, d := range []string{keys, binDir, b.chefDir, filepath.Join(b.dir, "disks")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	workerKey, workerPEM, err := sshd.NewKey()
+	if err != nil {
+		return err
+	}
+	_, validatorPEM, err := sshd.NewKey()
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"worker_ed25519": workerPEM, "chef-validator.pem": validatorPEM} {
+		if err := os.WriteFile(filepath.Join(keys, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(binDir, "chef-client"), []byte(chefClient), 0o755); err != nil {
+		return err
+	}
+
+	// The pxe service, in process, persisting to a file as in production.
+	b.store, err = pxe.OpenStore(pxe.StoreConfig{Path: filepath.Join(b.dir, "leases.json")})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	pxeURL := "http://" + ln.Addr().String()
+	api := &pxe.APIServer{Listener: ln, Token: pxeToken, Store: b.store, PublicURL: pxeURL,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	go func() { _ = api.Serve(ctx) }()
+
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	b.fleet = &fleet{
+		pxeURL: pxeURL, livePort: ports[0], osPort: ports[1],
+		workerPub: workerKey.PublicKey(), imageSize: b.imageSize, imageSHA: b.imageSHA,
+		env:  []string{"PATH=" + binDir + ":" + os.Getenv("PATH")},
+		http: &http.Client{Timeout: 10 * time.Second},
+	}
+
+	// The machines: index 0 is the one that runs alone.
+	inv := spec.Inventory{}
+	sec := map[string]map[string]string{
+		"ssh/provision":  {"private_key_file": filepath.Join(keys, "worker_ed25519")},
+		"chef/validator": {"private_key_file": filepath.Join(keys, "chef-validator.pem")},
+	}
+	for i := 0; i <= b.cfg.hosts; i++ {
+		name := fmt.Sprintf("fleet-%04d", i)
+		if i == 0 {
+			name = "fleet-solo"
+		}
+		_, osPEM, err := sshd.NewKey()
+		if err != nil {
+			return err
+		}
+		osSigner, err := ssh.ParsePrivateKey(osPEM)
+		if err != nil {
+			return err
+		}
+		m := &machine{
+			name:    name,
+			mac:     fmt.Sprintf("52:54:00:%02x:%02x:%02x", (i>>16)&0xff, (i>>8)&0xff, i&0xff),
+			ip:      fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250),
+			bmcAddr: net.JoinHostPort(fmt.Sprintf("127.0.%d.%d", 128+i/250, 1+i%250), strconv.Itoa(ports[2])),
+			bmcUser: "admin",
+			bmcPass: randomHex(12),
+			disk:    filepath.Join(b.dir, "disks", name+".img"),
+			chefDir: filepath.Join(b.chefDir, name),
+			osKey:   osPEM,
+			osKeyPK: osSigner.PublicKey(),
+			fleet:   b.fleet,
+			bootDev: "disk",
+		}
+		if err := makeDisk(m.disk, b.imageSize+1<<20); err != nil {
+			return err
+		}
+		if err := m.serveBMC(); err != nil {
+			return err
+		}
+		b.machines = append(b.machines, m)
+		bmcHost, bmcPort, _ := net.SplitHostPort(m.bmcAddr)
+		port, _ := strconv.Atoi(bmcPort)
+		inv.Hosts = append(inv.Hosts, spec.Host{
+			Name:    name,
+			BMC:     spec.BMC{Address: bmcHost, Port: port, Provider: "redfish", Credential: "bmc/" + name},
+			MAC:     m.mac,
+			Network: spec.Network{IP: m.ip, Netmask: "255.0.0.0"},
+			Disk:    m.disk,
+			Image:   spec.Image{URL: b.imagePath, Size: b.imageSize, SHA256: b.imageSHA},
+			SSH:     spec.SSH{User: "root", Port: b.fleet.osPort, LivePort: b.fleet.livePort, Credential: "ssh/provision"},
+			Chef: &spec.Chef{
+				ServerURL:           "https://chef.fleetbench.invalid/organizations/bench",
+				RunList:             []string{"role[base]"},
+				ValidatorCredential: "chef/validator",
+				Command:             "chef-client -j " + filepath.Join(m.chefDir, "first-boot.json"),
+			},
+		})
+		sec["bmc/"+name] = map[string]string{"username": m.bmcUser, "password": m.bmcPass}
+	}
+	invPath := filepath.Join(b.dir, "inventory.yaml")
+	if err := writeYAML(invPath, inv, 0o644); err != nil {
+		return err
+	}
+	secPath := filepath.Join(b.dir, "secrets.yaml")
+	if err := writeYAML(secPath, map[string]any{"secrets": sec}, 0o600); err != nil {
+		return err
+	}
+
+	b.server, err = devserver.Start(ctx, devserver.Options{
+		DBFile: filepath.Join(b.dir, "temporal.db"), LogFile: filepath.Join(b.dir, "temporal.log"),
+	})
+	if err != nil {
+		return err
+	}
+	b.client, err = client.Dial(client.Options{HostPort: b.server.Addr(),
+		Logger: sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))})
+	if err != nil {
+		return err
+	}
+	return b.startWorker(ctx, invPath, secPath, pxeURL)
+}
+
+func (b *bench) startWorker(ctx context.Context, invPath, secPath, pxeURL string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"worker", "-address", b.server.Addr(), "-inventory", invPath, "-secrets", secPath,
+		"-pxe-url", pxeURL, "-chef-dir", b.chefDir}, b.cfg.ws.args()...)
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), "RACKFLOW_PXE_TOKEN="+pxeToken)
+	b.workerLog = filepath.Join(b.dir, "worker.log")
+	logf, err := os.Create(b.workerLog)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	b.worker = cmd
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("unexpected %q", line)
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fmt.Errorf("worker did not start: %v; log: %s", err, tailFile(b.workerLog, 20))
+		}
+		return nil
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("worker not ready after 60s; log: %s", tailFile(b.workerLog, 20))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopWorker stops the worker and returns its peak RSS in bytes and the
+// CPU time it used.
+func (b *bench) stopWorker() (int64, time.Duration, error) {
+	if b.worker == nil {
+		return 0, 0, errors.New("worker not running")
+	}
+	_ = syscall.Kill(b.worker.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = b.worker.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-b.worker.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	st := b.worker.ProcessState
+	b.worker = nil
+	ru, ok := st.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, 0, errors.New("no rusage for the worker")
+	}
+	return ru.Maxrss << 10, cpu(ru), nil
+}
+
+func (b *bench) close() {
+	if b.worker != nil {
+		_ = syscall.Kill(-b.worker.Process.Pid, syscall.SIGKILL)
+		_ = b.worker.Wait()
+	}
+	if b.client != nil {
+		b.client.Close()
+	}
+	if b.server != nil {
+		b.server.Stop()
+	}
+	var wg sync.WaitGroup
+	for _, m := range b.machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.shutdown() }()
+	}
+	wg.Wait()
+	if b.store != nil {
+		_ = b.store.Close()
+	}
+}
+
+// outcome is one run's result as checked.
+type outcome struct {
+	host     string
+	err      error
+	duration time.Duration
+}
+
+func (b *bench) start(ctx context.Context, m *machine) (client.WorkflowRun, error) {
+	return b.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       spec.ProvisionWorkflowID(m.name),
+		TaskQueue:                                spec.DefaultTaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: m.name, Options: runOptions})
+}
+
+// provision starts one run, waits for it and checks what a user would:
+// the result, the disk, the host keys, chef's converge, the lease and the
+// power.
+func (b *bench) provision(ctx context.Context, m *machine, started time.Time) outcome {
+	o := outcome{host: m.name}
+	run, err := b.start(ctx, m)
+	if err != nil {
+		o.err = fmt.Errorf("start: %w", err)
+		return o
+	}
+	var res spec.ProvisionResult
+	if err := run.Get(ctx, &res); err != nil {
+		o.err = fmt.Errorf("run: %w", err)
+		o.duration = time.Since(started)
+		return o
+	}
+	o.duration = time.Since(started)
+	o.err = b.check(ctx, m, res)
+	return o
+}
+
+func (b *bench) check(ctx context.Context, m *machine, res spec.ProvisionResult) error {
+	var errs []string
+	if res.ImageDigest != b.imageSHA {
+		errs = append(errs, fmt.Sprintf("result digest %s, want %s", res.ImageDigest, b.imageSHA))
+	}
+	if got, err := diskDigest(m.disk, b.imageSize); err != nil || got != b.imageSHA {
+		errs = append(errs, fmt.Sprintf("disk hashes to %s (%v), want the image's %s", got, err, b.imageSHA))
+	}
+	if want := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(m.osKeyPK))); res.OSHostKey != want {
+		errs = append(errs, fmt.Sprintf("recorded OS host key %q, want %q", res.OSHostKey, want))
+	}
+	m.mu.Lock()
+	liveKey, power, running, bootErrs := m.liveKey, m.power, m.running != nil, append([]string(nil), m.bootErrs...)
+	m.mu.Unlock()
+	if liveKey == nil || res.LiveHostKey != ssh.FingerprintSHA256(liveKey) {
+		errs = append(errs, fmt.Sprintf("live host key in result %q is not the key the live system fetched", res.LiveHostKey))
+	}
+	if !power || !running {
+		errs = append(errs, fmt.Sprintf("host not up after provisioning (power %v, OS running %v)", power, running))
+	}
+	if conv, err := os.ReadFile(filepath.Join(m.chefDir, "converged")); err != nil || strings.TrimSpace(string(conv)) != m.name {
+		errs = append(errs, fmt.Sprintf("chef did not converge on %s: %v", m.name, err))
+	}
+	if rb, err := os.ReadFile(filepath.Join(m.chefDir, "client.rb")); err != nil || !strings.Contains(string(rb), "node_name '"+m.name+"'") {
+		errs = append(errs, "client.rb missing or for another node")
+	}
+	if l, ok, err := b.store.Lookup(ctx, m.mac); err != nil || !ok || l.Profile != pxe.ProfileDisk {
+		errs = append(errs, fmt.Sprintf("lease after provisioning %+v (found %v, %v), want profile disk", l.Profile, ok, err))
+	}
+	if len(res.Steps) != len(spec.ProvisionSteps) {
+		errs = append(errs, fmt.Sprintf("%d steps in result", len(res.Steps)))
+	}
+	for _, s := range res.Steps {
+		if s.State != "done" {
+			errs = append(errs, fmt.Sprintf("step %s %s", s.Name, s.State))
+		}
+	}
+	if len(bootErrs) > 0 {
+		// Not a failure by itself: a retried step boots again.
+		fmt.Fprintf(os.Stderr, "fleetbench: %s had boot errors (recovered): %s\n", m.name, strings.Join(bootErrs, "; "))
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+type results struct {
+	hosts, ok            int
+	solo, wall           time.Duration
+	p50, p95, max        time.Duration
+	workerRSS, serverRSS int64
+	benchRSS             int64
+	workerCPU, serverCPU time.Duration
+	benchCPU, hostCmdCPU time.Duration
+	failures             []outcome
+	settings             workerSettings
+	imageSize            int64
+}
+
+func (b *bench) measure(ctx context.Context) (bool, error) {
+	fmt.Fprintf(os.Stderr, "fleetbench: %d hosts ready, dev server at %s; one run alone first\n", b.cfg.hosts, b.server.Addr())
+	solo := b.provision(ctx, b.machines[0], time.Now())
+	if solo.err != nil {
+		return false, fmt.Errorf("the single run failed: %v; worker log: %s", solo.err, tailFile(b.workerLog, 20))
+	}
+	fmt.Fprintf(os.Stderr, "fleetbench: one run took %s; now %d at once\n", solo.duration.Round(time.Millisecond), b.cfg.hosts)
+
+	fctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
+	defer cancel()
+	fleetMs := b.machines[1:]
+	outs := make([]outcome, len(fleetMs))
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	begin := time.Now()
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				fmt.Fprintf(os.Stderr, "fleetbench: %s: %d/%d done\n", time.Since(begin).Round(time.Second), done.Load(), len(fleetMs))
+			}
+		}
+	}()
+	for i, m := range fleetMs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = b.provision(fctx, m, begin)
+			done.Add(1)
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(begin)
+	close(stopProgress)
+
+	r := results{hosts: len(fleetMs), solo: solo.duration, wall: wall, settings: b.cfg.ws.effective(), imageSize: b.imageSize}
+	var durs []time.Duration
+	for _, o := range outs {
+		if o.err == nil {
+			r.ok++
+			durs = append(durs, o.duration)
+		} else {
+			r.failures = append(r.failures, o)
+		}
+	}
+	sort.Slice(durs, func(i, j int) bool { return durs[i] < durs[j] })
+	if n := len(durs); n > 0 {
+		r.p50, r.p95, r.max = durs[n/2], durs[min(n-1, n*95/100)], durs[n-1]
+	}
+	r.serverRSS = vmHWM(b.server.Pid())
+	r.benchRSS = vmHWM(os.Getpid())
+	r.serverCPU = procCPU(b.server.Pid())
+	var err error
+	if r.workerRSS, r.workerCPU, err = b.stopWorker(); err != nil {
+		return false, err
+	}
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	// Children reaped so far: the worker and every command the fake hosts
+	// ran (sh, dd, sha256sum, chef-client).
+	r.benchCPU, r.hostCmdCPU = cpu(&self), cpu(&kids)-r.workerCPU
+	printTable(os.Stdout, r, b.cfg)
+	okAll := r.ok == r.hosts
+	if !okAll {
+		fmt.Fprintf(os.Stderr, "fleetbench: %d of %d runs failed; first failures:\n", len(r.failures), r.hosts)
+		for i, f := range r.failures {
+			if i == 5 {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "  %s: %v\n", f.host, f.err)
+		}
+		fmt.Fprintf(os.Stderr, "worker log tail:\n%s\n", tailFile(b.workerLog, 20))
+	}
+	if r.workerRSS > int64(b.cfg.maxWorkerMiB)<<20 {
+		fmt.Fprintf(os.Stderr, "fleetbench: worker peak RSS %s is over the %d MiB goal\n", mib(r.workerRSS), b.cfg.maxWorkerMiB)
+		okAll = false
+	}
+	return okAll, nil
+}
+
+func printTable(w io.Writer, r results, cfg config) {
+	perMin := float64(r.ok) / r.wall.Minutes()
+	fmt.Fprintf(w, "rackflow fleet bench: ProvisionHost x %d at once, one worker, one dev server, %d CPUs\n", r.hosts, runtime.NumCPU())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "runs started\t%d\n", r.hosts)
+	fmt.Fprintf(tw, "completed correctly\t%d\n", r.ok)
+	fmt.Fprintf(tw, "wall time (all runs)\t%s\n", r.wall.Round(time.Millisecond))
+	fmt.Fprintf(tw, "runs/minute\t%.1f\n", perMin)
+	fmt.Fprintf(tw, "one run alone\t%s\n", r.solo.Round(time.Millisecond))
+	fmt.Fprintf(tw, "run done after fleet start p50 / p95 / max\t%s / %s / %s\n", r.p50.Round(time.Millisecond), r.p95.Round(time.Millisecond), r.max.Round(time.Millisecond))
+	fmt.Fprintf(tw, "worker peak RSS (goal < %d MiB)\t%s\n", cfg.maxWorkerMiB, mib(r.workerRSS))
+	fmt.Fprintf(tw, "dev server peak RSS\t%s\n", mib(r.serverRSS))
+	fmt.Fprintf(tw, "fakes (bench process) peak RSS\t%s\n", mib(r.benchRSS))
+	fmt.Fprintf(tw, "CPU time, whole bench: worker / dev server\t%s / %s\n", r.workerCPU.Round(100*time.Millisecond), r.serverCPU.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "CPU time, whole bench: fakes / host commands\t%s / %s\n", r.benchCPU.Round(100*time.Millisecond), r.hostCmdCPU.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "image per host\t%s\n", mib(r.imageSize))
+	fmt.Fprintf(tw, "worker settings\tactivity slots %d, workflow task slots %d, activity pollers %d, workflow task pollers %d\n",
+		r.settings.ActSlots, r.settings.WFTSlots, r.settings.ActPollers, r.settings.WFTPollers)
+	fmt.Fprintf(tw, "anchor\tIronic defaults to 250 concurrent deploys per conductor\n")
+	tw.Flush()
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func cpu(ru *syscall.Rusage) time.Duration {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is a running process's user+system CPU time, 0 if unknown.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the ")" that ends the command name; utime and stime
+	// are fields 14 and 15 of the whole line, in clock ticks (100/s).
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// vmHWM is a process's peak resident set size in bytes, 0 if unknown.
+func vmHWM(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// The fake chef-client checks what rackflow's bootstrap wrote next to the
+// -j file, as the real one would fail without it, and records the converge
+// for the bench to check.
+const chefClient = `#!/bin/sh
+[ "$1" = -j ] && [ -n "$2" ] || { echo "usage: chef-client -j FILE" >&2; exit 64; }
+dir=$(dirname "$2")
+for f in client.rb validation.pem first-boot.json; do
+  [ -s "$dir/$f" ] || { echo "ERROR: $dir/$f missing" >&2; exit 2; }
+done
+grep -q 'BEGIN' "$dir/validation.pem" || { echo "ERROR: validation.pem is no key" >&2; exit 3; }
+node=$(sed -n "s/^node_name '\(.*\)'$/\1/p" "$dir/client.rb")
+echo "Starting Chef Infra Client on $node"
+echo "Chef Infra Client finished, 1/1 resources updated"
+echo "$node" > "$dir/converged"
+`
+
+func writeImage(path string, size int64) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), f.Close()
+}
+
+func makeDisk(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(size)
+}
+
+func writeYAML(path string, v any, mode os.FileMode) error {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, mode)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// freePorts returns n distinct free ports of 127.0.0.1. The machines bind
+// them on their own loopback addresses, where nothing else listens.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func tailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
