@@ -39,26 +39,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	if err := os.WriteFile(secretsPath, []byte("secrets:\n  netscaler/lab: {username: nsroot, password: ns-Integration-1}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := devserver.StartT(t, devserver.Options{LogFile: filepath.Join(dir, "temporal.log")})
-	c, err := client.Dial(client.Options{HostPort: srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	w := &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
-		"TEMPORAL_ADDRESS=" + srv.Addr(),
-		"RACKFLOW_SECRETS=" + secretsPath,
-		"RACKFLOW_PXE_TOKEN=unused",
-		"RACKFLOW_METRICS_ADDR=",
-	}}
-	w.start()
-	t.Cleanup(w.kill)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(w.log)
-			t.Logf("worker log (tail):\n%s", tail(string(b), 40))
-		}
-	})
+	c, w := serverAndWorker(t, dir, secretsPath)
 
 	in := spec.PublishInput{
 		Name: "db", VIP: "203.0.113.30", Port: 5432, Protocol: "TCP",
@@ -119,4 +100,30 @@ func activityStarted(t *testing.T, c client.Client, id, activity string) bool {
 		}
 	}
 	return false
+}
+
+// serverAndWorker starts a dev server and the worker process with only a
+// secrets file (no inventory, no pxe): enough for the publishing and VM
+// network workflows.
+func serverAndWorker(t *testing.T, dir, secretsPath string) (client.Client, *workerProc) {
+	t.Helper()
+	srv := devserver.StartT(t, devserver.Options{LogFile: filepath.Join(dir, "temporal.log")})
+	c, err := client.Dial(client.Options{HostPort: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	w := &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
+		"TEMPORAL_ADDRESS=" + srv.Addr(), "RACKFLOW_SECRETS=" + secretsPath,
+		"RACKFLOW_PXE_TOKEN=unused", "RACKFLOW_METRICS_ADDR=",
+	}}
+	w.start()
+	t.Cleanup(w.kill)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(w.log)
+			t.Logf("worker log (tail):\n%s", tail(string(b), 40))
+		}
+	})
+	return c, w
 }

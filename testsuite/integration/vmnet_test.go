@@ -15,7 +15,6 @@ import (
 	"github.com/rackflow/rackflow/activities/cloudstack"
 	"github.com/rackflow/rackflow/spec"
 	"github.com/rackflow/rackflow/testsuite/csfake"
-	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/guestlab"
 )
 
@@ -47,24 +46,7 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 	if err := os.WriteFile(secretsPath, []byte(sec), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := devserver.StartT(t, devserver.Options{LogFile: filepath.Join(dir, "temporal.log")})
-	c, err := client.Dial(client.Options{HostPort: srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	w := &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
-		"TEMPORAL_ADDRESS=" + srv.Addr(), "RACKFLOW_SECRETS=" + secretsPath,
-		"RACKFLOW_PXE_TOKEN=unused", "RACKFLOW_METRICS_ADDR=",
-	}}
-	w.start()
-	t.Cleanup(w.kill)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(w.log)
-			t.Logf("worker log (tail):\n%s", tail(string(b), 40))
-		}
-	})
+	c, w := serverAndWorker(t, dir, secretsPath)
 
 	in := spec.VMNetInput{
 		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
