@@ -40,7 +40,9 @@ func csCtx(ctx workflow.Context, summary string, long bool) workflow.Context {
 
 func guestCtx(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 3 * time.Minute,
+		// A handful of ip/ss commands over SSH: a hung session is retried
+		// rather than waited on.
+		StartToCloseTimeout: time.Minute,
 		Summary:             summary,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: 2 * time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,

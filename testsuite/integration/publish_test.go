@@ -115,7 +115,7 @@ func serverAndWorker(t *testing.T, dir, secretsPath string) (client.Client, *wor
 	t.Cleanup(c.Close)
 	w := &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
 		"TEMPORAL_ADDRESS=" + srv.Addr(), "RACKFLOW_SECRETS=" + secretsPath,
-		"RACKFLOW_PXE_TOKEN=unused", "RACKFLOW_METRICS_ADDR=",
+		"RACKFLOW_PXE_TOKEN=unused", "RACKFLOW_METRICS_ADDR=", "RACKFLOW_LOG_LEVEL=debug",
 	}}
 	w.start()
 	t.Cleanup(w.kill)

@@ -76,7 +76,7 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 	w.kill()
 	w.start()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var res spec.VMNetResult
 	if err := run.Get(ctx, &res); err != nil {
