@@ -460,17 +460,6 @@ type diskInfo struct {
 	tools  map[string]bool
 }
 
-// ddOut is the output side of a dd writing the disk at a byte offset.
-func (d diskInfo) ddOut(disk string, offset int64) string {
-	oflag := "seek_bytes"
-	if d.direct {
-		// Past the page cache: a good deal faster, and once dd has
-		// written a block it is on the device.
-		oflag += ",direct"
-	}
-	return fmt.Sprintf("of=%s bs=4M seek=%d oflag=%s conv=notrunc,fsync", remote.Quote(disk), offset, oflag)
-}
-
 // checkDisk refuses a disk that is missing, in use or too small.
 func checkDisk(ctx context.Context, c *ssh.Client, disk string, need int64) (diskInfo, error) {
 	out, stderr, exit, err := remote.Run(ctx, c, "LC_ALL=C sh -s -- "+remote.Quote(disk), strings.NewReader(diskScript))

@@ -129,7 +129,7 @@ fetch() {
   wget) wget -q -O - "$u";;
   esac
 }
-bytes() { n=$(printf '%s\n' "$1" | sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' | tail -n 1); echo "${n:-0}"; }
+bytes() { n=$(printf '%s\n' "$1" | sed -n 's/^\([0-9][0-9]*\) bytes\{0,1\}.*/\1/p' | tail -n 1); echo "${n:-0}"; }
 write() {
   pos=$off
   if [ "$rng" != 1 ] && [ "$off" -gt 0 ]; then
