@@ -17,7 +17,7 @@ import (
 	"github.com/rackflow/rackflow/spec"
 )
 
-func (g globals) deploy(ctx context.Context, c client.Client, args []string) int {
+func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	file := fs.String("f", "", "deploy spec (YAML)")
@@ -31,6 +31,10 @@ func (g globals) deploy(ctx context.Context, c client.Client, args []string) int
 		fmt.Fprintln(g.stderr, err)
 		return exitFailed
 	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
+	}
 	id := spec.DeployWorkflowID(d.Service)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       id,
@@ -41,13 +45,7 @@ func (g globals) deploy(ctx context.Context, c client.Client, args []string) int
 		StaticDetails:                            "Started by `starter deploy -f " + *file + "`",
 	}, spec.WorkflowDeployService, *d)
 	if err != nil {
-		var already *serviceerror.WorkflowExecutionAlreadyStarted
-		if errors.As(err, &already) {
-			fmt.Fprintf(g.stderr, "starter: a deploy of %s is already running (run %s); watch it with `starter status %s`\n", d.Service, already.RunId, id)
-			return exitRefused
-		}
-		fmt.Fprintf(g.stderr, "starter: start %s: %v\n", id, err)
-		return exitFailed
+		return g.startFailed(err, id, "a deploy of "+d.Service)
 	}
 	if g.jsonOut {
 		_ = json.NewEncoder(g.stdout).Encode(map[string]string{"workflow_id": id, "run_id": run.GetRunID(), "url": g.link(id)})
@@ -133,10 +131,14 @@ func printDeploy(g globals, r spec.DeployResult) {
 
 // history prints every step and activity attempt of a host's latest
 // provisioning run, oldest first.
-func (g globals) history(ctx context.Context, c client.Client, args []string) int {
+func (g globals) history(ctx context.Context, conn *conn, args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(g.stderr, "usage: starter history HOST|WORKFLOW-ID")
 		return exitUsage
+	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
 	}
 	id := workflowID(args[0])
 	it := c.GetWorkflowHistory(ctx, id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)

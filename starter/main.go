@@ -99,12 +99,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd == "validate" {
 		return g.validate(cargs)
 	}
-	c, err := client.DialContext(ctx, client.Options{HostPort: g.address, Namespace: g.namespace, Logger: quietLogger{}})
-	if err != nil {
-		fmt.Fprintf(stderr, "starter: connect to Temporal at %s: %v\n", g.address, err)
-		return exitFailed
-	}
-	defer c.Close()
+	// Connect only once a command's arguments are known to be right, so
+	// usage errors never wait on a server.
+	c := &conn{ctx: ctx, g: g}
+	defer c.close()
 	switch cmd {
 	case "provision":
 		return g.provision(ctx, c, cargs)
@@ -178,7 +176,7 @@ func (g globals) link(id string) string {
 	return fmt.Sprintf("%s/namespaces/%s/workflows/%s", strings.TrimRight(g.uiURL, "/"), url.PathEscape(g.namespace), url.PathEscape(id))
 }
 
-func (g globals) provision(ctx context.Context, c client.Client, args []string) int {
+func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	wait := fs.Bool("wait", false, "wait for the run to finish, showing progress")
@@ -208,6 +206,10 @@ func (g globals) provision(ctx context.Context, c client.Client, args []string) 
 		}
 		in.Spec = &h
 	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
+	}
 	id := spec.ProvisionWorkflowID(host)
 	if !*reprovision {
 		desc, err := c.DescribeWorkflowExecution(ctx, id, "")
@@ -232,13 +234,7 @@ func (g globals) provision(ctx context.Context, c client.Client, args []string) 
 		),
 	}, spec.WorkflowProvisionHost, in)
 	if err != nil {
-		var already *serviceerror.WorkflowExecutionAlreadyStarted
-		if errors.As(err, &already) {
-			fmt.Fprintf(g.stderr, "starter: provisioning of %s is already running (workflow %s, run %s); see `starter status %s`\n", host, id, already.RunId, host)
-			return exitRefused
-		}
-		fmt.Fprintf(g.stderr, "starter: start %s: %v\n", id, err)
-		return exitFailed
+		return g.startFailed(err, id, "provisioning of "+host)
 	}
 	if g.jsonOut {
 		_ = json.NewEncoder(g.stdout).Encode(map[string]string{"workflow_id": id, "run_id": run.GetRunID(), "url": g.link(id)})
@@ -380,10 +376,14 @@ func workflowID(arg string) string {
 	return spec.ProvisionWorkflowID(arg)
 }
 
-func (g globals) status(ctx context.Context, c client.Client, args []string) int {
+func (g globals) status(ctx context.Context, conn *conn, args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(g.stderr, "usage: starter status HOST|WORKFLOW-ID")
 		return exitUsage
+	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
 	}
 	id := workflowID(args[0])
 	st, pend, err := fetchStatus(ctx, c, id)
@@ -437,12 +437,16 @@ func (g globals) status(ctx context.Context, c client.Client, args []string) int
 	return exitOK
 }
 
-func (g globals) list(ctx context.Context, c client.Client, args []string) int {
+func (g globals) list(ctx context.Context, conn *conn, args []string) int {
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	stuck := fs.Bool("stuck", false, "only runs that need attention or sit in one step, longest first")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return exitUsage
+	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
 	}
 	q := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", spec.WorkflowProvisionHost)
 	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: g.namespace, Query: q})
@@ -508,7 +512,7 @@ func truncate(s string, n int) string {
 	return s[:n-1] + "…"
 }
 
-func (g globals) operator(ctx context.Context, c client.Client, action string, args []string) int {
+func (g globals) operator(ctx context.Context, conn *conn, action string, args []string) int {
 	fs := flag.NewFlagSet(action, flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	reason := fs.String("reason", "", "why (recorded in the run's history)")
@@ -516,6 +520,10 @@ func (g globals) operator(ctx context.Context, c client.Client, action string, a
 	if err != nil || len(pos) != 1 || *reason == "" {
 		fmt.Fprintf(g.stderr, "usage: starter %s HOST --reason \"...\"\n", action)
 		return exitUsage
+	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
 	}
 	id := workflowID(pos[0])
 	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
@@ -542,3 +550,41 @@ func (quietLogger) Debug(string, ...interface{}) {}
 func (quietLogger) Info(string, ...interface{})  {}
 func (quietLogger) Warn(string, ...interface{})  {}
 func (quietLogger) Error(string, ...interface{}) {}
+
+// conn dials Temporal on first use.
+type conn struct {
+	ctx context.Context
+	g   globals
+	c   client.Client
+}
+
+func (c *conn) get() (client.Client, bool) {
+	if c.c != nil {
+		return c.c, true
+	}
+	cl, err := client.DialContext(c.ctx, client.Options{HostPort: c.g.address, Namespace: c.g.namespace, Logger: quietLogger{}})
+	if err != nil {
+		fmt.Fprintf(c.g.stderr, "starter: connect to Temporal at %s: %v\n", c.g.address, err)
+		return nil, false
+	}
+	c.c = cl
+	return cl, true
+}
+
+func (c *conn) close() {
+	if c.c != nil {
+		c.c.Close()
+	}
+}
+
+// startFailed explains a refused start: a run already holds the workflow ID
+// (exit 3), or the server failed (exit 1).
+func (g globals) startFailed(err error, id, what string) int {
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		fmt.Fprintf(g.stderr, "starter: %s is already running (workflow %s, run %s); see `starter status %s`\n", what, id, already.RunId, id)
+		return exitRefused
+	}
+	fmt.Fprintf(g.stderr, "starter: start %s: %v\n", id, err)
+	return exitFailed
+}

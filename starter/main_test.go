@@ -80,11 +80,20 @@ func asSpecErrors(err error, se *spec.SpecErrors) bool {
 	return ok
 }
 
-func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"provision"}, {"retry", "node07"}, {"validate"}} {
+// Usage errors are reported before any connection: the address points at
+// nothing, so a command that dialled first would fail with exit 1 instead.
+func TestUsageErrorsNeedNoServer(t *testing.T) {
+	for _, args := range [][]string{{}, {"provision"}, {"provision", "Not_A_Host"}, {"retry", "node07"},
+		{"abort", "node07", "--reason"}, {"status"}, {"history"}, {"deploy"}, {"publish"}, {"validate"}, {"frobnicate"}} {
 		var out, errOut bytes.Buffer
-		if code := run(args, &out, &errOut); code != exitUsage && code != exitFailed {
-			t.Errorf("%v: exit %d", args, code)
+		full := append([]string{"--address", "127.0.0.1:1"}, args...)
+		if code := run(full, &out, &errOut); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (usage); stderr: %s", args, code, exitUsage, errOut.String())
 		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--address", "127.0.0.1:1", "status", "node07"}, &out, &errOut); code != exitFailed ||
+		!strings.Contains(errOut.String(), "connect to Temporal at 127.0.0.1:1") {
+		t.Errorf("unreachable server: exit %d, stderr %q", code, errOut.String())
 	}
 }

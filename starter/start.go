@@ -9,7 +9,6 @@ import (
 	"os"
 
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"gopkg.in/yaml.v3"
 
@@ -49,7 +48,7 @@ func loadInput(path string, into validator) error {
 
 // startFromFile starts workflow typ with the input in a file under the ID
 // the input implies, and prints where to watch it.
-func (g globals) startFromFile(ctx context.Context, c client.Client, name string, args []string,
+func (g globals) startFromFile(ctx context.Context, conn *conn, name string, args []string,
 	in validator, typ string, id func() string) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
@@ -63,6 +62,10 @@ func (g globals) startFromFile(ctx context.Context, c client.Client, name string
 		fmt.Fprintln(g.stderr, err)
 		return exitFailed
 	}
+	c, ok := conn.get()
+	if !ok {
+		return exitFailed
+	}
 	wid := id()
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: wid, TaskQueue: g.taskQueue,
@@ -71,13 +74,7 @@ func (g globals) startFromFile(ctx context.Context, c client.Client, name string
 		StaticSummary:                            fmt.Sprintf("%s %s", typ, wid),
 	}, typ, in)
 	if err != nil {
-		var already *serviceerror.WorkflowExecutionAlreadyStarted
-		if errors.As(err, &already) {
-			fmt.Fprintf(g.stderr, "starter: %s is already running (run %s)\n", wid, already.RunId)
-			return exitRefused
-		}
-		fmt.Fprintf(g.stderr, "starter: start %s: %v\n", wid, err)
-		return exitFailed
+		return g.startFailed(err, wid, wid)
 	}
 	fmt.Fprintf(g.stdout, "started %s (run %s)\n  %s\n", wid, run.GetRunID(), g.link(wid))
 	if !*wait {
@@ -93,17 +90,17 @@ func (g globals) startFromFile(ctx context.Context, c client.Client, name string
 	return exitOK
 }
 
-func (g globals) publish(ctx context.Context, c client.Client, args []string) int {
+func (g globals) publish(ctx context.Context, c *conn, args []string) int {
 	var in spec.PublishInput
 	return g.startFromFile(ctx, c, "publish", args, &in, spec.WorkflowPublishService, func() string { return spec.PublishWorkflowID(in.VIP, in.Port) })
 }
 
-func (g globals) unpublish(ctx context.Context, c client.Client, args []string) int {
+func (g globals) unpublish(ctx context.Context, c *conn, args []string) int {
 	var in spec.UnpublishInput
 	return g.startFromFile(ctx, c, "unpublish", args, &in, spec.WorkflowUnpublishService, func() string { return spec.PublishWorkflowID(in.VIP, in.Port) })
 }
 
-func (g globals) vmnet(ctx context.Context, c client.Client, args []string) int {
+func (g globals) vmnet(ctx context.Context, c *conn, args []string) int {
 	var in spec.VMNetInput
 	return g.startFromFile(ctx, c, "vmnet", args, &in, spec.WorkflowSetupVMNetwork, func() string { return spec.VMNetWorkflowID(in.VM, in.Network) })
 }
