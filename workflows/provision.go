@@ -63,8 +63,8 @@ type provision struct {
 	pending     *decision
 	stepCancel  workflow.CancelFunc
 	abortReason string
-	// compensations run in reverse when the run is aborted or gives up.
-	compensations []compensation
+	// undo runs in reverse when the run is aborted or gives up.
+	undo saga
 }
 
 type compensation struct {
@@ -285,12 +285,7 @@ func (p *provision) registerLease(ctx workflow.Context, profile string, out *lea
 // addCompensation registers an undo once; registering the same name twice
 // (a retried step) keeps one.
 func (p *provision) addCompensation(name string, fn func(ctx workflow.Context) error) {
-	for _, c := range p.compensations {
-		if c.name == name {
-			return
-		}
-	}
-	p.compensations = append(p.compensations, compensation{name: name, fn: fn})
+	p.undo.addOnce(name, fn)
 }
 
 // activityCtx sets a step's timeouts and retry policy. attempts 0 takes the
@@ -421,20 +416,7 @@ func (p *provision) abort(ctx workflow.Context, step string) error {
 func (p *provision) compensate(ctx workflow.Context) error {
 	p.status.State = spec.StateCompensating
 	p.upsert(ctx)
-	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	var errs []error
-	for i := len(p.compensations) - 1; i >= 0; i-- {
-		c := p.compensations[i]
-		if err := c.fn(dctx); err != nil {
-			workflow.GetLogger(ctx).Error("compensation failed", "host", p.status.Host, "compensation", c.name, "error", err)
-			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
-		}
-	}
-	p.compensations = nil
-	if len(errs) > 0 {
-		return temporal.NewNonRetryableApplicationError("compensation incomplete: "+errors.Join(errs...).Error(), "CompensationFailed", nil)
-	}
-	return nil
+	return p.undo.compensate(ctx)
 }
 
 func describe(err error) (msg, typ string) {

@@ -22,6 +22,17 @@ func (s *saga) add(name string, fn func(ctx workflow.Context) error) {
 	s.undo = append(s.undo, compensation{name: name, fn: fn})
 }
 
+// addOnce is add, except that a name already registered (by an earlier try
+// of the same step) is kept rather than added twice.
+func (s *saga) addOnce(name string, fn func(ctx workflow.Context) error) {
+	for _, c := range s.undo {
+		if c.name == name {
+			return
+		}
+	}
+	s.add(name, fn)
+}
+
 // compensate runs every undo on a disconnected context (so it completes even
 // when the run is cancelled), continuing past failures, and reports those
 // that failed.
