@@ -207,9 +207,14 @@ func Run(ctx context.Context, dir string, opts Options) (*Sim, error) {
 		if err == nil {
 			return s, nil
 		}
-		// A free port may be taken between the probe and ipmi_sim's bind.
-		if !errors.Is(err, errPortShared) || opts.Port != 0 || attempt == 4 {
+		// A free port may be taken between the probe and ipmi_sim's bind;
+		// a fixed port may be held for a moment by another process's
+		// short-lived client socket on the same ephemeral number.
+		if !errors.Is(err, errPortShared) || attempt == 4 {
 			return nil, err
+		}
+		if opts.Port != 0 {
+			time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 		}
 	}
 }
@@ -394,6 +399,9 @@ func (s *Sim) signal(sig syscall.Signal, paused bool) error {
 	s.paused = paused
 	return nil
 }
+
+// Done is closed once the simulator's process has exited.
+func (s *Sim) Done() <-chan struct{} { return s.done }
 
 // Close stops the simulator (SIGTERM, SIGKILL after 5 s). Closing twice is
 // harmless. Hook processes keep running.
