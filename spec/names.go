@@ -24,6 +24,10 @@ const (
 	UpdateSkip   = "skip"
 	UpdateAbort  = "abort"
 	SignalCancel = "cancel"
+	// SignalImageProgress carries the image stream's progress
+	// (ImageProgress) from the WriteImage activity to its run, so the
+	// status query shows bytes, rate and ETA while the image is written.
+	SignalImageProgress = "image-progress"
 )
 
 // Search attribute keys. They must be registered on the namespace (make run

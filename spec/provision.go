@@ -94,10 +94,16 @@ type ProvisionStatus struct {
 	LastErrorType     string       `json:"last_error_type,omitempty"`
 	Skippable         bool         `json:"skippable"`
 	Steps             []StepRecord `json:"steps"`
-	// Image progress as last reported by the image stream.
+	// Image progress as last reported by the image stream (every few
+	// seconds while it runs), final once the step is done.
 	BytesWritten int64   `json:"bytes_written,omitempty"`
 	BytesTotal   int64   `json:"bytes_total,omitempty"`
 	MBps         float64 `json:"mbps,omitempty"`
+	ETASeconds   float64 `json:"eta_seconds,omitempty"`
+	// ImagePhase is "write" or "verify" (the read-back on the host).
+	ImagePhase string `json:"image_phase,omitempty"`
+	// ImageProgressAt is when the stream last reported.
+	ImageProgressAt time.Time `json:"image_progress_at,omitempty"`
 	// Operator actions, newest last.
 	Actions []OperatorAction `json:"actions,omitempty"`
 }
@@ -125,4 +131,17 @@ type ProvisionResult struct {
 	OSHostKeyFP  string       `json:"os_host_key_fingerprint"`
 	Steps        []StepRecord `json:"steps"`
 	Duration     string       `json:"duration"`
+}
+
+// ImageProgress is the payload of SignalImageProgress: what the image
+// stream has committed to the disk so far. Small and free of hash state.
+type ImageProgress struct {
+	Offset     int64     `json:"offset"`
+	Total      int64     `json:"total"`
+	MBps       float64   `json:"mbps"`
+	ETASeconds float64   `json:"eta_seconds,omitempty"`
+	Phase      string    `json:"phase,omitempty"`
+	Mode       string    `json:"mode,omitempty"`
+	Format     string    `json:"format,omitempty"`
+	At         time.Time `json:"at"`
 }

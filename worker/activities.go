@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/rackflow/rackflow/activities/bmc"
@@ -86,4 +89,13 @@ func (a *activitySet) register(w worker.Worker) {
 	w.RegisterActivity(a.cs)
 	w.RegisterActivity(a.guest)
 	w.RegisterActivity(a.runs)
+}
+
+// signalProgress reports an image stream's progress to the run that
+// started it, for that run's status query.
+func signalProgress(c client.Client) func(context.Context, spec.ImageProgress) error {
+	return func(ctx context.Context, p spec.ImageProgress) error {
+		we := activity.GetInfo(ctx).WorkflowExecution
+		return c.SignalWorkflow(ctx, we.ID, we.RunID, spec.SignalImageProgress, p)
+	}
 }

@@ -63,6 +63,9 @@ type Config struct {
 	ImageSegmentMiB int
 	// ImageMaxMBps caps one image stream's rate (0: no cap).
 	ImageMaxMBps int
+	// ImageReportEvery is how often an image stream signals its progress
+	// to its run, for the status query (0: never).
+	ImageReportEvery time.Duration
 	// Fleet settings; zero takes the SDK's default.
 	MaxConcurrentActivities    int
 	MaxConcurrentWorkflowTasks int
@@ -103,6 +106,8 @@ func parseFlags(args []string) (Config, error) {
 	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 64)", func(s string) error { seg = s; return nil })
 	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
 	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
+	report := env("RACKFLOW_IMAGE_REPORT_EVERY", "10s")
+	fs.Func("image-report-every", "how often an image stream reports its progress to the run's status query, 0 for never (RACKFLOW_IMAGE_REPORT_EVERY, default 10s)", func(s string) error { report = s; return nil })
 	fleet := []struct {
 		flag, env, usage string
 		dst              *int
@@ -133,6 +138,9 @@ func parseFlags(args []string) (Config, error) {
 	}
 	if c.ImageSegmentMiB, err = strconv.Atoi(seg); err != nil || c.ImageSegmentMiB < 1 {
 		return c, fmt.Errorf("image-segment-mib: must be a positive number, got %q", seg)
+	}
+	if c.ImageReportEvery, err = time.ParseDuration(report); err != nil || c.ImageReportEvery < 0 {
+		return c, fmt.Errorf("image-report-every: must be a duration >= 0 such as 10s, got %q", report)
 	}
 	if c.StopTimeout, err = time.ParseDuration(stop); err != nil {
 		return c, fmt.Errorf("stop-timeout: %w", err)
@@ -245,6 +253,9 @@ func run(args []string) error {
 	}
 	defer c.Close()
 	acts.runs = &runs.Activities{Client: c}
+	if cfg.ImageReportEvery > 0 {
+		acts.image.Report, acts.image.ReportEvery = signalProgress(c), cfg.ImageReportEvery
+	}
 
 	w := worker.New(c, cfg.TaskQueue, worker.Options{
 		// Activities see the shutdown through activity.GetWorkerStopChannel

@@ -37,13 +37,15 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			args: []string{"--address", "from-flag:7233", "--stop-timeout", "2m", "--bmc-concurrency", "3"},
 			want: func(c *Config) { c.Address, c.StopTimeout, c.BMCConcurrency = "from-flag:7233", 2*time.Minute, 3 },
 		},
-		"cert without key":  {args: []string{"--tls-cert", "/x.crt"}, err: "tls-cert and tls-key go together"},
-		"bad concurrency":   {args: []string{"--bmc-concurrency", "0"}, err: "bmc-concurrency"},
-		"bad stop timeout":  {args: []string{"--stop-timeout", "soon"}, err: "stop-timeout"},
-		"bad segment size":  {args: []string{"--image-segment-mib", "-1"}, err: "image-segment-mib"},
-		"missing key file":  {args: []string{"--api-key-file", "/nonexistent/key"}, err: "api key file"},
-		"unknown flag":      {args: []string{"--adress", "x"}, err: "flag provided but not defined"},
-		"rate cap from env": {env: map[string]string{"RACKFLOW_IMAGE_MAX_MBPS": "50"}, want: func(c *Config) { c.ImageMaxMBps = 50 }},
+		"cert without key":    {args: []string{"--tls-cert", "/x.crt"}, err: "tls-cert and tls-key go together"},
+		"bad concurrency":     {args: []string{"--bmc-concurrency", "0"}, err: "bmc-concurrency"},
+		"bad stop timeout":    {args: []string{"--stop-timeout", "soon"}, err: "stop-timeout"},
+		"bad segment size":    {args: []string{"--image-segment-mib", "-1"}, err: "image-segment-mib"},
+		"missing key file":    {args: []string{"--api-key-file", "/nonexistent/key"}, err: "api key file"},
+		"unknown flag":        {args: []string{"--adress", "x"}, err: "flag provided but not defined"},
+		"report interval":     {args: []string{"--image-report-every", "2s"}, want: func(c *Config) { c.ImageReportEvery = 2 * time.Second }},
+		"bad report interval": {args: []string{"--image-report-every", "often"}, err: "image-report-every"},
+		"rate cap from env":   {env: map[string]string{"RACKFLOW_IMAGE_MAX_MBPS": "50"}, want: func(c *Config) { c.ImageMaxMBps = 50 }},
 		"fleet settings": {
 			env:  map[string]string{"RACKFLOW_MAX_CONCURRENT_ACTIVITIES": "400"},
 			args: []string{"--activity-pollers", "8"},
@@ -71,7 +73,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Config{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080",
-				MetricsAddr: "127.0.0.1:9464", LogLevel: "info", StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64}
+				MetricsAddr: "127.0.0.1:9464", LogLevel: "info", StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64, ImageReportEvery: 10 * time.Second}
 			tc.want(&want)
 			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("config (-want +got):\n%s", d)

@@ -178,6 +178,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 			}).Get(ctx, &written)
 			if err == nil {
 				p.status.BytesWritten, p.status.BytesTotal, p.status.MBps = p.host.Image.Size, p.host.Image.Size, written.MBps
+				p.status.ETASeconds, p.status.ImagePhase = 0, "done"
 			}
 			return err
 		}},
@@ -453,6 +454,22 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 	}); err != nil {
 		return err
 	}
+	// The image stream reports its progress every few seconds; the status
+	// query shows the latest while the write-image step runs. (Receiving
+	// a signal issues no command, so older histories replay unchanged.)
+	progress := workflow.GetSignalChannel(ctx, spec.SignalImageProgress)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			var ip spec.ImageProgress
+			progress.Receive(ctx, &ip)
+			if p.status.Step != spec.StepWriteImage || p.status.State != spec.StateRunning || ip.Total != p.host.Image.Size {
+				continue // late or stray: the step's own result wins
+			}
+			p.status.BytesWritten, p.status.BytesTotal = ip.Offset, ip.Total
+			p.status.MBps, p.status.ETASeconds = ip.MBps, ip.ETASeconds
+			p.status.ImagePhase, p.status.ImageProgressAt = ip.Phase, ip.At
+		}
+	})
 	needReason := func(r spec.OperatorRequest) error {
 		if len(r.Reason) < 3 {
 			return errors.New("a reason is required (it is recorded in the run's history)")

@@ -110,6 +110,13 @@ type Activities struct {
 	// PullFetchers are the programs pull mode may fetch with on the host,
 	// in order of preference; nil: curl, then wget.
 	PullFetchers []string
+	// Report, when set, is given the stream's progress every ReportEvery
+	// (10s when zero) and when the read-back starts, so the workflow can
+	// show it in its status query (the worker signals the activity's run
+	// with spec.SignalImageProgress). A failed report is logged, never
+	// fatal. Heartbeats carry the same progress either way.
+	Report      func(ctx context.Context, p spec.ImageProgress) error
+	ReportEvery time.Duration
 }
 
 // WriteInput is the input of WriteImage.
@@ -326,12 +333,21 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	go func() {
 		t := time.NewTicker(hbEvery)
 		defer t.Stop()
+		reportEvery := a.ReportEvery
+		if reportEvery <= 0 {
+			reportEvery = 10 * time.Second
+		}
+		var reported time.Time
 		for {
 			select {
 			case <-hbCtx.Done():
 				return
 			case <-t.C:
 				tr.beat()
+				if a.Report != nil && time.Since(reported) >= reportEvery {
+					reported = time.Now()
+					a.report(hbCtx, in.Host, tr.get())
+				}
 			}
 		}
 	}()
@@ -373,6 +389,9 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 
 	tr.set(func(p *Progress) { p.Phase, p.ETASeconds = "verify", 0 })
 	tr.beat()
+	if a.Report != nil {
+		a.report(ctx, in.Host, tr.get())
+	}
 	verifyStart := time.Now()
 	var onDisk string
 	if v != nil {
@@ -404,6 +423,20 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	log.Info("image written", "host", in.Host, "disk", in.Disk, "mode", mode, "format", st.format, "bytes", st.bytes, "resumed_from", st.from,
 		"stream_time", st.dur.Round(time.Millisecond).String(), "verify_time", res.VerifyDuration, "mbps", fmt.Sprintf("%.1f", rate))
 	return res, nil
+}
+
+// report hands p to a.Report, bounded in time so a slow Temporal
+// frontend never stalls the heartbeats.
+func (a *Activities) report(ctx context.Context, host string, p Progress) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := a.Report(rctx, spec.ImageProgress{
+		Offset: p.Offset, Total: p.Total, MBps: p.MBps, ETASeconds: p.ETASeconds,
+		Phase: p.Phase, Mode: p.Mode, Format: p.Format, At: time.Now().UTC(),
+	})
+	if err != nil && ctx.Err() == nil {
+		activity.GetLogger(ctx).Warn("could not report image progress to the workflow", "host", host, "error", err)
+	}
 }
 
 func checksumError(what, want, got string) error {

@@ -2,6 +2,7 @@ package image_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/spec"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -575,11 +577,19 @@ func TestWriteImagePullHeartbeats(t *testing.T) {
 	srv := startSSHD(t, f, sshd.Options{})
 	in := f.input(srv.Addr(), srv.HostKeyLine())
 	in.Mode = image.ModePull
+	var mu sync.Mutex
+	var reports []spec.ImageProgress
+	f.acts.ReportEvery = 200 * time.Millisecond
+	f.acts.Report = func(_ context.Context, p spec.ImageProgress) error {
+		mu.Lock()
+		reports = append(reports, p)
+		mu.Unlock()
+		return nil
+	}
 	var ts testsuite.WorkflowTestSuite
 	env := ts.NewTestActivityEnvironment()
 	env.RegisterActivity(f.acts)
 	env.SetWorkerStopChannel(stop)
-	var mu sync.Mutex
 	var hb []image.Progress
 	env.SetOnActivityHeartbeatListener(func(_ *activity.Info, d converter.EncodedValues) {
 		var p image.Progress
@@ -600,5 +610,19 @@ func TestWriteImagePullHeartbeats(t *testing.T) {
 	got := hb[1]
 	if got.Offset != mib || got.MBps < 0.3 || got.MBps > 3 || got.ETASeconds < 0.5 || got.ETASeconds > 10 || got.Mode != image.ModePull || got.Format != image.FormatRaw {
 		t.Errorf("heartbeat in the middle of the second segment %+v: want offset %d, about 1 MB/s, 2 s to go, mode pull, format raw", got, mib)
+	}
+	// The workflow is told the same progress (for its status query): a
+	// report in the middle of the stream, and one when the read-back
+	// starts.
+	var mid, verify bool
+	for _, r := range reports {
+		if r.Total != f.img.Size || r.Mode != image.ModePull || r.At.IsZero() {
+			t.Errorf("report %+v: want progress out of %d in mode pull, with its time", r, f.img.Size)
+		}
+		mid = mid || (r.Phase == "write" && r.Offset > 0 && r.Offset < r.Total && r.MBps > 0 && r.ETASeconds > 0)
+		verify = verify || (r.Phase == "verify" && r.Offset == r.Total)
+	}
+	if !mid || !verify {
+		t.Errorf("reports %+v: want one mid-stream with rate and ETA, and one at the read-back", reports)
 	}
 }

@@ -183,6 +183,7 @@ func newStack(t *testing.T, imageSize int64) *stack {
 		// Paced so the stream outlasts the SDK's heartbeat throttling and
 		// the kill lands mid-stream.
 		"RACKFLOW_IMAGE_MAX_MBPS=40",
+		"RACKFLOW_IMAGE_REPORT_EVERY=300ms",
 		"RACKFLOW_LOG_LEVEL=debug",
 	}}
 	s.worker.start()
@@ -423,10 +424,33 @@ func TestProvisionResumesAfterGracefulStop(t *testing.T) {
 	}
 }
 
+// waitStatusProgress waits until the run's status query shows the image
+// stream part-way, as an operator running `starter status` would see it.
+func (s *stack) waitStatusProgress(t *testing.T, id string) spec.ProvisionStatus {
+	t.Helper()
+	var st spec.ProvisionStatus
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		v, err := s.client.QueryWorkflow(context.Background(), id, "", spec.QueryStatus)
+		if err == nil && v.Get(&st) == nil && st.Step == spec.StepWriteImage && st.BytesWritten > 0 {
+			return st
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the status query never showed image progress; last: %+v", st)
+	return st
+}
+
 func TestProvisionSurvivesServerRestart(t *testing.T) {
 	s := newStack(t, 256<<20)
 	run := s.start(t)
 	s.waitImageProgress(t, run.GetID())
+	// The status query shows the stream's bytes, rate and ETA live.
+	st := s.waitStatusProgress(t, run.GetID())
+	if st.BytesTotal != s.lab.ImageSize || st.BytesWritten >= st.BytesTotal || st.MBps <= 0 || st.ETASeconds <= 0 || st.ImagePhase != "write" {
+		t.Errorf("status mid-stream: %d of %d bytes, %.1f MB/s, ETA %.1fs, phase %q: want part of the image, a rate and an ETA",
+			st.BytesWritten, st.BytesTotal, st.MBps, st.ETASeconds, st.ImagePhase)
+	}
 	s.server.Kill()
 	time.Sleep(time.Second)
 	if err := s.server.Restart(context.Background()); err != nil {

@@ -72,9 +72,9 @@ type Options struct {
 	// AuthorizedKeys may log in (as root, or as the user running sshd).
 	AuthorizedKeys []ssh.PublicKey
 	// PathPrefix is put in front of PATH in remote sessions, so tests can
-	// shadow commands (a fake chef-client, a fake blockdev). The login
-	// shell's rc files (bash runs ~/.bashrc for ssh commands) may still
-	// prepend their own directories.
+	// shadow commands (a fake chef-client, a fake blockdev). Sessions get
+	// a HOME under the server's directory, so no rc file of the account
+	// changes PATH.
 	PathPrefix []string
 	// Env is set in every remote session (sshd_config SetEnv). Values must
 	// not contain spaces or quotes.
@@ -167,7 +167,14 @@ MaxSessions 100
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 `)
-	env := map[string]string{}
+	// Sessions get a HOME of their own, so the login shell skips the
+	// account's rc files (a root ~/.bashrc that runs pyenv or waits on a
+	// lock would slow or hang every command).
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return Config{}, fmt.Errorf("sshd config: %w", err)
+	}
+	env := map[string]string{"HOME": home}
 	for k, v := range opts.Env {
 		env[k] = v
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,10 +52,11 @@ func TestStart(t *testing.T) {
 		Env:            map[string]string{"RACKFLOW_LAB": "live"},
 	})
 	c := dial(t, srv.Addr(), srv.HostKey(), key)
-	got := output(t, c, `echo "$PATH $RACKFLOW_LAB"`, nil)
-	// The login shell's rc files may prepend more (root's .bashrc here).
-	if want := "/opt/fake/bin:" + sshd.DefaultPath + " live\n"; !strings.HasSuffix(got, want) {
-		t.Errorf("session env %q, want it to end in %q", got, want)
+	got := output(t, c, `echo "$PATH $RACKFLOW_LAB $HOME"`, nil)
+	// A HOME of its own: the account's rc files do not run, so nothing
+	// is prepended to PATH.
+	if want := "/opt/fake/bin:" + sshd.DefaultPath + " live " + filepath.Join(filepath.Dir(srv.Config().Path), "home") + "\n"; got != want {
+		t.Errorf("session env %q, want %q", got, want)
 	}
 	if got := output(t, c, "cat", []byte("stdin works")); got != "stdin works" {
 		t.Errorf("cat: %q", got)
