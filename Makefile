@@ -23,6 +23,7 @@ $(BIN)/temporal:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/rackflow-worker ./worker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/rackflow-diskhelper ./activities/image/diskhelper
 	$(GO) build -o $(BIN)/rackflow-pxe ./pxe/cmd/rackflow-pxe
 	$(GO) build -o $(BIN)/starter ./starter
 	$(GO) build -o $(BIN)/rackflow-lab ./testsuite/cmd/rackflow-lab
@@ -70,6 +71,8 @@ BENCH_DIR ?= $(or $(TMPDIR),/tmp)
 .PHONY: bench-image
 bench-image:
 	$(GO) run ./testsuite/imagebench -dir $(BENCH_DIR)
+	@echo; echo "the same rows for push and pull, as two machines (host pinned to CPU 1, sender to CPU 0):"
+	$(GO) run ./testsuite/imagebench -dir $(BENCH_DIR) -pin -rows 'raw \(verified\)'
 
 # rackflow-pxe against dnsmasq (DHCP with perfdhcp, TFTP with curl) and
 # busybox httpd (HTTP), same leases, files and clients, in network

@@ -63,6 +63,11 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 	if cfg.PXEToken == "" {
 		return nil, errors.New("no pxe API token: set RACKFLOW_PXE_TOKEN or --pxe-token-file")
 	}
+	if cfg.DiskHelper != "" {
+		if _, err := os.Stat(cfg.DiskHelper); err != nil {
+			return nil, fmt.Errorf("disk helper: %w", err)
+		}
+	}
 	dialer := &remote.Dialer{Secrets: res}
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
@@ -70,7 +75,7 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 		lease:     &lease.Activities{PXE: pxeclient.New(cfg.PXEURL, cfg.PXEToken, nil), Secrets: res},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
-		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6},
+		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper},
 		chef:      &chef.Activities{Dialer: dialer, Secrets: res, Dir: chefDir},
 		nitro:     &nitro.Activities{Secrets: res},
 		cs:        &cloudstack.Activities{Secrets: res},

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -63,6 +64,9 @@ type Config struct {
 	ImageSegmentMiB int
 	// ImageMaxMBps caps one image stream's rate (0: no cap).
 	ImageMaxMBps int
+	// DiskHelper is the rackflow-diskhelper binary uploaded to live
+	// systems of its architecture ("" for none: dd and openssl).
+	DiskHelper string
 	// ImageReportEvery is how often an image stream signals its progress
 	// to its run, for the status query (0: never).
 	ImageReportEvery time.Duration
@@ -78,6 +82,20 @@ func env(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// defaultDiskHelper is rackflow-diskhelper beside the worker's own
+// executable (make build puts both in bin/), or "" when it is not there.
+func defaultDiskHelper() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(exe), "rackflow-diskhelper")
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }
 
 func parseFlags(args []string) (Config, error) {
@@ -106,6 +124,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 64)", func(s string) error { seg = s; return nil })
 	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
 	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
+	fs.StringVar(&c.DiskHelper, "disk-helper", env("RACKFLOW_DISK_HELPER", defaultDiskHelper()), "rackflow-diskhelper binary to upload to live systems of its architecture, empty for none (RACKFLOW_DISK_HELPER; default: beside this executable, if there)")
 	report := env("RACKFLOW_IMAGE_REPORT_EVERY", "10s")
 	fs.Func("image-report-every", "how often an image stream reports its progress to the run's status query, 0 for never (RACKFLOW_IMAGE_REPORT_EVERY, default 10s)", func(s string) error { report = s; return nil })
 	fleet := []struct {

@@ -294,7 +294,12 @@ func startWriter(c *ssh.Client, disk string, info diskInfo, start, size, segSize
 		oflag += ",direct"
 	}
 	cmd := "LC_ALL=C sh -c " + remote.Quote(writeScript) + " sh"
-	for _, arg := range []string{disk, fmt.Sprint(start), fmt.Sprint(size), fmt.Sprint(segSize), oflag} {
+	args := []string{disk, fmt.Sprint(start), fmt.Sprint(size), fmt.Sprint(segSize), oflag}
+	if info.helper != "" {
+		cmd = remote.Quote(info.helper) + " write"
+		args[4] = info.ioMode()
+	}
+	for _, arg := range args {
 		cmd += " " + remote.Quote(arg)
 	}
 	if err := sess.Start(cmd); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,18 +96,24 @@ var formats = []string{image.FormatRaw, image.FormatGzip, image.FormatZstd, imag
 func TestWriteImageFormatsAndModes(t *testing.T) {
 	type tc struct {
 		format, mode string
-		http         bool
+		http, helper bool
 	}
 	tests := map[string]tc{}
 	for _, format := range formats {
-		tests[format+"/push/file"] = tc{format, image.ModePush, false}
-		tests[format+"/push/http"] = tc{format, image.ModePush, true}
-		tests[format+"/pull/http"] = tc{format, image.ModePull, true}
+		tests[format+"/push/file"] = tc{format, image.ModePush, false, false}
+		tests[format+"/push/http"] = tc{format, image.ModePush, true, false}
+		tests[format+"/pull/http"] = tc{format, image.ModePull, true, false}
+		// rackflow-diskhelper writing and reading back on the host.
+		tests[format+"/push/file/helper"] = tc{format, image.ModePush, false, true}
+		tests[format+"/pull/http/helper"] = tc{format, image.ModePull, true, true}
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixtureData(t, compressible(3*mib+12345), 8*mib)
 			file := f.writeSource(t, tc.format, tc.http)
+			if tc.helper {
+				f.acts.DiskHelper = helperPath
+			}
 			srv := startSSHD(t, f, sshd.Options{})
 			in := f.input(srv.Addr(), srv.HostKeyLine())
 			in.Mode = tc.mode
@@ -115,8 +122,8 @@ func TestWriteImageFormatsAndModes(t *testing.T) {
 				t.Fatalf("WriteImage: %v", r.err)
 			}
 			f.checkDisk(t)
-			if r.res.Digest != f.img.SHA256 || r.res.Bytes != f.img.Size || r.res.Format != tc.format || r.res.Mode != tc.mode {
-				t.Errorf("result %+v: want digest %s, %d bytes, format %s, mode %s", r.res, f.img.SHA256, f.img.Size, tc.format, tc.mode)
+			if r.res.Digest != f.img.SHA256 || r.res.Bytes != f.img.Size || r.res.Format != tc.format || r.res.Mode != tc.mode || r.res.Helper != tc.helper {
+				t.Errorf("result %+v: want digest %s, %d bytes, format %s, mode %s, helper %v", r.res, f.img.SHA256, f.img.Size, tc.format, tc.mode, tc.helper)
 			}
 			if tc.mode == image.ModePush && r.res.SourceBytes != int64(len(file)) {
 				t.Errorf("worker read %d bytes of the image file, want its size %d", r.res.SourceBytes, len(file))
@@ -512,12 +519,19 @@ func TestWriteImageFaults(t *testing.T) {
 		},
 	}
 	for name, tc := range tests {
-		for _, mode := range tc.modes {
+		modes := tc.modes
+		if slices.Contains(modes, image.ModePush) {
+			modes = append(modes, "push+helper") // rackflow-diskhelper on the host
+		}
+		for _, mode := range modes {
 			t.Run(name+"/"+mode, func(t *testing.T) {
 				f := newFixtureData(t, compressible(2*mib+12345), 4*mib)
 				in := f.input("", "")
 				opts := tc.prepare(t, f, &in)
 				in.Mode = mode
+				if mode == "push+helper" {
+					in.Mode, f.acts.DiskHelper = image.ModePush, helperPath
+				}
 				srv := startSSHD(t, f, opts)
 				in.Target.Addr, in.Target.HostKey = srv.Addr(), srv.HostKeyLine()
 				r := execute(t, f.acts, in, nil)

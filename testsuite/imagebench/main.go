@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -52,11 +53,26 @@ func main() {
 	dir := flag.String("dir", os.TempDir(), "where to put the images and disks (needs ~3 GiB)")
 	sizeMiB := flag.Int("size", 1024, "image size in MiB")
 	runs := flag.Int("runs", 3, "runs per row (the median is shown)")
+	flag.BoolVar(&pin, "pin", false, "two machines on one: the host's sshd on CPU 1, the sender (worker, ssh, dd) on CPU 0")
+	flag.StringVar(&only, "rows", "", "run only the rows whose name matches this regexp (the baseline always runs)")
 	flag.Parse()
 	if err := run(*dir, int64(*sizeMiB)<<20, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "imagebench:", err)
 		os.Exit(1)
 	}
+}
+
+var (
+	pin  bool   // -pin
+	only string // -rows
+)
+
+// sender is how the sending side's commands start: on CPU 0 with -pin.
+func sender(args ...string) *exec.Cmd {
+	if pin {
+		args = append([]string{"taskset", "-c", "0"}, args...)
+	}
+	return exec.Command(args[0], args[1:]...)
 }
 
 // childArgs is what the parent passes a child that runs one WriteImage.
@@ -65,6 +81,7 @@ type childArgs struct {
 	Key         string // private key PEM
 	VerifyAfter bool
 	MaxBps      int64
+	Helper      string
 }
 
 type childResult struct {
@@ -79,7 +96,7 @@ func child(arg string) {
 	if err := json.Unmarshal([]byte(arg), &a); err != nil {
 		panic(err)
 	}
-	acts := &image.Activities{Dialer: &remote.Dialer{Secrets: secrets.Static{a.In.Target.Credential: {PrivateKey: a.Key}}}, VerifyAfterWrite: a.VerifyAfter, MaxBytesPerSecond: a.MaxBps}
+	acts := &image.Activities{Dialer: &remote.Dialer{Secrets: secrets.Static{a.In.Target.Credential: {PrivateKey: a.Key}}}, VerifyAfterWrite: a.VerifyAfter, MaxBytesPerSecond: a.MaxBps, DiskHelper: a.Helper}
 	var ts testsuite.WorkflowTestSuite
 	ts.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	env := ts.NewTestActivityEnvironment()
@@ -104,6 +121,8 @@ type bench struct {
 	hostKey    string
 	knownHosts string
 	httpURL    string
+	helper     string // rackflow-diskhelper, built for this machine
+	useHelper  bool
 }
 
 // row is one line of the table.
@@ -112,6 +131,7 @@ type row struct {
 	bytes  int64 // raw bytes delivered per run
 	secs   []float64
 	maxRSS int64 // KiB, rackflow rows only
+	cpu    []float64 // worker CPU seconds (user+system), rackflow rows only
 	note   string
 }
 
@@ -172,6 +192,13 @@ func run(parent string, size int64, runs int) error {
 		}
 		compressed[c.format] = st.Size()
 	}
+	b.helper = filepath.Join(dir, "rackflow-diskhelper")
+	hb := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.helper, "github.com/rackflow/rackflow/activities/image/diskhelper")
+	hb.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := hb.CombinedOutput(); err != nil {
+		return fmt.Errorf("build diskhelper: %v: %s", err, out)
+	}
+	b.useHelper = true
 	done()
 
 	// sshd, its client key for both OpenSSH's ssh and rackflow, and the
@@ -187,7 +214,14 @@ func run(parent string, size int64, runs int) error {
 	}
 	sshdDir := filepath.Join(dir, "sshd")
 	os.Mkdir(sshdDir, 0o700)
-	b.srv, err = sshd.Run(ctx, sshdDir, sshd.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	sopts := sshd.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}}
+	if pin {
+		if numCPU() < 2 {
+			return fmt.Errorf("-pin needs two CPUs")
+		}
+		sopts.Wrapper = []string{"taskset", "-c", "1"}
+	}
+	b.srv, err = sshd.Run(ctx, sshdDir, sopts)
 	if err != nil {
 		return err
 	}
@@ -207,7 +241,19 @@ func run(parent string, size int64, runs int) error {
 
 	img := filepath.Join(dir, "os.raw")
 	var rows []row
+	var onlyRE *regexp.Regexp
+	if only != "" {
+		if onlyRE, err = regexp.Compile(only); err != nil {
+			return fmt.Errorf("-rows: %w", err)
+		}
+	}
+	skip := func(name string) bool {
+		return onlyRE != nil && !onlyRE.MatchString(name) && !strings.Contains(name, "OpenSSH")
+	}
 	shell := func(name, cmd string, n int) error {
+		if skip(name) {
+			return nil
+		}
 		done := step(name)
 		defer done()
 		r := row{name: name, bytes: size}
@@ -215,7 +261,7 @@ func run(parent string, size int64, runs int) error {
 			if err := b.freshDisk(size); err != nil {
 				return err
 			}
-			c := exec.Command("sh", "-c", cmd)
+			c := sender("sh", "-c", cmd)
 			c.Dir = dir
 			var stderr bytes.Buffer
 			c.Stderr = &stderr
@@ -230,6 +276,9 @@ func run(parent string, size int64, runs int) error {
 	}
 	var maxBps int64 // a simulated link, for the rows that set it
 	rackflow := func(name, url, mode string, sz int64, sha string, n int, verifyAfter bool) error {
+		if skip(name) {
+			return nil
+		}
 		done := step(name)
 		defer done()
 		r := row{name: name, bytes: sz}
@@ -237,7 +286,7 @@ func run(parent string, size int64, runs int) error {
 			if err := b.freshDisk(sz); err != nil {
 				return err
 			}
-			res, rss, err := b.child(verifyAfter, maxBps, image.WriteInput{
+			res, rss, cpu, err := b.child(verifyAfter, maxBps, image.WriteInput{
 				Host:   "bench",
 				Target: remote.Target{Addr: b.srv.Addr(), Credential: "ssh/bench", HostKey: b.hostKey},
 				Image:  specImage(url, sz, sha),
@@ -247,11 +296,12 @@ func run(parent string, size int64, runs int) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			if res.Res.Mode != mode {
-				return fmt.Errorf("%s: ran in mode %s", name, res.Res.Mode)
+			if res.Res.Mode != mode || res.Res.Helper != b.useHelper {
+				return fmt.Errorf("%s: ran in mode %s, helper %v", name, res.Res.Mode, res.Res.Helper)
 			}
 			r.secs = append(r.secs, res.Seconds)
 			r.maxRSS = max(r.maxRSS, rss)
+			r.cpu = append(r.cpu, cpu)
 			if r.note == "" {
 				r.note = fmt.Sprintf("stream %.0f MB/s, verify tail %s", res.Res.MBps, res.Res.VerifyDuration)
 			}
@@ -287,10 +337,20 @@ func run(parent string, size int64, runs int) error {
 			return rackflow("rackflow push raw (verified)", img, image.ModePush, size, sum, runs, false)
 		},
 		func() error {
+			b.useHelper = false
+			defer func() { b.useHelper = true }()
+			return rackflow("rackflow push raw (verified), dd pipeline", img, image.ModePush, size, sum, runs, false)
+		},
+		func() error {
 			return rackflow("rackflow push raw (verify after write)", img, image.ModePush, size, sum, runs, true)
 		},
 		func() error {
 			return rackflow("rackflow pull raw (verified)", b.httpURL+"/os.raw", image.ModePull, size, sum, runs, false)
+		},
+		func() error {
+			b.useHelper = false
+			defer func() { b.useHelper = true }()
+			return rackflow("rackflow pull raw (verified), dd pipeline", b.httpURL+"/os.raw", image.ModePull, size, sum, runs, false)
 		},
 		func() error {
 			return rackflow("rackflow push zstd (verified)", filepath.Join(dir, "os.raw.zst"), image.ModePush, size, sum, runs, false)
@@ -331,10 +391,13 @@ func run(parent string, size int64, runs int) error {
 	}
 	os.Remove(b.disk)
 
-	var baseline float64
+	var baseline, plain float64
 	for _, r := range rows {
 		if strings.Contains(r.name, "[baseline]") {
 			baseline = r.mbps()
+		}
+		if strings.Contains(r.name, "OpenSSH ssh (default cipher)") {
+			plain = r.mbps()
 		}
 	}
 	cpu, _ := os.ReadFile("/proc/cpuinfo")
@@ -347,22 +410,37 @@ func run(parent string, size int64, runs int) error {
 	}
 	fmt.Printf("\nimage %d MiB raw (25%% random, rest zeros: gzip -1 %d MiB, zstd -3 %d MiB, xz -1 %d MiB); disk: sparse file in %s\n",
 		size>>20, compressed[image.FormatGzip]>>20, compressed[image.FormatZstd]>>20, compressed[image.FormatXZ]>>20, parent)
-	fmt.Printf("machine: %d CPUs,%s; sshd and the worker share them; median of %d runs (xz: 1); MB/s = raw MB (10^6) / wall time\n\n", numCPU(), model, runs)
+	share := "sshd and the worker share them"
+	if pin {
+		share = "pinned as two machines: the host's sshd (and what it runs) on CPU 1, the sender (worker, ssh, dd) on CPU 0"
+	}
+	fmt.Printf("machine: %d CPUs,%s; %s; median of %d runs (xz: 1); MB/s = raw MB (10^6) / wall time\n", numCPU(), model, share, runs)
+	fmt.Printf("baseline: OpenSSH's client with its fastest cipher here (aes128-gcm); plain ssh: the same command with OpenSSH's default cipher\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "what\tMB/s\tvs baseline\tworker peak RSS\tsecs\tnote\t")
+	fmt.Fprintln(tw, "what\tMB/s\tvs baseline\tvs plain ssh\tworker peak RSS\tworker CPU s/GiB\tsecs\tnote\t")
 	for _, r := range rows {
 		rss := "-"
 		if r.maxRSS > 0 {
 			rss = fmt.Sprintf("%.0f MiB", float64(r.maxRSS)/1024)
 		}
-		ratio := "-"
+		ratio, ratioPlain := "-", "-"
 		if baseline > 0 {
 			ratio = fmt.Sprintf("%.2f", r.mbps()/baseline)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2f\t%s\t\n", r.name, r.mbps(), ratio, rss, r.median(), r.note)
+		if plain > 0 {
+			ratioPlain = fmt.Sprintf("%.2f", r.mbps()/plain)
+		}
+		cpu := "-"
+		if len(r.cpu) > 0 {
+			c := append([]float64(nil), r.cpu...)
+			sort.Float64s(c)
+			cpu = fmt.Sprintf("%.2f", c[len(c)/2]/(float64(r.bytes)/(1<<30)))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%.2f\t%s\t\n", r.name, r.mbps(), ratio, ratioPlain, rss, cpu, r.median(), r.note)
 	}
 	tw.Flush()
-	fmt.Println("\nrackflow rows include dialing, the disk check and the read-back on the host (overlapped with the write; 'verify tail' is what remains after it); the OpenSSH and dd rows neither verify nor (OpenSSH) fsync.")
+	fmt.Println("\nrackflow rows include dialing, the disk check, the helper's upload and the read-back on the host (overlapped with the write; 'verify tail' is what remains after it); the OpenSSH and dd rows neither verify nor (OpenSSH) fsync.")
+	fmt.Println("rackflow rows run rackflow-diskhelper on the host (as a worker installed by make build does) except the 'dd pipeline' rows: one dd per segment and dd | openssl for the read-back.")
 	return nil
 }
 
@@ -391,23 +469,32 @@ func (b *bench) freshDisk(size int64) error {
 
 // child runs one WriteImage in a child process and returns its result and
 // peak RSS in KiB.
-func (b *bench) child(verifyAfter bool, maxBps int64, in image.WriteInput) (childResult, int64, error) {
-	arg, _ := json.Marshal(childArgs{In: in, Key: b.keyPEM, VerifyAfter: verifyAfter, MaxBps: maxBps})
-	cmd := exec.Command("/proc/self/exe", "child", string(arg))
+func (b *bench) child(verifyAfter bool, maxBps int64, in image.WriteInput) (childResult, int64, float64, error) {
+	helper := ""
+	if b.useHelper {
+		helper = b.helper
+	}
+	arg, _ := json.Marshal(childArgs{In: in, Key: b.keyPEM, VerifyAfter: verifyAfter, MaxBps: maxBps, Helper: helper})
+	exe, err := os.Executable()
+	if err != nil {
+		return childResult{}, 0, 0, err
+	}
+	cmd := sender(exe, "child", string(arg))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return childResult{}, 0, fmt.Errorf("child: %v: %s", err, stderr.String())
+		return childResult{}, 0, 0, fmt.Errorf("child: %v: %s", err, stderr.String())
 	}
 	var r childResult
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		return r, 0, fmt.Errorf("child output %q: %w", stdout.String(), err)
+		return r, 0, 0, fmt.Errorf("child output %q: %w", stdout.String(), err)
 	}
 	if r.Err != "" {
-		return r, 0, fmt.Errorf("WriteImage: %s", r.Err)
+		return r, 0, 0, fmt.Errorf("WriteImage: %s", r.Err)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return r, ru.Maxrss, nil
+	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	return r, ru.Maxrss, cpu, nil
 }
 
 // makeImage writes an image that compresses like an OS image with free

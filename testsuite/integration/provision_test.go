@@ -56,6 +56,14 @@ func buildWorker(t *testing.T) string {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build worker: %v\n%s", err, out)
+			return
+		}
+		// Installed as in production: the disk helper beside the worker,
+		// which finds and uploads it to the live system.
+		cmd = exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "rackflow-diskhelper"), "github.com/rackflow/rackflow/activities/image/diskhelper")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build diskhelper: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -387,6 +395,9 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 	wr, attempt := writeImageResult(t, h)
 	if attempt < 2 || wr.ResumedFrom == 0 || wr.ResumedFrom >= s.lab.ImageSize {
 		t.Errorf("WriteImage finished on attempt %d resuming from %d: want a retry that resumed past 0", attempt, wr.ResumedFrom)
+	}
+	if !wr.Helper {
+		t.Error("the worker did not use the rackflow-diskhelper installed beside it")
 	}
 	if wr.ResumedFrom > p.Offset+int64(16<<20) {
 		t.Errorf("resumed from %d, beyond the last progress seen (%d) plus a segment", wr.ResumedFrom, p.Offset)
