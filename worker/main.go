@@ -124,7 +124,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 64)", func(s string) error { seg = s; return nil })
 	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
 	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
-	fs.StringVar(&c.DiskHelper, "disk-helper", env("RACKFLOW_DISK_HELPER", defaultDiskHelper()), "rackflow-diskhelper binary to upload to live systems of its architecture, empty for none (RACKFLOW_DISK_HELPER; default: beside this executable, if there)")
+	fs.StringVar(&c.DiskHelper, "disk-helper", env("RACKFLOW_DISK_HELPER", defaultDiskHelper()), "rackflow-diskhelper binary, or a directory of them (one per architecture), uploaded to live systems to write and read back the disk; empty for none: dd and openssl (RACKFLOW_DISK_HELPER; default: beside this executable, if there)")
 	report := env("RACKFLOW_IMAGE_REPORT_EVERY", "10s")
 	fs.Func("image-report-every", "how often an image stream reports its progress to the run's status query, 0 for never (RACKFLOW_IMAGE_REPORT_EVERY, default 10s)", func(s string) error { report = s; return nil })
 	fleet := []struct {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -43,15 +44,47 @@ var helpers sync.Map // path -> *helperLoad
 
 type helperLoad struct {
 	once sync.Once
-	h    *helperBinary
+	hs   []*helperBinary
 	err  error
 }
 
-func cachedHelper(path string) (*helperBinary, error) {
+// cachedHelpers loads the helper at path, or, when path is a directory,
+// every rackflow-diskhelper* in it (one per architecture of the fleet).
+func cachedHelpers(path string) ([]*helperBinary, error) {
 	v, _ := helpers.LoadOrStore(path, &helperLoad{})
 	l := v.(*helperLoad)
-	l.once.Do(func() { l.h, l.err = loadHelper(path) })
-	return l.h, l.err
+	l.once.Do(func() { l.hs, l.err = loadHelpers(path) })
+	return l.hs, l.err
+}
+
+func loadHelpers(path string) ([]*helperBinary, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		h, err := loadHelper(path)
+		if err != nil {
+			return nil, err
+		}
+		return []*helperBinary{h}, nil
+	}
+	files, err := filepath.Glob(filepath.Join(path, "rackflow-diskhelper*"))
+	if err != nil {
+		return nil, err
+	}
+	var hs []*helperBinary
+	for _, f := range files {
+		h, err := loadHelper(f)
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	if len(hs) == 0 {
+		return nil, fmt.Errorf("%s: no rackflow-diskhelper* in it", path)
+	}
+	return hs, nil
 }
 
 func loadHelper(path string) (*helperBinary, error) {
@@ -120,13 +153,22 @@ func (a *Activities) installHelper(ctx context.Context, c *ssh.Client, host stri
 		return
 	}
 	log := activity.GetLogger(ctx)
-	helper, err := cachedHelper(a.DiskHelper)
+	hs, err := cachedHelpers(a.DiskHelper)
 	if err != nil {
 		log.Warn("disk helper unusable: writing with dd", "host", host, "error", err)
 		return
 	}
-	if !helper.runsOn(info.arch) {
-		log.Info("disk helper not built for this host: writing with dd", "host", host, "host_arch", info.arch, "helper_arches", helper.arches)
+	var helper *helperBinary
+	var have []string
+	for _, h := range hs {
+		if h.runsOn(info.arch) {
+			helper = h
+			break
+		}
+		have = append(have, h.arches...)
+	}
+	if helper == nil {
+		log.Info("no disk helper built for this host: writing with dd", "host", host, "host_arch", info.arch, "helper_arches", have)
 		return
 	}
 	cmd := "LC_ALL=C sh -c " + remote.Quote(installHelperScript) + " sh " + helper.sum

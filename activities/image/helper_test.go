@@ -49,6 +49,7 @@ func TestWriteImageHelperArchitecture(t *testing.T) {
 		want   bool
 	}{
 		"same architecture":    {helperPath, true},
+		"directory of several": {filepath.Dir(helperPath), true},
 		"another architecture": {foreignHelper, false},
 		"not an executable":    {"/etc/hostname", false},
 		"missing":              {"/nonexistent/rackflow-diskhelper", false},

@@ -118,8 +118,9 @@ type Activities struct {
 	Report      func(ctx context.Context, p spec.ImageProgress) error
 	ReportEvery time.Duration
 	// DiskHelper is the path, on the worker, of a rackflow-diskhelper
-	// binary (activities/image/diskhelper). When set and built for the
-	// host's architecture, it is uploaded into the live system and
+	// binary (activities/image/diskhelper), or of a directory of them,
+	// one per architecture (rackflow-diskhelper-arm64...). When set and
+	// one is built for the host's architecture, it is uploaded into the live system and
 	// writes and reads back the disk in place of dd and openssl, with
 	// about half the host's CPU per GiB. Empty, or a host it cannot run
 	// on: the dd pipeline, which needs nothing but a shell and coreutils.

@@ -1,7 +1,7 @@
 // Command rackflow-diskhelper writes an image stream onto a disk and reads
 // it back, on the host being provisioned. rackflow's image stream uploads
 // it over SSH into the live system when the host's architecture matches
-// (it is static, and about 1.5 MiB), and runs it in place of its shell
+// (it is static, under 2 MiB), and runs it in place of its shell
 // pipeline of one dd per segment and `dd | openssl` for the read-back.
 //
 // It does the same work with fewer copies: the read-back hashes what it
