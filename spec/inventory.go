@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -63,12 +62,23 @@ type Image struct {
 	URL string `yaml:"url" json:"url"`
 	// Size is the size in bytes of the raw (uncompressed) image.
 	Size int64 `yaml:"size" json:"size"`
-	// SHA256 is the hex digest of the raw image.
-	SHA256 string `yaml:"sha256" json:"sha256"`
+	// SHA256 is the hex digest of the raw image. Give it or SHA512.
+	SHA256 string `yaml:"sha256,omitempty" json:"sha256,omitempty"`
+	// SHA512 is the raw image's sha512, for images published with one.
+	SHA512 string `yaml:"sha512,omitempty" json:"sha512,omitempty"`
 	// Mode is "push" (default: the worker streams the image over SSH) or
 	// "pull" (the live system fetches an http(s) image itself; the worker
 	// stays out of the data path).
 	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
+}
+
+// Digest returns the image's checksum algorithm ("sha256" or "sha512")
+// and its expected hex digest, lower case.
+func (im Image) Digest() (algo, hexDigest string) {
+	if im.SHA512 != "" {
+		return "sha512", strings.ToLower(im.SHA512)
+	}
+	return "sha256", strings.ToLower(im.SHA256)
 }
 
 // SSH says how rackflow reaches the live system and the installed OS.
@@ -171,6 +181,7 @@ var (
 	refRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
 	diskRE   = regexp.MustCompile(`^/[A-Za-z0-9_./-]+$`)
 	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	sha512RE = regexp.MustCompile(`^[0-9a-f]{128}$`)
 )
 
 // ValidName reports whether s is a valid host name (DNS label).
@@ -312,12 +323,17 @@ func (im Image) validate(prefix string) FieldErrors {
 	if im.Size <= 0 {
 		add("size", fmt.Sprint(im.Size), "must be the raw image's size in bytes")
 	}
-	if im.SHA256 == "" {
-		add("sha256", "", "required: the raw image's sha256, 64 hex digits")
-	} else if !sha256RE.MatchString(im.SHA256) {
+	switch {
+	case im.SHA256 == "" && im.SHA512 == "":
+		add("sha256", "", "required: the raw image's sha256 (64 hex digits), or sha512 (128)")
+	case im.SHA256 != "" && im.SHA512 != "":
+		add("sha512", im.SHA512, "give sha256 or sha512, not both")
+	case im.SHA512 != "":
+		if !sha512RE.MatchString(im.SHA512) {
+			add("sha512", im.SHA512, "must be 128 lower-case hex digits")
+		}
+	case !sha256RE.MatchString(im.SHA256):
 		add("sha256", im.SHA256, "must be 64 lower-case hex digits")
-	} else if _, err := hex.DecodeString(im.SHA256); err != nil {
-		add("sha256", im.SHA256, "not hex")
 	}
 	return errs
 }

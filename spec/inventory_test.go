@@ -69,6 +69,8 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		"holey netmask":    {func(h *Host) { h.Network.Netmask = "255.0.255.0" }, []string{"network.netmask"}},
 		"missing checksum": {func(h *Host) { h.Image.SHA256 = "" }, []string{"image.sha256"}},
 		"short checksum":   {func(h *Host) { h.Image.SHA256 = "abc" }, []string{"image.sha256"}},
+		"short sha512":     {func(h *Host) { h.Image.SHA256, h.Image.SHA512 = "", strings.Repeat("ab", 32) }, []string{"image.sha512"}},
+		"both checksums":   {func(h *Host) { h.Image.SHA512 = strings.Repeat("ab", 64) }, []string{"image.sha512"}},
 		"ftp url":          {func(h *Host) { h.Image.URL = "ftp://x/y.raw" }, []string{"image.url"}},
 		"zero size":        {func(h *Host) { h.Image.Size = 0 }, []string{"image.size"}},
 		"relative disk":    {func(h *Host) { h.Disk = "sda" }, []string{"disk"}},
@@ -150,5 +152,23 @@ func TestLoadInventoryNamesFileLineAndField(t *testing.T) {
 	}
 	if d := cmp.Diff(map[string]int{"hosts[0].mac": 5, "hosts[0].image.sha256": 11}, got); d != "" {
 		t.Errorf("(-want +got):\n%s\n%v", d, err)
+	}
+}
+
+func TestImageWithSHA512(t *testing.T) {
+	inv, err := ParseInventory([]byte(goodInventory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := inv.Hosts[0]
+	h.Image.SHA256, h.Image.SHA512 = "", strings.Repeat("0a", 64)
+	if err := h.Validate(); err != nil {
+		t.Fatalf("a host whose image has only a sha512: %v", err)
+	}
+	if algo, d := h.Image.Digest(); algo != "sha512" || d != h.Image.SHA512 {
+		t.Errorf("Digest() = %s %s", algo, d)
+	}
+	if algo, _ := (Image{SHA256: "x"}).Digest(); algo != "sha256" {
+		t.Errorf("sha256 image: Digest() algo %s", algo)
 	}
 }

@@ -159,7 +159,7 @@ func deployHost(ctx workflow.Context, d spec.DeploySpec, h spec.DeployHost, m *s
 		m.Error, m.ErrorType = describe(err)
 		return
 	}
-	if last.Status == "Completed" && last.ImageDigest == host.Image.SHA256 {
+	if _, want := host.Image.Digest(); last.Status == "Completed" && last.ImageDigest == want {
 		m.State, m.Steps = spec.MemberConverged, last.Steps
 		return
 	}

@@ -24,6 +24,8 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding"
 	"encoding/hex"
 	"errors"
@@ -169,7 +171,7 @@ type WriteResult struct {
 type Progress struct {
 	Offset int64 `json:"offset"`
 	Total  int64 `json:"total"`
-	// HashState is the sha256 state over bytes [0, Offset), from
+	// HashState is the sha256 (or sha512) state over bytes [0, Offset), from
 	// encoding.BinaryMarshaler: a resumed push continues the hash. Empty
 	// in pull mode, where the host does the hashing.
 	HashState []byte  `json:"hash_state"`
@@ -275,12 +277,15 @@ type streamed struct {
 func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult, error) {
 	log := activity.GetLogger(ctx)
 	start := time.Now()
-	if in.Image.Size <= 0 || len(in.Image.SHA256) != 64 {
-		return WriteResult{}, badInput(errors.New("image size and sha256 are required"))
+	algo, want := in.Image.Digest()
+	if in.Image.Size <= 0 || want == "" {
+		return WriteResult{}, badInput(errors.New("image size and sha256 (or sha512) are required"))
 	}
-	in.Image.SHA256 = strings.ToLower(in.Image.SHA256)
-	if _, err := hex.DecodeString(in.Image.SHA256); err != nil {
-		return WriteResult{}, badInput(fmt.Errorf("image sha256 %q is not hex", in.Image.SHA256))
+	if in.Image.SHA256 != "" && in.Image.SHA512 != "" {
+		return WriteResult{}, badInput(errors.New("image: give sha256 or sha512, not both"))
+	}
+	if b, err := hex.DecodeString(want); err != nil || len(b) != newHash(algo).Size() {
+		return WriteResult{}, badInput(fmt.Errorf("image %s %q: want %d hex digits", algo, want, 2*newHash(algo).Size()))
 	}
 	if !strings.HasPrefix(in.Disk, "/") {
 		return WriteResult{}, badInput(fmt.Errorf("disk %q: must be an absolute path", in.Disk))
@@ -380,7 +385,7 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 
 	var v *verifier
 	if !a.VerifyAfterWrite {
-		if v, err = startVerifier(client, in.Disk, disk); err != nil {
+		if v, err = startVerifier(client, in.Disk, disk, algo); err != nil {
 			return WriteResult{}, err
 		}
 		defer v.close()
@@ -395,8 +400,8 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	if err != nil {
 		return WriteResult{}, err
 	}
-	if st.digest != "" && st.digest != in.Image.SHA256 {
-		return WriteResult{}, checksumError("streamed image", in.Image.SHA256, st.digest)
+	if st.digest != "" && st.digest != want {
+		return WriteResult{}, checksumError("streamed image", algo, want, st.digest)
 	}
 
 	tr.set(func(p *Progress) { p.Phase, p.ETASeconds = "verify", 0 })
@@ -409,13 +414,13 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	if v != nil {
 		onDisk, err = v.sum(ctx, in.Image.Size)
 	} else {
-		onDisk, err = readBack(ctx, client, in.Disk, in.Image.Size, disk)
+		onDisk, err = readBack(ctx, client, in.Disk, in.Image.Size, disk, algo)
 	}
 	if err != nil {
 		return WriteResult{}, err
 	}
-	if onDisk != in.Image.SHA256 {
-		return WriteResult{}, checksumError("disk read back", in.Image.SHA256, onDisk)
+	if onDisk != want {
+		return WriteResult{}, checksumError("disk read back", algo, want, onDisk)
 	}
 	rate := 0.0
 	if s := st.dur.Seconds(); s > 0 {
@@ -452,15 +457,40 @@ func (a *Activities) report(ctx context.Context, host string, p Progress) {
 	}
 }
 
-func checksumError(what, want, got string) error {
-	msg := fmt.Sprintf("%s: sha256 mismatch: want %s, got %s", what, want, got)
+func checksumError(what, algo, want, got string) error {
+	msg := fmt.Sprintf("%s: %s mismatch: want %s, got %s", what, algo, want, got)
 	return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageChecksumMismatch, nil, want, got)
+}
+
+// newHash returns a fresh hash of the image's checksum algorithm.
+func newHash(algo string) hash.Hash {
+	if algo == "sha512" {
+		return sha512.New()
+	}
+	return sha256.New()
+}
+
+// algoOf names h's algorithm, by its size.
+func algoOf(h hash.Hash) string {
+	if h.Size() == sha512.Size {
+		return "sha512"
+	}
+	return "sha256"
+}
+
+// hostHasher is the host's command that prints the digest of its stdin:
+// openssl where installed (about three times faster than coreutils).
+func hostHasher(info diskInfo, algo string) string {
+	if info.tools["openssl"] {
+		return "openssl dgst -" + algo + " -r"
+	}
+	return algo + "sum"
 }
 
 func marshalHash(h hash.Hash) []byte {
 	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
-		panic(err) // sha256 always marshals
+		panic(err) // sha256 and sha512 always marshal
 	}
 	return b
 }
@@ -563,15 +593,16 @@ func checkDisk(ctx context.Context, c *ssh.Client, disk string, need int64) (dis
 // about three times faster than coreutils' sha256sum, so it is used where
 // installed. A block device is read with O_DIRECT, so what is hashed is
 // what the device returns, not what the page cache still holds.
-func readBack(ctx context.Context, c *ssh.Client, disk string, size int64, info diskInfo) (string, error) {
+func readBack(ctx context.Context, c *ssh.Client, disk string, size int64, info diskInfo, algo string) (string, error) {
+	want := 2 * newHash(algo).Size()
 	if info.helper != "" {
-		cmd := fmt.Sprintf("%s verify %s %s", remote.Quote(info.helper), remote.Quote(disk), info.ioMode())
+		cmd := fmt.Sprintf("%s verify %s %s %s", remote.Quote(info.helper), remote.Quote(disk), info.ioMode(), algo)
 		out, stderr, exit, err := remote.Run(ctx, c, cmd, strings.NewReader(fmt.Sprintf("%d\n", size)))
 		if err != nil {
 			return "", fmt.Errorf("read back disk %s: %w", disk, err)
 		}
 		f := strings.Fields(string(out))
-		if exit != 0 || len(f) == 0 || len(f[0]) != 64 {
+		if exit != 0 || len(f) == 0 || len(f[0]) != want {
 			return "", fmt.Errorf("read back disk %s: exit %d: %s", disk, exit, tail(stderr, 500))
 		}
 		return strings.ToLower(f[0]), nil
@@ -580,17 +611,14 @@ func readBack(ctx context.Context, c *ssh.Client, disk string, size int64, info 
 	if info.kind == "block" && info.direct {
 		iflag += ",direct"
 	}
-	hasher := "sha256sum"
-	if info.tools["openssl"] {
-		hasher = "openssl dgst -sha256 -r"
-	}
+	hasher := hostHasher(info, algo)
 	cmd := fmt.Sprintf("LC_ALL=C; export LC_ALL; { dd if=%s bs=4M count=%d iflag=%s status=none || echo \"read-back dd failed: $?\" >&2; } | %s", remote.Quote(disk), size, iflag, hasher)
 	out, stderr, exit, err := remote.Run(ctx, c, cmd, nil)
 	if err != nil {
 		return "", fmt.Errorf("read back disk %s: %w", disk, err)
 	}
 	f := strings.Fields(string(out))
-	if exit != 0 || bytes.Contains(stderr, []byte("read-back dd failed")) || len(f) == 0 || len(f[0]) != 64 {
+	if exit != 0 || bytes.Contains(stderr, []byte("read-back dd failed")) || len(f) == 0 || len(f[0]) != want {
 		return "", fmt.Errorf("read back disk %s: exit %d: %s", disk, exit, tail(stderr, 500))
 	}
 	return strings.ToLower(f[0]), nil
@@ -668,22 +696,20 @@ type verifier struct {
 	done   chan error
 	sent   int64
 	failed error
+	hexLen int // of the digest
 }
 
-func startVerifier(c *ssh.Client, disk string, info diskInfo) (*verifier, error) {
+func startVerifier(c *ssh.Client, disk string, info diskInfo, algo string) (*verifier, error) {
 	dflag := ""
 	if info.kind == "block" && info.direct {
 		dflag = ",direct"
 	}
-	hasher := "sha256sum"
-	if info.tools["openssl"] {
-		hasher = "openssl dgst -sha256 -r"
-	}
+	hasher := hostHasher(info, algo)
 	sess, err := c.NewSession()
 	if err != nil {
 		return nil, fmt.Errorf("read back disk %s: open ssh session: %w", disk, err)
 	}
-	v := &verifier{disk: disk, sess: sess, done: make(chan error, 1)}
+	v := &verifier{disk: disk, sess: sess, done: make(chan error, 1), hexLen: 2 * newHash(algo).Size()}
 	sess.Stdout, sess.Stderr = &v.stdout, &v.stderr
 	if v.stdin, err = sess.StdinPipe(); err != nil {
 		sess.Close()
@@ -691,7 +717,7 @@ func startVerifier(c *ssh.Client, disk string, info diskInfo) (*verifier, error)
 	}
 	cmd := fmt.Sprintf("LC_ALL=C sh -c %s sh %s %s %s", remote.Quote(verifyScript), remote.Quote(disk), remote.Quote(dflag), remote.Quote(hasher))
 	if info.helper != "" {
-		cmd = fmt.Sprintf("%s verify %s %s", remote.Quote(info.helper), remote.Quote(disk), info.ioMode())
+		cmd = fmt.Sprintf("%s verify %s %s %s", remote.Quote(info.helper), remote.Quote(disk), info.ioMode(), algo)
 	}
 	if err := sess.Start(cmd); err != nil {
 		sess.Close()
@@ -713,7 +739,7 @@ func (v *verifier) advance(end int64) {
 	v.sent = end
 }
 
-// sum waits for the read-back of [0, size) and returns its sha256.
+// sum waits for the read-back of [0, size) and returns its digest.
 func (v *verifier) sum(ctx context.Context, size int64) (string, error) {
 	v.advance(size)
 	v.stdin.Close()
@@ -727,7 +753,7 @@ func (v *verifier) sum(ctx context.Context, size int64) (string, error) {
 	v.sess.Close()
 	f := strings.Fields(v.stdout.String())
 	switch {
-	case err == nil && v.sent == size && len(f) > 0 && len(f[0]) == 64 && !bytes.Contains(v.stderr.Bytes(), []byte("read-back dd failed")):
+	case err == nil && v.sent == size && len(f) > 0 && len(f[0]) == v.hexLen && !bytes.Contains(v.stderr.Bytes(), []byte("read-back dd failed")):
 		return strings.ToLower(f[0]), nil
 	case v.failed != nil && err == nil:
 		err = v.failed

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
 	"errors"
@@ -120,7 +119,7 @@ func (a *Activities) openRaw(ctx context.Context, img spec.Image, prev Progress,
 		return s, nil
 	}
 	// Skip the prefix, hashing it to compare with the saved state.
-	fresh := sha256.New()
+	fresh := newHash(algoOf(h))
 	n, err := io.CopyBuffer(fresh, io.LimitReader(dec, offset), make([]byte, chunkSize))
 	if err == nil && n < offset {
 		err = io.EOF
@@ -352,8 +351,9 @@ type sentSegment struct {
 // a dd per segment. While one segment's dd flushes and exits, the next
 // one's data is already on its way.
 func (a *Activities) push(ctx context.Context, client *ssh.Client, in WriteInput, disk diskInfo, prev Progress, segSize int64, tr *tracker) (streamed, error) {
+	algo, _ := in.Image.Digest()
 	log := activity.GetLogger(ctx)
-	h := sha256.New()
+	h := newHash(algo)
 	if prev.Offset > 0 {
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(prev.HashState); err != nil {
 			log.Warn("previous attempt's progress has no usable hash state: starting over", "host", in.Host, "error", err)

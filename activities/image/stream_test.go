@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -638,5 +640,68 @@ func TestWriteImagePullHeartbeats(t *testing.T) {
 	}
 	if !mid || !verify {
 		t.Errorf("reports %+v: want one mid-stream with rate and ETA, and one at the read-back", reports)
+	}
+}
+
+// TestWriteImageSHA512: an image published with a sha512 is checked with
+// it on the fly, read back with it on the host (openssl, sha512sum or the
+// helper), resumes with a sha512 hash state, and a wrong one is refused.
+func TestWriteImageSHA512(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode, format string
+		helper, noOpenSSL  bool
+	}{
+		{"push raw", image.ModePush, image.FormatRaw, false, false},
+		{"push raw, sha512sum", image.ModePush, image.FormatRaw, false, true},
+		{"push zstd, helper", image.ModePush, image.FormatZstd, true, false},
+		{"pull gzip", image.ModePull, image.FormatGzip, false, false},
+		{"pull raw, helper", image.ModePull, image.FormatRaw, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureData(t, compressible(3*mib+100), 4*mib)
+			f.writeSource(t, tc.format, tc.mode == image.ModePull)
+			sum := sha512.Sum512(f.data)
+			want := hex.EncodeToString(sum[:])
+			if tc.helper {
+				f.acts.DiskHelper = helperPath
+			}
+			var opts sshd.Options
+			if tc.noOpenSSL {
+				opts.PathPrefix = []string{pathWithout(t, "openssl")}
+			}
+			srv := startSSHD(t, f, opts)
+			in := f.input(srv.Addr(), srv.HostKeyLine())
+			in.Mode = tc.mode
+			in.Image.SHA256, in.Image.SHA512 = "", want
+			r := execute(t, f.acts, in, nil)
+			if r.err != nil {
+				t.Fatalf("WriteImage: %v", r.err)
+			}
+			f.checkDisk(t)
+			if r.res.Digest != want || r.res.Helper != tc.helper {
+				t.Errorf("digest %s helper %v, want the sha512 %s and helper %v", r.res.Digest, r.res.Helper, want, tc.helper)
+			}
+			if tc.mode == image.ModePush {
+				// Resume at 1 MiB with the sha512 state a heartbeat there
+				// holds: the rest is hashed on top of it and matches.
+				h := sha512.New()
+				h.Write(f.data[:mib])
+				state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				mid := &image.Progress{Offset: mib, Total: f.img.Size, HashState: state, Mode: tc.mode, Format: tc.format}
+				again := execute(t, f.acts, in, mid)
+				if again.err != nil || again.res.ResumedFrom != mid.Offset || again.res.Digest != want {
+					t.Fatalf("resumed at %d: %+v, %v", mid.Offset, again.res, again.err)
+				}
+			}
+			in.Image.SHA512 = strings.Repeat("ab", 64)
+			bad := execute(t, f.acts, in, nil)
+			ae := wantAppError(t, bad.err, image.ErrTypeImageChecksumMismatch, true)
+			if !strings.Contains(ae.Error(), "sha512 mismatch") {
+				t.Errorf("error %q does not name sha512", ae.Error())
+			}
+		})
 	}
 }

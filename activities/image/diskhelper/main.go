@@ -11,7 +11,7 @@
 //
 //	rackflow-diskhelper version
 //	rackflow-diskhelper write DISK START SIZE SEGMENT direct|buffered
-//	rackflow-diskhelper verify DISK direct|buffered
+//	rackflow-diskhelper verify DISK direct|buffered [sha256|sha512]
 //
 // write copies stdin onto DISK from byte START to SIZE, one segment at a
 // time: each segment is written, flushed to the device (fdatasync), and
@@ -22,7 +22,8 @@
 //
 // verify reads offsets, one per line, from stdin; each says the disk is
 // final up to there. It reads the disk from 0 up to each offset as it
-// arrives and, at the end of stdin, prints the sha256 of all it read.
+// arrives and, at the end of stdin, prints the digest (sha256 unless
+// told sha512) of all it read.
 // Exit 3 when the disk cannot be read.
 //
 // With direct, aligned blocks bypass the page cache (O_DIRECT), so what
@@ -33,9 +34,11 @@ package main
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strconv"
@@ -44,7 +47,7 @@ import (
 )
 
 const (
-	version  = "rackflow-diskhelper 1"
+	version  = "rackflow-diskhelper 2"
 	bufSize  = 4 << 20
 	align    = 4096
 	pipeSize = 1 << 20
@@ -64,10 +67,15 @@ func main() {
 		}
 		code = write(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
 	case "verify":
-		if len(os.Args) != 4 {
+		algo := "sha256"
+		switch len(os.Args) {
+		case 4:
+		case 5:
+			algo = os.Args[4]
+		default:
 			usage()
 		}
-		code = verify(os.Args[2], os.Args[3])
+		code = verify(os.Args[2], os.Args[3], algo)
 	default:
 		usage()
 	}
@@ -75,7 +83,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: rackflow-diskhelper version | write DISK START SIZE SEGMENT direct|buffered | verify DISK direct|buffered")
+	fmt.Fprintln(os.Stderr, "usage: rackflow-diskhelper version | write DISK START SIZE SEGMENT direct|buffered | verify DISK direct|buffered [sha256|sha512]")
 	os.Exit(2)
 }
 
@@ -211,12 +219,20 @@ func write(path, startArg, sizeArg, segArg, mode string) int {
 	return 0
 }
 
-func verify(path, mode string) int {
+func verify(path, mode, algo string) int {
+	var h hash.Hash
+	switch algo {
+	case "sha256":
+		h = sha256.New()
+	case "sha512":
+		h = sha512.New()
+	default:
+		return fail(2, "verify: algorithm %q: want sha256 or sha512", algo)
+	}
 	d, err := openDisk(path, os.O_RDONLY, mode)
 	if err != nil {
 		return fail(3, "verify: open %s: %s", path, errText(err))
 	}
-	h := sha256.New()
 	buf := alignedBuf(bufSize)
 	var pos int64
 	sc := bufio.NewScanner(os.Stdin)
