@@ -113,10 +113,12 @@ func (a *Activities) planPull(ctx context.Context, c *ssh.Client, in WriteInput,
 // segment out of the same pipe, printing "committed N" once a segment is
 // written and fsynced; then "status fetch=F decompress=D write=W" with the
 // exit codes of the pipeline's parts. Arguments: url disk offset size
-// segment fetcher decompressor ranged limit oflag. With ranged=1 the fetch
+// segment fetcher decompressor ranged limit oflag helper helper-mode (with
+// a helper path, rackflow-diskhelper writes in place of the dd loop, with
+// the same output). With ranged=1 the fetch
 // starts at offset; otherwise the image is fetched from its start and the
 // first offset raw bytes are discarded.
-const pullScript = `u=$1 disk=$2 off=$3 size=$4 seg=$5 fetcher=$6 dec=$7 rng=$8 limit=$9 oflag=${10}
+const pullScript = `u=$1 disk=$2 off=$3 size=$4 seg=$5 fetcher=$6 dec=$7 rng=$8 limit=$9 oflag=${10} helper=${11} hmode=${12}
 t=$(mktemp -d) || exit 70
 trap 'rm -rf "$t"' EXIT
 fetch() {
@@ -135,6 +137,10 @@ write() {
   if [ "$rng" != 1 ] && [ "$off" -gt 0 ]; then
     r=$(dd of=/dev/null bs=4M count="$off" iflag=count_bytes,fullblock 2>&1) || { printf '%s\n' "$r" >&2; exit 3; }
     n=$(bytes "$r"); if [ "$n" -lt "$off" ]; then echo "short $n"; exit 5; fi
+  fi
+  if [ -n "$helper" ]; then
+    "$helper" write "$disk" "$off" "$size" "$seg" "$hmode" pull
+    return
   fi
   while [ "$pos" -lt "$size" ]; do
     n=$((size - pos)); if [ "$n" -gt "$seg" ]; then n=$seg; fi
@@ -242,7 +248,7 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		oflag += ",direct"
 	}
 	args := []string{in.Image.URL, in.Disk, fmt.Sprint(offset), fmt.Sprint(in.Image.Size), fmt.Sprint(segSize),
-		plan.fetcher, pullDecompressor(plan.format), ranged, fmt.Sprint(a.MaxBytesPerSecond), oflag}
+		plan.fetcher, pullDecompressor(plan.format), ranged, fmt.Sprint(a.MaxBytesPerSecond), oflag, disk.helper, disk.ioMode()}
 	cmd := "LC_ALL=C sh -c " + remote.Quote(pullScript) + " sh"
 	for _, arg := range args {
 		cmd += " " + remote.Quote(arg)

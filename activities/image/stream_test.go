@@ -521,9 +521,10 @@ func TestWriteImageFaults(t *testing.T) {
 		},
 	}
 	for name, tc := range tests {
-		modes := tc.modes
-		if slices.Contains(modes, image.ModePush) {
-			modes = append(modes, "push+helper") // rackflow-diskhelper on the host
+		modes := slices.Clone(tc.modes)
+		// And with rackflow-diskhelper writing on the host.
+		for _, m := range tc.modes {
+			modes = append(modes, m+"+helper")
 		}
 		for _, mode := range modes {
 			t.Run(name+"/"+mode, func(t *testing.T) {
@@ -531,8 +532,8 @@ func TestWriteImageFaults(t *testing.T) {
 				in := f.input("", "")
 				opts := tc.prepare(t, f, &in)
 				in.Mode = mode
-				if mode == "push+helper" {
-					in.Mode, f.acts.DiskHelper = image.ModePush, helperPath
+				if m, ok := strings.CutSuffix(mode, "+helper"); ok {
+					in.Mode, f.acts.DiskHelper = m, helperPath
 				}
 				srv := startSSHD(t, f, opts)
 				in.Target.Addr, in.Target.HostKey = srv.Addr(), srv.HostKeyLine()

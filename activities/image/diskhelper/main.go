@@ -10,7 +10,7 @@
 // verified stream at wire speed runs short of.
 //
 //	rackflow-diskhelper version
-//	rackflow-diskhelper write DISK START SIZE SEGMENT direct|buffered
+//	rackflow-diskhelper write DISK START SIZE SEGMENT direct|buffered [pull]
 //	rackflow-diskhelper verify DISK direct|buffered [sha256|sha512]
 //
 // write copies stdin onto DISK from byte START to SIZE, one segment at a
@@ -19,6 +19,12 @@
 // START. Exit 5 when stdin ends before SIZE ("short segment"), 1 when the
 // disk refuses a write (the message names the errno, e.g. "No space left
 // on device").
+//
+// With pull (the host fetching the image itself, in rackflow's pull
+// script), lines read "committed N", a short stream also prints
+// "short N" (N: the bytes written in all), a disk error exits 3, and
+// input past SIZE prints "long" and exits 6 — the script's own dd loop's
+// conventions.
 //
 // verify reads offsets, one per line, from stdin; each says the disk is
 // final up to there. It reads the disk from 0 up to each offset as it
@@ -62,10 +68,11 @@ func main() {
 	case "version":
 		fmt.Println(version)
 	case "write":
-		if len(os.Args) != 7 {
+		pull := len(os.Args) == 8 && os.Args[7] == "pull"
+		if len(os.Args) != 7 && !pull {
 			usage()
 		}
-		code = write(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
+		code = write(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6], pull)
 	case "verify":
 		algo := "sha256"
 		switch len(os.Args) {
@@ -176,7 +183,11 @@ func parseOffsets(args ...string) ([]int64, error) {
 	return v, nil
 }
 
-func write(path, startArg, sizeArg, segArg, mode string) int {
+func write(path, startArg, sizeArg, segArg, mode string, pull bool) int {
+	diskErr, prefix := 1, ""
+	if pull {
+		diskErr, prefix = 3, "committed "
+	}
 	n, err := parseOffsets(startArg, sizeArg, segArg)
 	if err != nil {
 		return fail(2, "write: %v", err)
@@ -187,7 +198,7 @@ func write(path, startArg, sizeArg, segArg, mode string) int {
 	}
 	d, err := openDisk(path, os.O_WRONLY, mode)
 	if err != nil {
-		return fail(1, "write: open %s: %s", path, errText(err))
+		return fail(diskErr, "write: open %s: %s", path, errText(err))
 	}
 	// A larger pipe from sshd means fewer wake-ups per MiB.
 	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, 0, syscall.F_SETPIPE_SZ, pipeSize)
@@ -200,20 +211,32 @@ func write(path, startArg, sizeArg, segArg, mode string) int {
 			got, rerr := io.ReadFull(os.Stdin, buf[:min(int64(len(buf)), end-pos)])
 			if got > 0 {
 				if _, err := d.file(pos, got).WriteAt(buf[:got], pos); err != nil {
-					return fail(1, "write %s at %d: %s", path, pos, errText(err))
+					return fail(diskErr, "write %s at %d: %s", path, pos, errText(err))
 				}
 				pos += int64(got)
 			}
 			if rerr != nil {
+				if pull {
+					fmt.Fprintf(out, "short %d\n", pos)
+					out.Flush()
+				}
 				return fail(5, "short segment at %d: %d of %d bytes", segStart, pos-segStart, end-segStart)
 			}
 		}
 		if err := d.sync(); err != nil {
-			return fail(1, "flush %s: %s", path, errText(err))
+			return fail(diskErr, "flush %s: %s", path, errText(err))
 		}
-		fmt.Fprintln(out, pos)
+		fmt.Fprintf(out, "%s%d\n", prefix, pos)
 		if err := out.Flush(); err != nil {
 			return fail(1, "report: %v", err)
+		}
+	}
+	if pull {
+		var one [1]byte
+		if n, _ := os.Stdin.Read(one[:]); n > 0 {
+			fmt.Fprintln(out, "long")
+			out.Flush()
+			return 6
 		}
 	}
 	return 0
