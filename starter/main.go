@@ -312,7 +312,7 @@ func fetchStatus(ctx context.Context, c client.Client, id string) (spec.Provisio
 	}
 	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return st, nil, nil
+		return st, withQueryProgress(st, nil), nil
 	}
 	var out []pendingInfo
 	for _, pa := range desc.GetPendingActivities() {
@@ -328,7 +328,27 @@ func fetchStatus(ctx context.Context, c client.Client, id string) (spec.Provisio
 		}
 		out = append(out, pi)
 	}
-	return st, out, nil
+	return st, withQueryProgress(st, out), nil
+}
+
+// withQueryProgress fills in the image progress the run's status query
+// reports (the stream signals it every few seconds) where no heartbeat
+// shows it: before the stream's first heartbeat reaches the server, or
+// when describing the run was not allowed.
+func withQueryProgress(st spec.ProvisionStatus, pend []pendingInfo) []pendingInfo {
+	if st.Step != spec.StepWriteImage || st.BytesTotal <= 0 || st.BytesWritten >= st.BytesTotal {
+		return pend
+	}
+	p := &imageProgress{Offset: st.BytesWritten, Total: st.BytesTotal, MBps: st.MBps}
+	for i := range pend {
+		if pend[i].Activity == "WriteImage" {
+			if pend[i].Progress == nil || pend[i].Progress.Offset < p.Offset {
+				pend[i].Progress = p
+			}
+			return pend
+		}
+	}
+	return append(pend, pendingInfo{Activity: "WriteImage", Progress: p})
 }
 
 func progressLine(st spec.ProvisionStatus, pend []pendingInfo) string {
