@@ -50,6 +50,7 @@ func TestReplaySavedHistories(t *testing.T) {
 // record its own ID, and the publishing workflows check theirs).
 var savedIDs = map[string]string{
 	"provision_host_v1.json":      "provision/lab01",
+	"provision_host_v2.json":      "provision/lab01", // with image-progress signals
 	"deploy_service_v1.json":      "deploy/shop",
 	"publish_service_v1.json":     "publish/203.0.113.40:5432",
 	"update_backends_v1.json":     "publish/203.0.113.40:5432",
