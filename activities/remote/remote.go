@@ -80,6 +80,10 @@ type Dialer struct {
 	// connection, which detect a host that vanished mid-stream; 15s when
 	// zero, negative to disable.
 	KeepAlive time.Duration
+	// DialContext opens the TCP connection; nil: a net.Dialer with
+	// ConnectTimeout. (A lab dials from inside a network namespace; a
+	// site could dial through a jump host.)
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Dial connects to t and logs in. t.HostKey must be set.
@@ -176,8 +180,13 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 		cfg.HostKeyAlgorithms = hostKeyAlgorithms(want)
 	}
 
-	nd := net.Dialer{Timeout: cfg.Timeout}
-	conn, err := nd.DialContext(ctx, "tcp", t.Addr)
+	dial := d.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: cfg.Timeout}).DialContext
+	}
+	dctx, cancelDial := context.WithTimeout(ctx, cfg.Timeout)
+	conn, err := dial(dctx, "tcp", t.Addr)
+	cancelDial()
 	if err != nil {
 		return nil, nil, fmt.Errorf("ssh %s: %w", t.Addr, err)
 	}

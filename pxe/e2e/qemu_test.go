@@ -46,120 +46,14 @@ const (
 //
 //	[srv ns] eth0 10.98.0.1 (rackflow-pxe) ==veth== port0 [rack ns: br0 + tap0, tap1 -> QEMU]
 func TestQEMUPXEBoot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("QEMU boot test: skipped with -short")
-	}
-	if os.Getenv("RACKFLOW_QEMU") != "1" {
-		t.Skip("QEMU boot test: set RACKFLOW_QEMU=1 to run it (make test-qemu)")
-	}
-	netns.Require(t, nil)
-	qemu.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ctx := requireQEMU(t)
 
-	dir := t.TempDir()
-	bootDir := filepath.Join(dir, "boot")
-	tftpDir := filepath.Join(dir, "tftp")
-	for _, d := range []string{bootDir, tftpDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// The live system: Debian's kernel and a busybox initramfs.
-	start := time.Now()
-	cache, err := qemu.CacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kernel, err := qemu.FetchKernel(ctx, cache)
-	if err != nil {
-		t.Fatalf("fetch kernel: %v", err)
-	}
-	if err := copyFile(kernel.Vmlinuz, filepath.Join(bootDir, "vmlinuz")); err != nil {
-		t.Fatal(err)
-	}
-	if err := qemu.LiveInitramfs(ctx, filepath.Join(bootDir, "initrd.img"), cache, kernel); err != nil {
-		t.Fatalf("build initramfs: %v", err)
-	}
-	tftpFile := []byte("rackflow tftp check\n")
-	if err := os.WriteFile(filepath.Join(tftpDir, "undionly.kpxe"), tftpFile, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "rackflow-pxe")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/rackflow/rackflow/pxe/cmd/rackflow-pxe").CombinedOutput(); err != nil {
-		t.Fatalf("build rackflow-pxe: %v\n%s", err, out)
-	}
-	t.Logf("kernel %s, initramfs and rackflow-pxe ready in %s", kernel.Package, time.Since(start).Round(time.Millisecond))
-
-	// The lab.
-	srv := netns.New(t, "pxe")
-	rack := netns.New(t, "rack")
-	netns.Veth(t, srv, "eth0", rack, "port0")
-	srv.AddAddr("eth0", serverIP+"/24")
-	for _, tap := range []string{"tap0", "tap1"} {
-		rack.Run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
-		rack.Run("ip", "link", "set", tap, "up")
-	}
-	rack.Bridge("br0", "port0", "tap0", "tap1")
-	// The test's own TFTP check comes from this address on the bridge.
-	rack.AddAddr("br0", "10.98.0.2/24")
-
-	token := randHex(t, 16)
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	server := srv.Start(bin,
-		"-api-addr", serverIP+":8080",
-		"-token-file", tokenFile,
-		"-state-file", filepath.Join(dir, "leases.json"),
-		"-public-url", publicURL,
-		"-boot-dir", bootDir,
-		"-cmdline", "console=ttyS0,115200 panic=-1",
-		"-dhcp-interface", "eth0",
-		"-dhcp-lease-time", "10m",
-		"-tftp-root", tftpDir,
-		"-tftp-addr", serverIP+":69",
-		"-log-level", "debug",
-	)
-	for _, line := range []string{"pxe api listening", "dhcp: serving", "tftp: serving"} {
-		server.WaitFor(line, 20*time.Second)
-	}
-
-	// TFTP answers on the segment (the iPXE ROM is already iPXE, so the
-	// boot itself does not need it).
-	got := filepath.Join(dir, "tftp-got")
-	if out, err := rack.Exec(ctx, "busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", got, serverIP); err != nil {
-		t.Fatalf("TFTP from the rack: %v\n%s", err, out)
-	}
-	if b, _ := os.ReadFile(got); !bytes.Equal(b, tftpFile) {
-		t.Errorf("TFTP from the rack got %q, want %q", b, tftpFile)
-	}
+	l := startQEMULab(t, ctx, qemu.LiveOptions{}, "")
+	dir, rack, server, hc := l.dir, l.rack, l.server, l.hc
 
 	// The worker's side: register the VM's MAC for a live boot.
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := srv.Do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	api := client.New(publicURL, token, hc)
 	bootID := "e2e-" + randHex(t, 4)
-	lease, err := api.Put(ctx, pxe.Lease{MAC: vmMAC, IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP,
-		Hostname: "vm1", Profile: pxe.ProfileLive, BootID: bootID})
-	if err != nil {
-		t.Fatalf("register lease: %v", err)
-	}
-	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(lease.HostKey))
-	if err != nil {
-		t.Fatalf("lease host key %q: %v", lease.HostKey, err)
-	}
+	_, pinned := l.registerLive(t, ctx, vmMAC, vmIP, bootID)
 	wantFP := ssh.FingerprintSHA256(pinned)
 
 	// The machine.
@@ -270,4 +164,152 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// requireQEMU skips t unless QEMU tests were asked for (make test-qemu)
+// and fails it when their tools are missing; its context ends with t.
+func requireQEMU(t *testing.T) context.Context {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU boot test: skipped with -short")
+	}
+	if os.Getenv("RACKFLOW_QEMU") != "1" {
+		t.Skip("QEMU boot test: set RACKFLOW_QEMU=1 to run it (make test-qemu)")
+	}
+	netns.Require(t, nil)
+	qemu.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// qemuLab is rackflow-pxe in a server namespace, and a rack namespace
+// whose bridge joins it to two tap devices for VMs; nothing of it is
+// visible to the host.
+//
+//	[srv ns] eth0 10.98.0.1 (rackflow-pxe) ==veth== port0 [rack ns: br0 + tap0, tap1 -> QEMU]
+type qemuLab struct {
+	dir       string
+	srv, rack *netns.NS
+	server    *netns.Process
+	// dial connects from the server namespace, as a worker on the boot
+	// network would; hc and api use it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	hc   *http.Client
+	api  *client.Client
+}
+
+// startQEMULab builds the live system (with live's extras; cmdline is
+// added to its kernel command line), starts rackflow-pxe and checks that
+// TFTP answers on the segment.
+func startQEMULab(t *testing.T, ctx context.Context, live qemu.LiveOptions, cmdline string) *qemuLab {
+	t.Helper()
+	dir := t.TempDir()
+	bootDir := filepath.Join(dir, "boot")
+	tftpDir := filepath.Join(dir, "tftp")
+	for _, d := range []string{bootDir, tftpDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The live system: Debian's kernel and a busybox initramfs.
+	start := time.Now()
+	cache, err := qemu.CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := qemu.FetchKernel(ctx, cache)
+	if err != nil {
+		t.Fatalf("fetch kernel: %v", err)
+	}
+	if err := copyFile(kernel.Vmlinuz, filepath.Join(bootDir, "vmlinuz")); err != nil {
+		t.Fatal(err)
+	}
+	if err := qemu.LiveInitramfs(ctx, filepath.Join(bootDir, "initrd.img"), cache, kernel, live); err != nil {
+		t.Fatalf("build initramfs: %v", err)
+	}
+	tftpFile := []byte("rackflow tftp check\n")
+	if err := os.WriteFile(filepath.Join(tftpDir, "undionly.kpxe"), tftpFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "rackflow-pxe")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/rackflow/rackflow/pxe/cmd/rackflow-pxe").CombinedOutput(); err != nil {
+		t.Fatalf("build rackflow-pxe: %v\n%s", err, out)
+	}
+	t.Logf("kernel %s, initramfs and rackflow-pxe ready in %s", kernel.Package, time.Since(start).Round(time.Millisecond))
+
+	// The lab.
+	srv := netns.New(t, "pxe")
+	rack := netns.New(t, "rack")
+	netns.Veth(t, srv, "eth0", rack, "port0")
+	srv.AddAddr("eth0", serverIP+"/24")
+	for _, tap := range []string{"tap0", "tap1"} {
+		rack.Run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+		rack.Run("ip", "link", "set", tap, "up")
+	}
+	rack.Bridge("br0", "port0", "tap0", "tap1")
+	// The test's own TFTP check comes from this address on the bridge.
+	rack.AddAddr("br0", "10.98.0.2/24")
+
+	token := randHex(t, 16)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	server := srv.Start(bin,
+		"-api-addr", serverIP+":8080",
+		"-token-file", tokenFile,
+		"-state-file", filepath.Join(dir, "leases.json"),
+		"-public-url", publicURL,
+		"-boot-dir", bootDir,
+		"-cmdline", strings.TrimSpace("console=ttyS0,115200 panic=-1 "+cmdline),
+		"-dhcp-interface", "eth0",
+		"-dhcp-lease-time", "10m",
+		"-tftp-root", tftpDir,
+		"-tftp-addr", serverIP+":69",
+		"-log-level", "debug",
+	)
+	for _, line := range []string{"pxe api listening", "dhcp: serving", "tftp: serving"} {
+		server.WaitFor(line, 20*time.Second)
+	}
+
+	// TFTP answers on the segment (the iPXE ROM is already iPXE, so the
+	// boot itself does not need it).
+	got := filepath.Join(dir, "tftp-got")
+	if out, err := rack.Exec(ctx, "busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", got, serverIP); err != nil {
+		t.Fatalf("TFTP from the rack: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, tftpFile) {
+		t.Errorf("TFTP from the rack got %q, want %q", b, tftpFile)
+	}
+
+	l := &qemuLab{dir: dir, srv: srv, rack: rack, server: server}
+	l.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := srv.Do(func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	l.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DialContext: l.dial}}
+	l.api = client.New(publicURL, token, l.hc)
+	return l
+}
+
+// registerLive registers mac for a live boot, with authorized keys for
+// the live system's sshd, and returns the lease and the host key to pin.
+func (l *qemuLab) registerLive(t *testing.T, ctx context.Context, mac, ip, bootID string, keys ...string) (pxe.Lease, ssh.PublicKey) {
+	t.Helper()
+	lease, err := l.api.Put(ctx, pxe.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: serverIP,
+		Hostname: "vm1", Profile: pxe.ProfileLive, BootID: bootID, SSHAuthorizedKeys: keys})
+	if err != nil {
+		t.Fatalf("register lease: %v", err)
+	}
+	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(lease.HostKey))
+	if err != nil {
+		t.Fatalf("lease host key %q: %v", lease.HostKey, err)
+	}
+	return lease, pinned
 }

@@ -26,6 +26,10 @@ const (
 	MarkerFailed = "RACKFLOW-LIVE-FAILED"
 	// MarkerDone is the last line before the VM powers off.
 	MarkerDone = "RACKFLOW-LIVE-DONE"
+	// MarkerSSHD is printed once OpenSSH's sshd listens on port 22 with
+	// the fetched host key (live systems built WithSSHD, booted with
+	// rackflow.sshd=1); the VM then stays up until powered off.
+	MarkerSSHD = "RACKFLOW-LIVE-SSHD"
 )
 
 // initScript is the live system's /init, run by busybox sh. It reads the
@@ -45,14 +49,19 @@ fail() { echo "` + MarkerFailed + ` $*"; poweroff -f; sleep 60; }
 for m in ` + "MODULES" + `; do
 	insmod /lib/modules/$m.ko || fail "insmod $m"
 done
-ipcfg= boot_id= hostkey_url=
+ipcfg= boot_id= hostkey_url= keys_url= sshd=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	ip=*) ipcfg=${arg#ip=} ;;
 	rackflow.boot_id=*) boot_id=${arg#rackflow.boot_id=} ;;
 	rackflow.hostkey_url=*) hostkey_url=${arg#rackflow.hostkey_url=} ;;
+	rackflow.authorized_keys_url=*) keys_url=${arg#rackflow.authorized_keys_url=} ;;
+	rackflow.sshd=1) sshd=1 ;;
 	esac
 done
+[ -n "$sshd" ] && [ ! -x /usr/sbin/sshd ] && fail "rackflow.sshd=1 but this live system has no sshd"
+keyout=
+[ -n "$sshd" ] && keyout="-o /etc/ssh/host_key"
 i=0
 while [ ! -e /sys/class/net/eth0 ]; do
 	i=$((i+1)); [ $i -gt 200 ] && fail "no eth0 after 20s"
@@ -76,7 +85,7 @@ else
 fi
 echo "` + MarkerBooted + ` mac=$mac boot_id=$boot_id ip=$addr"
 if [ -n "$hostkey_url" ]; then
-	got=$(hostkeyfp "$hostkey_url" 2>&1) || fail "fetch host key: $got"
+	got=$(hostkeyfp $keyout "$hostkey_url" 2>&1) || fail "fetch host key: $got"
 	echo "` + MarkerHostKey + ` $got"
 	if hostkeyfp "$hostkey_url" >/dev/null 2>&1; then
 		echo "` + MarkerRefetch + ` served"
@@ -84,9 +93,53 @@ if [ -n "$hostkey_url" ]; then
 		echo "` + MarkerRefetch + ` refused"
 	fi
 fi
+if [ -n "$sshd" ]; then
+	for m in ` + "BLKMODULES" + `; do
+		insmod /lib/modules/$m.ko || fail "insmod $m"
+	done
+	[ -n "$keys_url" ] || fail "rackflow.sshd=1 without rackflow.authorized_keys_url"
+	out=$(hostkeyfp -fetch "$keys_url" /root/.ssh/authorized_keys 2>&1) || fail "fetch authorized_keys: $out"
+	mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+	/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log || fail "sshd: $(cat /tmp/sshd.log)"
+	echo "` + MarkerSSHD + ` up"
+	while :; do sleep 3600; done
+fi
 echo "` + MarkerDone + `"
 poweroff -f
 `
+
+// sshdConfig is the live system's sshd_config: root with the keys the
+// lease names, nothing else.
+const sshdConfig = `Port 22
+HostKey /etc/ssh/host_key
+PermitRootLogin prohibit-password
+AuthorizedKeysFile /root/.ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile /run/sshd.pid
+`
+
+// LiveOptions are the extras of a live system.
+type LiveOptions struct {
+	// SSHD puts this machine's OpenSSH sshd (with the shared libraries
+	// it links) into the live system, for boots with rackflow.sshd=1:
+	// it then installs the fetched host key, takes authorized_keys from
+	// rackflow.authorized_keys_url, loads the virtio disk driver and
+	// serves SSH as rackflow's live system does.
+	SSHD bool
+}
+
+// baseDirs are the live system's first directories.
+var baseDirs = []string{"bin", "dev", "lib", "lib/modules", "proc", "sys", "run", "tmp"}
+
+// sshdBinary is the sshd the live system runs.
+const sshdBinary = "/usr/sbin/sshd"
+
+// BlockModules are the modules a virtio disk needs on top of
+// VirtioNetModules.
+var BlockModules = []string{"virtio_blk"}
 
 // udhcpcScript configures what udhcpc got, for a live system booted
 // without ip=.
@@ -103,7 +156,11 @@ esac
 // cpio): a static busybox, the kernel's virtio NIC modules, the hostkeyfp
 // tool (built here with go build, so go must be on PATH) and initScript as
 // /init. Network access is limited to what the kernel command line names.
-func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel) error {
+func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel, opts ...LiveOptions) error {
+	var o LiveOptions
+	for _, x := range opts {
+		o = x
+	}
 	bb, err := Busybox(ctx, cacheDir)
 	if err != nil {
 		return err
@@ -125,12 +182,13 @@ func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel) error {
 	bw := bufio.NewWriter(f)
 	gz := gzip.NewWriter(bw)
 	w := NewCpioWriter(gz)
-	for _, d := range []string{"bin", "dev", "lib", "lib/modules", "proc", "sys", "run", "tmp"} {
+	for _, d := range baseDirs {
 		w.Dir(d, 0o755)
 	}
 	w.CharDev("dev/console", 0o600, 5, 1)
 	w.CharDev("dev/null", 0o666, 1, 3)
-	init := strings.Replace(initScript, "MODULES", strings.Join(VirtioNetModules, " "), 1)
+	init := strings.Replace(initScript, "BLKMODULES", strings.Join(BlockModules, " "), 1)
+	init = strings.Replace(init, "MODULES", strings.Join(VirtioNetModules, " "), 1)
 	w.File("init", 0o755, []byte(init))
 	w.File("bin/udhcpc-script", 0o755, []byte(udhcpcScript))
 	for _, m := range VirtioNetModules {
@@ -143,6 +201,11 @@ func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel) error {
 	}
 	if err := w.CopyFile("bin/hostkeyfp", 0o755, tool); err != nil {
 		return err
+	}
+	if o.SSHD {
+		if err := addSSHD(ctx, w, k); err != nil {
+			return err
+		}
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("write initramfs: %w", err)
@@ -235,4 +298,70 @@ func (c *CpioWriter) CopyFile(name string, perm uint32, src string) error {
 func (c *CpioWriter) Close() error {
 	c.entry("TRAILER!!!", 0, 0, 0, nil)
 	return c.err
+}
+
+// addSSHD adds OpenSSH's sshd, the libraries ldd says it needs, an
+// account database with root and the privilege separation user, and
+// sshdConfig.
+func addSSHD(ctx context.Context, w *CpioWriter, k Kernel) error {
+	if _, err := os.Stat(sshdBinary); err != nil {
+		return fmt.Errorf("live system with sshd: %w (Debian package openssh-server)", err)
+	}
+	out, err := exec.CommandContext(ctx, "ldd", sshdBinary).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", sshdBinary, err)
+	}
+	dirs := map[string]bool{}
+	for _, d := range baseDirs {
+		dirs[d] = true
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/") {
+				libs = append(libs, f)
+			}
+		}
+	}
+	for _, d := range []string{"usr", "usr/sbin", "etc", "etc/ssh", "root", "root/.ssh", "run/sshd", "var", "var/empty"} {
+		w.Dir(d, 0o755)
+		dirs[d] = true
+	}
+	for _, l := range libs {
+		real, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			return fmt.Errorf("live system with sshd: %w", err)
+		}
+		d := strings.TrimPrefix(filepath.Dir(l), "/")
+		for _, p := range parents(d) {
+			if !dirs[p] {
+				w.Dir(p, 0o755)
+				dirs[p] = true
+			}
+		}
+		if err := w.CopyFile(strings.TrimPrefix(l, "/"), 0o755, real); err != nil {
+			return err
+		}
+	}
+	if err := w.CopyFile("usr/sbin/sshd", 0o755, sshdBinary); err != nil {
+		return err
+	}
+	w.File("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/bin/false\n"))
+	w.File("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	w.File("etc/ssh/sshd_config", 0o644, []byte(sshdConfig))
+	for _, m := range BlockModules {
+		if err := w.CopyFile("lib/modules/"+m+".ko", 0o644, k.Modules[m]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parents returns d's ancestors and d, outermost first ("a/b" -> a, a/b).
+func parents(d string) []string {
+	var out []string
+	for p := d; p != "." && p != "/" && p != ""; p = filepath.Dir(p) {
+		out = append([]string{p}, out...)
+	}
+	return out
 }

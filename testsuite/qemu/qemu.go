@@ -5,8 +5,8 @@
 // QEMU command line of a VM that network-boots from a tap device.
 //
 // It is not a VM manager: it starts nothing itself (run the command inside a
-// namespace from testsuite/netns), and the VMs have no disk and live for one
-// test. It runs QEMU under TCG unless asked for KVM: on nested hosts
+// namespace from testsuite/netns), and the VMs live for one test, with at
+// most a raw file as their disk. It runs QEMU under TCG unless asked for KVM: on nested hosts
 // /dev/kvm can exist and open while guests hang in it.
 package qemu
 
@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -46,8 +47,8 @@ func Require(t testing.TB) {
 }
 
 // VM is one network-booting machine: BIOS firmware (SeaBIOS), one
-// virtio-net NIC with QEMU's iPXE ROM on an existing tap device, no disk,
-// serial console on QEMU's stdout.
+// virtio-net NIC with QEMU's iPXE ROM on an existing tap device, an
+// optional virtio disk, serial console on QEMU's stdout.
 type VM struct {
 	// Tap is the tap device the NIC uses; it must exist in the namespace
 	// QEMU runs in (ip tuntap add NAME mode tap).
@@ -59,6 +60,9 @@ type VM struct {
 	// Accel is QEMU's accelerator, "tcg" or "kvm". Default: the
 	// RACKFLOW_QEMU_ACCEL environment variable, else "tcg".
 	Accel string
+	// Disk, when set, is a raw file the VM sees as a virtio disk
+	// (/dev/vda). The VM still boots from the network only.
+	Disk string
 }
 
 // Command returns the program and arguments that boot the VM, writing the
@@ -96,6 +100,13 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC,
+	}
+	if vm.Disk != "" {
+		if strings.ContainsAny(vm.Disk, ",") {
+			return "", nil, fmt.Errorf("qemu vm: disk path %q must not contain a comma", vm.Disk)
+		}
+		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw",
+			"-device", "virtio-blk-pci,drive=disk0")
 	}
 	return "qemu-system-x86_64", args, nil
 }

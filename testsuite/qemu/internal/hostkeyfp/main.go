@@ -5,6 +5,10 @@
 // service gave the worker to pin, without the private key ever leaving the
 // VM. It exits 1, naming the HTTP status, when the key is not served (busybox
 // wget cannot be used: the static busybox's wget crashes in glibc's NSS).
+//
+//	hostkeyfp [-o KEYFILE] HOSTKEY-URL   also installs the key (mode 0600)
+//	                                     for the live system's sshd
+//	hostkeyfp -fetch URL FILE            saves URL's body (authorized_keys)
 package main
 
 import (
@@ -19,34 +23,54 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: hostkeyfp HOSTKEY-URL")
+	var err error
+	switch a := os.Args[1:]; {
+	case len(a) == 3 && a[0] == "-fetch":
+		var body []byte
+		if body, err = get(a[1]); err == nil {
+			err = os.WriteFile(a[2], body, 0o644)
+		}
+	case len(a) == 3 && a[0] == "-o":
+		err = run(a[2], a[1])
+	case len(a) == 1:
+		err = run(a[0], "")
+	default:
+		fmt.Fprintln(os.Stderr, "usage: hostkeyfp [-o KEYFILE] HOSTKEY-URL | hostkeyfp -fetch URL FILE")
 		os.Exit(2)
 	}
-	if err := run(os.Args[1]); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "hostkeyfp:", err)
 		os.Exit(1)
 	}
 }
 
-func run(url string) error {
+func get(url string) ([]byte, error) {
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET host key: %s", resp.Status)
+		return nil, fmt.Errorf("GET: %s", resp.Status)
 	}
-	pem, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+}
+
+func run(url, keyFile string) error {
+	pem, err := get(url)
 	if err != nil {
-		return fmt.Errorf("read host key: %w", err)
+		return fmt.Errorf("host key: %w", err)
 	}
 	signer, err := ssh.ParsePrivateKey(pem)
 	if err != nil {
 		// The parse error names no key material.
 		return fmt.Errorf("not an OpenSSH private key: %w", err)
+	}
+	if keyFile != "" {
+		if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("sha256=%x fingerprint=%s\n", sha256.Sum256(pem), ssh.FingerprintSHA256(signer.PublicKey()))
 	return nil
