@@ -55,11 +55,11 @@ clean:
 # /var/cache/rackflow on first run.
 .PHONY: test-qemu
 test-qemu:
-	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || ! command -v ip >/dev/null 2>&1; then \
-		echo "test-qemu: installing qemu-system-x86 ipxe-qemu iproute2"; \
+	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || ! command -v ip >/dev/null 2>&1 || ! command -v syslinux >/dev/null 2>&1 || ! command -v mcopy >/dev/null 2>&1 || ! command -v mkfs.fat >/dev/null 2>&1; then \
+		echo "test-qemu: installing qemu-system-x86 ipxe-qemu iproute2 syslinux mtools dosfstools"; \
 		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		apt-cache show qemu-system-x86 >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu iproute2 >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu iproute2 syslinux syslinux-common mtools dosfstools >/dev/null; \
 	fi
 	@apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-' || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
 	RACKFLOW_QEMU=1 $(GO) test -count=1 -run TestQEMU -timeout 20m -v ./pxe/e2e/

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,20 +18,24 @@ import (
 
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/spec"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
-// TestQEMUWriteImage is the image step on a real machine's firmware and
-// disk driver: the VM PXE-boots the live system through rackflow-pxe, and
-// the live system runs OpenSSH's sshd with the per-boot host key it
-// fetched once and the worker's key from its lease. WriteImage, dialing
-// from the boot network's namespace as a worker there would, pins that
-// host key, uploads the disk helper, streams a gzip image onto the VM's
-// virtio disk (/dev/vda) and reads it back there. After the VM is powered
-// off, the disk file on the host holds the image and nothing past it.
+// TestQEMUWriteImage is provisioning's second half on a real machine's
+// firmware and disk driver: the VM PXE-boots the live system through
+// rackflow-pxe, and the live system runs OpenSSH's sshd with the per-boot
+// host key it fetched once and the worker's key from its lease.
+// WriteImage, dialing from the boot network's namespace as a worker there
+// would, pins that host key, uploads the disk helper, streams a gzip OS
+// image onto the VM's virtio disk (/dev/vda) and reads it back there.
+// After the VM is powered off, the disk file on the host holds the image
+// and nothing past it. Then the lease says "disk", the VM boots again,
+// iPXE hands over to the disk, and the installed OS comes up with a host
+// key of its own, which WaitForSSH records on first use.
 func TestQEMUWriteImage(t *testing.T) {
 	ctx := requireQEMU(t)
 
@@ -44,12 +47,23 @@ func TestQEMUWriteImage(t *testing.T) {
 	lease, _ := l.registerLive(t, ctx, vmMAC, vmIP, "e2e-"+randHex(t, 4),
 		strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
 
-	// The image: 24 MiB that compress like an OS image, gzipped; the disk
-	// 64 MiB, filled with a pattern so stray writes would show.
-	raw := make([]byte, 24<<20)
-	rng := rand.NewChaCha8([32]byte{7})
-	for i := 0; i < len(raw); i += 64 << 10 {
-		rng.Read(raw[i : i+16<<10])
+	// The OS image: a disk SeaBIOS boots (syslinux on FAT) with the same
+	// kernel and an initramfs that plays the installed OS, holding the
+	// worker's key; gzipped. The VM's disk: 64 MiB of a pattern, so stray
+	// writes would show.
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	osInitrd := filepath.Join(l.dir, "os-initrd.img")
+	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n"}); err != nil {
+		t.Fatalf("installed OS initramfs: %v", err)
+	}
+	osDisk := filepath.Join(l.dir, "os.raw")
+	osCmdline := "console=ttyS0,115200 panic=-1 ip=" + vmIP + "::" + serverIP + ":255.255.255.0:vm1:eth0:off rackflow.os=1"
+	if err := qemu.BootableDisk(ctx, osDisk, 40, l.kernel.Vmlinuz, osInitrd, osCmdline); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(osDisk)
+	if err != nil {
+		t.Fatal(err)
 	}
 	sum := sha256.Sum256(raw)
 	imgPath := filepath.Join(l.dir, "os.img.gz")
@@ -149,6 +163,32 @@ func TestQEMUWriteImage(t *testing.T) {
 		t.Error("the disk past the image was written to")
 	}
 	if t.Failed() {
-		t.Logf("serial console:\n%s", vm.Output())
+		t.Fatalf("serial console:\n%s", vm.Output())
 	}
+
+	// Boot from the disk: the lease's profile says so, iPXE sanboots it.
+	if _, err := l.api.Put(ctx, pxe.Lease{MAC: vmMAC, IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP,
+		Hostname: "vm1", Profile: pxe.ProfileDisk}); err != nil {
+		t.Fatalf("lease for a disk boot: %v", err)
+	}
+	start = time.Now()
+	osVM := l.rack.Start(name, args...)
+	osVM.WaitFor(qemu.MarkerOS, bootTimeout)
+	t.Logf("installed OS booted from the written disk %s after QEMU started", time.Since(start).Round(100*time.Millisecond))
+	want := strings.TrimPrefix(lineWith(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
+	ra := &remote.Activities{Dialer: acts.Dialer}
+	env.RegisterActivity(ra)
+	wv, err := env.ExecuteActivity(ra.WaitForSSH, remote.WaitInput{
+		Host: "vm1", Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live"}, AllowFirstUse: true, Deadline: "2m"})
+	if err != nil {
+		t.Fatalf("WaitForSSH on the installed OS: %v\nserial console:\n%s", err, osVM.Output())
+	}
+	var wr remote.WaitResult
+	if err := wv.Get(&wr); err != nil {
+		t.Fatal(err)
+	}
+	if wr.Fingerprint != want || wr.HostKey == lease.HostKey {
+		t.Errorf("installed OS presented %s (key %q); its console printed %s, and it must not be the live system's key", wr.Fingerprint, wr.HostKey, want)
+	}
+	osVM.Stop()
 }

@@ -197,6 +197,9 @@ type qemuLab struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	hc   *http.Client
 	api  *client.Client
+	// The live system's kernel, and the download cache, for more images.
+	kernel qemu.Kernel
+	cache  string
 }
 
 // startQEMULab builds the live system (with live's extras; cmdline is
@@ -284,7 +287,7 @@ func startQEMULab(t *testing.T, ctx context.Context, live qemu.LiveOptions, cmdl
 		t.Errorf("TFTP from the rack got %q, want %q", b, tftpFile)
 	}
 
-	l := &qemuLab{dir: dir, srv: srv, rack: rack, server: server}
+	l := &qemuLab{dir: dir, srv: srv, rack: rack, server: server, kernel: kernel, cache: cache}
 	l.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := srv.Do(func() (err error) {

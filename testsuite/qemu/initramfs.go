@@ -30,6 +30,10 @@ const (
 	// the fetched host key (live systems built WithSSHD, booted with
 	// rackflow.sshd=1); the VM then stays up until powered off.
 	MarkerSSHD = "RACKFLOW-LIVE-SSHD"
+	// MarkerOS is followed by " fingerprint=SHA256:..." of the host key
+	// the installed OS made on its first boot (rackflow.os=1), printed
+	// before its sshd starts.
+	MarkerOS = "RACKFLOW-OS-BOOTED"
 )
 
 // initScript is the live system's /init, run by busybox sh. It reads the
@@ -49,7 +53,7 @@ fail() { echo "` + MarkerFailed + ` $*"; poweroff -f; sleep 60; }
 for m in ` + "MODULES" + `; do
 	insmod /lib/modules/$m.ko || fail "insmod $m"
 done
-ipcfg= boot_id= hostkey_url= keys_url= sshd=
+ipcfg= boot_id= hostkey_url= keys_url= sshd= os=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	ip=*) ipcfg=${arg#ip=} ;;
@@ -57,6 +61,7 @@ for arg in $(cat /proc/cmdline); do
 	rackflow.hostkey_url=*) hostkey_url=${arg#rackflow.hostkey_url=} ;;
 	rackflow.authorized_keys_url=*) keys_url=${arg#rackflow.authorized_keys_url=} ;;
 	rackflow.sshd=1) sshd=1 ;;
+	rackflow.os=1) os=1 ;;
 	esac
 done
 [ -n "$sshd" ] && [ ! -x /usr/sbin/sshd ] && fail "rackflow.sshd=1 but this live system has no sshd"
@@ -84,6 +89,19 @@ else
 	addr=$(ip -4 -o addr show eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
 fi
 echo "` + MarkerBooted + ` mac=$mac boot_id=$boot_id ip=$addr"
+start_sshd() {
+	mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+	/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log || fail "sshd: $(cat /tmp/sshd.log)"
+}
+if [ -n "$os" ]; then
+	# The installed OS (booted from its disk): a host key of its own,
+	# made on first boot, and the authorized keys its image holds.
+	[ -x /usr/sbin/sshd ] || fail "rackflow.os=1 but this system has no sshd"
+	got=$(hostkeyfp -gen /etc/ssh/host_key 2>&1) || fail "make host key: $got"
+	echo "` + MarkerOS + ` $got"
+	start_sshd
+	while :; do sleep 3600; done
+fi
 if [ -n "$hostkey_url" ]; then
 	got=$(hostkeyfp $keyout "$hostkey_url" 2>&1) || fail "fetch host key: $got"
 	echo "` + MarkerHostKey + ` $got"
@@ -99,8 +117,7 @@ if [ -n "$sshd" ]; then
 	done
 	[ -n "$keys_url" ] || fail "rackflow.sshd=1 without rackflow.authorized_keys_url"
 	out=$(hostkeyfp -fetch "$keys_url" /root/.ssh/authorized_keys 2>&1) || fail "fetch authorized_keys: $out"
-	mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
-	/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log || fail "sshd: $(cat /tmp/sshd.log)"
+	start_sshd
 	echo "` + MarkerSSHD + ` up"
 	while :; do sleep 3600; done
 fi
@@ -129,6 +146,9 @@ type LiveOptions struct {
 	// rackflow.authorized_keys_url, loads the virtio disk driver and
 	// serves SSH as rackflow's live system does.
 	SSHD bool
+	// AuthorizedKeys, with SSHD, is put in /root/.ssh/authorized_keys:
+	// an installed OS's image carries the keys that may log in.
+	AuthorizedKeys string
 }
 
 // baseDirs are the live system's first directories.
@@ -205,6 +225,9 @@ func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel, opts ...
 	if o.SSHD {
 		if err := addSSHD(ctx, w, k); err != nil {
 			return err
+		}
+		if o.AuthorizedKeys != "" {
+			w.File("root/.ssh/authorized_keys", 0o600, []byte(o.AuthorizedKeys))
 		}
 	}
 	if err := w.Close(); err != nil {
@@ -364,4 +387,36 @@ func parents(d string) []string {
 		out = append([]string{p}, out...)
 	}
 	return out
+}
+
+// BootableDisk writes a raw disk image to out that SeaBIOS boots (iPXE's
+// sanboot of drive 0x80, say): a FAT file system over the whole disk with
+// syslinux in its boot sector, booting kernel and initrd with cmdline. It
+// plays an installed OS image. Needs mkfs.fat (dosfstools), syslinux and
+// mcopy (mtools).
+func BootableDisk(ctx context.Context, out string, sizeMiB int, kernel, initrd, cmdline string) error {
+	for tool, pkg := range map[string]string{"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("bootable disk needs %s (Debian package %s)", tool, pkg)
+		}
+	}
+	os.Remove(out)
+	cfg := "DEFAULT os\nPROMPT 0\nTIMEOUT 0\nLABEL os\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND " + cmdline + "\n"
+	cfgFile := out + ".syslinux.cfg"
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(cfgFile)
+	for _, args := range [][]string{
+		{"mkfs.fat", "-C", "-n", "RACKFLOWOS", out, fmt.Sprint(sizeMiB * 1024)},
+		{"syslinux", "--install", out},
+		{"mcopy", "-i", out, kernel, "::vmlinuz"},
+		{"mcopy", "-i", out, initrd, "::initrd.img"},
+		{"mcopy", "-i", out, cfgFile, "::syslinux.cfg"},
+	} {
+		if b, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("bootable disk: %s: %w: %s", strings.Join(args, " "), err, b)
+		}
+	}
+	return nil
 }

@@ -9,10 +9,15 @@
 //	hostkeyfp [-o KEYFILE] HOSTKEY-URL   also installs the key (mode 0600)
 //	                                     for the live system's sshd
 //	hostkeyfp -fetch URL FILE            saves URL's body (authorized_keys)
+//	hostkeyfp -gen KEYFILE               makes a new ed25519 host key (the
+//	                                     installed OS's first boot)
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,6 +35,8 @@ func main() {
 		if body, err = get(a[1]); err == nil {
 			err = os.WriteFile(a[2], body, 0o644)
 		}
+	case len(a) == 2 && a[0] == "-gen":
+		err = gen(a[1])
 	case len(a) == 3 && a[0] == "-o":
 		err = run(a[2], a[1])
 	case len(a) == 1:
@@ -42,6 +49,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hostkeyfp:", err)
 		os.Exit(1)
 	}
+}
+
+func gen(keyFile string) error {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		return err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("fingerprint=%s\n", ssh.FingerprintSHA256(signer.PublicKey()))
+	return nil
 }
 
 func get(url string) ([]byte, error) {
@@ -58,20 +85,20 @@ func get(url string) ([]byte, error) {
 }
 
 func run(url, keyFile string) error {
-	pem, err := get(url)
+	keyPEM, err := get(url)
 	if err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
-	signer, err := ssh.ParsePrivateKey(pem)
+	signer, err := ssh.ParsePrivateKey(keyPEM)
 	if err != nil {
 		// The parse error names no key material.
 		return fmt.Errorf("not an OpenSSH private key: %w", err)
 	}
 	if keyFile != "" {
-		if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("sha256=%x fingerprint=%s\n", sha256.Sum256(pem), ssh.FingerprintSHA256(signer.PublicKey()))
+	fmt.Printf("sha256=%x fingerprint=%s\n", sha256.Sum256(keyPEM), ssh.FingerprintSHA256(signer.PublicKey()))
 	return nil
 }
