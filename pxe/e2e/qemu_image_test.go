@@ -3,11 +3,11 @@ package e2e_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,39 +51,13 @@ func TestQEMUWriteImage(t *testing.T) {
 	// kernel and an initramfs that plays the installed OS, holding the
 	// worker's key; gzipped. The VM's disk: 64 MiB of a pattern, so stray
 	// writes would show.
-	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	osInitrd := filepath.Join(l.dir, "os-initrd.img")
-	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n"}); err != nil {
-		t.Fatalf("installed OS initramfs: %v", err)
-	}
-	osDisk := filepath.Join(l.dir, "os.raw")
-	osCmdline := "console=ttyS0,115200 panic=-1 ip=" + vmIP + "::" + serverIP + ":255.255.255.0:vm1:eth0:off rackflow.os=1"
-	if err := qemu.BootableDisk(ctx, osDisk, 40, l.kernel.Vmlinuz, osInitrd, osCmdline); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(osDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, imgPath := l.osImage(t, ctx, signer.PublicKey())
 	sum := sha256.Sum256(raw)
-	imgPath := filepath.Join(l.dir, "os.img.gz")
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	if err := os.WriteFile(imgPath, gz.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	diskPath := filepath.Join(l.dir, "vda.raw")
 	if err := os.WriteFile(diskPath, bytes.Repeat([]byte{0x5a}, 64<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	helper := filepath.Join(l.dir, "rackflow-diskhelper")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", helper, "github.com/rackflow/rackflow/activities/image/diskhelper")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build diskhelper: %v\n%s", err, out)
-	}
+	helper := buildHelper(t, l.dir)
 
 	name, args, err := qemu.VM{Tap: "tap0", MAC: vmMAC, Disk: diskPath}.Command(l.dir)
 	if err != nil {
@@ -175,7 +149,6 @@ func TestQEMUWriteImage(t *testing.T) {
 	osVM := l.rack.Start(name, args...)
 	osVM.WaitFor(qemu.MarkerOS, bootTimeout)
 	t.Logf("installed OS booted from the written disk %s after QEMU started", time.Since(start).Round(100*time.Millisecond))
-	want := strings.TrimPrefix(lineWith(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
 	ra := &remote.Activities{Dialer: acts.Dialer}
 	env.RegisterActivity(ra)
 	wv, err := env.ExecuteActivity(ra.WaitForSSH, remote.WaitInput{
@@ -187,8 +160,41 @@ func TestQEMUWriteImage(t *testing.T) {
 	if err := wv.Get(&wr); err != nil {
 		t.Fatal(err)
 	}
+	// Read only now: the console line is complete once sshd answers.
+	want := strings.TrimPrefix(lineWith(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
 	if wr.Fingerprint != want || wr.HostKey == lease.HostKey {
 		t.Errorf("installed OS presented %s (key %q); its console printed %s, and it must not be the live system's key", wr.Fingerprint, wr.HostKey, want)
 	}
 	osVM.Stop()
+}
+
+// osImage builds the installed OS's image: a disk SeaBIOS boots (syslinux
+// on FAT) with the live system's kernel and an initramfs that plays the
+// installed OS, letting key log in; it returns the raw image and the path
+// of its gzipped form.
+func (l *qemuLab) osImage(t *testing.T, ctx context.Context, key ssh.PublicKey) ([]byte, string) {
+	t.Helper()
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+	osInitrd := filepath.Join(l.dir, "os-initrd.img")
+	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n"}); err != nil {
+		t.Fatalf("installed OS initramfs: %v", err)
+	}
+	osDisk := filepath.Join(l.dir, "os.raw")
+	osCmdline := "console=ttyS0,115200 panic=-1 ip=" + vmIP + "::" + serverIP + ":255.255.255.0:vm1:eth0:off rackflow.os=1"
+	if err := qemu.BootableDisk(ctx, osDisk, 40, l.kernel.Vmlinuz, osInitrd, osCmdline); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(osDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgPath := filepath.Join(l.dir, "os.img.gz")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	if err := os.WriteFile(imgPath, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return raw, imgPath
 }

@@ -1,0 +1,188 @@
+package e2e_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/rackflow/rackflow/activities/bmc"
+	"github.com/rackflow/rackflow/activities/chef"
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/activities/inventory"
+	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/ipmisim"
+	"github.com/rackflow/rackflow/testsuite/qemu"
+	"github.com/rackflow/rackflow/testsuite/sshd"
+	"github.com/rackflow/rackflow/workflows"
+)
+
+// powerHook is ipmi_sim's power hook for a QEMU machine: "on" (re)starts
+// the VM in the rack namespace, its serial console appended to a log;
+// "off" stops it. The machine always boots from the network first; what
+// it boots is up to its lease, as on a real rack.
+const powerHook = `#!/bin/sh
+D=%[1]s
+stop() {
+  if [ -s "$D/qemu.pid" ]; then
+    kill "$(cat "$D/qemu.pid")" 2>/dev/null
+    i=0; while kill -0 "$(cat "$D/qemu.pid")" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+    rm -f "$D/qemu.pid"
+  fi
+}
+case "$1" in
+off) stop ;;
+on) stop
+    echo "=== power on, boot device $2" >> "$D/serial.log"
+    ip netns exec %[2]s %[3]s >> "$D/serial.log" 2>&1 < /dev/null &
+    echo $! > "$D/qemu.pid" ;;
+esac
+`
+
+// TestQEMUProvisionHost runs the ProvisionHost workflow, with rackflow's
+// real activities, against a QEMU machine whose BMC is ipmi_sim: the lease
+// is registered, bmclib powers the machine on into PXE, the live system
+// comes up with its per-boot host key, the OS image is streamed onto the
+// virtio disk and read back, the lease turns to disk and bmclib power
+// cycles the machine into the installed OS, whose new host key is
+// recorded on first use. (The workflow runs in the SDK's test environment
+// here; its durability on a real Temporal server is the integration
+// tests' job.)
+func TestQEMUProvisionHost(t *testing.T) {
+	ctx := requireQEMU(t)
+	l := startQEMULab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
+	signer, keyPEM, err := sshd.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, imgPath := l.osImage(t, ctx, signer.PublicKey())
+	sum := sha256.Sum256(raw)
+	diskPath := filepath.Join(l.dir, "vda.raw")
+	if err := os.WriteFile(diskPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(diskPath, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+
+	// The machine behind its BMC.
+	vmDir := filepath.Join(l.dir, "vm")
+	if err := os.Mkdir(vmDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name, args, err := qemu.VM{Tap: "tap0", MAC: vmMAC, Disk: diskPath}.Command(vmDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := name
+	for _, a := range args {
+		cmd += " '" + a + "'"
+	}
+	hook := filepath.Join(l.dir, "power-hook")
+	if err := os.WriteFile(hook, []byte(fmt.Sprintf(powerHook, vmDir, l.rack.Name, cmd)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bmcSim := ipmisim.Start(t, ipmisim.Options{OnPower: hook})
+	t.Cleanup(func() {
+		out, _ := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
+		if pid := strings.TrimSpace(string(out)); pid != "" {
+			l.rack.Run("sh", "-c", "kill "+pid+" 2>/dev/null; true")
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(vmDir, "serial.log"))
+			t.Logf("serial console:\n%s", tailLines(string(b), 80))
+		}
+	})
+
+	host := spec.Host{
+		Name:    "vm1",
+		BMC:     spec.BMC{Address: "127.0.0.1", Port: bmcSim.Port(), Provider: "ipmi", Credential: "bmc/vm1"},
+		MAC:     vmMAC,
+		Network: spec.Network{IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP},
+		Disk:    "/dev/vda",
+		Image:   spec.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
+		SSH:     spec.SSH{User: "root", Credential: "ssh/provision"},
+	}
+	host.Defaults()
+	sec := secrets.Static{
+		"bmc/vm1":       {Username: bmcSim.Username, Password: bmcSim.Password},
+		"ssh/provision": {PrivateKey: string(keyPEM)},
+	}
+	dialer := &remote.Dialer{Secrets: sec, DialContext: l.dial}
+	helper := buildHelper(t, l.dir)
+
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestWorkflowEnvironment()
+	env.SetTestTimeout(8 * time.Minute)
+	workflows.Register(env)
+	env.RegisterActivity(&inventory.Activities{Secrets: sec})
+	env.RegisterActivity(&lease.Activities{PXE: l.api, Secrets: sec})
+	env.RegisterActivity(bmc.New(sec, 1))
+	env.RegisterActivity(&remote.Activities{Dialer: dialer})
+	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20})
+	env.RegisterActivity(&chef.Activities{Dialer: dialer, Secrets: sec})
+	start := time.Now()
+	env.ExecuteWorkflow(spec.WorkflowProvisionHost, spec.ProvisionInput{Host: host.Name, Spec: &host, Options: spec.ProvisionOptions{
+		LiveSSHDeadline: "4m", OSSSHDeadline: "4m", StepAttempts: 2, RetryInterval: "2s",
+	}})
+	if !env.IsWorkflowCompleted() {
+		t.Fatal("ProvisionHost did not complete")
+	}
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatalf("ProvisionHost: %v", err)
+	}
+	var res spec.ProvisionResult
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	// (The test environment's workflow clock stands still: wall time is
+	// what counts.)
+	t.Logf("provisioned %s in %s wall time; BMC power hooks %q; image %s", res.Host, time.Since(start).Round(time.Second), bmcSim.Hooks(), res.ImageDigest)
+	var steps []string
+	for _, s := range res.Steps {
+		steps = append(steps, s.Name+"="+s.State)
+	}
+	if want := "validate=done register-lease=done power-on-pxe=done wait-live-ssh=done write-image=done boot-disk=done wait-os-ssh=done chef-bootstrap=done"; strings.Join(steps, " ") != want {
+		t.Errorf("steps %q, want %q (no chef in this inventory: its step has nothing to do)", steps, want)
+	}
+	if res.ImageDigest != host.Image.SHA256 {
+		t.Errorf("image digest %s, want %s", res.ImageDigest, host.Image.SHA256)
+	}
+	serial, _ := os.ReadFile(filepath.Join(vmDir, "serial.log"))
+	want := strings.TrimPrefix(lineWith(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
+	if want == "" || res.OSHostKeyFP != want {
+		t.Errorf("recorded OS host key %q; the installed OS's console printed %q", res.OSHostKeyFP, want)
+	}
+	if hooks := bmcSim.Hooks(); len(hooks) < 3 || hooks[0] != "on pxe" {
+		t.Errorf("BMC power hooks %q: want on into PXE, then a cycle into the disk", hooks)
+	}
+}
+
+func buildHelper(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "rackflow-diskhelper")
+	b := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/rackflow/rackflow/activities/image/diskhelper")
+	b.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if o, err := b.CombinedOutput(); err != nil {
+		t.Fatalf("build diskhelper: %v\n%s", err, o)
+	}
+	return out
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
