@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +94,21 @@ type SSH struct {
 	// HostKey pins the installed OS's host key (authorized_keys format).
 	// Empty: recorded on first contact and reported in the result.
 	HostKey string `yaml:"host_key,omitempty" json:"host_key,omitempty"`
+	// Jump, when set, is an SSH server on the host's network that rackflow
+	// connects through (like ssh -J), for workers that are not on the
+	// provisioning network (bare-metal hosts never are on the management
+	// network). Both the live system and the installed OS are reached
+	// through it.
+	Jump *SSHJump `yaml:"jump,omitempty" json:"jump,omitempty"`
+}
+
+// SSHJump is a jump host. Its host key is always pinned.
+type SSHJump struct {
+	// Address is host:port.
+	Address    string `yaml:"address" json:"address"`
+	User       string `yaml:"user,omitempty" json:"user,omitempty"`
+	Credential string `yaml:"credential" json:"credential"`
+	HostKey    string `yaml:"host_key" json:"host_key"`
 }
 
 // Chef holds the settings of the chef bootstrap.
@@ -258,6 +274,20 @@ func (h Host) Validate() error {
 	}
 	if h.SSH.HostKey != "" && !looksLikeAuthorizedKey(h.SSH.HostKey) {
 		add("ssh.host_key", h.SSH.HostKey, `must be "TYPE BASE64" as in known_hosts`)
+	}
+	if j := h.SSH.Jump; j != nil {
+		if host, port, err := net.SplitHostPort(j.Address); err != nil || host == "" || !validPortString(port) {
+			add("ssh.jump.address", j.Address, "must be host:port")
+		}
+		if j.User != "" && !ValidName(j.User) && j.User != "root" {
+			add("ssh.jump.user", j.User, "not a valid user name")
+		}
+		if !ValidRef(j.Credential) {
+			add("ssh.jump.credential", j.Credential, "must name a secret holding a private key")
+		}
+		if !looksLikeAuthorizedKey(j.HostKey) {
+			add("ssh.jump.host_key", j.HostKey, `required: the jump host's key, "TYPE BASE64" as in known_hosts`)
+		}
 	}
 	if c := h.Chef; c != nil {
 		if u, err := url.Parse(c.ServerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -441,4 +471,9 @@ func ParseDuration(field, s string, def time.Duration) (time.Duration, error) {
 		return 0, FieldErrors{{Field: field, Value: s, Reason: `must be a positive duration like "20m"`}}
 	}
 	return d, nil
+}
+
+func validPortString(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && validPort(n)
 }

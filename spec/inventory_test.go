@@ -62,23 +62,27 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		edit   func(h *Host)
 		fields []string
 	}{
-		"bad mac":          {func(h *Host) { h.MAC = "52:54:00:zz:00:01" }, []string{"mac"}},
-		"multicast mac":    {func(h *Host) { h.MAC = "01:00:5e:00:00:01" }, []string{"mac"}},
-		"bad ip":           {func(h *Host) { h.Network.IP = "192.0.2.300" }, []string{"network.ip"}},
-		"ipv6 ip":          {func(h *Host) { h.Network.IP = "2001:db8::1" }, []string{"network.ip"}},
-		"holey netmask":    {func(h *Host) { h.Network.Netmask = "255.0.255.0" }, []string{"network.netmask"}},
-		"missing checksum": {func(h *Host) { h.Image.SHA256 = "" }, []string{"image.sha256"}},
-		"short checksum":   {func(h *Host) { h.Image.SHA256 = "abc" }, []string{"image.sha256"}},
-		"short sha512":     {func(h *Host) { h.Image.SHA256, h.Image.SHA512 = "", strings.Repeat("ab", 32) }, []string{"image.sha512"}},
-		"both checksums":   {func(h *Host) { h.Image.SHA512 = strings.Repeat("ab", 64) }, []string{"image.sha512"}},
-		"ftp url":          {func(h *Host) { h.Image.URL = "ftp://x/y.raw" }, []string{"image.url"}},
-		"zero size":        {func(h *Host) { h.Image.Size = 0 }, []string{"image.size"}},
-		"relative disk":    {func(h *Host) { h.Disk = "sda" }, []string{"disk"}},
-		"disk traversal":   {func(h *Host) { h.Disk = "/dev/../etc/passwd" }, []string{"disk"}},
-		"bad credential":   {func(h *Host) { h.BMC.Credential = "../etc/shadow" }, []string{"bmc.credential"}},
-		"bad provider":     {func(h *Host) { h.BMC.Provider = "amt" }, []string{"bmc.provider"}},
-		"bad run list":     {func(h *Host) { h.Chef.RunList = []string{"db; rm -rf /"} }, []string{"chef.run_list[0]"}},
-		"upper-case name":  {func(h *Host) { h.Name = "Node07" }, []string{"name"}},
+		"bad mac":            {func(h *Host) { h.MAC = "52:54:00:zz:00:01" }, []string{"mac"}},
+		"multicast mac":      {func(h *Host) { h.MAC = "01:00:5e:00:00:01" }, []string{"mac"}},
+		"bad ip":             {func(h *Host) { h.Network.IP = "192.0.2.300" }, []string{"network.ip"}},
+		"ipv6 ip":            {func(h *Host) { h.Network.IP = "2001:db8::1" }, []string{"network.ip"}},
+		"holey netmask":      {func(h *Host) { h.Network.Netmask = "255.0.255.0" }, []string{"network.netmask"}},
+		"missing checksum":   {func(h *Host) { h.Image.SHA256 = "" }, []string{"image.sha256"}},
+		"short checksum":     {func(h *Host) { h.Image.SHA256 = "abc" }, []string{"image.sha256"}},
+		"short sha512":       {func(h *Host) { h.Image.SHA256, h.Image.SHA512 = "", strings.Repeat("ab", 32) }, []string{"image.sha512"}},
+		"both checksums":     {func(h *Host) { h.Image.SHA512 = strings.Repeat("ab", 64) }, []string{"image.sha512"}},
+		"ftp url":            {func(h *Host) { h.Image.URL = "ftp://x/y.raw" }, []string{"image.url"}},
+		"jump host unpinned": {func(h *Host) { h.SSH.Jump = &SSHJump{Address: "10.20.0.5:22", Credential: "ssh/jump"} }, []string{"ssh.jump.host_key"}},
+		"jump host no port": {func(h *Host) {
+			h.SSH.Jump = &SSHJump{Address: "10.20.0.5", Credential: "ssh/jump", HostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
+		}, []string{"ssh.jump.address"}},
+		"zero size":       {func(h *Host) { h.Image.Size = 0 }, []string{"image.size"}},
+		"relative disk":   {func(h *Host) { h.Disk = "sda" }, []string{"disk"}},
+		"disk traversal":  {func(h *Host) { h.Disk = "/dev/../etc/passwd" }, []string{"disk"}},
+		"bad credential":  {func(h *Host) { h.BMC.Credential = "../etc/shadow" }, []string{"bmc.credential"}},
+		"bad provider":    {func(h *Host) { h.BMC.Provider = "amt" }, []string{"bmc.provider"}},
+		"bad run list":    {func(h *Host) { h.Chef.RunList = []string{"db; rm -rf /"} }, []string{"chef.run_list[0]"}},
+		"upper-case name": {func(h *Host) { h.Name = "Node07" }, []string{"name"}},
 		"several at once": {func(h *Host) { h.MAC = "x"; h.Network.IP = "y"; h.Image.SHA256 = "" },
 			[]string{"mac", "network.ip", "image.sha256"}},
 	}
@@ -170,5 +174,18 @@ func TestImageWithSHA512(t *testing.T) {
 	}
 	if algo, _ := (Image{SHA256: "x"}).Digest(); algo != "sha256" {
 		t.Errorf("sha256 image: Digest() algo %s", algo)
+	}
+}
+
+func TestHostWithJumpHost(t *testing.T) {
+	inv, err := ParseInventory([]byte(goodInventory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := inv.Hosts[0]
+	h.SSH.Jump = &SSHJump{Address: "pxe.boot.internal:22", Credential: "ssh/jump",
+		HostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("a host reached through a jump host: %v", err)
 	}
 }

@@ -243,6 +243,7 @@ func (p *provision) liveTarget(hostKey string) remote.Target {
 		User:       "root",
 		Credential: p.host.SSH.Credential,
 		HostKey:    hostKey,
+		Jump:       p.jump(),
 	}
 }
 
@@ -252,7 +253,18 @@ func (p *provision) osTarget(hostKey string) remote.Target {
 		User:       p.host.SSH.User,
 		Credential: p.host.SSH.Credential,
 		HostKey:    hostKey,
+		Jump:       p.jump(),
 	}
+}
+
+// jump is the host's SSH jump host, if it has one. (Nil adds nothing to
+// an activity's input, so runs without one replay unchanged.)
+func (p *provision) jump() *remote.Jump {
+	j := p.host.SSH.Jump
+	if j == nil {
+		return nil
+	}
+	return &remote.Jump{Addr: j.Address, User: j.User, Credential: j.Credential, HostKey: j.HostKey}
 }
 
 func (p *provision) registerLease(ctx workflow.Context, profile string, out *lease.RegisterResult) error {

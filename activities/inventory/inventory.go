@@ -84,6 +84,9 @@ func (a *Activities) checkCredentials(ctx context.Context, h spec.Host) error {
 	if h.Chef != nil {
 		needs = append(needs, need{"chef.validator_credential", h.Chef.ValidatorCredential, true})
 	}
+	if h.SSH.Jump != nil {
+		needs = append(needs, need{"ssh.jump.credential", h.SSH.Jump.Credential, true})
+	}
 	var missing spec.FieldErrors
 	var bad spec.FieldErrors
 	for _, n := range needs {

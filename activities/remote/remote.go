@@ -33,6 +33,19 @@ type Target struct {
 	// HostKey is the expected host key in authorized_keys format. Empty is
 	// accepted only by calls that explicitly allow trust on first use.
 	HostKey string `json:"host_key,omitempty"`
+	// Jump, when set, is an SSH server on the host's network through
+	// which the connection is made (like ssh -J): bare-metal hosts are
+	// not on the management network the worker is on. Its host key is
+	// always pinned.
+	Jump *Jump `json:"jump,omitempty"`
+}
+
+// Jump is a jump host: its address, login and pinned host key.
+type Jump struct {
+	Addr       string `json:"addr"`
+	User       string `json:"user,omitempty"`
+	Credential string `json:"credential"`
+	HostKey    string `json:"host_key"`
 }
 
 var (
@@ -184,14 +197,43 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: cfg.Timeout}).DialContext
 	}
+	var jump *ssh.Client
+	if j := t.Jump; j != nil {
+		if j.HostKey == "" {
+			return nil, nil, fmt.Errorf("ssh jump host %s: %w", j.Addr, ErrNoHostKey)
+		}
+		if jump, _, err = d.dial(ctx, Target{Addr: j.Addr, User: j.User, Credential: j.Credential, HostKey: j.HostKey}, false); err != nil {
+			return nil, nil, fmt.Errorf("via jump host: %w", err)
+		}
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := jump.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, fmt.Errorf("via jump host %s: %w", j.Addr, err)
+			}
+			return c, nil
+		}
+	}
 	dctx, cancelDial := context.WithTimeout(ctx, cfg.Timeout)
 	conn, err := dial(dctx, "tcp", t.Addr)
 	cancelDial()
 	if err != nil {
+		if jump != nil {
+			jump.Close()
+		}
 		return nil, nil, fmt.Errorf("ssh %s: %w", t.Addr, err)
+	}
+	if jump != nil {
+		// The target's connection rides on the jump host's: closing it
+		// closes both.
+		conn = &jumpConn{Conn: conn, jump: jump}
 	}
 	hsTimeout := orDefault(d.HandshakeTimeout, 30*time.Second)
 	_ = conn.SetDeadline(time.Now().Add(hsTimeout))
+	if jump != nil {
+		// No deadlines on a forwarded channel: a timer closes it.
+		timer := time.AfterFunc(hsTimeout, func() { conn.Close() })
+		defer timer.Stop()
+	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	sc, chans, reqs, err := ssh.NewClientConn(conn, t.Addr, cfg)
 	if !stop() {
@@ -211,6 +253,25 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 		go keepAlive(client, ka)
 	}
 	return client, got, nil
+}
+
+// jumpConn is a connection through a jump host, which it closes with it.
+type jumpConn struct {
+	net.Conn
+	jump *ssh.Client
+}
+
+func (c *jumpConn) Close() error {
+	err := c.Conn.Close()
+	c.jump.Close()
+	return err
+}
+
+// SetDeadline: a channel through a jump host has no deadlines (x/crypto/ssh
+// returns an error); the handshake is bounded by the context instead.
+func (c *jumpConn) SetDeadline(t time.Time) error {
+	_ = c.Conn.SetDeadline(t)
+	return nil
 }
 
 func hostKeyAlgorithms(k ssh.PublicKey) []string {

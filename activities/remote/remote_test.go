@@ -266,3 +266,42 @@ func TestDialRefusesMismatch(t *testing.T) {
 		t.Errorf("unpinned Dial: got %v, want ErrNoHostKey", err)
 	}
 }
+
+// TestDialThroughJumpHost: a target reached through a jump host (OpenSSH
+// sshd with TCP forwarding), both host keys pinned; a jump host that does
+// not forward, or whose key is not the pinned one, stops the dial with a
+// clear error, though the target itself would answer directly.
+func TestDialThroughJumpHost(t *testing.T) {
+	l := newLab(t)
+	keys := []ssh.PublicKey{l.key.Public()}
+	jump := sshd.Start(t, sshd.Options{AuthorizedKeys: keys, AllowTCPForwarding: true})
+	closed := sshd.Start(t, sshd.Options{AuthorizedKeys: keys})
+	target := sshd.Start(t, sshd.Options{AuthorizedKeys: keys, Env: map[string]string{"RACKFLOW_LAB": "target"}})
+	via := func(j *sshd.Server, hostKey ssh.PublicKey) remote.Target {
+		return remote.Target{Addr: target.Addr(), Credential: "ssh/provision", HostKey: remote.FormatHostKey(target.HostKey()),
+			Jump: &remote.Jump{Addr: j.Addr(), Credential: "ssh/provision", HostKey: remote.FormatHostKey(hostKey)}}
+	}
+	c, err := l.dialer.Dial(context.Background(), via(jump, jump.HostKey()))
+	if err != nil {
+		t.Fatalf("dial through the jump host: %v", err)
+	}
+	out, _, exit, err := remote.Run(context.Background(), c, `echo "$RACKFLOW_LAB"`, nil)
+	if err != nil || exit != 0 || string(out) != "target\n" {
+		t.Errorf("command on the target: %q, exit %d, %v", out, exit, err)
+	}
+	c.Close()
+
+	if _, err := l.dialer.Dial(context.Background(), via(closed, closed.HostKey())); err == nil || !strings.Contains(err.Error(), "via jump host") || !strings.Contains(err.Error(), "prohibited") {
+		t.Errorf("through a jump host that does not forward: %v, want its refusal", err)
+	}
+	_, err = l.dialer.Dial(context.Background(), via(jump, target.HostKey()))
+	var hk *remote.HostKeyMismatchError
+	if !errors.As(err, &hk) || hk.Addr != jump.Addr() {
+		t.Errorf("jump host with another key pinned: %v, want a host key mismatch for %s", err, jump.Addr())
+	}
+	noKey := via(jump, jump.HostKey())
+	noKey.Jump.HostKey = ""
+	if _, err := l.dialer.Dial(context.Background(), noKey); !errors.Is(err, remote.ErrNoHostKey) {
+		t.Errorf("unpinned jump host: %v, want ErrNoHostKey", err)
+	}
+}

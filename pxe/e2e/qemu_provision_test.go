@@ -4,10 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"golang.org/x/crypto/ssh"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,7 +53,8 @@ esac
 `
 
 // TestQEMUProvisionHost runs the ProvisionHost workflow, with rackflow's
-// real activities, against a QEMU machine whose BMC is ipmi_sim: the lease
+// real activities, against a QEMU machine whose BMC is ipmi_sim and which
+// the worker reaches only through an SSH jump host on the boot network: the lease
 // is registered, bmclib powers the machine on into PXE, the live system
 // comes up with its per-boot host key, the OS image is streamed onto the
 // virtio disk and read back, the lease turns to disk and bmclib power
@@ -104,6 +108,10 @@ func TestQEMUProvisionHost(t *testing.T) {
 		}
 	})
 
+	// The worker is not on the boot network: it reaches the machine
+	// through a jump host there, OpenSSH's sshd in the server namespace.
+	jump := startJumpHost(t, l, signer.PublicKey())
+
 	host := spec.Host{
 		Name:    "vm1",
 		BMC:     spec.BMC{Address: "127.0.0.1", Port: bmcSim.Port(), Provider: "ipmi", Credential: "bmc/vm1"},
@@ -111,14 +119,15 @@ func TestQEMUProvisionHost(t *testing.T) {
 		Network: spec.Network{IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP},
 		Disk:    "/dev/vda",
 		Image:   spec.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
-		SSH:     spec.SSH{User: "root", Credential: "ssh/provision"},
+		SSH: spec.SSH{User: "root", Credential: "ssh/provision",
+			Jump: &spec.SSHJump{Address: jump.addr, Credential: "ssh/provision", HostKey: jump.hostKey}},
 	}
 	host.Defaults()
 	sec := secrets.Static{
 		"bmc/vm1":       {Username: bmcSim.Username, Password: bmcSim.Password},
 		"ssh/provision": {PrivateKey: string(keyPEM)},
 	}
-	dialer := &remote.Dialer{Secrets: sec, DialContext: l.dial}
+	dialer := &remote.Dialer{Secrets: sec} // from the host's namespace: only the jump host gets in
 	helper := buildHelper(t, l.dir)
 
 	var ts testsuite.WorkflowTestSuite
@@ -166,6 +175,65 @@ func TestQEMUProvisionHost(t *testing.T) {
 	if hooks := bmcSim.Hooks(); len(hooks) < 3 || hooks[0] != "on pxe" {
 		t.Errorf("BMC power hooks %q: want on into PXE, then a cycle into the disk", hooks)
 	}
+	if n := jump.sessions(); n < 3 {
+		t.Errorf("%d connections through the jump host, want the live system's and the installed OS's", n)
+	}
+}
+
+// jumpHost is OpenSSH's sshd in inetd mode (sshd -i) inside the server
+// namespace, started for each connection to a loopback port of the host:
+// the worker's way onto the boot network, nothing routed between the two.
+type jumpHost struct {
+	addr, hostKey string
+	mu            sync.Mutex
+	n             int
+}
+
+func (j *jumpHost) sessions() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.n
+}
+
+func startJumpHost(t *testing.T, l *qemuLab, key ssh.PublicKey) *jumpHost {
+	t.Helper()
+	dir := filepath.Join(l.dir, "jump")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := sshd.WriteConfig(dir, sshd.Options{AuthorizedKeys: []ssh.PublicKey{key}, AllowTCPForwarding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	j := &jumpHost{addr: ln.Addr().String(), hostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cfg.HostKey)))}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			j.mu.Lock()
+			j.n++
+			j.mu.Unlock()
+			go func() {
+				defer c.Close()
+				f, err := c.(*net.TCPConn).File()
+				if err != nil {
+					return
+				}
+				defer f.Close()
+				cmd := exec.Command("ip", "netns", "exec", l.srv.Name, sshd.Binary, "-i", "-e", "-f", cfg.Path)
+				cmd.Stdin, cmd.Stdout = f, f
+				_ = cmd.Run()
+			}()
+		}
+	}()
+	return j
 }
 
 func buildHelper(t *testing.T, dir string) string {

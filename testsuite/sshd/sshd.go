@@ -76,6 +76,9 @@ type Options struct {
 	// a HOME under the server's directory, so no rc file of the account
 	// changes PATH.
 	PathPrefix []string
+	// AllowTCPForwarding lets clients open TCP channels through the
+	// server (a jump host, ssh -J); off by default.
+	AllowTCPForwarding bool
 	// Env is set in every remote session (sshd_config SetEnv). Values must
 	// not contain spaces or quotes.
 	Env map[string]string
@@ -161,12 +164,16 @@ UseDNS no
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
-AllowTcpForwarding no
 MaxStartups 100
 MaxSessions 100
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 `)
+	if opts.AllowTCPForwarding {
+		c.WriteString("AllowTcpForwarding yes\n")
+	} else {
+		c.WriteString("AllowTcpForwarding no\n")
+	}
 	// Sessions get a HOME of their own, so the login shell skips the
 	// account's rc files (a root ~/.bashrc that runs pyenv or waits on a
 	// lock would slow or hang every command).
