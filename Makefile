@@ -54,7 +54,7 @@ clean:
 # fetched with apt-get download into $XDG_CACHE_HOME/rackflow or
 # /var/cache/rackflow on first run.
 .PHONY: test-qemu
-test-qemu:
+test-qemu: $(BIN)/temporal
 	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || ! command -v ip >/dev/null 2>&1 || ! command -v syslinux >/dev/null 2>&1 || ! command -v mcopy >/dev/null 2>&1 || ! command -v mkfs.fat >/dev/null 2>&1; then \
 		echo "test-qemu: installing qemu-system-x86 ipxe-qemu iproute2 syslinux mtools dosfstools"; \
 		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -62,8 +63,22 @@ esac
 // recorded on first use. (The workflow runs in the SDK's test environment
 // here; its durability on a real Temporal server is the integration
 // tests' job.)
-func TestQEMUProvisionHost(t *testing.T) {
-	ctx := requireQEMU(t)
+// provisionRig is a QEMU machine ready for ProvisionHost: behind ipmi_sim
+// (its power hook starts and stops QEMU in the rack namespace), reached
+// only through an SSH jump host on the boot network, with an OS image to
+// write and its inventory entry and secrets.
+type provisionRig struct {
+	l      *qemuLab
+	host   spec.Host
+	sec    secrets.Static
+	keyPEM []byte
+	bmc    *ipmisim.Sim
+	vmDir  string
+	jump   *jumpHost
+}
+
+func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
+	t.Helper()
 	l := startQEMULab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
 	signer, keyPEM, err := sshd.NewKey()
 	if err != nil {
@@ -127,6 +142,20 @@ func TestQEMUProvisionHost(t *testing.T) {
 		"bmc/vm1":       {Username: bmcSim.Username, Password: bmcSim.Password},
 		"ssh/provision": {PrivateKey: string(keyPEM)},
 	}
+	return &provisionRig{l: l, host: host, sec: sec, keyPEM: keyPEM, bmc: bmcSim, vmDir: vmDir, jump: jump}
+}
+
+// osFingerprint is the host key fingerprint the installed OS printed on
+// its console.
+func (r *provisionRig) osFingerprint() string {
+	serial, _ := os.ReadFile(filepath.Join(r.vmDir, "serial.log"))
+	return strings.TrimPrefix(lineWith(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
+}
+
+func TestQEMUProvisionHost(t *testing.T) {
+	ctx := requireQEMU(t)
+	r := newProvisionRig(t, ctx)
+	l, host, sec, bmcSim, jump := r.l, r.host, r.sec, r.bmc, r.jump
 	dialer := &remote.Dialer{Secrets: sec} // from the host's namespace: only the jump host gets in
 	helper := buildHelper(t, l.dir)
 
@@ -167,10 +196,8 @@ func TestQEMUProvisionHost(t *testing.T) {
 	if res.ImageDigest != host.Image.SHA256 {
 		t.Errorf("image digest %s, want %s", res.ImageDigest, host.Image.SHA256)
 	}
-	serial, _ := os.ReadFile(filepath.Join(vmDir, "serial.log"))
-	want := strings.TrimPrefix(lineWith(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
-	if want == "" || res.OSHostKeyFP != want {
-		t.Errorf("recorded OS host key %q; the installed OS's console printed %q", res.OSHostKeyFP, want)
+	if want := r.osFingerprint(); want == "" || res.OSHostKeyFP != want {
+		t.Errorf("recorded OS host key %q; the installed OS's console printed %q", res.OSHostKeyFP, r.osFingerprint())
 	}
 	if hooks := bmcSim.Hooks(); len(hooks) < 3 || hooks[0] != "on pxe" {
 		t.Errorf("BMC power hooks %q: want on into PXE, then a cycle into the disk", hooks)

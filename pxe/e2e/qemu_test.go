@@ -200,6 +200,7 @@ type qemuLab struct {
 	// The live system's kernel, and the download cache, for more images.
 	kernel qemu.Kernel
 	cache  string
+	token  string // the lease API's bearer token
 }
 
 // startQEMULab builds the live system (with live's extras; cmdline is
@@ -287,7 +288,7 @@ func startQEMULab(t *testing.T, ctx context.Context, live qemu.LiveOptions, cmdl
 		t.Errorf("TFTP from the rack got %q, want %q", b, tftpFile)
 	}
 
-	l := &qemuLab{dir: dir, srv: srv, rack: rack, server: server, kernel: kernel, cache: cache}
+	l := &qemuLab{dir: dir, srv: srv, rack: rack, server: server, kernel: kernel, cache: cache, token: token}
 	l.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := srv.Do(func() (err error) {

@@ -1,0 +1,245 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"gopkg.in/yaml.v3"
+
+	"github.com/rackflow/rackflow/activities/image"
+	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/devserver"
+	"github.com/rackflow/rackflow/testsuite/histories"
+)
+
+// TestQEMUProvisionSurvivesWorkerKill provisions the QEMU machine with the
+// real thing: the temporal dev server and rackflow's worker as its own
+// process, configured from an inventory and a secrets file as in
+// production. The worker reaches the lease API and the machine only
+// through the boot network's doors (a forwarded port, the jump host). In
+// the middle of the image stream the worker is killed with SIGKILL; a new
+// one resumes the stream where the last heartbeat left it, and the run
+// ends with the installed OS up and its host key recorded.
+func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
+	ctx := requireQEMU(t)
+	r := newProvisionRig(t, ctx)
+	dir := r.l.dir
+
+	// The lease API, on the host's loopback, forwarded into the server
+	// namespace.
+	pxeURL := forward(t, r.l, serverIP+":8080")
+
+	inv, err := yaml.Marshal(spec.Inventory{Hosts: []spec.Host{r.host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invPath := filepath.Join(dir, "inventory.yaml")
+	keyPath := filepath.Join(dir, "provision_key")
+	secPath := filepath.Join(dir, "secrets.yaml")
+	bmcSec := r.sec["bmc/vm1"]
+	for path, data := range map[string]string{
+		invPath: string(inv),
+		keyPath: string(r.keyPEM),
+		secPath: fmt.Sprintf("secrets:\n  bmc/vm1: {username: %s, password: %s}\n  ssh/provision: {private_key_file: %s}\n", bmcSec.Username, bmcSec.Password, keyPath),
+	} {
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	server := devserver.StartT(t, devserver.Options{})
+	c, err := client.Dial(client.Options{HostPort: server.Addr(), Logger: nopLog{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// The worker as installed: its binary with the disk helper beside it.
+	binDir := filepath.Join(dir, "bin")
+	os.Mkdir(binDir, 0o755)
+	workerBin := filepath.Join(binDir, "rackflow-worker")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", workerBin, "github.com/rackflow/rackflow/worker").CombinedOutput(); err != nil {
+		t.Fatalf("build worker: %v\n%s", err, out)
+	}
+	buildHelper(t, binDir)
+	logPath := filepath.Join(dir, "worker.log")
+	var worker *exec.Cmd
+	startWorker := func() {
+		cmd := exec.Command(workerBin)
+		cmd.Env = append(os.Environ(),
+			"TEMPORAL_ADDRESS="+server.Addr(),
+			"RACKFLOW_INVENTORY="+invPath,
+			"RACKFLOW_SECRETS="+secPath,
+			"RACKFLOW_PXE_URL="+pxeURL,
+			"RACKFLOW_PXE_TOKEN="+r.l.token,
+			"RACKFLOW_METRICS_ADDR=",
+			"RACKFLOW_IMAGE_SEGMENT_MIB=4",
+			// Paced so the stream outlasts the SDK's heartbeat throttling (0.8 of
+			// the 5s heartbeat timeout) and the kill lands in its middle.
+			"RACKFLOW_IMAGE_MAX_MBPS=3",
+			"RACKFLOW_LOG_LEVEL=debug",
+		)
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		worker = cmd
+	}
+	killWorker := func() {
+		_ = syscall.Kill(-worker.Process.Pid, syscall.SIGKILL)
+		_ = worker.Wait()
+	}
+	startWorker()
+	t.Cleanup(func() {
+		killWorker()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("worker log (tail):\n%s", tailLines(string(b), 40))
+		}
+	})
+
+	start := time.Now()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: spec.ProvisionWorkflowID(r.host.Name), TaskQueue: spec.DefaultTaskQueue},
+		spec.WorkflowProvisionHost, spec.ProvisionInput{Host: r.host.Name, Options: spec.ProvisionOptions{
+			LiveSSHDeadline: "4m", OSSSHDeadline: "4m", ImageHeartbeat: "5s", StepAttempts: 3, RetryInterval: "1s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Kill the worker once the server holds a heartbeat from inside the
+	// stream.
+	var seen image.Progress
+	for deadline := time.Now().Add(5 * time.Minute); seen.Offset == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the image stream never reported progress")
+		}
+		desc, err := c.DescribeWorkflowExecution(ctx, run.GetID(), "")
+		if err != nil {
+			continue
+		}
+		if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			t.Fatalf("run ended (%s) before the stream reported progress", st)
+		}
+		for _, pa := range desc.GetPendingActivities() {
+			if pa.GetActivityType().GetName() == "WriteImage" && pa.GetHeartbeatDetails() != nil {
+				_ = converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &seen)
+			}
+		}
+	}
+	if seen.Offset >= seen.Total {
+		t.Fatalf("first progress seen was the end of the stream (%d bytes): the kill would not land mid-stream", seen.Offset)
+	}
+	killWorker()
+	t.Logf("worker killed with the stream at %d of %d bytes, %s after the start", seen.Offset, seen.Total, time.Since(start).Round(time.Second))
+	startWorker()
+
+	var res spec.ProvisionResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatalf("ProvisionHost: %v", err)
+	}
+	t.Logf("provisioned %s in %s on the dev server; BMC power hooks %q", res.Host, time.Since(start).Round(time.Second), r.bmc.Hooks())
+	if res.ImageDigest != r.host.Image.SHA256 {
+		t.Errorf("image digest %s, want %s", res.ImageDigest, r.host.Image.SHA256)
+	}
+	if want := r.osFingerprint(); want == "" || res.OSHostKeyFP != want {
+		t.Errorf("recorded OS host key %q; the installed OS's console printed %q", res.OSHostKeyFP, want)
+	}
+	// The retried stream resumed past zero: from its result in history.
+	it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	scheduled := map[int64]string{}
+	started := map[int64]int32{}
+	var wr image.WriteResult
+	var attempt int32
+	h := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, ev)
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			scheduled[ev.GetEventId()] = a.GetActivityType().GetName()
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+			started[a.GetScheduledEventId()] = a.GetAttempt()
+		}
+		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && scheduled[a.GetScheduledEventId()] == "WriteImage" {
+			if err := converter.GetDefaultDataConverter().FromPayloads(a.GetResult(), &wr); err != nil {
+				t.Fatal(err)
+			}
+			attempt = started[a.GetScheduledEventId()]
+		}
+	}
+	if attempt < 2 || wr.ResumedFrom == 0 || wr.ResumedFrom > seen.Offset+4<<20 || !wr.Helper {
+		t.Errorf("WriteImage finished on attempt %d resuming from %d (progress seen before the kill: %d), helper %v: want a retry that resumed near it",
+			attempt, wr.ResumedFrom, seen.Offset, wr.Helper)
+	}
+	t.Logf("WriteImage attempt %d resumed from %d and wrote %d bytes at %.1f MB/s", attempt, wr.ResumedFrom, wr.Bytes, wr.MBps)
+
+	// Credentials went by reference only: no secret in any payload.
+	text, err := histories.Text(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, secret := range map[string]string{"BMC password": bmcSec.Password, "SSH private key": strings.Split(string(r.keyPEM), "\n")[1]} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the run's history holds the %s", what)
+		}
+	}
+}
+
+// forward serves a loopback port of the host that connects, from the
+// server namespace, to addr there; it returns the port's http:// URL.
+func forward(t *testing.T, l *qemuLab, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := l.dial(context.Background(), "tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+type nopLog struct{}
+
+func (nopLog) Debug(string, ...interface{}) {}
+func (nopLog) Info(string, ...interface{})  {}
+func (nopLog) Warn(string, ...interface{})  {}
+func (nopLog) Error(string, ...interface{}) {}
