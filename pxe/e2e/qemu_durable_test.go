@@ -48,12 +48,15 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	}
 	invPath := filepath.Join(dir, "inventory.yaml")
 	keyPath := filepath.Join(dir, "provision_key")
+	validatorPath := filepath.Join(dir, "validator.pem")
 	secPath := filepath.Join(dir, "secrets.yaml")
 	bmcSec := r.sec["bmc/vm1"]
 	for path, data := range map[string]string{
-		invPath: string(inv),
-		keyPath: string(r.keyPEM),
-		secPath: fmt.Sprintf("secrets:\n  bmc/vm1: {username: %s, password: %s}\n  ssh/provision: {private_key_file: %s}\n", bmcSec.Username, bmcSec.Password, keyPath),
+		invPath:       string(inv),
+		keyPath:       string(r.keyPEM),
+		validatorPath: r.sec["chef/validator"].PrivateKey,
+		secPath: fmt.Sprintf("secrets:\n  bmc/vm1: {username: %s, password: %s}\n  ssh/provision: {private_key_file: %s}\n  chef/validator: {private_key_file: %s}\n",
+			bmcSec.Username, bmcSec.Password, keyPath, validatorPath),
 	} {
 		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
@@ -163,6 +166,9 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	if want := r.osFingerprint(); want == "" || res.OSHostKeyFP != want {
 		t.Errorf("recorded OS host key %q; the installed OS's console printed %q", res.OSHostKeyFP, want)
 	}
+	if got := r.converged(t, ctx, res.OSHostKey); !strings.Contains(got, "role[db]") {
+		t.Errorf("the installed OS shows no chef run with the run list: %q", got)
+	}
 	// The retried stream resumed past zero: from its result in history.
 	it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	scheduled := map[int64]string{}
@@ -200,7 +206,8 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for what, secret := range map[string]string{"BMC password": bmcSec.Password, "SSH private key": strings.Split(string(r.keyPEM), "\n")[1]} {
+	for what, secret := range map[string]string{"BMC password": bmcSec.Password, "SSH private key": strings.Split(string(r.keyPEM), "\n")[1],
+		"chef validator key": strings.Split(r.sec["chef/validator"].PrivateKey, "\n")[1]} {
 		if strings.Contains(text, secret) {
 			t.Errorf("the run's history holds the %s", what)
 		}

@@ -16,11 +16,13 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities/chef"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/testsuite/lab"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
@@ -176,7 +178,10 @@ func (l *qemuLab) osImage(t *testing.T, ctx context.Context, key ssh.PublicKey) 
 	t.Helper()
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
 	osInitrd := filepath.Join(l.dir, "os-initrd.img")
-	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n"}); err != nil {
+	// The installed OS carries chef-client (a fake that checks what the
+	// bootstrap wrote to /etc/chef).
+	osOpts := qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n", Programs: map[string]string{"chef-client": lab.ChefClient(chef.DefaultDir)}}
+	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, osOpts); err != nil {
 		t.Fatalf("installed OS initramfs: %v", err)
 	}
 	osDisk := filepath.Join(l.dir, "os.raw")

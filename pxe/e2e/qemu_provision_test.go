@@ -84,6 +84,10 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, validatorPEM, err := sshd.NewKey() // the chef validator's key
+	if err != nil {
+		t.Fatal(err)
+	}
 	raw, imgPath := l.osImage(t, ctx, signer.PublicKey())
 	sum := sha256.Sum256(raw)
 	diskPath := filepath.Join(l.dir, "vda.raw")
@@ -136,13 +140,34 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 		Image:   spec.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
 		SSH: spec.SSH{User: "root", Credential: "ssh/provision",
 			Jump: &spec.SSHJump{Address: jump.addr, Credential: "ssh/provision", HostKey: jump.hostKey}},
+		Chef: &spec.Chef{ServerURL: "https://chef.lab.invalid/organizations/lab", RunList: []string{"role[db]"},
+			Environment: "lab", ValidatorCredential: "chef/validator"},
 	}
 	host.Defaults()
 	sec := secrets.Static{
-		"bmc/vm1":       {Username: bmcSim.Username, Password: bmcSim.Password},
-		"ssh/provision": {PrivateKey: string(keyPEM)},
+		"bmc/vm1":        {Username: bmcSim.Username, Password: bmcSim.Password},
+		"ssh/provision":  {PrivateKey: string(keyPEM)},
+		"chef/validator": {PrivateKey: string(validatorPEM)},
 	}
 	return &provisionRig{l: l, host: host, sec: sec, keyPEM: keyPEM, bmc: bmcSim, vmDir: vmDir, jump: jump}
+}
+
+// converged reads, through the jump host, what chef-client recorded on
+// the installed OS.
+func (r *provisionRig) converged(t *testing.T, ctx context.Context, osKey string) string {
+	t.Helper()
+	d := &remote.Dialer{Secrets: r.sec}
+	c, err := d.Dial(ctx, remote.Target{Addr: vmIP + ":22", Credential: "ssh/provision", HostKey: osKey,
+		Jump: &remote.Jump{Addr: r.jump.addr, Credential: "ssh/provision", HostKey: r.jump.hostKey}})
+	if err != nil {
+		t.Fatalf("ssh to the installed OS: %v", err)
+	}
+	defer c.Close()
+	out, _, _, err := remote.Run(ctx, c, "cat "+chef.DefaultDir+"/first-boot.json "+chef.DefaultDir+"/converged", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 // osFingerprint is the host key fingerprint the installed OS printed on
@@ -191,7 +216,10 @@ func TestQEMUProvisionHost(t *testing.T) {
 		steps = append(steps, s.Name+"="+s.State)
 	}
 	if want := "validate=done register-lease=done power-on-pxe=done wait-live-ssh=done write-image=done boot-disk=done wait-os-ssh=done chef-bootstrap=done"; strings.Join(steps, " ") != want {
-		t.Errorf("steps %q, want %q (no chef in this inventory: its step has nothing to do)", steps, want)
+		t.Errorf("steps %q, want %q", steps, want)
+	}
+	if got := r.converged(t, ctx, res.OSHostKey); !strings.Contains(got, "role[db]") {
+		t.Errorf("the installed OS shows no chef run with the run list: %q", got)
 	}
 	if res.ImageDigest != host.Image.SHA256 {
 		t.Errorf("image digest %s, want %s", res.ImageDigest, host.Image.SHA256)

@@ -292,8 +292,12 @@ date > "$dir/converged"
 `
 
 func (l *Lab) writeChef() error {
-	return os.WriteFile(filepath.Join(l.Dir, "bin", "chef-client"), []byte(fmt.Sprintf(chefClient, l.ChefDir)), 0o755)
+	return os.WriteFile(filepath.Join(l.Dir, "bin", "chef-client"), []byte(ChefClient(l.ChefDir)), 0o755)
 }
+
+// ChefClient is the fake chef-client's script for a host whose chef
+// directory is dir (an OS image for a lab machine carries it too).
+func ChefClient(dir string) string { return fmt.Sprintf(chefClient, dir) }
 
 // Host is the lab host's inventory entry.
 func (l *Lab) Host() spec.Host {

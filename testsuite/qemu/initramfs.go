@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -149,6 +150,9 @@ type LiveOptions struct {
 	// AuthorizedKeys, with SSHD, is put in /root/.ssh/authorized_keys:
 	// an installed OS's image carries the keys that may log in.
 	AuthorizedKeys string
+	// Programs are extra executables, by name, put in /bin (a fake
+	// chef-client, say).
+	Programs map[string]string
 }
 
 // baseDirs are the live system's first directories.
@@ -229,6 +233,14 @@ func LiveInitramfs(ctx context.Context, dst, cacheDir string, k Kernel, opts ...
 		if o.AuthorizedKeys != "" {
 			w.File("root/.ssh/authorized_keys", 0o600, []byte(o.AuthorizedKeys))
 		}
+	}
+	names := make([]string, 0, len(o.Programs))
+	for n := range o.Programs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		w.File("bin/"+n, 0o755, []byte(o.Programs[n]))
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("write initramfs: %w", err)
