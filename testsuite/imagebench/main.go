@@ -130,7 +130,7 @@ type row struct {
 	name   string
 	bytes  int64 // raw bytes delivered per run
 	secs   []float64
-	maxRSS int64 // KiB, rackflow rows only
+	maxRSS int64     // KiB, rackflow rows only
 	cpu    []float64 // worker CPU seconds (user+system), rackflow rows only
 	note   string
 }
