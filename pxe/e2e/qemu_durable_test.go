@@ -14,7 +14,6 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"gopkg.in/yaml.v3"
@@ -170,30 +169,13 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 		t.Errorf("the installed OS shows no chef run with the run list: %q", got)
 	}
 	// The retried stream resumed past zero: from its result in history.
-	it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	scheduled := map[int64]string{}
-	started := map[int64]int32{}
-	var wr image.WriteResult
-	var attempt int32
-	h := &historypb.History{}
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Events = append(h.Events, ev)
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			scheduled[ev.GetEventId()] = a.GetActivityType().GetName()
-		}
-		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
-			started[a.GetScheduledEventId()] = a.GetAttempt()
-		}
-		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && scheduled[a.GetScheduledEventId()] == "WriteImage" {
-			if err := converter.GetDefaultDataConverter().FromPayloads(a.GetResult(), &wr); err != nil {
-				t.Fatal(err)
-			}
-			attempt = started[a.GetScheduledEventId()]
-		}
+	h, err := histories.Fetch(ctx, c, run.GetID(), run.GetRunID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr, attempt, err := histories.WriteImageResult(h)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if attempt < 2 || wr.ResumedFrom == 0 || wr.ResumedFrom > seen.Offset+4<<20 || !wr.Helper {
 		t.Errorf("WriteImage finished on attempt %d resuming from %d (progress seen before the kill: %d), helper %v: want a retry that resumed near it",

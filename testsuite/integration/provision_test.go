@@ -270,14 +270,9 @@ func (s *stack) waitImageProgress(t *testing.T, id string) image.Progress {
 
 func (s *stack) history(t *testing.T, id, runID string) *historypb.History {
 	t.Helper()
-	it := s.client.GetWorkflowHistory(context.Background(), id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	h := &historypb.History{}
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Events = append(h.Events, ev)
+	h, err := histories.Fetch(context.Background(), s.client, id, runID)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return h
 }
@@ -285,25 +280,11 @@ func (s *stack) history(t *testing.T, id, runID string) *historypb.History {
 // writeImageResult finds WriteImage's result and how many attempts it took.
 func writeImageResult(t *testing.T, h *historypb.History) (image.WriteResult, int32) {
 	t.Helper()
-	scheduled := map[int64]string{}
-	started := map[int64]int32{}
-	for _, ev := range h.Events {
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			scheduled[ev.GetEventId()] = a.GetActivityType().GetName()
-		}
-		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
-			started[a.GetScheduledEventId()] = a.GetAttempt()
-		}
-		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && scheduled[a.GetScheduledEventId()] == "WriteImage" {
-			var r image.WriteResult
-			if err := converter.GetDefaultDataConverter().FromPayloads(a.GetResult(), &r); err != nil {
-				t.Fatal(err)
-			}
-			return r, started[a.GetScheduledEventId()]
-		}
+	r, attempt, err := histories.WriteImageResult(h)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no completed WriteImage in history")
-	return image.WriteResult{}, 0
+	return r, attempt
 }
 
 func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) spec.ProvisionResult {
