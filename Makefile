@@ -23,10 +23,10 @@ $(BIN)/temporal:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/rackflow-worker ./worker
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/rackflow-diskhelper ./activities/image/diskhelper
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/rackflow-diskhelper ./activities/image/cmd/rackflow-diskhelper
 	$(GO) build -o $(BIN)/rackflow-pxe ./pxe/cmd/rackflow-pxe
 	$(GO) build -o $(BIN)/starter ./starter
-	$(GO) build -o $(BIN)/rackflow-lab ./testsuite/cmd/rackflow-lab
+	$(GO) build -o $(BIN)/rackflow-lab ./testsuite/lab/cmd/rackflow-lab
 
 vet:
 	$(GO) vet ./...

@@ -19,7 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // DefaultAddr is where the API listens when APIServer.Addr is empty.
@@ -335,7 +335,7 @@ func (h *handler) putLease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, result, err := h.store.Put(r.Context(), l)
-	var fe spec.FieldErrors
+	var fe api.FieldErrors
 	switch {
 	case errors.As(err, &fe) && len(fe) > 0:
 		h.m.leasePuts.WithLabelValues("invalid").Inc()

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -76,13 +76,13 @@ func NormalizeMAC(s string) (string, error) {
 	return mac.String(), nil
 }
 
-// Validate checks a lease as received from a PUT and returns spec.FieldErrors
+// Validate checks a lease as received from a PUT and returns api.FieldErrors
 // naming every bad field (by its JSON name), or nil. Output-only fields are
 // not checked. now is used to refuse an expiry in the past.
 func (l Lease) Validate(now time.Time) error {
-	var errs spec.FieldErrors
+	var errs api.FieldErrors
 	add := func(field, value, reason string) {
-		errs = append(errs, spec.FieldError{Field: field, Value: value, Reason: reason})
+		errs = append(errs, api.FieldError{Field: field, Value: value, Reason: reason})
 	}
 	if l.MAC == "" {
 		add("mac", "", "required")
@@ -119,7 +119,7 @@ func (l Lease) Validate(now time.Time) error {
 			add(fmt.Sprintf("dns[%d]", i), d, "not an IP address")
 		}
 	}
-	if l.Hostname != "" && !spec.ValidHostname(l.Hostname) {
+	if l.Hostname != "" && !api.ValidHostname(l.Hostname) {
 		add("hostname", l.Hostname, "not a DNS name")
 	}
 	switch l.Profile {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -294,13 +294,13 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			var got []string
-			var fe spec.FieldErrors
+			var fe api.FieldErrors
 			if err := tc.lease.Validate(now); errors.As(err, &fe) {
 				for _, e := range fe {
 					got = append(got, e.Field)
 				}
 			} else if err != nil {
-				t.Fatalf("Validate returned %T, want spec.FieldErrors", err)
+				t.Fatalf("Validate returned %T, want api.FieldErrors", err)
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("bad fields (-want +got):\n%s", diff)

@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
@@ -26,7 +26,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 		fmt.Fprintln(g.stderr, "usage: starter deploy -f SERVICE.yaml [--wait]")
 		return exitUsage
 	}
-	d, err := spec.LoadDeploySpec(*file)
+	d, err := api.LoadDeploySpec(*file)
 	if err != nil {
 		fmt.Fprintln(g.stderr, err)
 		return exitFailed
@@ -35,7 +35,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 	if !ok {
 		return exitFailed
 	}
-	id := spec.DeployWorkflowID(d.Service)
+	id := api.DeployWorkflowID(d.Service)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                g.taskQueue,
@@ -43,7 +43,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		StaticSummary:                            fmt.Sprintf("deploy %s: %d hosts, %d VMs", d.Service, len(d.Hosts), len(d.VMs)),
 		StaticDetails:                            "Started by `starter deploy -f " + *file + "`",
-	}, spec.WorkflowDeployService, *d)
+	}, api.WorkflowDeployService, *d)
 	if err != nil {
 		return g.startFailed(err, id, "a deploy of "+d.Service)
 	}
@@ -56,7 +56,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 		return exitOK
 	}
 	done := make(chan error, 1)
-	var res spec.DeployResult
+	var res api.DeployResult
 	go func() { done <- run.Get(ctx, &res) }()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -85,7 +85,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 			if err != nil {
 				continue
 			}
-			var st spec.DeployStatus
+			var st api.DeployStatus
 			if v.Get(&st) != nil {
 				continue
 			}
@@ -107,7 +107,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 	}
 }
 
-func printDeploy(g globals, r spec.DeployResult) {
+func printDeploy(g globals, r api.DeployResult) {
 	fmt.Fprintf(g.stdout, "deploy of %s finished", r.Service)
 	if r.Partial {
 		fmt.Fprint(g.stdout, " with failed members (left out of the VIP)")
@@ -189,7 +189,7 @@ func (g globals) history(ctx context.Context, conn *conn, args []string) int {
 			lines = append(lines, fmt.Sprintf("%s  %-14s TIMED OUT: %s", at, s.name, a.GetFailure().GetMessage()))
 		case ev.GetWorkflowExecutionUpdateAcceptedEventAttributes() != nil:
 			a := ev.GetWorkflowExecutionUpdateAcceptedEventAttributes()
-			var req spec.OperatorRequest
+			var req api.OperatorRequest
 			if in := a.GetAcceptedRequest().GetInput().GetArgs(); in != nil && len(in.GetPayloads()) > 0 {
 				_ = dc.FromPayload(in.GetPayloads()[0], &req)
 			}

@@ -27,7 +27,7 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Exit codes, so scripts can tell outcomes apart.
@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	fs.StringVar(&g.address, "address", envOr("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend")
 	fs.StringVar(&g.namespace, "namespace", envOr("TEMPORAL_NAMESPACE", "default"), "namespace")
-	fs.StringVar(&g.taskQueue, "task-queue", envOr("RACKFLOW_TASK_QUEUE", spec.DefaultTaskQueue), "task queue")
+	fs.StringVar(&g.taskQueue, "task-queue", envOr("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue")
 	fs.StringVar(&g.uiURL, "ui", envOr("RACKFLOW_UI_URL", "http://127.0.0.1:8233"), "Temporal Web UI base URL")
 	fs.BoolVar(&g.jsonOut, "json", false, "JSON output for scripts")
 	if err := fs.Parse(args); err != nil {
@@ -120,7 +120,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return g.unpublish(ctx, c, cargs)
 	case "vmnet":
 		return g.vmnet(ctx, c, cargs)
-	case spec.UpdateRetry, spec.UpdateSkip, spec.UpdateAbort:
+	case api.UpdateRetry, api.UpdateSkip, api.UpdateAbort:
 		return g.operator(ctx, c, cmd, cargs)
 	default:
 		fmt.Fprintf(stderr, "starter: unknown command %q\n\n%s", cmd, usage)
@@ -155,7 +155,7 @@ func (g globals) validate(args []string) int {
 		return exitUsage
 	}
 	if *svc != "" {
-		d, err := spec.LoadDeploySpec(*svc)
+		d, err := api.LoadDeploySpec(*svc)
 		if err != nil {
 			fmt.Fprintln(g.stderr, err)
 			return exitFailed
@@ -163,7 +163,7 @@ func (g globals) validate(args []string) int {
 		fmt.Fprintf(g.stdout, "%s: service %s with %d hosts and %d VMs, valid\n", *svc, d.Service, len(d.Hosts), len(d.VMs))
 		return exitOK
 	}
-	i, err := spec.LoadInventory(*inv)
+	i, err := api.LoadInventory(*inv)
 	if err != nil {
 		fmt.Fprintln(g.stderr, err)
 		return exitFailed
@@ -188,13 +188,13 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 		return exitUsage
 	}
 	host := pos[0]
-	if !spec.ValidName(host) {
+	if !api.ValidName(host) {
 		fmt.Fprintf(g.stderr, "starter: %q is not a host name\n", host)
 		return exitUsage
 	}
-	in := spec.ProvisionInput{Host: host}
+	in := api.ProvisionInput{Host: host}
 	if *inv != "" {
-		i, err := spec.LoadInventory(*inv)
+		i, err := api.LoadInventory(*inv)
 		if err != nil {
 			fmt.Fprintf(g.stderr, "starter: %v\n", err)
 			return exitFailed
@@ -210,7 +210,7 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 	if !ok {
 		return exitFailed
 	}
-	id := spec.ProvisionWorkflowID(host)
+	id := api.ProvisionWorkflowID(host)
 	if !*reprovision {
 		desc, err := c.DescribeWorkflowExecution(ctx, id, "")
 		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
@@ -228,11 +228,11 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 		StaticSummary:                            "provision " + host,
 		StaticDetails:                            fmt.Sprintf("Bare-metal provisioning of **%s**. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`", host, host, host),
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrHost).ValueSet(host),
-			temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrStep).ValueSet(spec.StepValidate),
-			temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrState).ValueSet(spec.StateRunning),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(host),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
 		),
-	}, spec.WorkflowProvisionHost, in)
+	}, api.WorkflowProvisionHost, in)
 	if err != nil {
 		return g.startFailed(err, id, "provisioning of "+host)
 	}
@@ -249,7 +249,7 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 
 func (g globals) waitFor(ctx context.Context, c client.Client, id string, run client.WorkflowRun) int {
 	done := make(chan error, 1)
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	go func() { done <- run.Get(ctx, &res) }()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -277,7 +277,7 @@ func (g globals) waitFor(ctx context.Context, c client.Client, id string, run cl
 				fmt.Fprintln(g.stdout, line)
 				last = line
 			}
-			if st.State == spec.StateNeedsAttention {
+			if st.State == api.StateNeedsAttention {
 				fmt.Fprintf(g.stderr, "%s needs attention at %s: %s\n  answer with: starter retry|skip|abort %s --reason \"...\"\n", st.Host, st.Step, st.LastError, st.Host)
 				return exitAttention
 			}
@@ -301,9 +301,9 @@ type pendingInfo struct {
 	Progress    *imageProgress
 }
 
-func fetchStatus(ctx context.Context, c client.Client, id string) (spec.ProvisionStatus, []pendingInfo, error) {
-	var st spec.ProvisionStatus
-	v, err := c.QueryWorkflow(ctx, id, "", spec.QueryStatus)
+func fetchStatus(ctx context.Context, c client.Client, id string) (api.ProvisionStatus, []pendingInfo, error) {
+	var st api.ProvisionStatus
+	v, err := c.QueryWorkflow(ctx, id, "", api.QueryStatus)
 	if err != nil {
 		return st, nil, err
 	}
@@ -335,8 +335,8 @@ func fetchStatus(ctx context.Context, c client.Client, id string) (spec.Provisio
 // reports (the stream signals it every few seconds) where no heartbeat
 // shows it: before the stream's first heartbeat reaches the server, or
 // when describing the run was not allowed.
-func withQueryProgress(st spec.ProvisionStatus, pend []pendingInfo) []pendingInfo {
-	if st.Step != spec.StepWriteImage || st.BytesTotal <= 0 || st.BytesWritten >= st.BytesTotal {
+func withQueryProgress(st api.ProvisionStatus, pend []pendingInfo) []pendingInfo {
+	if st.Step != api.StepWriteImage || st.BytesTotal <= 0 || st.BytesWritten >= st.BytesTotal {
 		return pend
 	}
 	p := &imageProgress{Offset: st.BytesWritten, Total: st.BytesTotal, MBps: st.MBps}
@@ -351,7 +351,7 @@ func withQueryProgress(st spec.ProvisionStatus, pend []pendingInfo) []pendingInf
 	return append(pend, pendingInfo{Activity: "WriteImage", Progress: p})
 }
 
-func progressLine(st spec.ProvisionStatus, pend []pendingInfo) string {
+func progressLine(st api.ProvisionStatus, pend []pendingInfo) string {
 	s := fmt.Sprintf("%-10s %-16s try %d  %s", st.Host, st.Step, st.Try, st.State)
 	for _, p := range pend {
 		if p.Attempt > 1 {
@@ -393,7 +393,7 @@ func workflowID(arg string) string {
 	if strings.Contains(arg, "/") {
 		return arg
 	}
-	return spec.ProvisionWorkflowID(arg)
+	return api.ProvisionWorkflowID(arg)
 }
 
 func (g globals) status(ctx context.Context, conn *conn, args []string) int {
@@ -424,7 +424,7 @@ func (g globals) status(ctx context.Context, conn *conn, args []string) int {
 	if st.LastError != "" {
 		fmt.Fprintf(g.stdout, "  last error [%s]: %s\n", st.LastErrorType, st.LastError)
 	}
-	if st.State == spec.StateNeedsAttention {
+	if st.State == api.StateNeedsAttention {
 		fmt.Fprintf(g.stdout, "  needs attention since %s (gives up %s); skippable: %v\n", st.AttentionSince.Format(time.RFC3339), st.AttentionDeadline.Format(time.RFC3339), st.Skippable)
 	}
 	for _, p := range pend {
@@ -468,14 +468,14 @@ func (g globals) list(ctx context.Context, conn *conn, args []string) int {
 	if !ok {
 		return exitFailed
 	}
-	q := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", spec.WorkflowProvisionHost)
+	q := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", api.WorkflowProvisionHost)
 	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: g.namespace, Query: q})
 	if err != nil {
 		fmt.Fprintf(g.stderr, "starter: list: %v\n", err)
 		return exitFailed
 	}
 	type row struct {
-		st   spec.ProvisionStatus
+		st   api.ProvisionStatus
 		id   string
 		wait time.Duration
 	}
@@ -483,8 +483,8 @@ func (g globals) list(ctx context.Context, conn *conn, args []string) int {
 	now := time.Now()
 	for _, e := range resp.GetExecutions() {
 		id := e.GetExecution().GetWorkflowId()
-		v, err := c.QueryWorkflow(ctx, id, "", spec.QueryStatus)
-		var st spec.ProvisionStatus
+		v, err := c.QueryWorkflow(ctx, id, "", api.QueryStatus)
+		var st api.ProvisionStatus
 		if err == nil {
 			_ = v.Get(&st)
 		}
@@ -496,20 +496,20 @@ func (g globals) list(ctx context.Context, conn *conn, args []string) int {
 		if !since.IsZero() {
 			r.wait = now.Sub(since)
 		}
-		if *stuck && st.State != spec.StateNeedsAttention && r.wait < 10*time.Minute {
+		if *stuck && st.State != api.StateNeedsAttention && r.wait < 10*time.Minute {
 			continue
 		}
 		rows = append(rows, r)
 	}
 	sort.Slice(rows, func(i, j int) bool {
-		ai, aj := rows[i].st.State == spec.StateNeedsAttention, rows[j].st.State == spec.StateNeedsAttention
+		ai, aj := rows[i].st.State == api.StateNeedsAttention, rows[j].st.State == api.StateNeedsAttention
 		if ai != aj {
 			return ai
 		}
 		return rows[i].wait > rows[j].wait
 	})
 	if g.jsonOut {
-		out := make([]spec.ProvisionStatus, len(rows))
+		out := make([]api.ProvisionStatus, len(rows))
 		for i, r := range rows {
 			out[i] = r.st
 		}
@@ -549,7 +549,7 @@ func (g globals) operator(ctx context.Context, conn *conn, action string, args [
 	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID:   id,
 		UpdateName:   action,
-		Args:         []any{spec.OperatorRequest{Reason: *reason}},
+		Args:         []any{api.OperatorRequest{Reason: *reason}},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	var msg string

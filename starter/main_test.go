@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 func write(t *testing.T, name, s string) string {
@@ -62,9 +62,9 @@ func TestValidateAcceptsTheExample(t *testing.T) {
 
 func TestPublishInputFileErrors(t *testing.T) {
 	p := write(t, "vip.yaml", "name: web\nvip: 203.0.113.50\nport: 0\nprotocol: TCP\nbackends:\n  - {ip: 10.0.0.300, port: 80}\nnetscaler: {url: \"http://ns\", credential: netscaler/lab}\n")
-	var in spec.PublishInput
+	var in api.PublishInput
 	err := loadInput(p, &in)
-	var se spec.SpecErrors
+	var se api.SpecErrors
 	if err == nil || !asSpecErrors(err, &se) || len(se) != 2 || se[0].Line != 3 || se[1].Line != 6 {
 		t.Fatalf("err = %v", err)
 	}
@@ -74,8 +74,8 @@ func TestPublishInputFileErrors(t *testing.T) {
 	}
 }
 
-func asSpecErrors(err error, se *spec.SpecErrors) bool {
-	v, ok := err.(spec.SpecErrors)
+func asSpecErrors(err error, se *api.SpecErrors) bool {
+	v, ok := err.(api.SpecErrors)
 	*se = v
 	return ok
 }

@@ -4,11 +4,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 func TestQueryProgressFillsInForHeartbeats(t *testing.T) {
-	st := spec.ProvisionStatus{Host: "node07", Step: spec.StepWriteImage, State: spec.StateRunning,
+	st := api.ProvisionStatus{Host: "node07", Step: api.StepWriteImage, State: api.StateRunning,
 		BytesWritten: 512 << 20, BytesTotal: 1 << 30, MBps: 400}
 	// No heartbeat with progress on the server yet: the query's shows.
 	pend := withQueryProgress(st, []pendingInfo{{Activity: "WriteImage", Attempt: 1}})
@@ -29,7 +29,7 @@ func TestQueryProgressFillsInForHeartbeats(t *testing.T) {
 		t.Errorf("without describe: %+v", pend)
 	}
 	// Other steps, or a finished stream, add nothing.
-	st.Step = spec.StepChef
+	st.Step = api.StepChef
 	if pend = withQueryProgress(st, nil); len(pend) != 0 {
 		t.Errorf("at chef-bootstrap: %+v", pend)
 	}

@@ -12,7 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // validator is an input that checks itself.
@@ -33,13 +33,13 @@ func loadInput(path string, into validator) error {
 	if err := into.Validate(); err != nil {
 		var root yaml.Node
 		_ = yaml.Unmarshal(data, &root)
-		var fe spec.FieldErrors
+		var fe api.FieldErrors
 		if !errors.As(err, &fe) {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		var out spec.SpecErrors
+		var out api.SpecErrors
 		for _, e := range fe {
-			out = append(out, spec.SpecError{File: path, Line: spec.LineOf(&root, e.Field), Field: e.Field, Msg: e.Reason})
+			out = append(out, api.SpecError{File: path, Line: api.LineOf(&root, e.Field), Field: e.Field, Msg: e.Reason})
 		}
 		return out
 	}
@@ -91,16 +91,16 @@ func (g globals) startFromFile(ctx context.Context, conn *conn, name string, arg
 }
 
 func (g globals) publish(ctx context.Context, c *conn, args []string) int {
-	var in spec.PublishInput
-	return g.startFromFile(ctx, c, "publish", args, &in, spec.WorkflowPublishService, func() string { return spec.PublishWorkflowID(in.VIP, in.Port) })
+	var in api.PublishInput
+	return g.startFromFile(ctx, c, "publish", args, &in, api.WorkflowPublishService, func() string { return api.PublishWorkflowID(in.VIP, in.Port) })
 }
 
 func (g globals) unpublish(ctx context.Context, c *conn, args []string) int {
-	var in spec.UnpublishInput
-	return g.startFromFile(ctx, c, "unpublish", args, &in, spec.WorkflowUnpublishService, func() string { return spec.PublishWorkflowID(in.VIP, in.Port) })
+	var in api.UnpublishInput
+	return g.startFromFile(ctx, c, "unpublish", args, &in, api.WorkflowUnpublishService, func() string { return api.PublishWorkflowID(in.VIP, in.Port) })
 }
 
 func (g globals) vmnet(ctx context.Context, c *conn, args []string) int {
-	var in spec.VMNetInput
-	return g.startFromFile(ctx, c, "vmnet", args, &in, spec.WorkflowSetupVMNetwork, func() string { return spec.VMNetWorkflowID(in.VM, in.Network) })
+	var in api.VMNetInput
+	return g.startFromFile(ctx, c, "vmnet", args, &in, api.WorkflowSetupVMNetwork, func() string { return api.VMNetWorkflowID(in.VM, in.Network) })
 }

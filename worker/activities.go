@@ -24,7 +24,7 @@ import (
 	"github.com/rackflow/rackflow/activities/runs"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // activitySet holds every activity struct, built once with its clients.
@@ -52,13 +52,13 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 	} else {
 		logger.Warn("no secrets file: every credential reference will be reported missing")
 	}
-	var load func() (*spec.Inventory, error)
+	var load func() (*api.Inventory, error)
 	if cfg.Inventory != "" {
-		if _, err := spec.LoadInventory(cfg.Inventory); err != nil {
+		if _, err := api.LoadInventory(cfg.Inventory); err != nil {
 			return nil, fmt.Errorf("inventory %s: %w", cfg.Inventory, err)
 		}
 		path := cfg.Inventory
-		load = func() (*spec.Inventory, error) { return spec.LoadInventory(path) }
+		load = func() (*api.Inventory, error) { return api.LoadInventory(path) }
 	}
 	if cfg.PXEToken == "" {
 		return nil, errors.New("no pxe API token: set RACKFLOW_PXE_TOKEN or --pxe-token-file")
@@ -98,9 +98,9 @@ func (a *activitySet) register(w worker.Worker) {
 
 // signalProgress reports an image stream's progress to the run that
 // started it, for that run's status query.
-func signalProgress(c client.Client) func(context.Context, spec.ImageProgress) error {
-	return func(ctx context.Context, p spec.ImageProgress) error {
+func signalProgress(c client.Client) func(context.Context, api.ImageProgress) error {
+	return func(ctx context.Context, p api.ImageProgress) error {
 		we := activity.GetInfo(ctx).WorkflowExecution
-		return c.SignalWorkflow(ctx, we.ID, we.RunID, spec.SignalImageProgress, p)
+		return c.SignalWorkflow(ctx, we.ID, we.RunID, api.SignalImageProgress, p)
 	}
 }

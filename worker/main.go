@@ -31,7 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackflow/rackflow/activities/runs"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/worker/promhandler"
 	"github.com/rackflow/rackflow/workflows"
 )
@@ -108,7 +108,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.TLSCA, "tls-ca", env("TEMPORAL_TLS_CA", ""), "CA bundle that signs the frontend's certificate (TEMPORAL_TLS_CA)")
 	fs.StringVar(&c.TLSServerName, "tls-server-name", env("TEMPORAL_TLS_SERVER_NAME", ""), "expected server name of the frontend (TEMPORAL_TLS_SERVER_NAME)")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", env("TEMPORAL_API_KEY_FILE", ""), "file holding a Temporal API key (or TEMPORAL_API_KEY)")
-	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", spec.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
+	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
 	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
 	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
 	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")

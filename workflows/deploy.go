@@ -13,7 +13,7 @@ import (
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/runs"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 var runsA *runs.Activities
@@ -28,13 +28,13 @@ const QueryDeployStatus = "status"
 // already carry the wanted image are not provisioned again, so a re-run
 // converges. A failed member is reported and left out of the VIP, unless
 // the spec requires all.
-func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, error) {
+func DeployService(ctx workflow.Context, d api.DeploySpec) (api.DeployResult, error) {
 	if err := d.Validate(); err != nil {
-		return spec.DeployResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.DeployResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
-	status := spec.DeployStatus{Service: d.Service, Phase: "members"}
-	res := spec.DeployResult{Service: d.Service}
-	if err := workflow.SetQueryHandler(ctx, QueryDeployStatus, func() (spec.DeployStatus, error) { return status, nil }); err != nil {
+	status := api.DeployStatus{Service: d.Service, Phase: "members"}
+	res := api.DeployResult{Service: d.Service}
+	if err := workflow.SetQueryHandler(ctx, QueryDeployStatus, func() (api.DeployStatus, error) { return status, nil }); err != nil {
 		return res, err
 	}
 	perRack := d.PerRack
@@ -42,13 +42,13 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 		perRack = 2
 	}
 	racks := map[string]workflow.Semaphore{}
-	members := make([]spec.MemberResult, len(d.Hosts)+len(d.VMs))
+	members := make([]api.MemberResult, len(d.Hosts)+len(d.VMs))
 	status.Members = members
 	wg := workflow.NewWaitGroup(ctx)
 
 	for i, h := range d.Hosts {
 		i, h := i, h
-		members[i] = spec.MemberResult{Name: h.Host, Kind: "host", WorkflowID: spec.ProvisionWorkflowID(h.Host), Backend: h.Backend, State: "pending"}
+		members[i] = api.MemberResult{Name: h.Host, Kind: "host", WorkflowID: api.ProvisionWorkflowID(h.Host), Backend: h.Backend, State: "pending"}
 		rack := h.Rack
 		if rack == "" {
 			rack = "default"
@@ -62,7 +62,7 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 			defer wg.Done()
 			m := &members[i]
 			if err := sem.Acquire(ctx, 1); err != nil {
-				m.State, m.Error = spec.MemberFailed, err.Error()
+				m.State, m.Error = api.MemberFailed, err.Error()
 				return
 			}
 			defer sem.Release(1)
@@ -71,7 +71,7 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 	}
 	for j, vm := range d.VMs {
 		i, vm := len(d.Hosts)+j, vm
-		members[i] = spec.MemberResult{Name: vm.VM, Kind: "vm", WorkflowID: spec.VMNetWorkflowID(vm.VM, vm.Network), Backend: vm.Backend, State: "pending"}
+		members[i] = api.MemberResult{Name: vm.VM, Kind: "vm", WorkflowID: api.VMNetWorkflowID(vm.VM, vm.Network), Backend: vm.Backend, State: "pending"}
 		wg.Add(1)
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			defer wg.Done()
@@ -82,28 +82,28 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 				StaticSummary:         fmt.Sprintf("%s: second NIC for %s on %s", d.Service, vm.VM, vm.Network),
 				WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 			})
-			var r spec.VMNetResult
-			if err := workflow.ExecuteChildWorkflow(cctx, spec.WorkflowSetupVMNetwork, vm.VMNetInput).Get(ctx, &r); err != nil {
-				m.State = spec.MemberFailed
+			var r api.VMNetResult
+			if err := workflow.ExecuteChildWorkflow(cctx, api.WorkflowSetupVMNetwork, vm.VMNetInput).Get(ctx, &r); err != nil {
+				m.State = api.MemberFailed
 				m.Error, m.ErrorType = describe(err)
 				return
 			}
-			m.State = spec.MemberConfigured
+			m.State = api.MemberConfigured
 		})
 	}
 	wg.Wait(ctx)
 	res.Members = members
 
 	var failed []string
-	var backendsUp []spec.Backend
+	var backendsUp []api.Backend
 	for _, m := range members {
-		if m.State == spec.MemberFailed {
+		if m.State == api.MemberFailed {
 			failed = append(failed, m.Name)
 			continue
 		}
 		if m.Backend != "" {
 			ap := netip.MustParseAddrPort(m.Backend)
-			backendsUp = append(backendsUp, spec.Backend{IP: ap.Addr().String(), Port: int(ap.Port())})
+			backendsUp = append(backendsUp, api.Backend{IP: ap.Addr().String(), Port: int(ap.Port())})
 		}
 	}
 	res.Partial = len(failed) > 0
@@ -124,12 +124,12 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 		}
 		in := d.Publish.Input(d.Service, backendsUp)
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            spec.PublishWorkflowID(in.VIP, in.Port),
+			WorkflowID:            api.PublishWorkflowID(in.VIP, in.Port),
 			StaticSummary:         fmt.Sprintf("%s: publish %s:%d with %d backends", d.Service, in.VIP, in.Port, len(backendsUp)),
 			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		})
-		var pr spec.PublishResult
-		if err := workflow.ExecuteChildWorkflow(cctx, spec.WorkflowPublishService, in).Get(ctx, &pr); err != nil {
+		var pr api.PublishResult
+		if err := workflow.ExecuteChildWorkflow(cctx, api.WorkflowPublishService, in).Get(ctx, &pr); err != nil {
 			status.Phase = "failed"
 			return res, failWith("deploy "+d.Service+": publish", err)
 		}
@@ -141,26 +141,26 @@ func DeployService(ctx workflow.Context, d spec.DeploySpec) (spec.DeployResult, 
 }
 
 // deployHost provisions one host unless it already carries the image.
-func deployHost(ctx workflow.Context, d spec.DeploySpec, h spec.DeployHost, m *spec.MemberResult) {
+func deployHost(ctx workflow.Context, d api.DeploySpec, h api.DeployHost, m *api.MemberResult) {
 	m.State = "checking"
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryable},
 	})
-	var host spec.Host
+	var host api.Host
 	if err := workflow.ExecuteActivity(withSummary(actx, "resolve "+h.Host), invA.ResolveHost, inventory.ResolveInput{Host: h.Host}).Get(ctx, &host); err != nil {
-		m.State = spec.MemberFailed
+		m.State = api.MemberFailed
 		m.Error, m.ErrorType = describe(err)
 		return
 	}
 	var last runs.LastProvisionResult
 	if err := workflow.ExecuteActivity(withSummary(actx, "last provisioning of "+h.Host), runsA.LastProvision, h.Host).Get(ctx, &last); err != nil {
-		m.State = spec.MemberFailed
+		m.State = api.MemberFailed
 		m.Error, m.ErrorType = describe(err)
 		return
 	}
 	if _, want := host.Image.Digest(); last.Status == "Completed" && last.ImageDigest == want {
-		m.State, m.Steps = spec.MemberConverged, last.Steps
+		m.State, m.Steps = api.MemberConverged, last.Steps
 		return
 	}
 	m.State = "provisioning"
@@ -172,15 +172,15 @@ func deployHost(ctx workflow.Context, d spec.DeploySpec, h spec.DeployHost, m *s
 		// may still finish it.
 		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			hostKey.ValueSet(h.Host), stepKey.ValueSet(spec.StepValidate), stateKey.ValueSet(spec.StateRunning)),
+			hostKey.ValueSet(h.Host), stepKey.ValueSet(api.StepValidate), stateKey.ValueSet(api.StateRunning)),
 	})
-	var pr spec.ProvisionResult
-	if err := workflow.ExecuteChildWorkflow(cctx, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: h.Host, Options: d.Provision}).Get(ctx, &pr); err != nil {
-		m.State = spec.MemberFailed
+	var pr api.ProvisionResult
+	if err := workflow.ExecuteChildWorkflow(cctx, api.WorkflowProvisionHost, api.ProvisionInput{Host: h.Host, Options: d.Provision}).Get(ctx, &pr); err != nil {
+		m.State = api.MemberFailed
 		m.Error, m.ErrorType = describe(err)
 		return
 	}
-	m.State, m.Steps = spec.MemberProvisioned, pr.Steps
+	m.State, m.Steps = api.MemberProvisioned, pr.Steps
 }
 
 func withSummary(ctx workflow.Context, s string) workflow.Context {

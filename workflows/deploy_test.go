@@ -17,7 +17,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/runs"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 const wantDigest = "abababababababababababababababababababababababababababababababab"
@@ -27,7 +27,7 @@ type deployFixture struct {
 
 	mu          sync.Mutex
 	provisioned []string
-	published   []spec.PublishInput
+	published   []api.PublishInput
 	running     int
 	maxRunning  int
 }
@@ -45,7 +45,7 @@ func newDeployFixture(t *testing.T, fail, converged map[string]bool) *deployFixt
 	env.RegisterActivity(&runs.Activities{})
 	f := &deployFixture{env: env}
 	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in inventory.ResolveInput) (spec.Host, error) {
+		func(_ context.Context, in inventory.ResolveInput) (api.Host, error) {
 			h := testHost()
 			h.Name = in.Host
 			h.Image.SHA256 = wantDigest
@@ -58,8 +58,8 @@ func newDeployFixture(t *testing.T, fail, converged map[string]bool) *deployFixt
 			}
 			return runs.LastProvisionResult{}, nil
 		})
-	env.OnWorkflow(spec.WorkflowProvisionHost, mock.Anything, mock.Anything).Return(
-		func(ctx workflow.Context, in spec.ProvisionInput) (spec.ProvisionResult, error) {
+	env.OnWorkflow(api.WorkflowProvisionHost, mock.Anything, mock.Anything).Return(
+		func(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionResult, error) {
 			f.mu.Lock()
 			f.provisioned = append(f.provisioned, in.Host)
 			f.running++
@@ -72,35 +72,35 @@ func newDeployFixture(t *testing.T, fail, converged map[string]bool) *deployFixt
 			f.running--
 			f.mu.Unlock()
 			if fail[in.Host] {
-				return spec.ProvisionResult{}, temporal.NewNonRetryableApplicationError(in.Host+" needed attention at write-image and nobody answered", ErrAttentionDeadlineExceeded, nil)
+				return api.ProvisionResult{}, temporal.NewNonRetryableApplicationError(in.Host+" needed attention at write-image and nobody answered", ErrAttentionDeadlineExceeded, nil)
 			}
-			return spec.ProvisionResult{Host: in.Host, ImageDigest: wantDigest}, nil
+			return api.ProvisionResult{Host: in.Host, ImageDigest: wantDigest}, nil
 		})
-	env.OnWorkflow(spec.WorkflowPublishService, mock.Anything, mock.Anything).Return(
-		func(_ workflow.Context, in spec.PublishInput) (spec.PublishResult, error) {
+	env.OnWorkflow(api.WorkflowPublishService, mock.Anything, mock.Anything).Return(
+		func(_ workflow.Context, in api.PublishInput) (api.PublishResult, error) {
 			f.mu.Lock()
 			f.published = append(f.published, in)
 			f.mu.Unlock()
-			return spec.PublishResult{WorkflowID: spec.PublishWorkflowID(in.VIP, in.Port), Backends: in.Backends}, nil
+			return api.PublishResult{WorkflowID: api.PublishWorkflowID(in.VIP, in.Port), Backends: in.Backends}, nil
 		})
 	return f
 }
 
-func deploySpec(hosts ...string) spec.DeploySpec {
-	d := spec.DeploySpec{Service: "shop", Publish: &spec.DeployPublish{VIP: "203.0.113.40", Port: 5432, Protocol: "TCP",
-		NetScaler: spec.NetScaler{URL: "https://ns.test", Credential: "netscaler/main"}}}
+func deploySpec(hosts ...string) api.DeploySpec {
+	d := api.DeploySpec{Service: "shop", Publish: &api.DeployPublish{VIP: "203.0.113.40", Port: 5432, Protocol: "TCP",
+		NetScaler: api.NetScaler{URL: "https://ns.test", Credential: "netscaler/main"}}}
 	for i, h := range hosts {
-		d.Hosts = append(d.Hosts, spec.DeployHost{Host: h, Rack: "r1", Backend: "10.0.3." + string(rune('1'+i)) + ":5432"})
+		d.Hosts = append(d.Hosts, api.DeployHost{Host: h, Rack: "r1", Backend: "10.0.3." + string(rune('1'+i)) + ":5432"})
 	}
 	return d
 }
 
-func (f *deployFixture) result(t *testing.T) (spec.DeployResult, error) {
+func (f *deployFixture) result(t *testing.T) (api.DeployResult, error) {
 	t.Helper()
 	if !f.env.IsWorkflowCompleted() {
 		t.Fatal("deploy did not complete")
 	}
-	var r spec.DeployResult
+	var r api.DeployResult
 	err := f.env.GetWorkflowError()
 	if err == nil {
 		_ = f.env.GetWorkflowResult(&r)
@@ -122,13 +122,13 @@ func TestDeployLeavesAFailedHostOutOfTheVIP(t *testing.T) {
 	for _, m := range res.Members {
 		states[m.Name] = m.State
 	}
-	if d := cmp.Diff(map[string]string{"db01": spec.MemberProvisioned, "db02": spec.MemberFailed, "db03": spec.MemberProvisioned}, states); d != "" {
+	if d := cmp.Diff(map[string]string{"db01": api.MemberProvisioned, "db02": api.MemberFailed, "db03": api.MemberProvisioned}, states); d != "" {
 		t.Errorf("member states (-want +got):\n%s", d)
 	}
 	if len(f.published) != 1 {
 		t.Fatalf("published %d times", len(f.published))
 	}
-	want := []spec.Backend{{IP: "10.0.3.1", Port: 5432}, {IP: "10.0.3.3", Port: 5432}}
+	want := []api.Backend{{IP: "10.0.3.1", Port: 5432}, {IP: "10.0.3.3", Port: 5432}}
 	if d := cmp.Diff(want, f.published[0].Backends); d != "" {
 		t.Errorf("VIP backends (-want +got):\n%s", d)
 	}
@@ -144,7 +144,7 @@ func TestDeployRerunConvergesWithoutReprovisioning(t *testing.T) {
 	if d := cmp.Diff([]string{"db03"}, f.provisioned); d != "" {
 		t.Errorf("provisioned (-want +got):\n%s", d)
 	}
-	if res.Members[0].State != spec.MemberConverged || len(f.published[0].Backends) != 3 {
+	if res.Members[0].State != api.MemberConverged || len(f.published[0].Backends) != 3 {
 		t.Errorf("members = %+v, backends = %v", res.Members, f.published[0].Backends)
 	}
 }
@@ -194,8 +194,8 @@ publish:
 	if err := writeFile(path, yaml); err != nil {
 		t.Fatal(err)
 	}
-	_, err := spec.LoadDeploySpec(path)
-	var se spec.SpecErrors
+	_, err := api.LoadDeploySpec(path)
+	var se api.SpecErrors
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v, want SpecErrors", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Activity struct pointers: the workflow names activities through their
@@ -40,9 +40,9 @@ const (
 )
 
 var (
-	hostKey  = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrHost)
-	stepKey  = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrStep)
-	stateKey = temporal.NewSearchAttributeKeyKeyword(spec.SearchAttrState)
+	hostKey  = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost)
+	stepKey  = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep)
+	stateKey = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState)
 )
 
 // errSkipped tells the step loop an operator skipped the step.
@@ -55,9 +55,9 @@ type decision struct {
 
 // provision is one run's state; its fields are what the status query shows.
 type provision struct {
-	in     spec.ProvisionInput
-	host   spec.Host
-	status spec.ProvisionStatus
+	in     api.ProvisionInput
+	host   api.Host
+	status api.ProvisionStatus
 	opts   resolvedOptions
 
 	pending     *decision
@@ -77,12 +77,12 @@ type resolvedOptions struct {
 	attempts                                                 int32
 }
 
-func resolveOptions(o spec.ProvisionOptions) (resolvedOptions, error) {
+func resolveOptions(o api.ProvisionOptions) (resolvedOptions, error) {
 	var r resolvedOptions
-	var errs spec.FieldErrors
+	var errs api.FieldErrors
 	parse := func(field, s string, def time.Duration) time.Duration {
-		d, err := spec.ParseDuration(field, s, def)
-		var fe spec.FieldErrors
+		d, err := api.ParseDuration(field, s, def)
+		var fe api.FieldErrors
 		if errors.As(err, &fe) {
 			errs = append(errs, fe...)
 		}
@@ -95,7 +95,7 @@ func resolveOptions(o spec.ProvisionOptions) (resolvedOptions, error) {
 	r.retryInterval = parse("options.retry_interval", o.RetryInterval, 5*time.Second)
 	r.attempts = 5
 	if o.StepAttempts < 0 || o.StepAttempts > 100 {
-		errs = append(errs, spec.FieldError{Field: "options.step_attempts", Value: fmt.Sprint(o.StepAttempts), Reason: "must be 0-100"})
+		errs = append(errs, api.FieldError{Field: "options.step_attempts", Value: fmt.Sprint(o.StepAttempts), Reason: "must be 0-100"})
 	} else if o.StepAttempts > 0 {
 		r.attempts = int32(o.StepAttempts)
 	}
@@ -109,24 +109,24 @@ func resolveOptions(o spec.ProvisionOptions) (resolvedOptions, error) {
 // live system, stream the image, boot the disk, chef bootstrap. A step that
 // exhausts its retries parks the run in needs-attention until an operator
 // sends the retry, skip or abort Update, or the attention deadline passes.
-func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.ProvisionResult, error) {
+func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionResult, error) {
 	info := workflow.GetInfo(ctx)
 	p := &provision{in: in}
-	p.status = spec.ProvisionStatus{Host: in.Host, State: spec.StateRunning}
-	for _, s := range spec.ProvisionSteps {
-		p.status.Steps = append(p.status.Steps, spec.StepRecord{Name: s, State: "pending"})
+	p.status = api.ProvisionStatus{Host: in.Host, State: api.StateRunning}
+	for _, s := range api.ProvisionSteps {
+		p.status.Steps = append(p.status.Steps, api.StepRecord{Name: s, State: "pending"})
 	}
 	started := workflow.Now(ctx)
 	if err := p.registerHandlers(ctx); err != nil {
-		return spec.ProvisionResult{}, err
+		return api.ProvisionResult{}, err
 	}
 	opts, err := resolveOptions(in.Options)
 	if err != nil {
-		return spec.ProvisionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.ProvisionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
 	p.opts = opts
 
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	var live remote.WaitResult
 	var written image.WriteResult
 	var osKey remote.WaitResult
@@ -136,7 +136,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 		name string
 		run  func(ctx workflow.Context) error
 	}{
-		{spec.StepValidate, func(ctx workflow.Context) error {
+		{api.StepValidate, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "resolve host "+in.Host, time.Minute, 0, 3)
 			if err := workflow.ExecuteActivity(actx, invA.ResolveHost, inventory.ResolveInput{Host: in.Host, Spec: in.Spec}).Get(ctx, &p.host); err != nil {
 				return err
@@ -145,10 +145,10 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 			ictx := p.activityCtx(ctx, "check image "+p.host.Image.URL, time.Minute, 0, 3)
 			return workflow.ExecuteActivity(ictx, imageA.CheckImage, p.host.Image).Get(ctx, nil)
 		}},
-		{spec.StepLease, func(ctx workflow.Context) error {
+		{api.StepLease, func(ctx workflow.Context) error {
 			return p.registerLease(ctx, "live", &leaseRes)
 		}},
-		{spec.StepPowerPXE, func(ctx workflow.Context) error {
+		{api.StepPowerPXE, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "power on "+p.host.Name+" into PXE", 5*time.Minute, 30*time.Second, 0)
 			if err := workflow.ExecuteActivity(actx, bmcA.PowerOnPXE, p.bmcInput()).Get(ctx, nil); err != nil {
 				return err
@@ -159,7 +159,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 			})
 			return nil
 		}},
-		{spec.StepWaitLive, func(ctx workflow.Context) error {
+		{api.StepWaitLive, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
 			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
 				Host:     p.host.Name,
@@ -167,7 +167,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 				Deadline: p.opts.liveSSH.String(),
 			}).Get(ctx, &live)
 		}},
-		{spec.StepWriteImage, func(ctx workflow.Context) error {
+		{api.StepWriteImage, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Disk, p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
 			err := workflow.ExecuteActivity(actx, imageA.WriteImage, image.WriteInput{
 				Host:   p.host.Name,
@@ -182,14 +182,14 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 			}
 			return err
 		}},
-		{spec.StepBootDisk, func(ctx workflow.Context) error {
+		{api.StepBootDisk, func(ctx workflow.Context) error {
 			if err := p.registerLease(ctx, "disk", nil); err != nil {
 				return err
 			}
 			actx := p.activityCtx(ctx, "boot "+p.host.Name+" from disk", 5*time.Minute, 30*time.Second, 0)
 			return workflow.ExecuteActivity(actx, bmcA.BootFromDisk, p.bmcInput()).Get(ctx, nil)
 		}},
-		{spec.StepWaitOS, func(ctx workflow.Context) error {
+		{api.StepWaitOS, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "wait for installed OS SSH on "+p.host.Name, p.opts.osSSH+2*time.Minute, time.Minute, 2)
 			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
 				Host:          p.host.Name,
@@ -198,7 +198,7 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 				Deadline:      p.opts.osSSH.String(),
 			}).Get(ctx, &osKey)
 		}},
-		{spec.StepChef, func(ctx workflow.Context) error {
+		{api.StepChef, func(ctx workflow.Context) error {
 			if p.host.Chef == nil {
 				return nil
 			}
@@ -213,15 +213,15 @@ func ProvisionHost(ctx workflow.Context, in spec.ProvisionInput) (spec.Provision
 
 	for i, s := range steps {
 		if err := p.runStep(ctx, i, s.name, s.run); err != nil {
-			return spec.ProvisionResult{}, err
+			return api.ProvisionResult{}, err
 		}
 	}
 
-	p.status.State = spec.StateSucceeded
-	p.status.Step = spec.StepProvisioned
+	p.status.State = api.StateSucceeded
+	p.status.Step = api.StepProvisioned
 	p.upsert(ctx)
 	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s provisioned** with image digest `%s`", p.host.Name, written.Digest))
-	res = spec.ProvisionResult{
+	res = api.ProvisionResult{
 		Host:         p.host.Name,
 		ImageDigest:  written.Digest,
 		BytesWritten: p.host.Image.Size,
@@ -330,10 +330,10 @@ func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func
 	rec := &p.status.Steps[idx]
 	p.status.Step = name
 	p.status.Try = 0
-	p.status.Skippable = spec.SkippableSteps[name]
+	p.status.Skippable = api.SkippableSteps[name]
 	for {
 		p.status.Try++
-		p.status.State = spec.StateRunning
+		p.status.State = api.StateRunning
 		p.status.StepStarted = workflow.Now(ctx)
 		rec.State, rec.Started, rec.Tries = "running", p.status.StepStarted, p.status.Try
 		p.upsert(ctx)
@@ -357,10 +357,10 @@ func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func
 		rec.Error, rec.ErrorType = msg, typ
 		p.status.LastError, p.status.LastErrorType = msg, typ
 		workflow.GetLogger(ctx).Warn("step failed", "host", p.status.Host, "step", name, "try", p.status.Try, "error", msg, "type", typ)
-		if name == spec.StepValidate && activities.IsInputError(typ) {
+		if name == api.StepValidate && activities.IsInputError(typ) {
 			// Bad input: nothing was touched, nothing to wait for.
 			rec.State = "failed"
-			p.status.State = spec.StateFailed
+			p.status.State = api.StateFailed
 			p.upsert(ctx)
 			return err
 		}
@@ -369,9 +369,9 @@ func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func
 			return err
 		}
 		switch d.action {
-		case spec.UpdateRetry:
+		case api.UpdateRetry:
 			continue
-		case spec.UpdateSkip:
+		case api.UpdateSkip:
 			rec.State, rec.Finished, rec.Reason = "skipped", workflow.Now(ctx), d.reason
 			return nil
 		default: // abort
@@ -381,10 +381,10 @@ func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func
 }
 
 // park waits in needs-attention for an operator's decision.
-func (p *provision) park(ctx workflow.Context, rec *spec.StepRecord) (decision, error) {
+func (p *provision) park(ctx workflow.Context, rec *api.StepRecord) (decision, error) {
 	now := workflow.Now(ctx)
 	rec.State = "failed"
-	p.status.State = spec.StateNeedsAttention
+	p.status.State = api.StateNeedsAttention
 	p.status.AttentionSince = now
 	p.status.AttentionDeadline = now.Add(p.opts.attention)
 	p.pending = nil
@@ -400,14 +400,14 @@ func (p *provision) park(ctx workflow.Context, rec *spec.StepRecord) (decision, 
 		if cerr := p.compensate(ctx); cerr != nil {
 			return decision{}, cerr
 		}
-		p.status.State = spec.StateFailed
+		p.status.State = api.StateFailed
 		p.upsert(ctx)
 		return decision{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s needed attention at step %s for %s and nobody answered; last error: %s", p.status.Host, rec.Name, p.opts.attention, p.status.LastError),
 			ErrAttentionDeadlineExceeded, nil)
 	}
 	if p.abortReason != "" {
-		return decision{action: spec.UpdateAbort, reason: p.abortReason}, nil
+		return decision{action: api.UpdateAbort, reason: p.abortReason}, nil
 	}
 	d := *p.pending
 	p.pending = nil
@@ -418,7 +418,7 @@ func (p *provision) abort(ctx workflow.Context, step string) error {
 	if err := p.compensate(ctx); err != nil {
 		return err
 	}
-	p.status.State = spec.StateAborted
+	p.status.State = api.StateAborted
 	p.upsert(ctx)
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("provisioning of %s aborted at step %s: %s", p.status.Host, step, p.abortReason), ErrAborted, nil)
@@ -427,7 +427,7 @@ func (p *provision) abort(ctx workflow.Context, step string) error {
 // compensate undoes, newest first, what the run did. It runs on a
 // disconnected context so it completes even when the run is being cancelled.
 func (p *provision) compensate(ctx workflow.Context) error {
-	p.status.State = spec.StateCompensating
+	p.status.State = api.StateCompensating
 	p.upsert(ctx)
 	return p.undo.compensate(ctx)
 }
@@ -461,7 +461,7 @@ func (p *provision) upsert(ctx workflow.Context) {
 }
 
 func (p *provision) registerHandlers(ctx workflow.Context) error {
-	if err := workflow.SetQueryHandler(ctx, spec.QueryStatus, func() (spec.ProvisionStatus, error) {
+	if err := workflow.SetQueryHandler(ctx, api.QueryStatus, func() (api.ProvisionStatus, error) {
 		return p.status, nil
 	}); err != nil {
 		return err
@@ -469,12 +469,12 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 	// The image stream reports its progress every few seconds; the status
 	// query shows the latest while the write-image step runs. (Receiving
 	// a signal issues no command, so older histories replay unchanged.)
-	progress := workflow.GetSignalChannel(ctx, spec.SignalImageProgress)
+	progress := workflow.GetSignalChannel(ctx, api.SignalImageProgress)
 	workflow.Go(ctx, func(ctx workflow.Context) {
 		for {
-			var ip spec.ImageProgress
+			var ip api.ImageProgress
 			progress.Receive(ctx, &ip)
-			if p.status.Step != spec.StepWriteImage || p.status.State != spec.StateRunning || ip.Total != p.host.Image.Size {
+			if p.status.Step != api.StepWriteImage || p.status.State != api.StateRunning || ip.Total != p.host.Image.Size {
 				continue // late or stray: the step's own result wins
 			}
 			p.status.BytesWritten, p.status.BytesTotal = ip.Offset, ip.Total
@@ -482,14 +482,14 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 			p.status.ImagePhase, p.status.ImageProgressAt = ip.Phase, ip.At
 		}
 	})
-	needReason := func(r spec.OperatorRequest) error {
+	needReason := func(r api.OperatorRequest) error {
 		if len(r.Reason) < 3 {
 			return errors.New("a reason is required (it is recorded in the run's history)")
 		}
 		return nil
 	}
 	parked := func(action string) error {
-		if p.status.State != spec.StateNeedsAttention {
+		if p.status.State != api.StateNeedsAttention {
 			return fmt.Errorf("%s refused: %s is %s at step %s, not needs-attention", action, p.status.Host, p.status.State, p.status.Step)
 		}
 		if p.pending != nil {
@@ -497,59 +497,59 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 		}
 		return nil
 	}
-	record := func(ctx workflow.Context, action string, r spec.OperatorRequest) {
-		p.status.Actions = append(p.status.Actions, spec.OperatorAction{Action: action, Step: p.status.Step, Reason: r.Reason, At: workflow.Now(ctx)})
+	record := func(ctx workflow.Context, action string, r api.OperatorRequest) {
+		p.status.Actions = append(p.status.Actions, api.OperatorAction{Action: action, Step: p.status.Step, Reason: r.Reason, At: workflow.Now(ctx)})
 		workflow.GetLogger(ctx).Info("operator action", "host", p.status.Host, "action", action, "step", p.status.Step, "reason", r.Reason)
 	}
-	if err := workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateRetry,
-		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
-			record(ctx, spec.UpdateRetry, r)
-			p.pending = &decision{action: spec.UpdateRetry, reason: r.Reason}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, api.UpdateRetry,
+		func(ctx workflow.Context, r api.OperatorRequest) (string, error) {
+			record(ctx, api.UpdateRetry, r)
+			p.pending = &decision{action: api.UpdateRetry, reason: r.Reason}
 			return "retrying " + p.status.Step, nil
 		},
-		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+		workflow.UpdateHandlerOptions{Validator: func(r api.OperatorRequest) error {
 			if err := needReason(r); err != nil {
 				return err
 			}
-			return parked(spec.UpdateRetry)
+			return parked(api.UpdateRetry)
 		}}); err != nil {
 		return err
 	}
-	if err := workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateSkip,
-		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
-			record(ctx, spec.UpdateSkip, r)
-			p.pending = &decision{action: spec.UpdateSkip, reason: r.Reason}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, api.UpdateSkip,
+		func(ctx workflow.Context, r api.OperatorRequest) (string, error) {
+			record(ctx, api.UpdateSkip, r)
+			p.pending = &decision{action: api.UpdateSkip, reason: r.Reason}
 			return "skipping " + p.status.Step, nil
 		},
-		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+		workflow.UpdateHandlerOptions{Validator: func(r api.OperatorRequest) error {
 			if err := needReason(r); err != nil {
 				return err
 			}
-			if err := parked(spec.UpdateSkip); err != nil {
+			if err := parked(api.UpdateSkip); err != nil {
 				return err
 			}
-			if !spec.SkippableSteps[p.status.Step] {
-				return fmt.Errorf("skip refused: step %s cannot be skipped (skippable: %s, %s)", p.status.Step, spec.StepBootDisk, spec.StepChef)
+			if !api.SkippableSteps[p.status.Step] {
+				return fmt.Errorf("skip refused: step %s cannot be skipped (skippable: %s, %s)", p.status.Step, api.StepBootDisk, api.StepChef)
 			}
 			return nil
 		}}); err != nil {
 		return err
 	}
-	return workflow.SetUpdateHandlerWithOptions(ctx, spec.UpdateAbort,
-		func(ctx workflow.Context, r spec.OperatorRequest) (string, error) {
-			record(ctx, spec.UpdateAbort, r)
+	return workflow.SetUpdateHandlerWithOptions(ctx, api.UpdateAbort,
+		func(ctx workflow.Context, r api.OperatorRequest) (string, error) {
+			record(ctx, api.UpdateAbort, r)
 			p.abortReason = r.Reason
 			if p.stepCancel != nil {
 				p.stepCancel()
 			}
 			return "aborting at " + p.status.Step + ": compensation runs (power off, lease removed)", nil
 		},
-		workflow.UpdateHandlerOptions{Validator: func(r spec.OperatorRequest) error {
+		workflow.UpdateHandlerOptions{Validator: func(r api.OperatorRequest) error {
 			if err := needReason(r); err != nil {
 				return err
 			}
 			switch p.status.State {
-			case spec.StateRunning, spec.StateNeedsAttention:
+			case api.StateRunning, api.StateNeedsAttention:
 			default:
 				return fmt.Errorf("abort refused: %s is %s", p.status.Host, p.status.State)
 			}

@@ -20,19 +20,19 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
-func testHost() spec.Host {
-	h := spec.Host{
+func testHost() api.Host {
+	h := api.Host{
 		Name:    "node07",
-		BMC:     spec.BMC{Address: "127.0.0.1", Port: 6230, Provider: "ipmi", Credential: "bmc/node07"},
+		BMC:     api.BMC{Address: "127.0.0.1", Port: 6230, Provider: "ipmi", Credential: "bmc/node07"},
 		MAC:     "52:54:00:ab:cd:07",
-		Network: spec.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
+		Network: api.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
 		Disk:    "/dev/sda",
-		Image:   spec.Image{URL: "http://127.0.0.1:1/x.raw", Size: 1 << 20, SHA256: strings.Repeat("ab", 32)},
-		SSH:     spec.SSH{Credential: "ssh/provision", Port: 2222, LivePort: 2223},
-		Chef:    &spec.Chef{ServerURL: "https://chef.test", RunList: []string{"role[db]"}, ValidatorCredential: "chef/validator"},
+		Image:   api.Image{URL: "http://127.0.0.1:1/x.raw", Size: 1 << 20, SHA256: strings.Repeat("ab", 32)},
+		SSH:     api.SSH{Credential: "ssh/provision", Port: 2222, LivePort: 2223},
+		Chef:    &api.Chef{ServerURL: "https://chef.test", RunList: []string{"role[db]"}, ValidatorCredential: "chef/validator"},
 	}
 	h.Defaults()
 	return h
@@ -110,14 +110,14 @@ func newFixture(t *testing.T) *fixture {
 	h := testHost()
 
 	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in inventory.ResolveInput) (spec.Host, error) {
+		func(_ context.Context, in inventory.ResolveInput) (api.Host, error) {
 			if err := f.maybeFail("ResolveHost"); err != nil {
-				return spec.Host{}, err
+				return api.Host{}, err
 			}
 			return h, nil
 		})
 	env.OnActivity(imageA.CheckImage, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, _ spec.Image) error { return f.maybeFail("CheckImage") })
+		func(_ context.Context, _ api.Image) error { return f.maybeFail("CheckImage") })
 	env.OnActivity(leaseA.RegisterLease, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in lease.RegisterInput) (lease.RegisterResult, error) {
 			if err := f.maybeFail("RegisterLease:" + in.Profile); err != nil {
@@ -167,15 +167,15 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-var input = spec.ProvisionInput{Host: "node07", Options: spec.ProvisionOptions{StepAttempts: 2, RetryInterval: "1s", AttentionDeadline: "1h"}}
+var input = api.ProvisionInput{Host: "node07", Options: api.ProvisionOptions{StepAttempts: 2, RetryInterval: "1s", AttentionDeadline: "1h"}}
 
-func (f *fixture) status(t *testing.T) spec.ProvisionStatus {
+func (f *fixture) status(t *testing.T) api.ProvisionStatus {
 	t.Helper()
-	v, err := f.env.QueryWorkflow(spec.QueryStatus)
+	v, err := f.env.QueryWorkflow(api.QueryStatus)
 	if err != nil {
 		t.Fatalf("query status: %v", err)
 	}
-	var st spec.ProvisionStatus
+	var st api.ProvisionStatus
 	if err := v.Get(&st); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func (f *fixture) update(name, reason string) *updateResult {
 		OnReject:   func(err error) { u.err, u.done = err, true },
 		OnAccept:   func() {},
 		OnComplete: func(_ interface{}, err error) { u.err, u.done = err, true },
-	}, spec.OperatorRequest{Reason: reason})
+	}, api.OperatorRequest{Reason: reason})
 	return u
 }
 
@@ -224,7 +224,7 @@ func TestProvisionHappyPath(t *testing.T) {
 	if err := f.env.GetWorkflowError(); err != nil {
 		t.Fatalf("workflow error: %v", err)
 	}
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	if err := f.env.GetWorkflowResult(&res); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestProvisionHappyPath(t *testing.T) {
 		}
 	}
 	st := f.status(t)
-	if st.State != spec.StateSucceeded || st.Step != spec.StepProvisioned {
+	if st.State != api.StateSucceeded || st.Step != api.StepProvisioned {
 		t.Errorf("status = %s/%s", st.State, st.Step)
 	}
 }
@@ -262,14 +262,14 @@ func TestProvisionRetriesATransientFailure(t *testing.T) {
 func TestProvisionParksThenOperatorRetrySucceeds(t *testing.T) {
 	f := newFixture(t)
 	f.fail["WaitForSSH:live"] = failure{times: 2, err: temporal.NewApplicationError("no SSH on 127.0.0.1:2223 after 20m", "SSHTimeout")}
-	var parked spec.ProvisionStatus
+	var parked api.ProvisionStatus
 	var earlyRetry, retryErr *updateResult
 	f.env.RegisterDelayedCallback(func() {
-		earlyRetry = f.update(spec.UpdateRetry, "too early") // still running
+		earlyRetry = f.update(api.UpdateRetry, "too early") // still running
 	}, 0)
 	f.env.RegisterDelayedCallback(func() {
 		parked = f.status(t)
-		retryErr = f.update(spec.UpdateRetry, "fixed the VLAN on the boot NIC")
+		retryErr = f.update(api.UpdateRetry, "fixed the VLAN on the boot NIC")
 	}, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
 	if err := f.env.GetWorkflowError(); err != nil {
@@ -278,7 +278,7 @@ func TestProvisionParksThenOperatorRetrySucceeds(t *testing.T) {
 	if err := earlyRetry.Err(); err == nil || !strings.Contains(err.Error(), "not needs-attention") {
 		t.Errorf("retry while running = %v, want refused", earlyRetry.Err())
 	}
-	if parked.State != spec.StateNeedsAttention || parked.Step != spec.StepWaitLive || parked.LastErrorType != "SSHTimeout" || parked.Try != 1 {
+	if parked.State != api.StateNeedsAttention || parked.Step != api.StepWaitLive || parked.LastErrorType != "SSHTimeout" || parked.Try != 1 {
 		t.Errorf("parked status = %+v", parked)
 	}
 	if err := retryErr.Err(); err != nil {
@@ -288,7 +288,7 @@ func TestProvisionParksThenOperatorRetrySucceeds(t *testing.T) {
 		t.Errorf("WaitForSSH:live calls = %d, want 3 (2 attempts, then the operator's retry)", n)
 	}
 	st := f.status(t)
-	if st.State != spec.StateSucceeded || len(st.Actions) != 1 || st.Actions[0].Reason != "fixed the VLAN on the boot NIC" {
+	if st.State != api.StateSucceeded || len(st.Actions) != 1 || st.Actions[0].Reason != "fixed the VLAN on the boot NIC" {
 		t.Errorf("final status = %+v", st)
 	}
 	if tries := st.Steps[3].Tries; tries != 2 {
@@ -301,8 +301,8 @@ func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
 	f.fail["Bootstrap"] = failure{times: -1, err: temporal.NewApplicationError("chef-client exited 1: ERROR: 401 Unauthorized", "ChefBootstrapFailed")}
 	var noReason, skipErr *updateResult
 	f.env.RegisterDelayedCallback(func() {
-		noReason = f.update(spec.UpdateSkip, "")
-		skipErr = f.update(spec.UpdateSkip, "chef server down; node converges on its next run")
+		noReason = f.update(api.UpdateSkip, "")
+		skipErr = f.update(api.UpdateSkip, "chef server down; node converges on its next run")
 	}, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
 	if err := f.env.GetWorkflowError(); err != nil {
@@ -314,10 +314,10 @@ func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
 	if err := skipErr.Err(); err != nil {
 		t.Fatalf("skip: %v", err)
 	}
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	_ = f.env.GetWorkflowResult(&res)
 	last := res.Steps[len(res.Steps)-1]
-	if last.Name != spec.StepChef || last.State != "skipped" || !strings.Contains(last.Reason, "chef server down") {
+	if last.Name != api.StepChef || last.State != "skipped" || !strings.Contains(last.Reason, "chef server down") {
 		t.Errorf("chef step = %+v", last)
 	}
 
@@ -325,8 +325,8 @@ func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
 	g.fail["WriteImage"] = failure{times: -1, err: errors.New("connection reset")}
 	var refused *updateResult
 	g.env.RegisterDelayedCallback(func() {
-		refused = g.update(spec.UpdateSkip, "I know better")
-		_ = g.update(spec.UpdateAbort, "giving up on this host")
+		refused = g.update(api.UpdateSkip, "I know better")
+		_ = g.update(api.UpdateAbort, "giving up on this host")
 	}, 10*time.Minute)
 	g.env.ExecuteWorkflow(ProvisionHost, input)
 	if err := refused.Err(); err == nil || !strings.Contains(err.Error(), "cannot be skipped") {
@@ -339,7 +339,7 @@ func TestProvisionAbortCompensatesInReverse(t *testing.T) {
 	f.fail["WriteImage"] = failure{times: -1, err: errors.New("dd: error writing '/dev/sda': Input/output error")}
 	var abortErr *updateResult
 	f.env.RegisterDelayedCallback(func() {
-		abortErr = f.update(spec.UpdateAbort, "disk is dying, RMA")
+		abortErr = f.update(api.UpdateAbort, "disk is dying, RMA")
 	}, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
 	if err := abortErr.Err(); err != nil {
@@ -354,7 +354,7 @@ func TestProvisionAbortCompensatesInReverse(t *testing.T) {
 	if d := cmp.Diff([]string{"PowerOff", "RemoveLease"}, tail); d != "" {
 		t.Errorf("compensation (-want +got):\n%s\nall calls: %v", d, calls)
 	}
-	if f.status(t).State != spec.StateAborted {
+	if f.status(t).State != api.StateAborted {
 		t.Errorf("state = %s", f.status(t).State)
 	}
 }
@@ -365,7 +365,7 @@ func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
 	f.waitSSH.After(time.Hour)
 	var abortErr *updateResult
 	f.env.RegisterDelayedCallback(func() {
-		abortErr = f.update(spec.UpdateAbort, "wrong rack, stop now")
+		abortErr = f.update(api.UpdateAbort, "wrong rack, stop now")
 	}, 5*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
 	if err := abortErr.Err(); err != nil {
@@ -383,7 +383,7 @@ func TestProvisionChecksumMismatchIsNotRetriedAndNeverProvisioned(t *testing.T) 
 	f := newFixture(t)
 	f.fail["WriteImage"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
 		"image digest mismatch: want abab…, got 0000…", activities.ErrImageChecksum, nil)}
-	var parked spec.ProvisionStatus
+	var parked api.ProvisionStatus
 	f.env.RegisterDelayedCallback(func() { parked = f.status(t) }, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input) // nobody answers: attention deadline 1h
 	err := f.env.GetWorkflowError()
@@ -393,13 +393,13 @@ func TestProvisionChecksumMismatchIsNotRetriedAndNeverProvisioned(t *testing.T) 
 	if n := f.rec.count("WriteImage"); n != 1 {
 		t.Errorf("WriteImage calls = %d, want 1 (non-retryable)", n)
 	}
-	if parked.State != spec.StateNeedsAttention || parked.LastErrorType != activities.ErrImageChecksum {
+	if parked.State != api.StateNeedsAttention || parked.LastErrorType != activities.ErrImageChecksum {
 		t.Errorf("parked = %s %s", parked.State, parked.LastErrorType)
 	}
 	if f.rec.count("BootFromDisk") != 0 || f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
 		t.Errorf("calls = %v: want no disk boot and a full compensation", f.rec.list())
 	}
-	if st := f.status(t); st.State == spec.StateSucceeded {
+	if st := f.status(t); st.State == api.StateSucceeded {
 		t.Error("host marked provisioned after a checksum mismatch")
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/nitro"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 var nitroA *nitro.Activities
@@ -39,7 +39,7 @@ func nitroCtx(ctx workflow.Context, summary string) workflow.Context {
 	})
 }
 
-func nitroTarget(n spec.NetScaler) nitro.Target {
+func nitroTarget(n api.NetScaler) nitro.Target {
 	return nitro.Target{URL: n.URL, Credential: n.Credential, CA: n.CA, Insecure: n.Insecure, Auth: n.Auth}
 }
 
@@ -57,7 +57,7 @@ func defaultMonitor(protocol string) string {
 	}
 }
 
-func members(bs []spec.Backend) []nitro.Member {
+func members(bs []api.Backend) []nitro.Member {
 	out := make([]nitro.Member, len(bs))
 	for i, b := range bs {
 		out[i] = nitro.Member{IP: b.IP, Port: b.Port, Weight: b.Weight}
@@ -65,10 +65,10 @@ func members(bs []spec.Backend) []nitro.Member {
 	return out
 }
 
-func backends(ms []nitro.Member) []spec.Backend {
-	out := make([]spec.Backend, len(ms))
+func backends(ms []nitro.Member) []api.Backend {
+	out := make([]api.Backend, len(ms))
 	for i, m := range ms {
-		out[i] = spec.Backend{IP: m.IP, Port: m.Port, Weight: m.Weight}
+		out[i] = api.Backend{IP: m.IP, Port: m.Port, Weight: m.Weight}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return fmt.Sprintf("%s:%05d", out[i].IP, out[i].Port) < fmt.Sprintf("%s:%05d", out[j].IP, out[j].Port)
@@ -77,7 +77,7 @@ func backends(ms []nitro.Member) []spec.Backend {
 }
 
 func checkOwnerID(ctx workflow.Context, vip string, port int) (string, error) {
-	owner := spec.PublishWorkflowID(vip, port)
+	owner := api.PublishWorkflowID(vip, port)
 	if id := workflow.GetInfo(ctx).WorkflowExecution.ID; id != owner {
 		return "", temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("start this workflow with workflow ID %q, not %q: one ID per VIP keeps runs from racing", owner, id),
@@ -88,7 +88,7 @@ func checkOwnerID(ctx workflow.Context, vip string, port int) (string, error) {
 
 // prepare validates a publishing input and derives, from the workflow ID
 // the run must have, the owner marker, object names and device.
-func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns spec.NetScaler) (string, nitro.ObjectNames, nitro.Target, error) {
+func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns api.NetScaler) (string, nitro.ObjectNames, nitro.Target, error) {
 	if err := in.Validate(); err != nil {
 		return "", nitro.ObjectNames{}, nitro.Target{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
@@ -104,16 +104,16 @@ func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string,
 // configuration. Every step is idempotent and refuses to adopt an object
 // that is not rackflow's; if a step fails, whatever this run created is
 // removed again, newest first, and nothing is saved.
-func PublishService(ctx workflow.Context, in spec.PublishInput) (spec.PublishResult, error) {
+func PublishService(ctx workflow.Context, in api.PublishInput) (api.PublishResult, error) {
 	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
-		return spec.PublishResult{}, err
+		return api.PublishResult{}, err
 	}
 	monitor := in.Monitor
 	if monitor == "" {
 		monitor = defaultMonitor(in.Protocol)
 	}
-	res := spec.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}
+	res := api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}
 	var undo saga
 	created := func(r nitro.Result) { res.Created = append(res.Created, r.Object) }
 
@@ -236,12 +236,12 @@ func PublishService(ctx workflow.Context, in spec.PublishInput) (spec.PublishRes
 // UnpublishService removes, newest first, every object of a publication
 // that carries rackflow's ownership marker, then saves. Objects that are
 // already gone count as removed; objects someone else owns are left alone.
-func UnpublishService(ctx workflow.Context, in spec.UnpublishInput) (spec.PublishResult, error) {
+func UnpublishService(ctx workflow.Context, in api.UnpublishInput) (api.PublishResult, error) {
 	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
-		return spec.PublishResult{}, err
+		return api.PublishResult{}, err
 	}
-	res := spec.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer}
+	res := api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer}
 	var r nitro.Result
 	run := func(summary string, fn any, arg any) error {
 		if err := workflow.ExecuteActivity(nitroCtx(ctx, summary), fn, arg).Get(ctx, &r); err != nil {
@@ -292,15 +292,15 @@ func UnpublishService(ctx workflow.Context, in spec.UnpublishInput) (spec.Publis
 // UpdateBackends replaces the members of a published service: new members
 // are bound before old ones are unbound, so the VIP keeps serving. The
 // lbvserver is never touched.
-func UpdateBackends(ctx workflow.Context, in spec.UpdateBackendsInput) (spec.PublishResult, error) {
+func UpdateBackends(ctx workflow.Context, in api.UpdateBackendsInput) (api.PublishResult, error) {
 	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
-		return spec.PublishResult{}, err
+		return api.PublishResult{}, err
 	}
 	var current []nitro.Member
 	if err := workflow.ExecuteActivity(nitroCtx(ctx, "read members of "+names.ServiceGroup), nitroA.ListMembers,
 		nitro.ListMembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup}).Get(ctx, &current); err != nil {
-		return spec.PublishResult{}, err
+		return api.PublishResult{}, err
 	}
 	var mr nitro.MembersResult
 	err = workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("set %d members of %s", len(in.Backends), names.ServiceGroup)), nitroA.EnsureMembers,
@@ -310,12 +310,12 @@ func UpdateBackends(ctx workflow.Context, in spec.UpdateBackendsInput) (spec.Pub
 		dctx, _ := workflow.NewDisconnectedContext(ctx)
 		if rerr := workflow.ExecuteActivity(nitroCtx(dctx, "undo: restore members"), nitroA.EnsureMembers,
 			nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: current, Previous: members(in.Backends)}).Get(dctx, nil); rerr != nil {
-			return spec.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed and restoring the old members failed too (%v)", owner, rerr), err)
+			return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed and restoring the old members failed too (%v)", owner, rerr), err)
 		}
-		return spec.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed, old members restored", owner), err)
+		return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed, old members restored", owner), err)
 	}
 	if err := workflow.ExecuteActivity(nitroCtx(ctx, "save configuration"), nitroA.SaveConfig, nitro.SaveInput{Target: target}).Get(ctx, nil); err != nil {
-		return spec.PublishResult{}, err
+		return api.PublishResult{}, err
 	}
-	return spec.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}, nil
+	return api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}, nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/nitro"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
@@ -26,24 +26,24 @@ const nsCred = "netscaler/lab"
 
 type nsFixture struct {
 	ns *nitrofake.Server
-	in spec.PublishInput
+	in api.PublishInput
 	s  testsuite.WorkflowTestSuite
 }
 
 func newNSFixture(t *testing.T) *nsFixture {
 	t.Helper()
 	ns := nitrofake.Start(t, nitrofake.Options{Username: "nsroot", Password: "ns-Secret-1", TLS: true})
-	return &nsFixture{ns: ns, in: spec.PublishInput{
+	return &nsFixture{ns: ns, in: api.PublishInput{
 		Name: "web", VIP: "203.0.113.10", Port: 443, Protocol: "SSL_BRIDGE", LBMethod: "ROUNDROBIN",
-		Backends:  []spec.Backend{{IP: "10.0.1.11", Port: 443}, {IP: "10.0.1.12", Port: 443, Weight: 2}},
-		INAT:      &spec.INAT{PublicIP: "203.0.113.20", PrivateIP: "10.0.1.11"},
-		RNAT:      &spec.RNAT{Network: "10.0.1.0", Netmask: "255.255.255.0", NATIP: "203.0.113.21"},
-		NetScaler: spec.NetScaler{URL: ns.URL(), Credential: nsCred, CA: string(ns.CAPEM())},
+		Backends:  []api.Backend{{IP: "10.0.1.11", Port: 443}, {IP: "10.0.1.12", Port: 443, Weight: 2}},
+		INAT:      &api.INAT{PublicIP: "203.0.113.20", PrivateIP: "10.0.1.11"},
+		RNAT:      &api.RNAT{Network: "10.0.1.0", Netmask: "255.255.255.0", NATIP: "203.0.113.21"},
+		NetScaler: api.NetScaler{URL: ns.URL(), Credential: nsCred, CA: string(ns.CAPEM())},
 	}}
 }
 
 // run executes wf under the right workflow ID with real activities.
-func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (spec.PublishResult, error) {
+func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (api.PublishResult, error) {
 	t.Helper()
 	env := f.s.NewTestWorkflowEnvironment()
 	Register(env)
@@ -53,7 +53,7 @@ func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (spec.PublishRe
 	if !env.IsWorkflowCompleted() {
 		t.Fatal("workflow did not complete")
 	}
-	var res spec.PublishResult
+	var res api.PublishResult
 	err := env.GetWorkflowError()
 	if err == nil {
 		if gerr := env.GetWorkflowResult(&res); gerr != nil {
@@ -63,7 +63,7 @@ func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (spec.PublishRe
 	return res, err
 }
 
-func (f *nsFixture) id() string { return spec.PublishWorkflowID(f.in.VIP, f.in.Port) }
+func (f *nsFixture) id() string { return api.PublishWorkflowID(f.in.VIP, f.in.Port) }
 
 // ours lists the objects of every type that carry rackflow's names.
 func (f *nsFixture) ours() []string {
@@ -207,7 +207,7 @@ func TestUnpublishLeavesForeignObjectsAlone(t *testing.T) {
 	if err := f.ns.Seed("lbvserver", other); err != nil {
 		t.Fatal(err)
 	}
-	un := spec.UnpublishInput{VIP: f.in.VIP, Port: f.in.Port, NetScaler: f.in.NetScaler}
+	un := api.UnpublishInput{VIP: f.in.VIP, Port: f.in.Port, NetScaler: f.in.NetScaler}
 	if _, err := f.run(t, UnpublishService, f.id(), un); err != nil {
 		t.Fatalf("unpublish: %v", err)
 	}
@@ -231,8 +231,8 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 	names := nitro.Names(f.id())
 	vsBefore := f.ns.Objects("lbvserver")[names.VServer]
 	f.ns.ResetCalls()
-	up := spec.UpdateBackendsInput{VIP: f.in.VIP, Port: f.in.Port, NetScaler: f.in.NetScaler,
-		Backends: []spec.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.13", Port: 443}}}
+	up := api.UpdateBackendsInput{VIP: f.in.VIP, Port: f.in.Port, NetScaler: f.in.NetScaler,
+		Backends: []api.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.13", Port: 443}}}
 	if _, err := f.run(t, UpdateBackends, f.id(), up); err != nil {
 		t.Fatalf("update: %v", err)
 	}
@@ -259,19 +259,19 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 
 func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
 	tests := map[string]struct {
-		edit  func(in *spec.PublishInput)
+		edit  func(in *api.PublishInput)
 		field string
 	}{
-		"invalid ip":        {func(in *spec.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
-		"port 0":            {func(in *spec.PublishInput) { in.Port = 0 }, "port"},
-		"unknown lb method": {func(in *spec.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
-		"no backends":       {func(in *spec.PublishInput) { in.Backends = nil }, "backends"},
+		"invalid ip":        {func(in *api.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
+		"port 0":            {func(in *api.PublishInput) { in.Port = 0 }, "port"},
+		"unknown lb method": {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
+		"no backends":       {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newNSFixture(t)
 			tc.edit(&f.in)
-			id := spec.PublishWorkflowID(f.in.VIP, f.in.Port)
+			id := api.PublishWorkflowID(f.in.VIP, f.in.Port)
 			_, err := f.run(t, PublishService, id, f.in)
 			var app *temporal.ApplicationError
 			if !errors.As(err, &app) || app.Type() != activities.ErrInvalidInput || !strings.Contains(err.Error(), tc.field) {
@@ -297,7 +297,7 @@ func TestRepublishWithOtherBackendsConverges(t *testing.T) {
 	}
 	names := nitro.Names(f.id())
 	vsBefore := f.ns.Objects("lbvserver")[names.VServer]
-	f.in.Backends = []spec.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.14", Port: 443}}
+	f.in.Backends = []api.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.14", Port: 443}}
 	if _, err := f.run(t, PublishService, f.id(), f.in); err != nil {
 		t.Fatalf("re-publish: %v", err)
 	}

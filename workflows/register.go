@@ -3,7 +3,7 @@ package workflows
 import (
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Registry is the part of worker.Worker (and the test environment) that
@@ -14,11 +14,11 @@ type Registry interface {
 
 // Register registers every rackflow workflow under its fixed name.
 func Register(r Registry) {
-	r.RegisterWorkflowWithOptions(ProvisionHost, workflow.RegisterOptions{Name: spec.WorkflowProvisionHost})
-	r.RegisterWorkflowWithOptions(PublishService, workflow.RegisterOptions{Name: spec.WorkflowPublishService})
-	r.RegisterWorkflowWithOptions(UnpublishService, workflow.RegisterOptions{Name: spec.WorkflowUnpublishService})
-	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: spec.WorkflowUpdateBackends})
-	r.RegisterWorkflowWithOptions(SetupVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowSetupVMNetwork})
-	r.RegisterWorkflowWithOptions(TeardownVMNetwork, workflow.RegisterOptions{Name: spec.WorkflowTeardownVMNetwork})
-	r.RegisterWorkflowWithOptions(DeployService, workflow.RegisterOptions{Name: spec.WorkflowDeployService})
+	r.RegisterWorkflowWithOptions(ProvisionHost, workflow.RegisterOptions{Name: api.WorkflowProvisionHost})
+	r.RegisterWorkflowWithOptions(PublishService, workflow.RegisterOptions{Name: api.WorkflowPublishService})
+	r.RegisterWorkflowWithOptions(UnpublishService, workflow.RegisterOptions{Name: api.WorkflowUnpublishService})
+	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: api.WorkflowUpdateBackends})
+	r.RegisterWorkflowWithOptions(SetupVMNetwork, workflow.RegisterOptions{Name: api.WorkflowSetupVMNetwork})
+	r.RegisterWorkflowWithOptions(TeardownVMNetwork, workflow.RegisterOptions{Name: api.WorkflowTeardownVMNetwork})
+	r.RegisterWorkflowWithOptions(DeployService, workflow.RegisterOptions{Name: api.WorkflowDeployService})
 }

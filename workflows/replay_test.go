@@ -17,12 +17,12 @@ import (
 // a new activity call, a reordered step — fails here; guard it with
 // workflow.GetVersion instead.
 func TestReplaySavedHistories(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "testsuite", "histories", "*.json"))
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatal("no saved histories in testsuite/histories")
+		t.Fatal("no saved histories in workflows/testdata")
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
@@ -73,7 +73,7 @@ func mustOpen(t *testing.T, path string) *os.File {
 // history whose recorded activity differs from what the code schedules is
 // reported as nondeterministic.
 func TestReplayDetectsAChangedWorkflow(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "testsuite", "histories", "provision_host_v1.json"))
+	b, err := os.ReadFile(filepath.Join("testdata", "provision_host_v1.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/rackflow/rackflow/activities/cloudstack"
 	"github.com/rackflow/rackflow/activities/guestnet"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 var (
@@ -58,7 +58,7 @@ type vmnetPlan struct {
 	net    cloudstack.NetworkInfo
 }
 
-func (p vmnetPlan) configure(in spec.VMNetInput, nic cloudstack.Nic) (guestnet.ConfigureInput, error) {
+func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.ConfigureInput, error) {
 	mask := nic.Netmask
 	if mask == "" {
 		mask = p.net.Netmask
@@ -81,7 +81,7 @@ func (p vmnetPlan) configure(in spec.VMNetInput, nic cloudstack.Nic) (guestnet.C
 	}, nil
 }
 
-func (p *vmnetPlan) lookup(ctx workflow.Context, in spec.VMNetInput) error {
+func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
 	p.target = cloudstack.Target{URL: in.CloudStack.URL, Credential: in.CloudStack.Credential, VerifySSL: in.CloudStack.VerifySSL}
 	user := in.Guest.User
 	if user == "" {
@@ -108,12 +108,12 @@ func (p *vmnetPlan) lookup(ctx workflow.Context, in spec.VMNetInput) error {
 // verifies the path. Every step is idempotent; if a step fails, what this
 // run did is undone in reverse (routes, persistent config, and the NIC only
 // if this run added it).
-func SetupVMNetwork(ctx workflow.Context, in spec.VMNetInput) (spec.VMNetResult, error) {
+func SetupVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, error) {
 	if err := in.Validate(); err != nil {
-		return spec.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
 	var p vmnetPlan
-	var res spec.VMNetResult
+	var res api.VMNetResult
 	var undo saga
 	err := func() error {
 		if err := p.lookup(ctx, in); err != nil {
@@ -171,15 +171,15 @@ func SetupVMNetwork(ctx workflow.Context, in spec.VMNetInput) (spec.VMNetResult,
 // TeardownVMNetwork undoes SetupVMNetwork: routes and persistent config
 // removed in the guest, then the VM's NIC on the network removed. Missing
 // pieces count as removed.
-func TeardownVMNetwork(ctx workflow.Context, in spec.VMNetInput) (spec.VMNetResult, error) {
+func TeardownVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, error) {
 	if err := in.Validate(); err != nil {
-		return spec.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
 	var p vmnetPlan
 	if err := p.lookup(ctx, in); err != nil {
-		return spec.VMNetResult{}, failWith("teardown lookup", err)
+		return api.VMNetResult{}, failWith("teardown lookup", err)
 	}
-	res := spec.VMNetResult{VMID: p.vm.ID, NetworkID: p.net.ID}
+	res := api.VMNetResult{VMID: p.vm.ID, NetworkID: p.net.ID}
 	var nic *cloudstack.Nic
 	for i := range p.vm.Nics {
 		if p.vm.Nics[i].NetworkID == p.net.ID {

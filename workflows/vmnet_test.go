@@ -16,7 +16,7 @@ import (
 	"github.com/rackflow/rackflow/activities/guestnet"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/csfake"
 	"github.com/rackflow/rackflow/testsuite/guestlab"
 )
@@ -34,7 +34,7 @@ type vmnetWorld struct {
 	lab    *guestlab.Lab
 	vmID   string
 	secnet string
-	in     spec.VMNetInput
+	in     api.VMNetInput
 	ts     testsuite.WorkflowTestSuite
 }
 
@@ -51,14 +51,14 @@ func newVMNetWorld(t *testing.T) *vmnetWorld {
 	secnet := cs.AddNetwork(csfake.Network{Name: "secnet", ZoneID: zone, CIDR: "10.51.0.0/24", Gateway: guestlab.SecGateway})
 	vm := cs.AddVM(csfake.VM{Name: "web01", ZoneID: zone, Nics: []csfake.Nic{{NetworkID: dmz, MAC: guestlab.Eth0MAC, IP: "10.50.0.10", IsDefault: true}}})
 	cs.PlanNic(vm, secnet, csfake.NicPlan{MAC: guestlab.Eth1MAC, IP: "10.51.0.10"})
-	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, in: spec.VMNetInput{
+	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, in: api.VMNetInput{
 		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
-		Guest:      spec.GuestSSH{Address: lab.Target.Addr, User: lab.Target.User, Credential: lab.Target.Credential, HostKey: lab.Target.HostKey},
-		CloudStack: spec.CloudStack{URL: cs.URL(), Credential: csCred},
+		Guest:      api.GuestSSH{Address: lab.Target.Addr, User: lab.Target.User, Credential: lab.Target.Credential, HostKey: lab.Target.HostKey},
+		CloudStack: api.CloudStack{URL: cs.URL(), Credential: csCred},
 	}}
 }
 
-func (w *vmnetWorld) run(t *testing.T, wf any, in spec.VMNetInput) (spec.VMNetResult, error) {
+func (w *vmnetWorld) run(t *testing.T, wf any, in api.VMNetInput) (api.VMNetResult, error) {
 	t.Helper()
 	env := w.ts.NewTestWorkflowEnvironment()
 	env.SetTestTimeout(3 * time.Minute)
@@ -68,12 +68,12 @@ func (w *vmnetWorld) run(t *testing.T, wf any, in spec.VMNetInput) (spec.VMNetRe
 		PollInterval: 10 * time.Millisecond,
 	})
 	env.RegisterActivity(&guestnet.Activities{Dialer: &remote.Dialer{Secrets: w.lab.Secrets}})
-	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: spec.VMNetWorkflowID(in.VM, in.Network)})
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: api.VMNetWorkflowID(in.VM, in.Network)})
 	env.ExecuteWorkflow(wf, in)
 	if !env.IsWorkflowCompleted() {
 		t.Fatal("workflow did not complete")
 	}
-	var res spec.VMNetResult
+	var res api.VMNetResult
 	err := env.GetWorkflowError()
 	if err == nil {
 		if gerr := env.GetWorkflowResult(&res); gerr != nil {

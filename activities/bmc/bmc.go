@@ -24,7 +24,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Error types of this package's retryable failures. The non-retryable ones
@@ -52,7 +52,7 @@ const (
 // Input names the host (for logs) and its BMC.
 type Input struct {
 	Host string   `json:"host"`
-	BMC  spec.BMC `json:"bmc"`
+	BMC  api.BMC `json:"bmc"`
 }
 
 // Result says what an activity found and did.
@@ -77,7 +77,7 @@ type Progress struct {
 // Activities drive BMCs. The zero value with Secrets set works: bmclib
 // clients, one activity per BMC at a time, and the timings below.
 type Activities struct {
-	// Secrets resolves spec.BMC.Credential to a username and password.
+	// Secrets resolves api.BMC.Credential to a username and password.
 	Secrets secrets.Resolver
 	// NewClient builds a BMC client; nil means BMCLib.
 	NewClient ClientFunc

@@ -16,7 +16,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities/bmc"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
 )
 
@@ -39,7 +39,7 @@ func startSim(t *testing.T, opts ipmisim.Options) *ipmisim.Sim {
 }
 
 func simInput(s *ipmisim.Sim) bmc.Input {
-	return bmc.Input{Host: "node01", BMC: spec.BMC{Address: s.Addr(), Port: s.Port(), Provider: "ipmi", Credential: credRef}}
+	return bmc.Input{Host: "node01", BMC: api.BMC{Address: s.Addr(), Port: s.Port(), Provider: "ipmi", Credential: credRef}}
 }
 
 // simActivities talks to s through bmclib with the real ipmitool, with
@@ -214,5 +214,5 @@ func fakeActivities(fakes map[string]*fakeBMC, lim *bmc.Limiter) *bmc.Activities
 }
 
 func fakeInput(addr string) bmc.Input {
-	return bmc.Input{Host: "node01", BMC: spec.BMC{Address: addr, Port: 623, Provider: "ipmi", Credential: credRef}}
+	return bmc.Input{Host: "node01", BMC: api.BMC{Address: addr, Port: 623, Provider: "ipmi", Credential: credRef}}
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Error types of Bootstrap.
@@ -55,7 +55,7 @@ type Activities struct {
 type BootstrapInput struct {
 	Host   string        `json:"host"`
 	Target remote.Target `json:"target"` // HostKey required
-	Chef   spec.Chef     `json:"chef"`
+	Chef   api.Chef     `json:"chef"`
 }
 
 // BootstrapResult is the output of Bootstrap.
@@ -184,7 +184,7 @@ func writeFile(ctx context.Context, c *ssh.Client, dir, name, mode string, data 
 
 // clientRB renders client.rb. Values go in single-quoted Ruby strings,
 // which interpolate nothing.
-func clientRB(c spec.Chef, dir string) []byte {
+func clientRB(c api.Chef, dir string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Written by rackflow.\n")
 	fmt.Fprintf(&b, "chef_server_url %s\n", rubyString(c.ServerURL))

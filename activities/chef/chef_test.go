@@ -17,7 +17,7 @@ import (
 	"github.com/rackflow/rackflow/activities/chef"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -64,7 +64,7 @@ func (f *fixture) input(addr, hostKey string, command string) chef.BootstrapInpu
 	return chef.BootstrapInput{
 		Host:   "node07",
 		Target: remote.Target{Addr: addr, Credential: "ssh/os", HostKey: hostKey},
-		Chef: spec.Chef{
+		Chef: api.Chef{
 			ServerURL:           "https://chef.lab.example/organizations/lab",
 			RunList:             []string{"role[base]", "recipe[ntp]"},
 			Environment:         "lab",

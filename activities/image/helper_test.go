@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	helperPath = filepath.Join(dir, "rackflow-diskhelper")
 	foreignHelper = filepath.Join(dir, "rackflow-diskhelper-"+other)
 	for out, arch := range map[string]string{helperPath: runtime.GOARCH, foreignHelper: other} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./diskhelper")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/rackflow-diskhelper")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build diskhelper for %s: %v\n%s", arch, err, b)

@@ -44,7 +44,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Error types of WriteImage and CheckImage. All are non-retryable except
@@ -115,12 +115,12 @@ type Activities struct {
 	// Report, when set, is given the stream's progress every ReportEvery
 	// (10s when zero) and when the read-back starts, so the workflow can
 	// show it in its status query (the worker signals the activity's run
-	// with spec.SignalImageProgress). A failed report is logged, never
+	// with api.SignalImageProgress). A failed report is logged, never
 	// fatal. Heartbeats carry the same progress either way.
-	Report      func(ctx context.Context, p spec.ImageProgress) error
+	Report      func(ctx context.Context, p api.ImageProgress) error
 	ReportEvery time.Duration
 	// DiskHelper is the path, on the worker, of a rackflow-diskhelper
-	// binary (activities/image/diskhelper), or of a directory of them,
+	// binary (activities/image/cmd/rackflow-diskhelper), or of a directory of them,
 	// one per architecture (rackflow-diskhelper-arm64...). When set and
 	// one is built for the host's architecture, it is uploaded into the live system and
 	// writes and reads back the disk in place of dd and openssl, with
@@ -135,7 +135,7 @@ type WriteInput struct {
 	Target remote.Target `json:"target"` // HostKey required
 	// Image.Size and Image.SHA256 are those of the raw image, also when
 	// the file is compressed.
-	Image spec.Image `json:"image"`
+	Image api.Image `json:"image"`
 	// Disk is the target block device (a regular file in tests).
 	Disk string `json:"disk"`
 	// Mode is ModePush (when empty) or ModePull.
@@ -448,7 +448,7 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 func (a *Activities) report(ctx context.Context, host string, p Progress) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := a.Report(rctx, spec.ImageProgress{
+	err := a.Report(rctx, api.ImageProgress{
 		Offset: p.Offset, Total: p.Total, MBps: p.MBps, ETASeconds: p.ETASeconds,
 		Phase: p.Phase, Mode: p.Mode, Format: p.Format, At: time.Now().UTC(),
 	})

@@ -27,7 +27,7 @@ import (
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -37,7 +37,7 @@ const mib = 1 << 20
 type fixture struct {
 	dir       string
 	data      []byte
-	img       spec.Image
+	img       api.Image
 	imagePath string
 	disk      string
 	diskSize  int64
@@ -65,7 +65,7 @@ func newFixtureData(t testing.TB, data []byte, diskSize int64) *fixture {
 	if err := os.WriteFile(f.imagePath, f.data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.img = spec.Image{URL: f.imagePath, Size: size, SHA256: hex.EncodeToString(sum[:])}
+	f.img = api.Image{URL: f.imagePath, Size: size, SHA256: hex.EncodeToString(sum[:])}
 	// The disk is a sparse file, as `truncate -s` makes.
 	f.disk = filepath.Join(f.dir, "disk")
 	d, err := os.Create(f.disk)
@@ -500,16 +500,16 @@ func TestCheckImage(t *testing.T) {
 	f := newFixture(t, mib, 2*mib)
 	url := httpServer(t, http.FileServer(http.Dir(f.dir)))
 	tests := map[string]struct {
-		img     spec.Image
+		img     api.Image
 		errType string
 	}{
 		"file ok":         {img: f.img},
-		"http ok":         {img: spec.Image{URL: url + "/os.raw", Size: f.img.Size, SHA256: f.img.SHA256}},
-		"file missing":    {img: spec.Image{URL: f.imagePath + "x", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http missing":    {img: spec.Image{URL: url + "/nope", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http wrong size": {img: spec.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: image.ErrTypeImageTruncated},
-		"file too big":    {img: spec.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: image.ErrTypeImageSizeMismatch},
-		"bad scheme":      {img: spec.Image{URL: "ftp://x/y", Size: 1}, errType: image.ErrTypeBadInput},
+		"http ok":         {img: api.Image{URL: url + "/os.raw", Size: f.img.Size, SHA256: f.img.SHA256}},
+		"file missing":    {img: api.Image{URL: f.imagePath + "x", Size: 1}, errType: image.ErrTypeImageNotFound},
+		"http missing":    {img: api.Image{URL: url + "/nope", Size: 1}, errType: image.ErrTypeImageNotFound},
+		"http wrong size": {img: api.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: image.ErrTypeImageTruncated},
+		"file too big":    {img: api.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: image.ErrTypeImageSizeMismatch},
+		"bad scheme":      {img: api.Image{URL: "ftp://x/y", Size: 1}, errType: image.ErrTypeBadInput},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

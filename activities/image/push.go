@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Push mode moves the image in chunks of chunkSize through a pool of
@@ -57,7 +57,7 @@ func (c *counter) Read(p []byte) (int, error) {
 // prefix discarded; if the prefix no longer hashes to h's state, the image
 // changed since the last attempt, and the stream starts over at 0 with h
 // reset.
-func (a *Activities) openRaw(ctx context.Context, img spec.Image, prev Progress, h hash.Hash) (*rawStream, error) {
+func (a *Activities) openRaw(ctx context.Context, img api.Image, prev Progress, h hash.Hash) (*rawStream, error) {
 	log := activity.GetLogger(ctx)
 	offset := prev.Offset
 	if offset > 0 && (prev.Format == "" || prev.Format == FormatRaw) {
@@ -139,7 +139,7 @@ func (a *Activities) openRaw(ctx context.Context, img spec.Image, prev Progress,
 }
 
 // sourceError says why the raw image could not be read at raw offset pos.
-func sourceError(img spec.Image, pos int64, err error) error {
+func sourceError(img api.Image, pos int64, err error) error {
 	switch {
 	case err == io.EOF:
 		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", img.URL, pos, img.Size)
@@ -167,7 +167,7 @@ type chunk struct {
 // produce reads [from, size) from r, hashing into h, and hands it out in
 // chunks that never straddle a segment boundary. It then makes sure r has
 // nothing more to give.
-func produce(ctx context.Context, img spec.Image, r io.Reader, h hash.Hash, from, segSize int64, free <-chan []byte, out chan<- chunk) {
+func produce(ctx context.Context, img api.Image, r io.Reader, h hash.Hash, from, segSize int64, free <-chan []byte, out chan<- chunk) {
 	send := func(c chunk) bool {
 		select {
 		case out <- c:

@@ -13,7 +13,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // imagePath returns the worker-side path of a file:// or absolute-path
@@ -38,7 +38,7 @@ func imagePath(raw string) (string, error) {
 // openSource opens the image file itself at offset (up to end, inclusive,
 // when end >= 0) and returns what the source says the whole file's size
 // is, -1 when it does not say.
-func (a *Activities) openSource(ctx context.Context, img spec.Image, offset, end int64) (io.ReadCloser, int64, error) {
+func (a *Activities) openSource(ctx context.Context, img api.Image, offset, end int64) (io.ReadCloser, int64, error) {
 	path, err := imagePath(img.URL)
 	if err != nil {
 		return nil, 0, err
@@ -127,7 +127,7 @@ func statusError(code int, u string) error {
 }
 
 // checkSize compares a size the source announces with the expected one.
-func checkSize(img spec.Image, got int64) error {
+func checkSize(img api.Image, got int64) error {
 	switch {
 	case got < img.Size:
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s has %d bytes, expected %d", img.URL, got, img.Size), ErrTypeImageTruncated, nil)
@@ -165,14 +165,14 @@ func parseContentRange(s string) (start, total int64, ok bool) {
 // CheckImage is a cheap up-front check that the image exists, what format
 // it is in and, for a raw image whose source says its size, that the size
 // is the expected one. It reads only the image's first bytes.
-func (a *Activities) CheckImage(ctx context.Context, img spec.Image) error {
+func (a *Activities) CheckImage(ctx context.Context, img api.Image) error {
 	_, err := a.sniff(ctx, img)
 	return err
 }
 
 // sniff reads the image's first bytes and returns its format, checking a
 // raw image's announced size.
-func (a *Activities) sniff(ctx context.Context, img spec.Image) (string, error) {
+func (a *Activities) sniff(ctx context.Context, img api.Image) (string, error) {
 	rc, total, err := a.openSource(ctx, img, 0, 15)
 	if err != nil {
 		return "", err // already says what failed, and may be typed

@@ -29,7 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities/image"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -595,9 +595,9 @@ func TestWriteImagePullHeartbeats(t *testing.T) {
 	in := f.input(srv.Addr(), srv.HostKeyLine())
 	in.Mode = image.ModePull
 	var mu sync.Mutex
-	var reports []spec.ImageProgress
+	var reports []api.ImageProgress
 	f.acts.ReportEvery = 200 * time.Millisecond
-	f.acts.Report = func(_ context.Context, p spec.ImageProgress) error {
+	f.acts.Report = func(_ context.Context, p api.ImageProgress) error {
 		mu.Lock()
 		reports = append(reports, p)
 		mu.Unlock()

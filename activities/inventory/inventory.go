@@ -15,14 +15,14 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Activities resolves hosts.
 type Activities struct {
 	// Load returns the current inventory; it is called on each resolution so
 	// an edited inventory file is picked up without a restart.
-	Load func() (*spec.Inventory, error)
+	Load func() (*api.Inventory, error)
 	// Secrets checks that references exist.
 	Secrets secrets.Resolver
 }
@@ -30,40 +30,40 @@ type Activities struct {
 // ResolveInput names a host, or carries its spec inline.
 type ResolveInput struct {
 	Host string     `json:"host"`
-	Spec *spec.Host `json:"spec,omitempty"`
+	Spec *api.Host `json:"spec,omitempty"`
 }
 
 // ResolveHost returns the host's validated spec with defaults applied.
-func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (spec.Host, error) {
-	var h spec.Host
+func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host, error) {
+	var h api.Host
 	switch {
 	case in.Spec != nil:
 		h = *in.Spec
 		if in.Host != "" && h.Name != in.Host {
-			return spec.Host{}, invalid(spec.FieldErrors{{Field: "spec.name", Value: h.Name, Reason: "differs from host " + in.Host}})
+			return api.Host{}, invalid(api.FieldErrors{{Field: "spec.name", Value: h.Name, Reason: "differs from host " + in.Host}})
 		}
 	case in.Host == "":
-		return spec.Host{}, invalid(spec.FieldErrors{{Field: "host", Reason: "required"}})
+		return api.Host{}, invalid(api.FieldErrors{{Field: "host", Reason: "required"}})
 	default:
 		if a.Load == nil {
-			return spec.Host{}, temporal.NewNonRetryableApplicationError("this worker has no inventory; pass the host's spec in the input", activities.ErrUnknownHost, nil)
+			return api.Host{}, temporal.NewNonRetryableApplicationError("this worker has no inventory; pass the host's spec in the input", activities.ErrUnknownHost, nil)
 		}
 		inv, err := a.Load()
 		if err != nil {
 			// A broken inventory file is an operator problem a retry may fix.
-			return spec.Host{}, fmt.Errorf("load inventory: %w", err)
+			return api.Host{}, fmt.Errorf("load inventory: %w", err)
 		}
 		h, err = inv.Lookup(in.Host)
 		if err != nil {
-			return spec.Host{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrUnknownHost, err)
+			return api.Host{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrUnknownHost, err)
 		}
 	}
 	h.Defaults()
 	if err := h.Validate(); err != nil {
-		return spec.Host{}, invalid(err)
+		return api.Host{}, invalid(err)
 	}
 	if err := a.checkCredentials(ctx, h); err != nil {
-		return spec.Host{}, err
+		return api.Host{}, err
 	}
 	return h, nil
 }
@@ -72,7 +72,7 @@ func invalid(err error) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 }
 
-func (a *Activities) checkCredentials(ctx context.Context, h spec.Host) error {
+func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	if a.Secrets == nil {
 		return temporal.NewNonRetryableApplicationError("this worker has no secrets source", activities.ErrCredentialNotFound, nil)
 	}
@@ -87,12 +87,12 @@ func (a *Activities) checkCredentials(ctx context.Context, h spec.Host) error {
 	if h.SSH.Jump != nil {
 		needs = append(needs, need{"ssh.jump.credential", h.SSH.Jump.Credential, true})
 	}
-	var missing spec.FieldErrors
-	var bad spec.FieldErrors
+	var missing api.FieldErrors
+	var bad api.FieldErrors
 	for _, n := range needs {
 		s, err := a.Secrets.Resolve(ctx, n.ref)
 		if errors.Is(err, secrets.ErrNotFound) {
-			missing = append(missing, spec.FieldError{Field: n.field, Value: n.ref, Reason: "no such secret on this worker"})
+			missing = append(missing, api.FieldError{Field: n.field, Value: n.ref, Reason: "no such secret on this worker"})
 			continue
 		}
 		if err != nil {
@@ -101,10 +101,10 @@ func (a *Activities) checkCredentials(ctx context.Context, h spec.Host) error {
 		if n.key {
 			if _, err := ssh.ParseRawPrivateKey([]byte(s.PrivateKey)); err != nil {
 				// The parse error never contains key material.
-				bad = append(bad, spec.FieldError{Field: n.field, Value: n.ref, Reason: "secret holds no usable private key"})
+				bad = append(bad, api.FieldError{Field: n.field, Value: n.ref, Reason: "secret holds no usable private key"})
 			}
 		} else if s.Username == "" || s.Password == "" {
-			bad = append(bad, spec.FieldError{Field: n.field, Value: n.ref, Reason: "secret needs username and password"})
+			bad = append(bad, api.FieldError{Field: n.field, Value: n.ref, Reason: "secret needs username and password"})
 		}
 	}
 	if len(missing) > 0 {

@@ -17,7 +17,7 @@ import (
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // API is the part of the pxe client the activities use.
@@ -37,7 +37,7 @@ type Activities struct {
 type RegisterInput struct {
 	Host    string       `json:"host"`
 	MAC     string       `json:"mac"`
-	Network spec.Network `json:"network"`
+	Network api.Network `json:"network"`
 	Profile string       `json:"profile"`
 	// BootID changes for every boot rackflow triggers; a new one makes pxe
 	// mint a new one-time host key for the live system.

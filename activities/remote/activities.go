@@ -11,7 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Error types of this package's activities, as the workflow's RetryPolicy
@@ -72,11 +72,11 @@ type WaitProgress struct {
 // deadline is SSHTimeout (retryable).
 func (a *Activities) WaitForSSH(ctx context.Context, in WaitInput) (WaitResult, error) {
 	log := activity.GetLogger(ctx)
-	deadline, err := spec.ParseDuration("deadline", in.Deadline, 20*time.Minute)
+	deadline, err := api.ParseDuration("deadline", in.Deadline, 20*time.Minute)
 	if err != nil {
 		return WaitResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
 	}
-	interval, err := spec.ParseDuration("poll_interval", in.PollInterval, 5*time.Second)
+	interval, err := api.ParseDuration("poll_interval", in.PollInterval, 5*time.Second)
 	if err != nil {
 		return WaitResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
 	}

@@ -12,7 +12,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Activities hold a Temporal client.
@@ -28,13 +28,13 @@ type LastProvisionResult struct {
 	RunID       string `json:"run_id,omitempty"`
 	ImageDigest string `json:"image_digest,omitempty"`
 	// Steps of the completed run.
-	Steps []spec.StepRecord `json:"steps,omitempty"`
+	Steps []api.StepRecord `json:"steps,omitempty"`
 }
 
 // LastProvision describes provision/<host>'s latest run and, if it
 // completed, the image it wrote.
 func (a *Activities) LastProvision(ctx context.Context, host string) (LastProvisionResult, error) {
-	id := spec.ProvisionWorkflowID(host)
+	id := api.ProvisionWorkflowID(host)
 	desc, err := a.Client.DescribeWorkflowExecution(ctx, id, "")
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
@@ -48,7 +48,7 @@ func (a *Activities) LastProvision(ctx context.Context, host string) (LastProvis
 	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 		return res, nil
 	}
-	var pr spec.ProvisionResult
+	var pr api.ProvisionResult
 	if err := a.Client.GetWorkflow(ctx, id, res.RunID).Get(ctx, &pr); err != nil {
 		return res, fmt.Errorf("result of %s: %w", id, err)
 	}

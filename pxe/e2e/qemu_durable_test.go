@@ -19,7 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rackflow/rackflow/activities/image"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/histories"
 )
@@ -41,7 +41,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	// namespace.
 	pxeURL := forward(t, r.l, serverIP+":8080")
 
-	inv, err := yaml.Marshal(spec.Inventory{Hosts: []spec.Host{r.host}})
+	inv, err := yaml.Marshal(api.Inventory{Hosts: []api.Host{r.host}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +120,8 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	})
 
 	start := time.Now()
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: spec.ProvisionWorkflowID(r.host.Name), TaskQueue: spec.DefaultTaskQueue},
-		spec.WorkflowProvisionHost, spec.ProvisionInput{Host: r.host.Name, Options: spec.ProvisionOptions{
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: api.ProvisionWorkflowID(r.host.Name), TaskQueue: api.DefaultTaskQueue},
+		api.WorkflowProvisionHost, api.ProvisionInput{Host: r.host.Name, Options: api.ProvisionOptions{
 			LiveSSHDeadline: "4m", OSSSHDeadline: "4m", ImageHeartbeat: "5s", StepAttempts: 3, RetryInterval: "1s"}})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	t.Logf("worker killed with the stream at %d of %d bytes, %s after the start", seen.Offset, seen.Total, time.Since(start).Round(time.Second))
 	startWorker()
 
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("ProvisionHost: %v", err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/lab"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -85,7 +85,7 @@ func TestQEMUWriteImage(t *testing.T) {
 	in := image.WriteInput{
 		Host:   "vm1",
 		Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live", HostKey: lease.HostKey},
-		Image:  spec.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
+		Image:  api.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
 		Disk:   "/dev/vda",
 		Mode:   image.ModePush,
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -69,7 +69,7 @@ esac
 // write and its inventory entry and secrets.
 type provisionRig struct {
 	l      *qemuLab
-	host   spec.Host
+	host   api.Host
 	sec    secrets.Static
 	keyPEM []byte
 	bmc    *ipmisim.Sim
@@ -131,16 +131,16 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	// through a jump host there, OpenSSH's sshd in the server namespace.
 	jump := startJumpHost(t, l, signer.PublicKey())
 
-	host := spec.Host{
+	host := api.Host{
 		Name:    "vm1",
-		BMC:     spec.BMC{Address: "127.0.0.1", Port: bmcSim.Port(), Provider: "ipmi", Credential: "bmc/vm1"},
+		BMC:     api.BMC{Address: "127.0.0.1", Port: bmcSim.Port(), Provider: "ipmi", Credential: "bmc/vm1"},
 		MAC:     vmMAC,
-		Network: spec.Network{IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP},
+		Network: api.Network{IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP},
 		Disk:    "/dev/vda",
-		Image:   spec.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
-		SSH: spec.SSH{User: "root", Credential: "ssh/provision",
-			Jump: &spec.SSHJump{Address: jump.addr, Credential: "ssh/provision", HostKey: jump.hostKey}},
-		Chef: &spec.Chef{ServerURL: "https://chef.lab.invalid/organizations/lab", RunList: []string{"role[db]"},
+		Image:   api.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
+		SSH: api.SSH{User: "root", Credential: "ssh/provision",
+			Jump: &api.SSHJump{Address: jump.addr, Credential: "ssh/provision", HostKey: jump.hostKey}},
+		Chef: &api.Chef{ServerURL: "https://chef.lab.invalid/organizations/lab", RunList: []string{"role[db]"},
 			Environment: "lab", ValidatorCredential: "chef/validator"},
 	}
 	host.Defaults()
@@ -195,7 +195,7 @@ func TestQEMUProvisionHost(t *testing.T) {
 	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20})
 	env.RegisterActivity(&chef.Activities{Dialer: dialer, Secrets: sec})
 	start := time.Now()
-	env.ExecuteWorkflow(spec.WorkflowProvisionHost, spec.ProvisionInput{Host: host.Name, Spec: &host, Options: spec.ProvisionOptions{
+	env.ExecuteWorkflow(api.WorkflowProvisionHost, api.ProvisionInput{Host: host.Name, Spec: &host, Options: api.ProvisionOptions{
 		LiveSSHDeadline: "4m", OSSSHDeadline: "4m", StepAttempts: 2, RetryInterval: "2s",
 	}})
 	if !env.IsWorkflowCompleted() {
@@ -204,7 +204,7 @@ func TestQEMUProvisionHost(t *testing.T) {
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatalf("ProvisionHost: %v", err)
 	}
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	if err := env.GetWorkflowResult(&res); err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func startJumpHost(t *testing.T, l *qemuLab, key ssh.PublicKey) *jumpHost {
 func buildHelper(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "rackflow-diskhelper")
-	b := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/rackflow/rackflow/activities/image/diskhelper")
+	b := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
 	b.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if o, err := b.CombinedOutput(); err != nil {
 		t.Fatalf("build diskhelper: %v\n%s", err, o)

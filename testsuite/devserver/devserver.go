@@ -21,7 +21,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 )
 
 // Options configure a dev server. The zero value runs headless on free
@@ -120,13 +120,13 @@ func (s *Server) args() []string {
 	} else {
 		args = append(args, "--headless")
 	}
-	keys := make([]string, 0, len(spec.SearchAttributes))
-	for k := range spec.SearchAttributes {
+	keys := make([]string, 0, len(api.SearchAttributes))
+	for k := range api.SearchAttributes {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		args = append(args, "--search-attribute", k+"="+spec.SearchAttributes[k])
+		args = append(args, "--search-attribute", k+"="+api.SearchAttributes[k])
 	}
 	return args
 }

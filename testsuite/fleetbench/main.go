@@ -56,7 +56,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
@@ -105,7 +105,7 @@ type config struct {
 
 // Options of every run: short deadlines so a stuck run shows within the
 // bench, a 1s first back-off.
-var runOptions = spec.ProvisionOptions{
+var runOptions = api.ProvisionOptions{
 	LiveSSHDeadline:   "3m",
 	OSSSHDeadline:     "3m",
 	AttentionDeadline: "2m",
@@ -196,9 +196,9 @@ func (b *bench) setUp(ctx context.Context) error {
 		return err
 	}
 	pxeURL := "http://" + ln.Addr().String()
-	api := &pxe.APIServer{Listener: ln, Token: pxeToken, Store: b.store, PublicURL: pxeURL,
+	apiSrv := &pxe.APIServer{Listener: ln, Token: pxeToken, Store: b.store, PublicURL: pxeURL,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	go func() { _ = api.Serve(ctx) }()
+	go func() { _ = apiSrv.Serve(ctx) }()
 
 	ports, err := freePorts(3)
 	if err != nil {
@@ -212,7 +212,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 
 	// The machines: index 0 is the one that runs alone.
-	inv := spec.Inventory{}
+	inv := api.Inventory{}
 	sec := map[string]map[string]string{
 		"ssh/provision":  {"private_key_file": filepath.Join(keys, "worker_ed25519")},
 		"chef/validator": {"private_key_file": filepath.Join(keys, "chef-validator.pem")},
@@ -253,15 +253,15 @@ func (b *bench) setUp(ctx context.Context) error {
 		b.machines = append(b.machines, m)
 		bmcHost, bmcPort, _ := net.SplitHostPort(m.bmcAddr)
 		port, _ := strconv.Atoi(bmcPort)
-		inv.Hosts = append(inv.Hosts, spec.Host{
+		inv.Hosts = append(inv.Hosts, api.Host{
 			Name:    name,
-			BMC:     spec.BMC{Address: bmcHost, Port: port, Provider: "redfish", Credential: "bmc/" + name},
+			BMC:     api.BMC{Address: bmcHost, Port: port, Provider: "redfish", Credential: "bmc/" + name},
 			MAC:     m.mac,
-			Network: spec.Network{IP: m.ip, Netmask: "255.0.0.0"},
+			Network: api.Network{IP: m.ip, Netmask: "255.0.0.0"},
 			Disk:    m.disk,
-			Image:   spec.Image{URL: b.imagePath, Size: b.imageSize, SHA256: b.imageSHA},
-			SSH:     spec.SSH{User: "root", Port: b.fleet.osPort, LivePort: b.fleet.livePort, Credential: "ssh/provision"},
-			Chef: &spec.Chef{
+			Image:   api.Image{URL: b.imagePath, Size: b.imageSize, SHA256: b.imageSHA},
+			SSH:     api.SSH{User: "root", Port: b.fleet.osPort, LivePort: b.fleet.livePort, Credential: "ssh/provision"},
+			Chef: &api.Chef{
 				ServerURL:           "https://chef.fleetbench.invalid/organizations/bench",
 				RunList:             []string{"role[base]"},
 				ValidatorCredential: "chef/validator",
@@ -395,11 +395,11 @@ type outcome struct {
 
 func (b *bench) start(ctx context.Context, m *machine) (client.WorkflowRun, error) {
 	return b.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       spec.ProvisionWorkflowID(m.name),
-		TaskQueue:                                spec.DefaultTaskQueue,
+		ID:                                       api.ProvisionWorkflowID(m.name),
+		TaskQueue:                                api.DefaultTaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: m.name, Options: runOptions})
+	}, api.WorkflowProvisionHost, api.ProvisionInput{Host: m.name, Options: runOptions})
 }
 
 // provision starts one run, waits for it and checks what a user would:
@@ -412,7 +412,7 @@ func (b *bench) provision(ctx context.Context, m *machine, started time.Time) ou
 		o.err = fmt.Errorf("start: %w", err)
 		return o
 	}
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	if err := run.Get(ctx, &res); err != nil {
 		o.err = fmt.Errorf("run: %w", err)
 		o.duration = time.Since(started)
@@ -423,7 +423,7 @@ func (b *bench) provision(ctx context.Context, m *machine, started time.Time) ou
 	return o
 }
 
-func (b *bench) check(ctx context.Context, m *machine, res spec.ProvisionResult) error {
+func (b *bench) check(ctx context.Context, m *machine, res api.ProvisionResult) error {
 	var errs []string
 	if res.ImageDigest != b.imageSHA {
 		errs = append(errs, fmt.Sprintf("result digest %s, want %s", res.ImageDigest, b.imageSHA))
@@ -452,7 +452,7 @@ func (b *bench) check(ctx context.Context, m *machine, res spec.ProvisionResult)
 	if l, ok, err := b.store.Lookup(ctx, m.mac); err != nil || !ok || l.Profile != pxe.ProfileDisk {
 		errs = append(errs, fmt.Sprintf("lease after provisioning %+v (found %v, %v), want profile disk", l.Profile, ok, err))
 	}
-	if len(res.Steps) != len(spec.ProvisionSteps) {
+	if len(res.Steps) != len(api.ProvisionSteps) {
 		errs = append(errs, fmt.Sprintf("%d steps in result", len(res.Steps)))
 	}
 	for _, s := range res.Steps {

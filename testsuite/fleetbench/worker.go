@@ -31,7 +31,7 @@ import (
 	"github.com/rackflow/rackflow/activities/remote"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/workflows"
 )
 
@@ -92,7 +92,7 @@ func runWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := spec.LoadInventory(*inv); err != nil {
+	if _, err := api.LoadInventory(*inv); err != nil {
 		return err
 	}
 	path := *inv
@@ -106,7 +106,7 @@ func runWorker(args []string) error {
 		return fmt.Errorf("connect to Temporal at %s: %w", *addr, err)
 	}
 	defer c.Close()
-	w := worker.New(c, spec.DefaultTaskQueue, worker.Options{
+	w := worker.New(c, api.DefaultTaskQueue, worker.Options{
 		WorkerStopTimeout:                      5 * time.Second,
 		MaxConcurrentActivityExecutionSize:     ws.ActSlots,
 		MaxConcurrentWorkflowTaskExecutionSize: ws.WFTSlots,
@@ -114,7 +114,7 @@ func runWorker(args []string) error {
 		MaxConcurrentWorkflowTaskPollers:       ws.WFTPollers,
 	})
 	workflows.Register(w)
-	w.RegisterActivity(&inventory.Activities{Load: func() (*spec.Inventory, error) { return spec.LoadInventory(path) }, Secrets: res})
+	w.RegisterActivity(&inventory.Activities{Load: func() (*api.Inventory, error) { return api.LoadInventory(path) }, Secrets: res})
 	w.RegisterActivity(&lease.Activities{PXE: pxeclient.New(*pxeURL, token, nil), Secrets: res})
 	w.RegisterActivity(bmcActs)
 	w.RegisterActivity(&remote.Activities{Dialer: dialer})

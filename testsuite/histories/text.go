@@ -1,4 +1,5 @@
-// Package histories holds saved histories of real runs (for replay tests) and
+// Package histories reads runs back for tests (the saved histories replayed in
+// CI live in workflows/testdata) and holds
 // a helper that renders a history as searchable text, with every payload
 // decoded, so a test can prove no secret reached it. Payload data is base64 in
 // a history's JSON form: searching that JSON alone would miss a leak.

@@ -41,7 +41,7 @@ import (
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -193,7 +193,7 @@ func run(parent string, size int64, runs int) error {
 		compressed[c.format] = st.Size()
 	}
 	b.helper = filepath.Join(dir, "rackflow-diskhelper")
-	hb := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.helper, "github.com/rackflow/rackflow/activities/image/diskhelper")
+	hb := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.helper, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
 	hb.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := hb.CombinedOutput(); err != nil {
 		return fmt.Errorf("build diskhelper: %v: %s", err, out)
@@ -560,6 +560,6 @@ func prefixFile(src, dst string, n int64) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), out.Close()
 }
 
-func specImage(url string, size int64, sha string) spec.Image {
-	return spec.Image{URL: url, Size: size, SHA256: sha}
+func specImage(url string, size int64, sha string) api.Image {
+	return api.Image{URL: url, Size: size, SHA256: sha}
 }

@@ -29,7 +29,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/histories"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
@@ -60,7 +60,7 @@ func buildWorker(t *testing.T) string {
 		}
 		// Installed as in production: the disk helper beside the worker,
 		// which finds and uploads it to the live system.
-		cmd = exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "rackflow-diskhelper"), "github.com/rackflow/rackflow/activities/image/diskhelper")
+		cmd = exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "rackflow-diskhelper"), "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build diskhelper: %v\n%s", err, out)
@@ -215,7 +215,7 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-var testOptions = spec.ProvisionOptions{
+var testOptions = api.ProvisionOptions{
 	LiveSSHDeadline:   "2m",
 	OSSSHDeadline:     "2m",
 	AttentionDeadline: "10m",
@@ -227,11 +227,11 @@ var testOptions = spec.ProvisionOptions{
 func (s *stack) start(t *testing.T) client.WorkflowRun {
 	t.Helper()
 	run, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
-		ID:                                       spec.ProvisionWorkflowID(s.lab.Options.Host),
-		TaskQueue:                                spec.DefaultTaskQueue,
+		ID:                                       api.ProvisionWorkflowID(s.lab.Options.Host),
+		TaskQueue:                                api.DefaultTaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: s.lab.Options.Host, Options: testOptions})
+	}, api.WorkflowProvisionHost, api.ProvisionInput{Host: s.lab.Options.Host, Options: testOptions})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -287,11 +287,11 @@ func writeImageResult(t *testing.T, h *historypb.History) (image.WriteResult, in
 	return r, attempt
 }
 
-func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) spec.ProvisionResult {
+func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) api.ProvisionResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var res spec.ProvisionResult
+	var res api.ProvisionResult
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("provisioning failed: %v", err)
 	}
@@ -357,10 +357,10 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 
 	// A second start for the same host is refused while the first runs.
 	_, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
-		ID: spec.ProvisionWorkflowID(s.lab.Options.Host), TaskQueue: spec.DefaultTaskQueue,
+		ID: api.ProvisionWorkflowID(s.lab.Options.Host), TaskQueue: api.DefaultTaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, spec.WorkflowProvisionHost, spec.ProvisionInput{Host: s.lab.Options.Host})
+	}, api.WorkflowProvisionHost, api.ProvisionInput{Host: s.lab.Options.Host})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if !errors.As(err, &already) {
 		t.Errorf("second start: err = %v, want WorkflowExecutionAlreadyStarted", err)
@@ -418,13 +418,13 @@ func TestProvisionResumesAfterGracefulStop(t *testing.T) {
 
 // waitStatusProgress waits until the run's status query shows the image
 // stream part-way, as an operator running `starter status` would see it.
-func (s *stack) waitStatusProgress(t *testing.T, id string) spec.ProvisionStatus {
+func (s *stack) waitStatusProgress(t *testing.T, id string) api.ProvisionStatus {
 	t.Helper()
-	var st spec.ProvisionStatus
+	var st api.ProvisionStatus
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		v, err := s.client.QueryWorkflow(context.Background(), id, "", spec.QueryStatus)
-		if err == nil && v.Get(&st) == nil && st.Step == spec.StepWriteImage && st.BytesWritten > 0 {
+		v, err := s.client.QueryWorkflow(context.Background(), id, "", api.QueryStatus)
+		if err == nil && v.Get(&st) == nil && st.Step == api.StepWriteImage && st.BytesWritten > 0 {
 			return st
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/rackflow/rackflow/activities/nitro"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
@@ -41,15 +41,15 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	}
 	c, w := serverAndWorker(t, dir, secretsPath)
 
-	in := spec.PublishInput{
+	in := api.PublishInput{
 		Name: "db", VIP: "203.0.113.30", Port: 5432, Protocol: "TCP",
-		Backends:  []spec.Backend{{IP: "10.0.2.11", Port: 5432}, {IP: "10.0.2.12", Port: 5432}},
-		RNAT:      &spec.RNAT{Network: "10.0.2.0", Netmask: "255.255.255.0", NATIP: "203.0.113.31"},
-		NetScaler: spec.NetScaler{URL: slow.URL, Credential: "netscaler/lab", Auth: "header"},
+		Backends:  []api.Backend{{IP: "10.0.2.11", Port: 5432}, {IP: "10.0.2.12", Port: 5432}},
+		RNAT:      &api.RNAT{Network: "10.0.2.0", Netmask: "255.255.255.0", NATIP: "203.0.113.31"},
+		NetScaler: api.NetScaler{URL: slow.URL, Credential: "netscaler/lab", Auth: "header"},
 	}
-	id := spec.PublishWorkflowID(in.VIP, in.Port)
-	run, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: spec.DefaultTaskQueue},
-		spec.WorkflowPublishService, in)
+	id := api.PublishWorkflowID(in.VIP, in.Port)
+	run, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: api.DefaultTaskQueue},
+		api.WorkflowPublishService, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var res spec.PublishResult
+	var res api.PublishResult
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("publish: %v", err)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
@@ -114,7 +114,7 @@ provision: {step_attempts: 1, attention_deadline: 30m, image_heartbeat: 5s}
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		out, code := s.starter(t, "list", "--stuck")
-		if code == 0 && strings.Contains(out, spec.StateNeedsAttention) && strings.Contains(out, spec.StepChef) {
+		if code == 0 && strings.Contains(out, api.StateNeedsAttention) && strings.Contains(out, api.StepChef) {
 			stuck = out
 			break
 		}

@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/rackflow/rackflow/activities/cloudstack"
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/csfake"
 	"github.com/rackflow/rackflow/testsuite/guestlab"
 )
@@ -48,14 +48,14 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 	}
 	c, w := serverAndWorker(t, dir, secretsPath)
 
-	in := spec.VMNetInput{
+	in := api.VMNetInput{
 		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
-		Guest:      spec.GuestSSH{Address: lab.Target.Addr, User: "root", Credential: guestlab.Credential, HostKey: lab.Target.HostKey},
-		CloudStack: spec.CloudStack{URL: cs.URL(), Credential: "cloudstack/lab"},
+		Guest:      api.GuestSSH{Address: lab.Target.Addr, User: "root", Credential: guestlab.Credential, HostKey: lab.Target.HostKey},
+		CloudStack: api.CloudStack{URL: cs.URL(), Credential: "cloudstack/lab"},
 	}
-	id := spec.VMNetWorkflowID(in.VM, in.Network)
-	run, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: spec.DefaultTaskQueue},
-		spec.WorkflowSetupVMNetwork, in)
+	id := api.VMNetWorkflowID(in.VM, in.Network)
+	run, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: api.DefaultTaskQueue},
+		api.WorkflowSetupVMNetwork, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var res spec.VMNetResult
+	var res api.VMNetResult
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
@@ -101,8 +101,8 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 	}
 
 	// And back: TeardownVMNetwork leaves the VM and the guest as before.
-	trun, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: spec.DefaultTaskQueue},
-		spec.WorkflowTeardownVMNetwork, in)
+	trun, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: id, TaskQueue: api.DefaultTaskQueue},
+		api.WorkflowTeardownVMNetwork, in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/rackflow/rackflow/spec"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -300,16 +300,16 @@ func (l *Lab) writeChef() error {
 func ChefClient(dir string) string { return fmt.Sprintf(chefClient, dir) }
 
 // Host is the lab host's inventory entry.
-func (l *Lab) Host() spec.Host {
-	h := spec.Host{
+func (l *Lab) Host() api.Host {
+	h := api.Host{
 		Name:    l.Options.Host,
-		BMC:     spec.BMC{Address: "127.0.0.1", Port: l.BMCPort, Provider: "ipmi", Credential: "bmc/" + l.Options.Host},
+		BMC:     api.BMC{Address: "127.0.0.1", Port: l.BMCPort, Provider: "ipmi", Credential: "bmc/" + l.Options.Host},
 		MAC:     l.MAC,
-		Network: spec.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
+		Network: api.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
 		Disk:    l.DiskPath,
-		Image:   spec.Image{URL: l.ImagePath, Size: l.ImageSize, SHA256: l.ImageSHA256},
-		SSH:     spec.SSH{User: "root", Port: l.OSPort, LivePort: l.LivePort, Credential: "ssh/provision"},
-		Chef: &spec.Chef{
+		Image:   api.Image{URL: l.ImagePath, Size: l.ImageSize, SHA256: l.ImageSHA256},
+		SSH:     api.SSH{User: "root", Port: l.OSPort, LivePort: l.LivePort, Credential: "ssh/provision"},
+		Chef: &api.Chef{
 			ServerURL:           "https://chef.lab.invalid/organizations/lab",
 			RunList:             []string{"role[db]", "recipe[base]"},
 			Environment:         "lab",

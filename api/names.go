@@ -1,10 +1,10 @@
-// Package spec holds what every part of rackflow agrees on: the inventory and
+// Package api holds what every part of rackflow agrees on: the inventory and
 // input types, their validation, and the names (task queue, workflow IDs,
 // search attributes, queries, Updates) shared by the worker, the workflows and
 // the starter. It carries no secret values, only references to them, and
 // imports no vendor SDK, so the starter can use it without pulling in bmclib,
 // cloudstack-go or the NITRO client.
-package spec
+package api
 
 import "strings"
 
