@@ -27,6 +27,9 @@ type Secret struct {
 	Username   string
 	Password   string
 	PrivateKey string
+	// Endpoints lists where this secret may be sent (see Allows). It is
+	// not secret itself; empty means bound to nothing.
+	Endpoints []string
 }
 
 // String redacts, so fmt and loggers never print a value.
@@ -49,6 +52,8 @@ type fileEntry struct {
 	PrivateKey     string `yaml:"private_key"`
 	PrivateKeyFile string `yaml:"private_key_file"`
 	PasswordEnv    string `yaml:"password_env"`
+	// Endpoints binds the secret to the peers it may be sent to.
+	Endpoints []string `yaml:"endpoints"`
 }
 
 type fileFormat struct {
@@ -67,8 +72,16 @@ type File struct {
 	Path string
 
 	mu      sync.Mutex
-	mtime   int64
+	stamp   fileStamp
 	entries map[string]fileEntry
+}
+
+// fileStamp tells a rewritten file from the one loaded: an editor that
+// renames a new file over the old one changes the inode, an in-place
+// rewrite the size or the modification time.
+type fileStamp struct {
+	mtime, size int64
+	ino         uint64
 }
 
 // NewFile loads path once, so a broken file is reported at start-up.
@@ -85,8 +98,14 @@ func (f *File) reload() error {
 	if err != nil {
 		return fmt.Errorf("secrets file: %w", err)
 	}
-	if st.ModTime().UnixNano() == f.mtime && f.entries != nil {
+	stamp := stampOf(st)
+	if stamp == f.stamp && f.entries != nil {
 		return nil
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		// As ssh does for private keys: a file others can read is a leak
+		// already, and refusing it is the only way anyone notices.
+		return fmt.Errorf("secrets file %s: mode %04o lets others read it; chmod 600 it", f.Path, st.Mode().Perm())
 	}
 	data, err := os.ReadFile(f.Path)
 	if err != nil {
@@ -99,8 +118,15 @@ func (f *File) reload() error {
 		// Never echo the file's content: it is full of secrets.
 		return fmt.Errorf("secrets file %s: malformed YAML", f.Path)
 	}
+	for ref, e := range ff.Secrets {
+		for _, ep := range e.Endpoints {
+			if err := checkPattern(ep); err != nil {
+				return fmt.Errorf("secrets file %s: %s: endpoints: %w", f.Path, ref, err)
+			}
+		}
+	}
 	f.entries = ff.Secrets
-	f.mtime = st.ModTime().UnixNano()
+	f.stamp = stamp
 	return nil
 }
 
@@ -116,7 +142,7 @@ func (f *File) Resolve(_ context.Context, ref string) (Secret, error) {
 	if !ok {
 		return Secret{}, fmt.Errorf("%w: %q", ErrNotFound, ref)
 	}
-	s := Secret{Username: e.Username, Password: e.Password, PrivateKey: e.PrivateKey}
+	s := Secret{Username: e.Username, Password: e.Password, PrivateKey: e.PrivateKey, Endpoints: e.Endpoints}
 	if e.PasswordEnv != "" {
 		v, ok := os.LookupEnv(e.PasswordEnv)
 		if !ok {
