@@ -79,6 +79,11 @@ type Server struct {
 	// ServerIP is this server's address on the segment: the server
 	// identifier (option 54) and next-server (siaddr). Required.
 	ServerIP net.IP
+	// Relays lists the DHCP relay agents (giaddr) whose forwarded requests
+	// are answered. A request naming any other giaddr is ignored: the reply
+	// would go to that address. Empty: no relays, only directly attached
+	// clients are served.
+	Relays []net.IP
 	// Backend gives the lease of each MAC. Nil means no MAC is registered.
 	Backend Backend
 	// LeaseTime is the lease time offered (capped by Lease.Expires).

@@ -23,6 +23,7 @@ const (
 	reasonBackendError = "backend_error"
 	reasonOtherServer  = "other_server"
 	reasonNotPXE       = "not_pxe"
+	reasonUnknownRelay = "unknown_relay"
 )
 
 // Vendor classes (option 60) of network-boot clients.
@@ -56,6 +57,12 @@ func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4, onProxyPort boo
 	mac := req.ClientHWAddr
 	log := s.log.With("mac", mac.String(), "xid", req.TransactionID.String())
 	mt := req.MessageType()
+	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() && !s.isRelay(gi) {
+		// Replies go to giaddr: an unknown one would let anyone on the
+		// segment aim our answers (and the lease in them) at any address.
+		s.ignore(log, mac, reasonUnknownRelay, "giaddr", gi.String())
+		return nil
+	}
 
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
@@ -116,6 +123,16 @@ func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4, onProxyPort boo
 		return s.nak(log, req, asked, lease)
 	}
 	return s.answer(log, req, dhcpv4.MessageTypeAck, lease)
+}
+
+// isRelay reports whether gi is one of the configured relay agents.
+func (s *Server) isRelay(gi net.IP) bool {
+	for _, r := range s.Relays {
+		if r.Equal(gi) {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup returns the lease to serve mac, or ok=false after counting and

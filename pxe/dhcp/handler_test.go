@@ -102,6 +102,7 @@ func newBackend() *fakeBackend {
 func newTestServer(b Backend, log *slog.Logger) *Server {
 	s := &Server{
 		ServerIP:      serverIP,
+		Relays:        []net.IP{net.ParseIP("10.98.0.1")},
 		Backend:       b,
 		LeaseTime:     time.Hour,
 		BootFiles:     BootFiles{HTTP: "http://10.99.0.1:8080/files/ipxe.efi"},
@@ -436,7 +437,7 @@ func TestMetrics(t *testing.T) {
 	s.handleBytes(ctx, []byte{1, 2, 3}, false)
 
 	want := `
-# HELP rackflow_pxe_dhcp_ignored_total DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unsupported.
+# HELP rackflow_pxe_dhcp_ignored_total DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unknown_relay, unsupported.
 # TYPE rackflow_pxe_dhcp_ignored_total counter
 rackflow_pxe_dhcp_ignored_total{reason="malformed"} 1
 rackflow_pxe_dhcp_ignored_total{reason="unregistered"} 2
@@ -512,5 +513,46 @@ func TestLimiterBounded(t *testing.T) {
 	}
 	if len(l.last) > 3 {
 		t.Errorf("limiter holds %d keys, max 3", len(l.last))
+	}
+}
+
+// TestRelayAllowList: a client that puts an address of its choosing in
+// giaddr must not get our reply (and its lease) sent there; a configured
+// relay is still answered, through the relay.
+func TestRelayAllowList(t *testing.T) {
+	relay := net.ParseIP("10.98.0.1")
+	tests := map[string]struct {
+		relays []net.IP
+		giaddr string
+		answer bool
+	}{
+		"no giaddr, no relays":         {giaddr: "", answer: true},
+		"forged giaddr, no relays":     {giaddr: "198.51.100.7", answer: false},
+		"forged giaddr, other relay":   {relays: []net.IP{relay}, giaddr: "198.51.100.7", answer: false},
+		"configured relay is answered": {relays: []net.IP{relay}, giaddr: "10.98.0.1", answer: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := newTestServer(newBackend(), nil)
+			s.Relays = tc.relays
+			var mods []dhcpv4.Modifier
+			if tc.giaddr != "" {
+				mods = append(mods, dhcpv4.WithGatewayIP(net.ParseIP(tc.giaddr)))
+			}
+			reply := s.handle(context.Background(), discover(macLive, mods...), false)
+			if got := reply != nil; got != tc.answer {
+				t.Fatalf("answered = %v, want %v", got, tc.answer)
+			}
+			if reply != nil && tc.giaddr != "" {
+				if dst := replyDestination(reply, nil); !dst.IP.Equal(relay) {
+					t.Errorf("reply goes to %v, want the relay %v", dst, relay)
+				}
+			}
+			if !tc.answer {
+				if got := testutil.ToFloat64(s.metrics.ignored.WithLabelValues(reasonUnknownRelay)); got != 1 {
+					t.Errorf("ignored{unknown_relay} = %v, want 1", got)
+				}
+			}
+		})
 	}
 }

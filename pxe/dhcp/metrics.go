@@ -20,7 +20,7 @@ func newMetrics() *metrics {
 		}, []string{"type"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackflow_pxe_dhcp_ignored_total",
-			Help: "DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unsupported.",
+			Help: "DHCP packets not answered, by reason: malformed, unregistered, expired, profile_none, backend_error, other_server, not_pxe, unknown_relay, unsupported.",
 		}, []string{"reason"}),
 	}
 }

@@ -19,12 +19,14 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Errors a transfer fails with; the client sees their text in the TFTP
@@ -33,7 +35,13 @@ var (
 	ErrConfig    = errors.New("tftp: invalid config")
 	ErrNotFound  = errors.New("file not found")
 	ErrForbidden = errors.New("access violation")
+	ErrBusy      = errors.New("server busy, try again")
 )
+
+// DefaultMaxTransfers caps concurrent transfers when Server.MaxTransfers is
+// zero: far above a real boot storm's need for a few-KiB iPXE binary, low
+// enough that a flood of read requests cannot pin memory and sockets.
+const DefaultMaxTransfers = 256
 
 // Transfer describes one finished read request, for Server.OnTransfer.
 type Transfer struct {
@@ -53,9 +61,17 @@ type Server struct {
 	Root string
 	// ListenAddr is the UDP address to listen on. Default "0.0.0.0:69".
 	ListenAddr string
+	// Interface, when set, binds the socket to that interface
+	// (SO_BINDTODEVICE), so only the boot network reaches the server even
+	// when ListenAddr is 0.0.0.0.
+	Interface string
 	// Conn, when set, is used instead of listening on ListenAddr.
 	// Serve closes it when ctx is cancelled.
 	Conn net.PacketConn
+	// MaxTransfers caps transfers in flight; a read request beyond it is
+	// answered with an ERROR ("server busy") at once. Zero means
+	// DefaultMaxTransfers.
+	MaxTransfers int
 	// MaxBlockSize caps the blksize a client may negotiate (513..65464).
 	// Zero leaves the cap at the MTU of the interface the request came in
 	// on minus headers, so blocks are never fragmented.
@@ -86,6 +102,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	root     *os.Root
+	slots    chan struct{}
 }
 
 func (s *Server) init() error {
@@ -111,6 +128,11 @@ func (s *Server) init() error {
 			return
 		}
 		s.root = r
+		n := s.MaxTransfers
+		if n <= 0 {
+			n = DefaultMaxTransfers
+		}
+		s.slots = make(chan struct{}, n)
 	})
 	return s.initErr
 }
@@ -128,9 +150,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		if addr == "" {
 			addr = "0.0.0.0:69"
 		}
-		c, err := net.ListenPacket("udp", addr)
+		c, err := listen(ctx, addr, s.Interface)
 		if err != nil {
-			return fmt.Errorf("tftp: listen on %s: %w", addr, err)
+			return fmt.Errorf("tftp: listen on %s (interface %q): %w", addr, s.Interface, err)
 		}
 		conn = c
 	}
@@ -177,7 +199,13 @@ func (s *Server) open(name string) (*os.File, int64, error) {
 		}
 	}
 	// os.Root refuses any path, symlinks included, that resolves outside Root.
-	f, err := s.root.Open(path.Clean(name))
+	// Lstat first and O_NONBLOCK: opening a FIFO for reading would block
+	// until a writer comes, and opening a device can have side effects.
+	clean := path.Clean(name)
+	if st, err := s.root.Stat(clean); err == nil && !st.Mode().IsRegular() {
+		return nil, 0, ErrForbidden
+	}
+	f, err := s.root.OpenFile(clean, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, 0, ErrNotFound
@@ -205,6 +233,13 @@ func (s *Server) readHandler(name string, rf io.ReaderFrom) error {
 		s.record(t)
 	}()
 
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		t.Err = ErrBusy
+		return ErrBusy
+	}
 	f, size, err := s.open(name)
 	if err != nil {
 		t.Err = err
@@ -232,6 +267,8 @@ func (s *Server) record(t Transfer) {
 		result = "not_found"
 	case errors.Is(t.Err, ErrForbidden):
 		result = "forbidden"
+	case errors.Is(t.Err, ErrBusy):
+		result = "busy"
 	case t.Err != nil:
 		result = "failed"
 	}
@@ -249,6 +286,23 @@ func (s *Server) record(t Transfer) {
 	if s.OnTransfer != nil {
 		s.OnTransfer(t)
 	}
+}
+
+// listen opens the UDP socket, bound to iface when one is named.
+func listen(ctx context.Context, addr, iface string) (net.PacketConn, error) {
+	lc := net.ListenConfig{}
+	if iface != "" {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.BindToDevice(int(fd), iface)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc.ListenPacket(ctx, "udp", addr)
 }
 
 func enablePktinfo(conn net.PacketConn) {

@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rackflow/rackflow/testsuite/netns"
 )
 
 // testRoot makes a served directory and a secret file beside it:
@@ -329,5 +333,120 @@ func TestServeConfigErrors(t *testing.T) {
 				t.Errorf("Serve = %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// TestSpecialFilesRefusedWithoutBlocking: a FIFO in the served directory
+// used to hang its transfer in open(2) until a writer came; a device node
+// was opened before it was refused. Both are refused at once now, and the
+// server still serves regular files afterwards.
+func TestSpecialFilesRefusedWithoutBlocking(t *testing.T) {
+	root, content := testRoot(t, 1000)
+	must(t, syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644))
+	names := []string{"fifo"}
+	if err := syscall.Mknod(filepath.Join(root, "null"), syscall.S_IFCHR|0o644, 1<<8|3); err == nil {
+		names = append(names, "null")
+	} else {
+		t.Logf("mknod (needs root): %v; testing the FIFO only", err)
+	}
+	addr := start(t, &Server{Root: root})
+	for _, name := range names {
+		if _, errMsg := rrq(t, addr, name); errMsg != "access violation" {
+			t.Errorf("%s: error %q, want access violation", name, errMsg)
+		}
+	}
+	got, _, err := fetch(addr, "undionly.kpxe", 512)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("after the refusals: %v", err)
+	}
+}
+
+// TestTransfersCapped: with MaxTransfers 1, a client that asks for a file
+// and never acknowledges holds the only slot; the next request is told the
+// server is busy instead of taking another goroutine and socket.
+func TestTransfersCapped(t *testing.T) {
+	root, content := testRoot(t, 100000)
+	addr := start(t, &Server{Root: root, MaxTransfers: 1})
+	stall, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer stall.Close()
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	must(t, err)
+	_, err = stall.WriteTo(append(append([]byte{0, 1}, "undionly.kpxe\x00octet\x00"...)), ua)
+	must(t, err)
+	// The first DATA block proves the transfer holds its slot.
+	buf := make([]byte, 1024)
+	_ = stall.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, _, err := stall.ReadFrom(buf)
+	if err != nil || n < 4 || binary.BigEndian.Uint16(buf) != 3 {
+		t.Fatalf("first transfer: no DATA block (%d bytes, %v)", n, err)
+	}
+	if _, errMsg := rrq(t, addr, "undionly.kpxe"); errMsg != ErrBusy.Error() {
+		t.Fatalf("second transfer: error %q, want %q", errMsg, ErrBusy.Error())
+	}
+	// Once the stalled client gives up, the slot is free again.
+	_, _ = stall.WriteTo([]byte{0, 5, 0, 0, 'b', 'y', 'e', 0}, ua)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _, err := fetch(addr, "undionly.kpxe", 1468)
+		if err == nil && bytes.Equal(got, content) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed: %v", err)
+		}
+	}
+}
+
+// TestListenBindsToInterface: a socket bound to the boot interface does not
+// hear a request that arrives on another one, even on 0.0.0.0.
+func TestListenBindsToInterface(t *testing.T) {
+	netns.Require(t, nil)
+	ns := netns.New(t, "tftpif")
+	ns.Run("ip", "link", "add", "boot0", "type", "veth", "peer", "name", "boot1")
+	ns.Run("ip", "link", "set", "boot0", "up")
+	ns.AddAddr("boot0", "192.0.2.1/24")
+	err := ns.Do(func() error {
+		ctx := context.Background()
+		onBoot, err := listen(ctx, "0.0.0.0:0", "boot0")
+		if err != nil {
+			return err
+		}
+		defer onBoot.Close()
+		onLo, err := listen(ctx, "0.0.0.0:0", "lo")
+		if err != nil {
+			return err
+		}
+		defer onLo.Close()
+		client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		port := func(c net.PacketConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
+		// Loopback delivers inside sendto: once onLo has its packet, a
+		// packet for onBoot would be queued already.
+		if _, err := client.WriteTo([]byte("to boot0"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port(onBoot)}); err != nil {
+			return err
+		}
+		if _, err := client.WriteTo([]byte("to lo"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port(onLo)}); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		_ = onLo.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, _, err := onLo.ReadFrom(buf); err != nil {
+			return fmt.Errorf("socket bound to lo: %w", err)
+		}
+		_ = onBoot.SetReadDeadline(time.Now())
+		if n, _, err := onBoot.ReadFrom(buf); err == nil {
+			return fmt.Errorf("socket bound to boot0 received %q from lo", buf[:n])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen(context.Background(), "127.0.0.1:0", "no-such-if0"); err == nil {
+		t.Error("listen on a missing interface succeeded")
 	}
 }

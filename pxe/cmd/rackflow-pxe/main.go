@@ -71,6 +71,7 @@ type config struct {
 	DHCPLeaseTime     string `yaml:"dhcp_lease_time"`
 	DHCPProxy         string `yaml:"dhcp_proxy"`
 	DHCPProxyAddr     string `yaml:"dhcp_proxy_addr"`
+	DHCPRelays        string `yaml:"dhcp_relays"`
 	BootFileBIOS      string `yaml:"boot_file_bios"`
 	BootFileUEFI      string `yaml:"boot_file_uefi"`
 	BootFileUEFIARM64 string `yaml:"boot_file_uefi_arm64"`
@@ -78,6 +79,8 @@ type config struct {
 	IPXEScriptURL     string `yaml:"ipxe_script_url"`
 	TFTPRoot          string `yaml:"tftp_root"`
 	TFTPAddr          string `yaml:"tftp_addr"`
+	TFTPInterface     string `yaml:"tftp_interface"`
+	TFTPMaxTransfers  string `yaml:"tftp_max_transfers"`
 }
 
 type setting struct {
@@ -104,6 +107,7 @@ func (c *config) settings() []setting {
 		{"dhcp-lease-time", "DHCP lease time offered", &c.DHCPLeaseTime},
 		{"dhcp-proxy", "true: run as proxyDHCP beside another DHCP server (boot info only, no addresses)", &c.DHCPProxy},
 		{"dhcp-proxy-addr", `UDP listen address of the proxyDHCP boot-server port (default "0.0.0.0:4011")`, &c.DHCPProxyAddr},
+		{"dhcp-relays", "comma-separated IPv4 addresses of the DHCP relay agents (giaddr) to answer; others are ignored (default: none)", &c.DHCPRelays},
 		{"boot-file-bios", `TFTP file for legacy BIOS PXE ROMs (default "undionly.kpxe")`, &c.BootFileBIOS},
 		{"boot-file-uefi", `TFTP file for x86 UEFI PXE (default "ipxe.efi")`, &c.BootFileUEFI},
 		{"boot-file-uefi-arm64", "TFTP file for ARM64 UEFI PXE (default: none)", &c.BootFileUEFIARM64},
@@ -111,6 +115,8 @@ func (c *config) settings() []setting {
 		{"ipxe-script-url", `boot script URL given to iPXE clients, "{mac}" replaced by the MAC (default "<public-url>/boot/{mac}.ipxe")`, &c.IPXEScriptURL},
 		{"tftp-root", "directory the TFTP server serves (iPXE binaries); empty disables TFTP", &c.TFTPRoot},
 		{"tftp-addr", `UDP listen address of the TFTP server (default "0.0.0.0:69")`, &c.TFTPAddr},
+		{"tftp-interface", "interface the TFTP server binds to (default: dhcp-interface), so no other network reaches it", &c.TFTPInterface},
+		{"tftp-max-transfers", "TFTP transfers in flight at most; more are told the server is busy (default 256)", &c.TFTPMaxTransfers},
 	}
 }
 
@@ -305,11 +311,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	var tftpSrv *tftp.Server
 	if cfg.TFTPRoot != "" {
+		iface := cfg.TFTPInterface
+		if iface == "" {
+			iface = cfg.DHCPInterface
+		}
+		maxT := 0
+		if cfg.TFTPMaxTransfers != "" {
+			if maxT, err = strconv.Atoi(cfg.TFTPMaxTransfers); err != nil || maxT < 1 {
+				return fmt.Errorf("tftp-max-transfers %q: want a whole number above 0", cfg.TFTPMaxTransfers)
+			}
+		}
 		tftpSrv = &tftp.Server{
-			Root:       cfg.TFTPRoot,
-			ListenAddr: cfg.TFTPAddr,
-			Logger:     log.With("server", "tftp"),
-			Registerer: reg,
+			Root:         cfg.TFTPRoot,
+			ListenAddr:   cfg.TFTPAddr,
+			Interface:    iface,
+			MaxTransfers: maxT,
+			Logger:       log.With("server", "tftp"),
+			Registerer:   reg,
 		}
 	}
 
@@ -346,7 +364,16 @@ func newDHCPServer(cfg config, store *pxe.Store, log *slog.Logger, reg prometheu
 	}
 	leaseTime, _ := time.ParseDuration(cfg.DHCPLeaseTime)
 	proxy, _ := strconv.ParseBool(cfg.DHCPProxy)
+	var relays []net.IP
+	for _, f := range strings.FieldsFunc(cfg.DHCPRelays, func(r rune) bool { return r == ',' || r == ' ' }) {
+		ip := net.ParseIP(f).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("config: dhcp-relays: %q is not an IPv4 address", f)
+		}
+		relays = append(relays, ip)
+	}
 	return &dhcp.Server{
+		Relays:          relays,
 		Interface:       cfg.DHCPInterface,
 		ListenAddr:      cfg.DHCPAddr,
 		ServerIP:        ip,
