@@ -1,6 +1,13 @@
 package api
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
 
 // Steps of ProvisionHost, in order. Their names appear in the status query,
 // the RackflowStep search attribute and the starter's output.
@@ -104,8 +111,23 @@ type ProvisionStatus struct {
 	ImagePhase string `json:"image_phase,omitempty"`
 	// ImageProgressAt is when the stream last reported.
 	ImageProgressAt time.Time `json:"image_progress_at,omitempty"`
-	// Operator actions, newest last.
-	Actions []OperatorAction `json:"actions,omitempty"`
+	// Operator actions, newest last; at most MaxActions, the oldest dropped
+	// first and counted in ActionsDropped (the run's history keeps them all).
+	Actions        []OperatorAction `json:"actions,omitempty"`
+	ActionsDropped int              `json:"actions_dropped,omitempty"`
+}
+
+// MaxActions bounds ProvisionStatus.Actions, so a stream of Updates cannot
+// grow the status query (and the workflow's memory) without end.
+const MaxActions = 50
+
+// AddAction appends a to s.Actions, dropping the oldest beyond MaxActions.
+func (s *ProvisionStatus) AddAction(a OperatorAction) {
+	s.Actions = append(s.Actions, a)
+	if over := len(s.Actions) - MaxActions; over > 0 {
+		s.Actions = append(s.Actions[:0:0], s.Actions[over:]...)
+		s.ActionsDropped += over
+	}
 }
 
 // OperatorAction records an Update an operator sent.
@@ -119,6 +141,31 @@ type OperatorAction struct {
 // OperatorRequest is the argument of the retry, skip and abort Updates.
 type OperatorRequest struct {
 	Reason string `json:"reason"`
+}
+
+// MaxReasonBytes bounds an operator's reason: it is kept in the run's
+// history and shown in the status query and the Web UI.
+const MaxReasonBytes = 1024
+
+// Validate checks the reason: at least 3 characters once trimmed, at most
+// MaxReasonBytes, valid UTF-8 without control characters (tabs aside), so a
+// reason cannot forge lines in logs or terminals that show it.
+func (r OperatorRequest) Validate() error {
+	reason := strings.TrimSpace(r.Reason)
+	switch {
+	case len(r.Reason) > MaxReasonBytes:
+		return fmt.Errorf("reason is %d bytes; at most %d", len(r.Reason), MaxReasonBytes)
+	case !utf8.ValidString(reason):
+		return errors.New("reason is not valid UTF-8")
+	case utf8.RuneCountInString(reason) < 3:
+		return errors.New("a reason is required (it is recorded in the run's history)")
+	}
+	for _, c := range reason {
+		if c != '\t' && !unicode.IsPrint(c) {
+			return fmt.Errorf("reason holds a control character (%U); write it on one line", c)
+		}
+	}
+	return nil
 }
 
 // ProvisionResult is what a successful run returns.

@@ -7,6 +7,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -482,12 +483,7 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 			p.status.ImagePhase, p.status.ImageProgressAt = ip.Phase, ip.At
 		}
 	})
-	needReason := func(r api.OperatorRequest) error {
-		if len(r.Reason) < 3 {
-			return errors.New("a reason is required (it is recorded in the run's history)")
-		}
-		return nil
-	}
+	needReason := func(r api.OperatorRequest) error { return r.Validate() }
 	parked := func(action string) error {
 		if p.status.State != api.StateNeedsAttention {
 			return fmt.Errorf("%s refused: %s is %s at step %s, not needs-attention", action, p.status.Host, p.status.State, p.status.Step)
@@ -498,7 +494,8 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 		return nil
 	}
 	record := func(ctx workflow.Context, action string, r api.OperatorRequest) {
-		p.status.Actions = append(p.status.Actions, api.OperatorAction{Action: action, Step: p.status.Step, Reason: r.Reason, At: workflow.Now(ctx)})
+		r.Reason = strings.TrimSpace(r.Reason)
+		p.status.AddAction(api.OperatorAction{Action: action, Step: p.status.Step, Reason: r.Reason, At: workflow.Now(ctx)})
 		workflow.GetLogger(ctx).Info("operator action", "host", p.status.Host, "action", action, "step", p.status.Step, "reason", r.Reason)
 	}
 	if err := workflow.SetUpdateHandlerWithOptions(ctx, api.UpdateRetry,

@@ -300,8 +300,12 @@ func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
 	f := newFixture(t)
 	f.fail["Bootstrap"] = failure{times: -1, err: temporal.NewApplicationError("chef-client exited 1: ERROR: 401 Unauthorized", "ChefBootstrapFailed")}
 	var noReason, skipErr *updateResult
+	bad := map[string]*updateResult{}
 	f.env.RegisterDelayedCallback(func() {
 		noReason = f.update(api.UpdateSkip, "")
+		for _, r := range []string{"   \t  ", "ok\nINFO forged log line", strings.Repeat("x", 2000), "bell\a"} {
+			bad[r] = f.update(api.UpdateSkip, r)
+		}
 		skipErr = f.update(api.UpdateSkip, "chef server down; node converges on its next run")
 	}, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
@@ -310,6 +314,11 @@ func TestProvisionSkipOnlyWhereAllowed(t *testing.T) {
 	}
 	if noReason.Err() == nil {
 		t.Error("skip without reason accepted")
+	}
+	for r, u := range bad {
+		if u.Err() == nil {
+			t.Errorf("skip with reason %.40q accepted", r)
+		}
 	}
 	if err := skipErr.Err(); err != nil {
 		t.Fatalf("skip: %v", err)
