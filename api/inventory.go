@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
 
@@ -174,7 +176,7 @@ func (e FieldError) Error() string {
 	if e.Value == "" {
 		return fmt.Sprintf("%s: %s", e.Field, e.Reason)
 	}
-	return fmt.Sprintf("%s: %s (got %q)", e.Field, e.Reason, e.Value)
+	return fmt.Sprintf("%s: %s (got %s)", e.Field, e.Reason, quoteShort(e.Value))
 }
 
 // FieldErrors collects every problem of one input, so a user fixes them all
@@ -236,24 +238,33 @@ func (h Host) Validate() error {
 		add("mac", h.MAC, "not a 48-bit MAC address like 52:54:00:12:34:56")
 	} else if mac[0]&1 == 1 {
 		add("mac", h.MAC, "is a multicast address")
+	} else if bytes.Equal(mac, make(net.HardwareAddr, 6)) {
+		add("mac", h.MAC, "is the all-zero address, which no NIC has")
 	}
 	ip, ipErr := netip.ParseAddr(h.Network.IP)
 	if ipErr != nil || !ip.Is4() {
 		add("network.ip", h.Network.IP, "not an IPv4 address")
 	}
-	if m := net.ParseIP(h.Network.Netmask).To4(); m == nil {
+	prefix := -1
+	if m := net.ParseIP(h.Network.Netmask).To4(); m == nil || strings.Contains(h.Network.Netmask, ":") {
 		add("network.netmask", h.Network.Netmask, "not an IPv4 netmask")
 	} else if ones, bits := net.IPMask(m).Size(); bits == 0 || ones == 0 {
 		add("network.netmask", h.Network.Netmask, "not a contiguous netmask")
+	} else {
+		prefix = ones
 	}
 	if h.Network.Gateway != "" {
-		if gw, err := netip.ParseAddr(h.Network.Gateway); err != nil || !gw.Is4() {
+		gw, err := netip.ParseAddr(h.Network.Gateway)
+		switch {
+		case err != nil || !gw.Is4():
 			add("network.gateway", h.Network.Gateway, "not an IPv4 address")
+		case ipErr == nil && ip.Is4() && prefix > 0 && !netip.PrefixFrom(ip, prefix).Masked().Contains(gw):
+			add("network.gateway", h.Network.Gateway, fmt.Sprintf("not in the host's subnet %s", netip.PrefixFrom(ip, prefix).Masked()))
 		}
 	}
 	for i, d := range h.Network.DNS {
-		if _, err := netip.ParseAddr(d); err != nil {
-			add(fmt.Sprintf("network.dns[%d]", i), d, "not an IP address")
+		if !ValidDNSServer(d) {
+			add(fmt.Sprintf("network.dns[%d]", i), d, "not an IP address (IPv6 zones are refused)")
 		}
 	}
 	if !diskRE.MatchString(h.Disk) || strings.Contains(h.Disk, "..") {
@@ -381,19 +392,37 @@ func ValidHostname(s string) bool {
 	return true
 }
 
+// looksLikeAuthorizedKey reports whether s is one public key in
+// authorized_keys form ("TYPE BASE64 [comment]") that parses as a key.
 func looksLikeAuthorizedKey(s string) bool {
+	if strings.ContainsAny(s, "\r\n") {
+		return false
+	}
 	f := strings.Fields(s)
-	return len(f) >= 2 && (strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-"))
+	if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-")) {
+		return false
+	}
+	_, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(s))
+	return err == nil && len(rest) == 0
+}
+
+// ValidDNSServer reports whether s is a plain IP address: no IPv6 zone,
+// whose free text ("fe80::1%x\nchain http://…") would otherwise reach a
+// kernel command line or an iPXE script.
+func ValidDNSServer(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Zone() == ""
 }
 
 // ParseInventory decodes and validates an inventory. It rejects unknown
 // fields, so a typo never silently drops a setting.
 func ParseInventory(data []byte) (*Inventory, error) {
 	var inv Inventory
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&inv); err != nil {
+	if err := decodeStrict(data, &inv); err != nil {
 		return nil, fmt.Errorf("parse inventory: %w", err)
+	}
+	if len(inv.Hosts) == 0 {
+		return nil, errors.New("parse inventory: no hosts (an inventory needs a hosts: list)")
 	}
 	var errs FieldErrors
 	seen := map[string]int{}

@@ -189,3 +189,52 @@ func TestHostWithJumpHost(t *testing.T) {
 		t.Fatalf("a host reached through a jump host: %v", err)
 	}
 }
+
+// TestValidationGaps: inputs the security review found accepted. Each is
+// refused now, with a message that names the field and does not echo
+// megabytes back.
+func TestValidationGaps(t *testing.T) {
+	edit := func(old, new string) string {
+		if !strings.Contains(goodInventory, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		return strings.Replace(goodInventory, old, new, 1)
+	}
+	huge := strings.Repeat("A", 2<<20)
+	tests := map[string]struct {
+		inv  string
+		want string
+	}{
+		"all-zero MAC":              {edit(`mac: "52:54:00:AB:CD:07"`, `mac: "00:00:00:00:00:00"`), "all-zero"},
+		"fractional size":           {edit("size: 2147483648", "size: 2147483648.5"), "image.size: must be a whole number"},
+		"exponent size":             {edit("size: 2147483648", "size: 2e9"), "image.size: must be a whole number"},
+		"fractional port":           {edit("port: 6230", "port: 6230.7"), "bmc.port: must be a whole number"},
+		"trailing document":         {goodInventory + "---\nhosts: []\n", "second YAML document"},
+		"null inventory":            {"~\n", "empty"},
+		"empty inventory":           {"", "empty"},
+		"no hosts":                  {"hosts: []\n", "no hosts"},
+		"gateway outside subnet":    {edit("gateway: 192.0.2.1", "gateway: 198.51.100.1"), "not in the host's subnet 192.0.2.0/24"},
+		"dns with an IPv6 zone":     {edit("dns: [192.0.2.53]", `dns: ["fe80::1%x\nchain http://evil/x"]`), "IPv6 zones"},
+		"junk host key":             {edit("ssh: {credential: ssh/provision}", `ssh: {credential: ssh/provision, host_key: "ssh-ed25519 bm90LWEta2V5"}`), "ssh.host_key"},
+		"two host keys in one line": {edit("ssh: {credential: ssh/provision}", "ssh: {credential: ssh/provision, host_key: \""+testHostKey+"\\n"+testHostKey+"\"}"), "ssh.host_key"},
+		"megabyte value":            {edit("disk: /dev/sda", "disk: "+huge), "(2097152 bytes)"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseInventory([]byte(tc.inv))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %.300v, want one containing %q", err, tc.want)
+			}
+			if len(err.Error()) > 4096 {
+				t.Fatalf("error message is %d bytes", len(err.Error()))
+			}
+		})
+	}
+	// A valid key with a comment still passes.
+	ok := edit("ssh: {credential: ssh/provision}", `ssh: {credential: ssh/provision, host_key: "`+testHostKey+` root@node07"}`)
+	if _, err := ParseInventory([]byte(ok)); err != nil {
+		t.Fatalf("valid host key refused: %v", err)
+	}
+}
+
+const testHostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"

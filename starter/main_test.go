@@ -32,7 +32,7 @@ vms:
   - vm: web01
     network: secnet
     cidrs: [10.52.0.0/33]
-    guest: {address: "10.50.0.10:22", credential: ssh/guests, host_key: "ssh-ed25519 AAAA"}
+    guest: {address: "10.50.0.10:22", credential: ssh/guests, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
     cloudstack: {url: "https://cloud/client/api", credential: cloudstack/rf}
 `)
 	var out, errOut bytes.Buffer

@@ -372,7 +372,7 @@ func TestTransfersCapped(t *testing.T) {
 	defer stall.Close()
 	ua, err := net.ResolveUDPAddr("udp4", addr)
 	must(t, err)
-	_, err = stall.WriteTo(append(append([]byte{0, 1}, "undionly.kpxe\x00octet\x00"...)), ua)
+	_, err = stall.WriteTo(append([]byte{0, 1}, "undionly.kpxe\x00octet\x00"...), ua)
 	must(t, err)
 	// The first DATA block proves the transfer holds its slot.
 	buf := make([]byte, 1024)

@@ -1,0 +1,146 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// decodeStrict decodes one YAML document into v, refusing what yaml.v3
+// lets through quietly: unknown fields, an empty or null document (an
+// inventory of nothing), a second document after the first (it would be
+// ignored), and a fractional or exponent number in an integer field
+// (yaml.v3 truncates "size: 2.5" to 2).
+func decodeStrict(data []byte, v any) error {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("the document is empty")
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return fmt.Errorf("line %d: a second YAML document ('---'): put everything in one", extra.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return err
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind == yaml.ScalarNode && (doc.Tag == "!!null" || doc.Value == "") {
+		return errors.New("the document is empty (null)")
+	}
+	if err := checkInts(doc, reflect.TypeOf(v), ""); err != nil {
+		return err
+	}
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	return strict.Decode(v)
+}
+
+// checkInts walks n beside the Go type t and refuses a non-integer scalar
+// where t wants an integer.
+func checkInts(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if n.Kind == yaml.ScalarNode && n.Tag != "!!int" && n.Tag != "!!null" && t.PkgPath() == "" {
+			return fmt.Errorf("line %d: %s: must be a whole number (got %s)", n.Line, path, quoteShort(n.Value))
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind == yaml.SequenceNode {
+			for i, c := range n.Content {
+				if err := checkInts(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if err := checkInts(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if f, ok := yamlField(t, key); ok {
+				if err := checkInts(n.Content[i+1], f.Type, join(path, key)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// yamlField finds the field of struct t that yaml.v3 decodes key into,
+// looking into inlined structs.
+func yamlField(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if strings.Contains(opts, "inline") {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if sf, ok := yamlField(ft, key); ok {
+					return sf, true
+				}
+			}
+			continue
+		}
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// quoteShort quotes s for an error message, cut to 64 bytes: a message must
+// not echo megabytes of someone's input back into logs and history.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:max], len(s))
+}
