@@ -2,6 +2,8 @@ package nitro
 
 import (
 	"context"
+
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
 // ListMembersInput names one of our servicegroups.
@@ -20,10 +22,10 @@ func (a *Activities) ListMembers(ctx context.Context, in ListMembersInput) ([]Me
 	}
 	var out []Member
 	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
-		rows, err := Bindings[ServiceGroupMember](ctx, api, in.ServiceGroup)
+		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, api, in.ServiceGroup)
 		if err != nil {
 			return classify("read members of servicegroup/"+in.ServiceGroup, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
 // Values NITRO accepts for the fields rackflow sets (NITRO reference,
@@ -60,7 +61,7 @@ func checkTarget(t Target) error {
 		return fmt.Errorf("target.url: %q must be scheme://host[:port] only", t.URL)
 	case t.Credential == "":
 		return errors.New("target.credential: required")
-	case t.Auth != "" && t.Auth != string(AuthSession) && t.Auth != string(AuthHeader):
+	case t.Auth != "" && t.Auth != string(nitroclient.AuthSession) && t.Auth != string(nitroclient.AuthHeader):
 		return fmt.Errorf("target.auth: %q is neither session nor header", t.Auth)
 	}
 	if t.CA != "" {
