@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/secrets"
 )
 
@@ -247,7 +248,7 @@ func (a *Activities) EnsureLBVServer(ctx context.Context, in LBVServerInput) (Re
 	}
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name),
 		checkEnum("service_type", in.ServiceType, serviceTypes), checkIP("vip", in.VIP, false),
-		checkPort("port", in.Port), checkEnum("lb_method", method, lbMethods)); err != nil {
+		checkPort("port", in.Port), checkEnum("lb_method", method, api.LBMethods)); err != nil {
 		return Result{}, err
 	}
 	want := nitroclient.LBVServer{Name: in.Name, ServiceType: in.ServiceType, IPv46: in.VIP, Port: nitroclient.Int(in.Port),
@@ -288,16 +289,16 @@ func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, erro
 	}
 	want := nitroclient.RNAT{Name: in.Name, Network: in.Network, Netmask: in.Netmask}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
+	err := a.with(ctx, in.Target, func(c API) error {
 		var err error
-		res, err = ensureIn(ctx, api, in.Target, want, func(have nitroclient.RNAT) []string {
+		res, err = ensureIn(ctx, c, in.Target, want, func(have nitroclient.RNAT) []string {
 			return diff(field("network", normIP(have.Network), normIP(want.Network)),
 				field("netmask", normIP(have.Netmask), normIP(want.Netmask)))
 		})
 		if err != nil {
 			return err
 		}
-		bres, err := bindOnce(ctx, api, nitroclient.RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
+		bres, err := bindOnce(ctx, c, nitroclient.RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
 			func(r nitroclient.RNATNSIPBinding) bool { return normIP(r.NATIP) == normIP(in.NATIP) }, in.Name+"/"+in.NATIP)
 		res.Changed = res.Changed || bres.Changed
 		return err
@@ -330,11 +331,11 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 		return MembersResult{}, err
 	}
 	var out MembersResult
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
-		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, api, in.ServiceGroup)
+		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, in.ServiceGroup)
 		if err != nil {
 			return classify("read members of servicegroup/"+in.ServiceGroup, err)
 		}
@@ -358,7 +359,7 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 				out.Unchanged++
 				continue
 			}
-			err := api.Bind(ctx, nitroclient.ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: nitroclient.Int(m.Port), Weight: nitroclient.Int(m.Weight)})
+			err := c.Bind(ctx, nitroclient.ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: nitroclient.Int(m.Port), Weight: nitroclient.Int(m.Weight)})
 			if err != nil && !nitroclient.IsExists(err) {
 				return classify("bind "+obj+"/"+k, err)
 			}
@@ -376,7 +377,7 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 			if !ok {
 				continue
 			}
-			err := api.Delete(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
+			err := c.Delete(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
 				nitroclient.Arg{Key: "ip", Value: r.IP}, nitroclient.Arg{Key: "port", Value: fmt.Sprint(int(r.Port))})
 			if err != nil && !nitroclient.IsNotFound(err) {
 				return classify("unbind "+obj+"/"+k, err)
@@ -402,12 +403,12 @@ func (a *Activities) EnsureMonitorBinding(ctx context.Context, in MonitorBinding
 		return Result{}, err
 	}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
 		var err error
-		res, err = bindOnce(ctx, api, nitroclient.ServiceGroupMonitorBinding{ServiceGroup: in.ServiceGroup, Monitor: in.Monitor},
+		res, err = bindOnce(ctx, c, nitroclient.ServiceGroupMonitorBinding{ServiceGroup: in.ServiceGroup, Monitor: in.Monitor},
 			func(r nitroclient.ServiceGroupMonitorBinding) bool { return r.Monitor == in.Monitor }, in.ServiceGroup+"/"+in.Monitor)
 		return err
 	})
@@ -421,15 +422,15 @@ func (a *Activities) EnsureVServerBinding(ctx context.Context, in VServerBinding
 		return Result{}, err
 	}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[nitroclient.LBVServer](ctx, api, in.VServer, in.Owner, func(v nitroclient.LBVServer) string { return v.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.LBVServer](ctx, c, in.VServer, in.Owner, func(v nitroclient.LBVServer) string { return v.Comment }); err != nil {
 			return err
 		}
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
 		var err error
-		res, err = bindOnce(ctx, api, nitroclient.LBVServerServiceGroupBinding{VServer: in.VServer, ServiceGroup: in.ServiceGroup},
+		res, err = bindOnce(ctx, c, nitroclient.LBVServerServiceGroupBinding{VServer: in.VServer, ServiceGroup: in.ServiceGroup},
 			func(r nitroclient.LBVServerServiceGroupBinding) bool { return r.ServiceGroup == in.ServiceGroup }, in.VServer+"/"+in.ServiceGroup)
 		return err
 	})
@@ -442,8 +443,8 @@ func (a *Activities) SaveConfig(ctx context.Context, in SaveInput) error {
 	if err := validate(checkTarget(in.Target)); err != nil {
 		return err
 	}
-	return a.with(ctx, in.Target, func(api API) error {
-		if err := api.Save(ctx); err != nil {
+	return a.with(ctx, in.Target, func(c API) error {
+		if err := c.Save(ctx); err != nil {
 			return classify("save config", err)
 		}
 		activity.GetLogger(ctx).Info("nitro config saved", "target", in.Target.URL)
@@ -529,14 +530,14 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	if newClient == nil {
 		newClient = Dial
 	}
-	api, err := newClient(ctx, t, cred)
+	c, err := newClient(ctx, t, cred)
 	if err != nil {
 		return temporal.NewNonRetryableApplicationError("nitro client for "+t.URL+": "+err.Error(), activities.ErrInvalidInput, nil)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := api.Close(cctx); err != nil {
+		if err := c.Close(cctx); err != nil {
 			activity.GetLogger(ctx).Warn("nitro logout failed", "target", t.URL, "error", err)
 		}
 	}()
@@ -558,7 +559,7 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 			}
 		}
 	}()
-	return fn(api)
+	return fn(c)
 }
 
 func objName(r nitroclient.Resource, name string) string { return r.ResourceType() + "/" + name }
@@ -580,9 +581,9 @@ func nameOf(r nitroclient.Resource) string {
 // ensure opens a client and runs ensureIn.
 func ensure[T nitroclient.Resource](ctx context.Context, a *Activities, t Target, want T, differ func(T) []string) (Result, error) {
 	var res Result
-	err := a.with(ctx, t, func(api API) error {
+	err := a.with(ctx, t, func(c API) error {
 		var err error
-		res, err = ensureIn(ctx, api, t, want, differ)
+		res, err = ensureIn(ctx, c, t, want, differ)
 		return err
 	})
 	return res, err
@@ -590,11 +591,11 @@ func ensure[T nitroclient.Resource](ctx context.Context, a *Activities, t Target
 
 // ensureIn reads the object; absent: adds it; present: accepts it when
 // differ finds nothing.
-func ensureIn[T nitroclient.Resource](ctx context.Context, api API, t Target, want T, differ func(T) []string) (Result, error) {
+func ensureIn[T nitroclient.Resource](ctx context.Context, c API, t Target, want T, differ func(T) []string) (Result, error) {
 	name := nameOf(want)
 	res := Result{Object: objName(want, name)}
 	check := func() error {
-		have, err := nitroclient.Get[T](ctx, api, name)
+		have, err := nitroclient.Get[T](ctx, c, name)
 		if err != nil {
 			return err
 		}
@@ -608,7 +609,7 @@ func ensureIn[T nitroclient.Resource](ctx context.Context, api API, t Target, wa
 		return res, classifyKeep("read "+res.Object, err)
 	}
 	activity.RecordHeartbeat(ctx, "add "+res.Object)
-	if err := api.Add(ctx, want); err != nil {
+	if err := c.Add(ctx, want); err != nil {
 		if !nitroclient.IsExists(err) {
 			return res, classify("add "+res.Object, err)
 		}
@@ -627,10 +628,10 @@ func ensureIn[T nitroclient.Resource](ctx context.Context, api API, t Target, wa
 }
 
 // bindOnce binds want unless a row under its parent matches already.
-func bindOnce[T nitroclient.Resource](ctx context.Context, api API, want T, match func(T) bool, label string) (Result, error) {
+func bindOnce[T nitroclient.Resource](ctx context.Context, c API, want T, match func(T) bool, label string) (Result, error) {
 	res := Result{Object: want.ResourceType() + "/" + label}
 	parent := strings.SplitN(label, "/", 2)[0]
-	rows, err := nitroclient.Bindings[T](ctx, api, parent)
+	rows, err := nitroclient.Bindings[T](ctx, c, parent)
 	if err != nil {
 		return res, classify("read "+res.Object, err)
 	}
@@ -640,7 +641,7 @@ func bindOnce[T nitroclient.Resource](ctx context.Context, api API, want T, matc
 		}
 	}
 	activity.RecordHeartbeat(ctx, "bind "+res.Object)
-	if err := api.Bind(ctx, want); err != nil && !nitroclient.IsExists(err) {
+	if err := c.Bind(ctx, want); err != nil && !nitroclient.IsExists(err) {
 		return res, classify("bind "+res.Object, err)
 	}
 	res.Changed = true
@@ -649,10 +650,10 @@ func bindOnce[T nitroclient.Resource](ctx context.Context, api API, want T, matc
 }
 
 // requireOwned fails unless the object exists and carries owner's marker.
-func requireOwned[T nitroclient.Resource](ctx context.Context, api API, name, owner string, comment func(T) string) error {
+func requireOwned[T nitroclient.Resource](ctx context.Context, c API, name, owner string, comment func(T) string) error {
 	var zero T
 	obj := objName(zero, name)
-	have, err := nitroclient.Get[T](ctx, api, name)
+	have, err := nitroclient.Get[T](ctx, c, name)
 	if err != nil {
 		return classify("read "+obj, err)
 	}
@@ -667,8 +668,8 @@ func requireOwned[T nitroclient.Resource](ctx context.Context, api API, name, ow
 func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in DeleteInput, comment func(T) string) (Result, error) {
 	var zero T
 	res := Result{Object: objName(zero, in.Name)}
-	err := a.with(ctx, in.Target, func(api API) error {
-		have, err := nitroclient.Get[T](ctx, api, in.Name)
+	err := a.with(ctx, in.Target, func(c API) error {
+		have, err := nitroclient.Get[T](ctx, c, in.Name)
 		if nitroclient.IsNotFound(err) {
 			return nil
 		}
@@ -681,7 +682,7 @@ func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in 
 			return nil
 		}
 		activity.RecordHeartbeat(ctx, "delete "+res.Object)
-		if err := api.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !nitroclient.IsNotFound(err) {
+		if err := c.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !nitroclient.IsNotFound(err) {
 			return classify("delete "+res.Object, err)
 		}
 		res.Changed = true
@@ -695,8 +696,8 @@ func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in 
 func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, typ string, arg nitroclient.Arg, child string) (Result, error) {
 	var zero P
 	res := Result{Object: typ + "/" + parent + "/" + child}
-	err := a.with(ctx, t, func(api API) error {
-		have, err := nitroclient.Get[P](ctx, api, parent)
+	err := a.with(ctx, t, func(c API) error {
+		have, err := nitroclient.Get[P](ctx, c, parent)
 		if nitroclient.IsNotFound(err) {
 			return nil
 		}
@@ -708,7 +709,7 @@ func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t T
 			activity.GetLogger(ctx).Warn("nitro unbind skipped: parent is not ours", "object", res.Object, "comment", comment(have), "owner", owner)
 			return nil
 		}
-		if err := api.Delete(ctx, typ, parent, arg); err != nil {
+		if err := c.Delete(ctx, typ, parent, arg); err != nil {
 			if nitroclient.IsNotFound(err) {
 				return nil
 			}

@@ -21,11 +21,11 @@ func (a *Activities) ListMembers(ctx context.Context, in ListMembersInput) ([]Me
 		return nil, err
 	}
 	var out []Member
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
-		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, api, in.ServiceGroup)
+		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, in.ServiceGroup)
 		if err != nil {
 			return classify("read members of servicegroup/"+in.ServiceGroup, err)
 		}

@@ -18,17 +18,13 @@ import (
 	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
-// Values NITRO accepts for the fields rackflow sets (NITRO reference,
-// lbvserver and servicegroup "Possible values").
-var (
-	serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL", "SSL_BRIDGE", "SSL_TCP", "DTLS", "NNTP",
-		"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "SIP_SSL", "RTSP", "RDP", "MYSQL", "MSSQL",
-		"ORACLE", "MONGO", "MONGO_TLS", "RADIUS", "DIAMETER", "SSL_DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
-		"SYSLOGUDP", "USER_TCP", "USER_SSL_TCP", "QUIC", "LDAP"}
-	lbMethods = []string{"ROUNDROBIN", "LEASTCONNECTION", "LEASTRESPONSETIME", "URLHASH", "DOMAINHASH",
-		"DESTINATIONIPHASH", "SOURCEIPHASH", "SRCIPDESTIPHASH", "LEASTBANDWIDTH", "LEASTPACKETS", "TOKEN",
-		"SRCIPSRCPORTHASH", "LRTM", "CALLIDHASH", "CUSTOMLOAD", "LEASTREQUEST", "STATICPROXIMITY", "USER_TOKEN"}
-)
+// Service types NITRO accepts for servicegroup and lbvserver that rackflow
+// may ask for (NITRO reference, "Possible values"). LB methods are the one
+// list in api.LBMethods.
+var serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL", "SSL_BRIDGE", "SSL_TCP", "DTLS", "NNTP",
+	"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "SIP_SSL", "RTSP", "RDP", "MYSQL", "MSSQL",
+	"ORACLE", "MONGO", "MONGO_TLS", "RADIUS", "DIAMETER", "SSL_DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
+	"SYSLOGUDP", "USER_TCP", "USER_SSL_TCP", "QUIC", "LDAP"}
 
 // NetScaler entity names: a letter, digit or underscore, then letters,
 // digits and _ # . space : @ = -; at most 127 characters.
