@@ -111,8 +111,32 @@ type Result struct {
 	Object string `json:"object"`
 	// Changed is false when the object already was as asked (or already gone).
 	Changed bool `json:"changed"`
-	// Skipped explains why a Delete left an object alone (not ours).
+	// Skipped explains why a Delete left an object alone; it starts with
+	// SkippedNotOurs.
 	Skipped string `json:"skipped,omitempty"`
+}
+
+// SkippedNotOurs starts Result.Skipped when a Delete found the object, or
+// the parent of a binding, without this owner's marker and left it alone.
+const SkippedNotOurs = "not ours"
+
+// What an activity does to an object. "<op> <object>" is its heartbeat
+// detail while it does it, and the start of the error if that fails.
+const (
+	opRead   = "read"
+	opAdd    = "add"
+	opBind   = "bind"
+	opUnbind = "unbind"
+	opDelete = "delete"
+	opSave   = "save"
+)
+
+func op(verb, object string) string { return verb + " " + object }
+
+// progress tells Temporal, and whoever looks at the pending activity, what
+// the activity is doing now.
+func progress(ctx context.Context, verb, object string) {
+	activity.RecordHeartbeat(ctx, op(verb, object))
 }
 
 // Conflict is the detail of a NitroConflict error.
@@ -332,12 +356,9 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 	}
 	var out MembersResult
 	err := a.with(ctx, in.Target, func(c API) error {
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
-			return err
-		}
-		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, in.ServiceGroup)
+		rows, err := readMembers(ctx, c, in.ServiceGroup, in.Owner)
 		if err != nil {
-			return classify("read members of servicegroup/"+in.ServiceGroup, err)
+			return err
 		}
 		have := map[string]nitroclient.ServiceGroupMember{}
 		for _, r := range rows {
@@ -359,13 +380,13 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 				out.Unchanged++
 				continue
 			}
+			progress(ctx, opBind, obj+"/"+k)
 			err := c.Bind(ctx, nitroclient.ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: nitroclient.Int(m.Port), Weight: nitroclient.Int(m.Weight)})
 			if err != nil && !nitroclient.IsExists(err) {
-				return classify("bind "+obj+"/"+k, err)
+				return classify(op(opBind, obj+"/"+k), err)
 			}
 			out.Added = append(out.Added, m)
 			activity.GetLogger(ctx).Info("nitro member bound", "servicegroup", in.ServiceGroup, "member", k)
-			activity.RecordHeartbeat(ctx, "bound "+k)
 		}
 		for _, m := range in.Previous {
 			k := memberKey(m.IP, nitroclient.Int(m.Port))
@@ -377,14 +398,14 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 			if !ok {
 				continue
 			}
+			progress(ctx, opUnbind, obj+"/"+k)
 			err := c.Delete(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
 				nitroclient.Arg{Key: "ip", Value: r.IP}, nitroclient.Arg{Key: "port", Value: fmt.Sprint(int(r.Port))})
 			if err != nil && !nitroclient.IsNotFound(err) {
-				return classify("unbind "+obj+"/"+k, err)
+				return classify(op(opUnbind, obj+"/"+k), err)
 			}
 			out.Removed = append(out.Removed, m)
 			activity.GetLogger(ctx).Info("nitro member unbound", "servicegroup", in.ServiceGroup, "member", k)
-			activity.RecordHeartbeat(ctx, "unbound "+k)
 		}
 		for k, r := range have {
 			if !wanted[k] && !previous[k] {
@@ -444,8 +465,9 @@ func (a *Activities) SaveConfig(ctx context.Context, in SaveInput) error {
 		return err
 	}
 	return a.with(ctx, in.Target, func(c API) error {
+		progress(ctx, opSave, "config")
 		if err := c.Save(ctx); err != nil {
-			return classify("save config", err)
+			return classify(op(opSave, "config"), err)
 		}
 		activity.GetLogger(ctx).Info("nitro config saved", "target", in.Target.URL)
 		return nil
@@ -541,25 +563,39 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 			activity.GetLogger(ctx).Warn("nitro logout failed", "target", t.URL, "error", err)
 		}
 	}()
-	// A liveness heartbeat while the device answers, so a short heartbeat
-	// timeout can detect a dead worker without failing a slow device.
-	stop := make(chan struct{})
-	defer close(stop)
+	stop := keepAlive(ctx, 3*time.Second, "waiting for "+t.URL)
+	defer stop()
+	return fn(c)
+}
+
+// keepAlive heartbeats details every interval until stop is called or ctx
+// ends: a liveness heartbeat while the device answers, so a short
+// HeartbeatTimeout detects a dead worker without failing a slow device.
+// stop returns once the loop has ended, so no heartbeat follows the
+// activity's result. It is the nitro copy of the heartbeat loop the shared
+// activities package is getting; replace the one call above with that.
+func keepAlive(ctx context.Context, every time.Duration, details any) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		tick := time.NewTicker(3 * time.Second)
+		defer close(ended)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				activity.RecordHeartbeat(ctx, "waiting for "+t.URL)
+				activity.RecordHeartbeat(ctx, details)
 			}
 		}
 	}()
-	return fn(c)
+	return func() {
+		close(done)
+		<-ended
+	}
 }
 
 func objName(r nitroclient.Resource, name string) string { return r.ResourceType() + "/" + name }
@@ -606,19 +642,19 @@ func ensureIn[T nitroclient.Resource](ctx context.Context, c API, t Target, want
 	}
 	err := check()
 	if err == nil || !nitroclient.IsNotFound(err) {
-		return res, classifyKeep("read "+res.Object, err)
+		return res, classifyKeep(op(opRead, res.Object), err)
 	}
-	activity.RecordHeartbeat(ctx, "add "+res.Object)
+	progress(ctx, opAdd, res.Object)
 	if err := c.Add(ctx, want); err != nil {
 		if !nitroclient.IsExists(err) {
-			return res, classify("add "+res.Object, err)
+			return res, classify(op(opAdd, res.Object), err)
 		}
 		// Someone added it meanwhile, or another object holds what this one needs.
 		if err := check(); err != nil {
 			if nitroclient.IsNotFound(err) {
 				return res, conflict(res.Object, []string{"NetScaler says it conflicts with an existing object of another name (" + err.Error() + ")"})
 			}
-			return res, classifyKeep("read "+res.Object, err)
+			return res, classifyKeep(op(opRead, res.Object), err)
 		}
 		return res, nil
 	}
@@ -633,16 +669,16 @@ func bindOnce[T nitroclient.Resource](ctx context.Context, c API, want T, match 
 	parent := strings.SplitN(label, "/", 2)[0]
 	rows, err := nitroclient.Bindings[T](ctx, c, parent)
 	if err != nil {
-		return res, classify("read "+res.Object, err)
+		return res, classify(op(opRead, res.Object), err)
 	}
 	for _, r := range rows {
 		if match(r) {
 			return res, nil
 		}
 	}
-	activity.RecordHeartbeat(ctx, "bind "+res.Object)
+	progress(ctx, opBind, res.Object)
 	if err := c.Bind(ctx, want); err != nil && !nitroclient.IsExists(err) {
-		return res, classify("bind "+res.Object, err)
+		return res, classify(op(opBind, res.Object), err)
 	}
 	res.Changed = true
 	activity.GetLogger(ctx).Info("nitro binding created", "object", res.Object)
@@ -655,12 +691,25 @@ func requireOwned[T nitroclient.Resource](ctx context.Context, c API, name, owne
 	obj := objName(zero, name)
 	have, err := nitroclient.Get[T](ctx, c, name)
 	if err != nil {
-		return classify("read "+obj, err)
+		return classify(op(opRead, obj), err)
 	}
 	if d := diff(owned(comment(have), owner)); len(d) > 0 {
 		return conflict(obj, d)
 	}
 	return nil
+}
+
+// readMembers reads the member rows of owner's servicegroup; a servicegroup
+// that is not owner's is a conflict.
+func readMembers(ctx context.Context, c API, sg, owner string) ([]nitroclient.ServiceGroupMember, error) {
+	if err := requireOwned[nitroclient.ServiceGroup](ctx, c, sg, owner, func(g nitroclient.ServiceGroup) string { return g.Comment }); err != nil {
+		return nil, err
+	}
+	rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, sg)
+	if err != nil {
+		return nil, classify(op(opRead, "members of servicegroup/"+sg), err)
+	}
+	return rows, nil
 }
 
 // deleteOwned removes the object if it exists and is ours. comment nil:
@@ -674,16 +723,16 @@ func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in 
 			return nil
 		}
 		if err != nil {
-			return classify("read "+res.Object, err)
+			return classify(op(opRead, res.Object), err)
 		}
 		if comment != nil && comment(have) != Marker(in.Owner) {
-			res.Skipped = fmt.Sprintf("not ours: comment %q, want %q", comment(have), Marker(in.Owner))
+			res.Skipped = fmt.Sprintf("%s: comment %q, want %q", SkippedNotOurs, comment(have), Marker(in.Owner))
 			activity.GetLogger(ctx).Warn("nitro delete skipped: object is not ours", "object", res.Object, "comment", comment(have), "owner", in.Owner)
 			return nil
 		}
-		activity.RecordHeartbeat(ctx, "delete "+res.Object)
+		progress(ctx, opDelete, res.Object)
 		if err := c.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !nitroclient.IsNotFound(err) {
-			return classify("delete "+res.Object, err)
+			return classify(op(opDelete, res.Object), err)
 		}
 		res.Changed = true
 		activity.GetLogger(ctx).Info("nitro object deleted", "object", res.Object, "target", in.Target.URL)
@@ -702,18 +751,19 @@ func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t T
 			return nil
 		}
 		if err != nil {
-			return classify("read "+objName(zero, parent), err)
+			return classify(op(opRead, objName(zero, parent)), err)
 		}
 		if comment(have) != Marker(owner) {
-			res.Skipped = fmt.Sprintf("parent %s not ours: comment %q", objName(zero, parent), comment(have))
+			res.Skipped = fmt.Sprintf("%s: parent %s has comment %q, want %q", SkippedNotOurs, objName(zero, parent), comment(have), Marker(owner))
 			activity.GetLogger(ctx).Warn("nitro unbind skipped: parent is not ours", "object", res.Object, "comment", comment(have), "owner", owner)
 			return nil
 		}
+		progress(ctx, opUnbind, res.Object)
 		if err := c.Delete(ctx, typ, parent, arg); err != nil {
 			if nitroclient.IsNotFound(err) {
 				return nil
 			}
-			return classify("unbind "+res.Object, err)
+			return classify(op(opUnbind, res.Object), err)
 		}
 		res.Changed = true
 		activity.GetLogger(ctx).Info("nitro binding removed", "object", res.Object)

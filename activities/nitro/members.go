@@ -2,8 +2,6 @@ package nitro
 
 import (
 	"context"
-
-	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
 // ListMembersInput names one of our servicegroups.
@@ -22,12 +20,9 @@ func (a *Activities) ListMembers(ctx context.Context, in ListMembersInput) ([]Me
 	}
 	var out []Member
 	err := a.with(ctx, in.Target, func(c API) error {
-		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
-			return err
-		}
-		rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, in.ServiceGroup)
+		rows, err := readMembers(ctx, c, in.ServiceGroup, in.Owner)
 		if err != nil {
-			return classify("read members of servicegroup/"+in.ServiceGroup, err)
+			return err
 		}
 		for _, r := range rows {
 			out = append(out, Member{IP: r.IP, Port: int(r.Port), Weight: int(r.Weight)})
