@@ -3,7 +3,11 @@ package nitroclient_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,20 +136,115 @@ func TestClientRelogin(t *testing.T) {
 	}
 }
 
+// clock is a fake NetScaler's time, moved by the test instead of sleeping.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestClientSessionTimeout lets sessions run out on the device's clock: the
+// client logs in again by itself, and only once the session is over. The
+// session lasts the device's timeout, or the client's if that is shorter
+// (sent as the login's "timeout").
 func TestClientSessionTimeout(t *testing.T) {
-	ctx := context.Background()
-	s := nitrofake.Start(t, nitrofake.Options{SessionTimeout: 300 * time.Millisecond})
-	c := newClient(t, s, nitroclient.AuthSession)
-	if _, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp"); err != nil {
-		t.Fatal(err)
+	tests := map[string]struct {
+		device, client time.Duration
+		lifetime       time.Duration
+	}{
+		"device's timeout":              {device: 5 * time.Minute, lifetime: 5 * time.Minute},
+		"client asks for a shorter one": {device: 30 * time.Minute, client: time.Minute, lifetime: time.Minute},
+		"client asks for a longer one":  {device: 2 * time.Minute, client: time.Hour, lifetime: 2 * time.Minute},
 	}
-	time.Sleep(400 * time.Millisecond)
-	m, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp")
-	if err != nil || m.Type != "TCP" {
-		t.Fatalf("after the session timed out: %v %v", m, err)
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			s := nitrofake.Start(t, nitrofake.Options{SessionTimeout: tc.device, Now: clk.Now})
+			c, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: s.Username(), Password: s.Password(), SessionTimeout: tc.client})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+			var logins []int
+			for _, step := range []time.Duration{0, tc.lifetime - time.Second, 2 * time.Second} {
+				clk.Advance(step)
+				m, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp")
+				if err != nil || m.Type != "TCP" {
+					t.Fatalf("after %v more: %v %v", step, m, err)
+				}
+				logins = append(logins, s.Logins())
+			}
+			if diff := cmp.Diff([]int{1, 1, 2}, logins); diff != "" {
+				t.Errorf("logins at start, just before and just after the session's end (-want +got):\n%s", diff)
+			}
+		})
 	}
-	if n := s.Logins(); n != 2 {
-		t.Errorf("%d logins, want 2", n)
+}
+
+// TestClientAbandonsAnUnansweredRequest: a NetScaler that takes a request
+// and never answers does not hold the caller. The call ends when its
+// context ends or Config.RequestTimeout passes, and the device sees the
+// request abandoned.
+func TestClientAbandonsAnUnansweredRequest(t *testing.T) {
+	tests := map[string]struct {
+		requestTimeout time.Duration
+		cancel         bool
+		want           func(error) bool
+	}{
+		"caller cancels": {cancel: true, want: func(err error) bool { return errors.Is(err, context.Canceled) }},
+		"request timeout": {requestTimeout: 50 * time.Millisecond, want: func(err error) bool {
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout()
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			arrived, abandoned, release := make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				arrived <- struct{}{}
+				select {
+				case <-r.Context().Done(): // the client hung up
+					close(abandoned)
+				case <-release: // the test is over: let srv.Close return
+				}
+			}))
+			t.Cleanup(srv.Close)
+			t.Cleanup(func() { close(release) })
+			c, err := nitroclient.New(nitroclient.Config{URL: srv.URL, Username: "nsroot", Password: "pw",
+				Auth: nitroclient.AuthHeader, RequestTimeout: tc.requestTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp")
+				errc <- err
+			}()
+			<-arrived
+			if tc.cancel {
+				cancel()
+			}
+			err = <-errc
+			var ne *nitroclient.Error
+			if !tc.want(err) || errors.As(err, &ne) {
+				t.Errorf("err = %v (%T), want the abandoned call's error and no NITRO error", err, err)
+			}
+			<-abandoned
+		})
 	}
 }
 
