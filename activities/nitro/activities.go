@@ -810,7 +810,10 @@ func classify(op string, err error) error {
 		return temporal.NewApplicationError(msg, ErrTypeInUse, err)
 	case errors.As(err, &ne):
 		return temporal.NewApplicationError(msg, ErrTypeNitro, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
+		// The activity was cancelled: the SDK reports it as such. A
+		// deadline (the client's RequestTimeout) is no answer in time:
+		// NitroUnreachable, below.
 		return err
 	}
 	return temporal.NewApplicationError(msg, ErrTypeUnreachable, err)
