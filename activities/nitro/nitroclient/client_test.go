@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,24 +136,6 @@ func TestClientRelogin(t *testing.T) {
 	}
 }
 
-// clock is a fake NetScaler's time, moved by the test instead of sleeping.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestClientSessionTimeout lets sessions run out on the device's clock: the
 // client logs in again by itself, and only once the session is over. The
 // session lasts the device's timeout, or the client's if that is shorter
@@ -170,8 +152,11 @@ func TestClientSessionTimeout(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			s := nitrofake.Start(t, nitrofake.Options{SessionTimeout: tc.device, Now: clk.Now})
+			// The device's clock, moved by the test instead of sleeping.
+			var elapsed atomic.Int64
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			now := func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+			s := nitrofake.Start(t, nitrofake.Options{SessionTimeout: tc.device, Now: now})
 			c, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: s.Username(), Password: s.Password(), SessionTimeout: tc.client})
 			if err != nil {
 				t.Fatal(err)
@@ -179,7 +164,7 @@ func TestClientSessionTimeout(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close(context.Background()) })
 			var logins []int
 			for _, step := range []time.Duration{0, tc.lifetime - time.Second, 2 * time.Second} {
-				clk.Advance(step)
+				elapsed.Add(int64(step))
 				m, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp")
 				if err != nil || m.Type != "TCP" {
 					t.Fatalf("after %v more: %v %v", step, m, err)
