@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -98,9 +99,16 @@ type UpdateBackendsInput struct {
 // Protocols NetScaler load-balances that rackflow publishes.
 var Protocols = map[string]bool{"TCP": true, "UDP": true, "HTTP": true, "SSL": true, "SSL_BRIDGE": true, "SSL_TCP": true, "ANY": true, "DNS": true}
 
-// LBMethods rackflow accepts.
-var LBMethods = map[string]bool{"": true, "ROUNDROBIN": true, "LEASTCONNECTION": true, "LEASTRESPONSETIME": true,
-	"SOURCEIPHASH": true, "URLHASH": true, "LEASTBANDWIDTH": true, "LEASTPACKETS": true, "TOKEN": true}
+// LBMethods are the values NITRO accepts for an lbvserver's lbmethod, in the
+// order of the NITRO reference (lbvserver, "Possible values"). It is the
+// one list: PublishInput.Validate (in the starter and the workflows) and the
+// nitro activities both check against it, and a test holds it equal to the
+// fake NetScaler's. An empty PublishInput.LBMethod means the NetScaler
+// default, LEASTCONNECTION.
+var LBMethods = []string{"ROUNDROBIN", "LEASTCONNECTION", "LEASTRESPONSETIME", "URLHASH", "DOMAINHASH",
+	"DESTINATIONIPHASH", "SOURCEIPHASH", "SRCIPDESTIPHASH", "LEASTBANDWIDTH", "LEASTPACKETS", "TOKEN",
+	"SRCIPSRCPORTHASH", "LRTM", "CALLIDHASH", "CUSTOMLOAD", "LEASTREQUEST", "AUDITLOGHASH",
+	"STATICPROXIMITY", "USER_TOKEN"}
 
 var serviceNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
@@ -165,8 +173,8 @@ func (in PublishInput) Validate() error {
 	if !Protocols[in.Protocol] {
 		add("protocol", in.Protocol, "must be one of TCP, UDP, HTTP, SSL, SSL_BRIDGE, SSL_TCP, ANY, DNS")
 	}
-	if !LBMethods[in.LBMethod] {
-		add("lb_method", in.LBMethod, "unknown LB method (ROUNDROBIN, LEASTCONNECTION, SOURCEIPHASH, ...)")
+	if in.LBMethod != "" && !slices.Contains(LBMethods, in.LBMethod) {
+		add("lb_method", in.LBMethod, "must be one of "+strings.Join(LBMethods, ", "))
 	}
 	validateBackends(in.Backends, &errs)
 	if in.Monitor != "" && !regexp.MustCompile(`^[A-Za-z0-9_.-]{1,127}$`).MatchString(in.Monitor) {

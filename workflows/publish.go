@@ -43,19 +43,35 @@ func nitroTarget(n api.NetScaler) nitro.Target {
 	return nitro.Target{URL: n.URL, Credential: n.Credential, CA: n.CA, Insecure: n.Insecure, Auth: n.Auth}
 }
 
+// Built-in NetScaler monitors publish binds when the input names none.
+const (
+	monitorTCP  = "tcp"
+	monitorHTTP = "http"
+	monitorDNS  = "dns"
+	monitorPing = "ping"
+)
+
+// defaultMonitors are all the monitors defaultMonitor picks from, in the
+// order UnpublishService unbinds them (saved histories depend on it).
+var defaultMonitors = []string{monitorTCP, monitorHTTP, monitorDNS, monitorPing}
+
 // defaultMonitor picks a built-in NetScaler monitor for a protocol.
 func defaultMonitor(protocol string) string {
 	switch protocol {
 	case "HTTP":
-		return "http"
+		return monitorHTTP
 	case "TCP", "SSL", "SSL_BRIDGE", "SSL_TCP":
-		return "tcp"
+		return monitorTCP
 	case "DNS":
-		return "dns"
+		return monitorDNS
 	default:
-		return "ping"
+		return monitorPing
 	}
 }
+
+// removedPrefix marks, in PublishResult.Created (what a run changed), the
+// objects UnpublishService removed.
+const removedPrefix = "removed "
 
 func members(bs []api.Backend) []nitro.Member {
 	out := make([]nitro.Member, len(bs))
@@ -86,17 +102,86 @@ func checkOwnerID(ctx workflow.Context, vip string, port int) (string, error) {
 	return owner, nil
 }
 
+// publication is what every publishing workflow derives from its input and
+// workflow ID: the owner marker, the object names and the device. Its
+// methods build the NITRO calls the workflows share.
+type publication struct {
+	owner  string
+	names  nitro.ObjectNames
+	target nitro.Target
+}
+
 // prepare validates a publishing input and derives, from the workflow ID
-// the run must have, the owner marker, object names and device.
-func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns api.NetScaler) (string, nitro.ObjectNames, nitro.Target, error) {
+// the run must have, the publication it works on.
+func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns api.NetScaler) (publication, error) {
 	if err := in.Validate(); err != nil {
-		return "", nitro.ObjectNames{}, nitro.Target{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return publication{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
 	owner, err := checkOwnerID(ctx, vip, port)
 	if err != nil {
-		return "", nitro.ObjectNames{}, nitro.Target{}, err
+		return publication{}, err
 	}
-	return owner, nitro.Names(owner), nitroTarget(ns), nil
+	return publication{owner: owner, names: nitro.Names(owner), target: nitroTarget(ns)}, nil
+}
+
+// result is the PublishResult skeleton of p.
+func (p publication) result() api.PublishResult {
+	return api.PublishResult{WorkflowID: p.owner, ServiceGroup: p.names.ServiceGroup, VServer: p.names.VServer}
+}
+
+func (p publication) del(name string) nitro.DeleteInput {
+	return nitro.DeleteInput{Target: p.target, Owner: p.owner, Name: name}
+}
+
+func (p publication) monitorBinding(monitor string) nitro.MonitorBindingInput {
+	return nitro.MonitorBindingInput{Target: p.target, Owner: p.owner, ServiceGroup: p.names.ServiceGroup, Monitor: monitor}
+}
+
+func (p publication) vserverBinding() nitro.VServerBindingInput {
+	return nitro.VServerBindingInput{Target: p.target, Owner: p.owner, VServer: p.names.VServer, ServiceGroup: p.names.ServiceGroup}
+}
+
+func (p publication) listMembers() nitroCall {
+	return nitroCall{"read members of " + p.names.ServiceGroup, nitroA.ListMembers,
+		nitro.ListMembersInput{Target: p.target, Owner: p.owner, ServiceGroup: p.names.ServiceGroup}}
+}
+
+// setMembers binds want and unbinds those of previous not in want.
+func (p publication) setMembers(summary string, want, previous []nitro.Member) nitroCall {
+	return nitroCall{summary, nitroA.EnsureMembers,
+		nitro.MembersInput{Target: p.target, Owner: p.owner, ServiceGroup: p.names.ServiceGroup, Members: want, Previous: previous}}
+}
+
+// undoMembers registers the compensation that turns a member change back:
+// added are unbound again, removed bound again.
+func (p publication) undoMembers(undo *saga, added, removed []nitro.Member) {
+	restore := p.setMembers("undo: restore members", removed, added)
+	undo.add("restore members", func(ctx workflow.Context) error { return restore.run(ctx, nil) })
+}
+
+func (p publication) save() nitroCall {
+	return nitroCall{"save configuration", nitroA.SaveConfig, nitro.SaveInput{Target: p.target}}
+}
+
+// nitroCall is one NITRO activity call: the summary the UI shows for it,
+// the activity and its input.
+type nitroCall struct {
+	summary string
+	fn      any
+	in      any
+}
+
+// run executes the call and decodes its result into out (nil: discard it).
+func (c nitroCall) run(ctx workflow.Context, out any) error {
+	return workflow.ExecuteActivity(nitroCtx(ctx, c.summary), c.fn, c.in).Get(ctx, out)
+}
+
+// ensureStep is one object of a publication: the call that creates or
+// accepts it, and the call that removes it again if this run created it.
+// The undo's summary names the compensation.
+type ensureStep struct {
+	ensure nitroCall
+	undo   nitroCall
 }
 
 // PublishService publishes a service on a NetScaler: servicegroup, members,
@@ -105,185 +190,153 @@ func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string,
 // that is not rackflow's; if a step fails, whatever this run created is
 // removed again, newest first, and nothing is saved.
 func PublishService(ctx workflow.Context, in api.PublishInput) (api.PublishResult, error) {
-	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return api.PublishResult{}, err
 	}
+	names := p.names
 	monitor := in.Monitor
 	if monitor == "" {
 		monitor = defaultMonitor(in.Protocol)
 	}
-	res := api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}
+	res := p.result()
+	res.Backends = backends(members(in.Backends))
+
+	// The objects in the order they are made. The members come between the
+	// servicegroup and the rest (see convergeMembers): how they converge
+	// depends on whether this run created the servicegroup.
+	servicegroup := ensureStep{
+		ensure: nitroCall{"servicegroup " + names.ServiceGroup, nitroA.EnsureServiceGroup,
+			nitro.ServiceGroupInput{Target: p.target, Owner: p.owner, Name: names.ServiceGroup, ServiceType: in.Protocol}},
+		undo: nitroCall{"delete servicegroup " + names.ServiceGroup, nitroA.DeleteServiceGroup, p.del(names.ServiceGroup)},
+	}
+	steps := []ensureStep{
+		{
+			ensure: nitroCall{"bind monitor " + monitor, nitroA.EnsureMonitorBinding, p.monitorBinding(monitor)},
+			undo:   nitroCall{"unbind monitor " + monitor, nitroA.DeleteMonitorBinding, p.monitorBinding(monitor)},
+		},
+		{
+			ensure: nitroCall{fmt.Sprintf("lbvserver %s on %s:%d", names.VServer, in.VIP, in.Port), nitroA.EnsureLBVServer,
+				nitro.LBVServerInput{Target: p.target, Owner: p.owner, Name: names.VServer, ServiceType: in.Protocol, VIP: in.VIP, Port: in.Port, LBMethod: in.LBMethod}},
+			undo: nitroCall{"delete lbvserver " + names.VServer, nitroA.DeleteLBVServer, p.del(names.VServer)},
+		},
+		{
+			ensure: nitroCall{"bind " + names.ServiceGroup + " to " + names.VServer, nitroA.EnsureVServerBinding, p.vserverBinding()},
+			undo:   nitroCall{"unbind servicegroup", nitroA.DeleteVServerBinding, p.vserverBinding()},
+		},
+	}
+	if n := in.INAT; n != nil {
+		res.INAT = names.INAT
+		steps = append(steps, ensureStep{
+			ensure: nitroCall{fmt.Sprintf("INAT %s <-> %s", n.PublicIP, n.PrivateIP), nitroA.EnsureINAT,
+				nitro.INATInput{Target: p.target, Owner: p.owner, Name: names.INAT, PublicIP: n.PublicIP, PrivateIP: n.PrivateIP}},
+			undo: nitroCall{"delete INAT", nitroA.DeleteINAT, p.del(names.INAT)},
+		})
+	}
+	if n := in.RNAT; n != nil {
+		res.RNAT = names.RNAT
+		steps = append(steps, ensureStep{
+			ensure: nitroCall{fmt.Sprintf("RNAT %s/%s via %s", n.Network, n.Netmask, n.NATIP), nitroA.EnsureRNAT,
+				nitro.RNATInput{Target: p.target, Owner: p.owner, Name: names.RNAT, Network: n.Network, Netmask: n.Netmask, NATIP: n.NATIP}},
+			undo: nitroCall{"delete RNAT", nitroA.DeleteRNAT, p.del(names.RNAT)},
+		})
+	}
+
 	var undo saga
-	created := func(r nitro.Result) { res.Created = append(res.Created, r.Object) }
-
-	err = func() error {
+	// ensure runs one step and, if it created the object, registers its
+	// undo at once, so a failure in any later step removes it again.
+	ensure := func(s ensureStep) (nitro.Result, error) {
 		var r nitro.Result
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, "servicegroup "+names.ServiceGroup), nitroA.EnsureServiceGroup,
-			nitro.ServiceGroupInput{Target: target, Owner: owner, Name: names.ServiceGroup, ServiceType: in.Protocol}).Get(ctx, &r); err != nil {
-			return err
+		if err := s.ensure.run(ctx, &r); err != nil {
+			return r, err
 		}
-		sgCreated := r.Changed
 		if r.Changed {
-			created(r)
-			undo.add("delete servicegroup", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: delete servicegroup "+names.ServiceGroup), nitroA.DeleteServiceGroup,
-					nitro.DeleteInput{Target: target, Owner: owner, Name: names.ServiceGroup}).Get(ctx, nil)
+			res.Created = append(res.Created, r.Object)
+			u := s.undo
+			undo.add(u.summary, func(ctx workflow.Context) error {
+				return nitroCall{"undo: " + u.summary, u.fn, u.in}.run(ctx, nil)
 			})
 		}
-
-		// A re-publish converges the members: those bound before and no
-		// longer asked for are unbound (after the new ones are bound).
-		// Runs recorded before this existed did not read them.
-		var previous []nitro.Member
-		if !sgCreated && workflow.GetVersion(ctx, "publish-converges-members", workflow.DefaultVersion, 1) == 1 {
-			if err := workflow.ExecuteActivity(nitroCtx(ctx, "read members of "+names.ServiceGroup), nitroA.ListMembers,
-				nitro.ListMembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup}).Get(ctx, &previous); err != nil {
+		return r, nil
+	}
+	err = func() error {
+		sg, err := ensure(servicegroup)
+		if err != nil {
+			return err
+		}
+		if err := convergeMembers(ctx, p, &undo, members(in.Backends), sg.Changed); err != nil {
+			return err
+		}
+		for _, s := range steps {
+			if _, err := ensure(s); err != nil {
 				return err
 			}
 		}
-		var mr nitro.MembersResult
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("bind %d members to %s", len(in.Backends), names.ServiceGroup)), nitroA.EnsureMembers,
-			nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: members(in.Backends), Previous: previous}).Get(ctx, &mr); err != nil {
-			return err
-		}
-		if (len(mr.Added) > 0 || len(mr.Removed) > 0) && !sgCreated {
-			// The servicegroup existed: put its members back as they were.
-			added, removed := mr.Added, mr.Removed
-			undo.add("restore members", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: restore members"), nitroA.EnsureMembers,
-					nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: removed, Previous: added}).Get(ctx, nil)
-			})
-		}
-
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, "bind monitor "+monitor), nitroA.EnsureMonitorBinding,
-			nitro.MonitorBindingInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Monitor: monitor}).Get(ctx, &r); err != nil {
-			return err
-		}
-		if r.Changed {
-			created(r)
-			undo.add("unbind monitor", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: unbind monitor "+monitor), nitroA.DeleteMonitorBinding,
-					nitro.MonitorBindingInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Monitor: monitor}).Get(ctx, nil)
-			})
-		}
-
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("lbvserver %s on %s:%d", names.VServer, in.VIP, in.Port)), nitroA.EnsureLBVServer,
-			nitro.LBVServerInput{Target: target, Owner: owner, Name: names.VServer, ServiceType: in.Protocol, VIP: in.VIP, Port: in.Port, LBMethod: in.LBMethod}).Get(ctx, &r); err != nil {
-			return err
-		}
-		if r.Changed {
-			created(r)
-			undo.add("delete lbvserver", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: delete lbvserver "+names.VServer), nitroA.DeleteLBVServer,
-					nitro.DeleteInput{Target: target, Owner: owner, Name: names.VServer}).Get(ctx, nil)
-			})
-		}
-
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, "bind "+names.ServiceGroup+" to "+names.VServer), nitroA.EnsureVServerBinding,
-			nitro.VServerBindingInput{Target: target, Owner: owner, VServer: names.VServer, ServiceGroup: names.ServiceGroup}).Get(ctx, &r); err != nil {
-			return err
-		}
-		if r.Changed {
-			created(r)
-			undo.add("unbind servicegroup", func(ctx workflow.Context) error {
-				return workflow.ExecuteActivity(nitroCtx(ctx, "undo: unbind servicegroup"), nitroA.DeleteVServerBinding,
-					nitro.VServerBindingInput{Target: target, Owner: owner, VServer: names.VServer, ServiceGroup: names.ServiceGroup}).Get(ctx, nil)
-			})
-		}
-
-		if n := in.INAT; n != nil {
-			res.INAT = names.INAT
-			if err := workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("INAT %s <-> %s", n.PublicIP, n.PrivateIP)), nitroA.EnsureINAT,
-				nitro.INATInput{Target: target, Owner: owner, Name: names.INAT, PublicIP: n.PublicIP, PrivateIP: n.PrivateIP}).Get(ctx, &r); err != nil {
-				return err
-			}
-			if r.Changed {
-				created(r)
-				undo.add("delete inat", func(ctx workflow.Context) error {
-					return workflow.ExecuteActivity(nitroCtx(ctx, "undo: delete INAT"), nitroA.DeleteINAT,
-						nitro.DeleteInput{Target: target, Owner: owner, Name: names.INAT}).Get(ctx, nil)
-				})
-			}
-		}
-		if n := in.RNAT; n != nil {
-			res.RNAT = names.RNAT
-			if err := workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("RNAT %s/%s via %s", n.Network, n.Netmask, n.NATIP)), nitroA.EnsureRNAT,
-				nitro.RNATInput{Target: target, Owner: owner, Name: names.RNAT, Network: n.Network, Netmask: n.Netmask, NATIP: n.NATIP}).Get(ctx, &r); err != nil {
-				return err
-			}
-			if r.Changed {
-				created(r)
-				undo.add("delete rnat", func(ctx workflow.Context) error {
-					return workflow.ExecuteActivity(nitroCtx(ctx, "undo: delete RNAT"), nitroA.DeleteRNAT,
-						nitro.DeleteInput{Target: target, Owner: owner, Name: names.RNAT}).Get(ctx, nil)
-				})
-			}
-		}
-		return workflow.ExecuteActivity(nitroCtx(ctx, "save configuration"), nitroA.SaveConfig, nitro.SaveInput{Target: target}).Get(ctx, nil)
+		return p.save().run(ctx, nil)
 	}()
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("publish failed, rolling back", "vip", in.VIP, "port", in.Port, "error", err)
 		if cerr := undo.compensate(ctx); cerr != nil {
-			return res, failWith(fmt.Sprintf("publish %s failed and the rollback failed too (%v)", owner, cerr), err)
+			return res, failWith(fmt.Sprintf("publish %s failed and the rollback failed too (%v)", p.owner, cerr), err)
 		}
-		return res, failWith(fmt.Sprintf("publish %s failed and was rolled back", owner), err)
+		return res, failWith(fmt.Sprintf("publish %s failed and was rolled back", p.owner), err)
 	}
 	workflow.GetLogger(ctx).Info("service published", "vip", in.VIP, "port", in.Port, "backends", len(in.Backends))
 	return res, nil
+}
+
+// convergeMembers binds want to the servicegroup. A servicegroup this run
+// created needs no member undo: deleting it removes them. One that existed
+// means a re-publish: members bound before and no longer wanted are unbound
+// (after the new ones are bound), and the undo puts the old set back. Runs
+// recorded before re-publishing converged did not read the old members.
+func convergeMembers(ctx workflow.Context, p publication, undo *saga, want []nitro.Member, sgCreated bool) error {
+	var previous []nitro.Member
+	if !sgCreated && workflow.GetVersion(ctx, "publish-converges-members", workflow.DefaultVersion, 1) == 1 {
+		if err := p.listMembers().run(ctx, &previous); err != nil {
+			return err
+		}
+	}
+	var mr nitro.MembersResult
+	if err := p.setMembers(fmt.Sprintf("bind %d members to %s", len(want), p.names.ServiceGroup), want, previous).run(ctx, &mr); err != nil {
+		return err
+	}
+	if (len(mr.Added) > 0 || len(mr.Removed) > 0) && !sgCreated {
+		p.undoMembers(undo, mr.Added, mr.Removed)
+	}
+	return nil
 }
 
 // UnpublishService removes, newest first, every object of a publication
 // that carries rackflow's ownership marker, then saves. Objects that are
 // already gone count as removed; objects someone else owns are left alone.
 func UnpublishService(ctx workflow.Context, in api.UnpublishInput) (api.PublishResult, error) {
-	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return api.PublishResult{}, err
 	}
-	res := api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer}
-	var r nitro.Result
-	run := func(summary string, fn any, arg any) error {
-		if err := workflow.ExecuteActivity(nitroCtx(ctx, summary), fn, arg).Get(ctx, &r); err != nil {
-			return err
-		}
-		if r.Changed {
-			res.Created = append(res.Created, "removed "+r.Object) // what this run changed
-		}
-		return nil
-	}
-	del := func(name string) nitro.DeleteInput {
-		return nitro.DeleteInput{Target: target, Owner: owner, Name: name}
-	}
-	steps := []struct {
-		summary string
-		fn      any
-		arg     any
-	}{
-		{"delete RNAT", nitroA.DeleteRNAT, del(names.RNAT)},
-		{"delete INAT", nitroA.DeleteINAT, del(names.INAT)},
-		{"unbind servicegroup", nitroA.DeleteVServerBinding, nitro.VServerBindingInput{Target: target, Owner: owner, VServer: names.VServer, ServiceGroup: names.ServiceGroup}},
-		{"delete lbvserver", nitroA.DeleteLBVServer, del(names.VServer)},
+	res := p.result()
+	steps := []nitroCall{
+		{"delete RNAT", nitroA.DeleteRNAT, p.del(p.names.RNAT)},
+		{"delete INAT", nitroA.DeleteINAT, p.del(p.names.INAT)},
+		{"unbind servicegroup", nitroA.DeleteVServerBinding, p.vserverBinding()},
+		{"delete lbvserver", nitroA.DeleteLBVServer, p.del(p.names.VServer)},
 	}
 	// The monitor is one of the built-ins publish may have bound.
-	for _, m := range []string{"tcp", "http", "dns", "ping"} {
-		steps = append(steps, struct {
-			summary string
-			fn      any
-			arg     any
-		}{"unbind monitor " + m, nitroA.DeleteMonitorBinding, nitro.MonitorBindingInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Monitor: m}})
+	for _, m := range defaultMonitors {
+		steps = append(steps, nitroCall{"unbind monitor " + m, nitroA.DeleteMonitorBinding, p.monitorBinding(m)})
 	}
-	steps = append(steps, struct {
-		summary string
-		fn      any
-		arg     any
-	}{"delete servicegroup", nitroA.DeleteServiceGroup, del(names.ServiceGroup)})
+	steps = append(steps, nitroCall{"delete servicegroup", nitroA.DeleteServiceGroup, p.del(p.names.ServiceGroup)})
 	for _, s := range steps {
-		if err := run(s.summary, s.fn, s.arg); err != nil {
-			return res, failWith(fmt.Sprintf("unpublish %s at %q", owner, s.summary), err)
+		var r nitro.Result
+		if err := s.run(ctx, &r); err != nil {
+			return res, failWith(fmt.Sprintf("unpublish %s at %q", p.owner, s.summary), err)
+		}
+		if r.Changed {
+			res.Created = append(res.Created, removedPrefix+r.Object)
 		}
 	}
-	if err := workflow.ExecuteActivity(nitroCtx(ctx, "save configuration"), nitroA.SaveConfig, nitro.SaveInput{Target: target}).Get(ctx, nil); err != nil {
+	if err := p.save().run(ctx, nil); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -293,29 +346,29 @@ func UnpublishService(ctx workflow.Context, in api.UnpublishInput) (api.PublishR
 // are bound before old ones are unbound, so the VIP keeps serving. The
 // lbvserver is never touched.
 func UpdateBackends(ctx workflow.Context, in api.UpdateBackendsInput) (api.PublishResult, error) {
-	owner, names, target, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
 	if err != nil {
 		return api.PublishResult{}, err
 	}
 	var current []nitro.Member
-	if err := workflow.ExecuteActivity(nitroCtx(ctx, "read members of "+names.ServiceGroup), nitroA.ListMembers,
-		nitro.ListMembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup}).Get(ctx, &current); err != nil {
+	if err := p.listMembers().run(ctx, &current); err != nil {
 		return api.PublishResult{}, err
 	}
-	var mr nitro.MembersResult
-	err = workflow.ExecuteActivity(nitroCtx(ctx, fmt.Sprintf("set %d members of %s", len(in.Backends), names.ServiceGroup)), nitroA.EnsureMembers,
-		nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: members(in.Backends), Previous: current}).Get(ctx, &mr)
-	if err != nil {
-		// Put the old set back; bind-before-unbind keeps the VIP serving.
-		dctx, _ := workflow.NewDisconnectedContext(ctx)
-		if rerr := workflow.ExecuteActivity(nitroCtx(dctx, "undo: restore members"), nitroA.EnsureMembers,
-			nitro.MembersInput{Target: target, Owner: owner, ServiceGroup: names.ServiceGroup, Members: current, Previous: members(in.Backends)}).Get(dctx, nil); rerr != nil {
-			return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed and restoring the old members failed too (%v)", owner, rerr), err)
+	want := members(in.Backends)
+	if err := p.setMembers(fmt.Sprintf("set %d members of %s", len(want), p.names.ServiceGroup), want, current).run(ctx, nil); err != nil {
+		// Put the old set back, whatever part of the change was made;
+		// bind-before-unbind keeps the VIP serving.
+		var undo saga
+		p.undoMembers(&undo, want, current)
+		if rerr := undo.compensate(ctx); rerr != nil {
+			return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed and restoring the old members failed too (%v)", p.owner, rerr), err)
 		}
-		return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed, old members restored", owner), err)
+		return api.PublishResult{}, failWith(fmt.Sprintf("update backends of %s failed, old members restored", p.owner), err)
 	}
-	if err := workflow.ExecuteActivity(nitroCtx(ctx, "save configuration"), nitroA.SaveConfig, nitro.SaveInput{Target: target}).Get(ctx, nil); err != nil {
+	if err := p.save().run(ctx, nil); err != nil {
 		return api.PublishResult{}, err
 	}
-	return api.PublishResult{WorkflowID: owner, ServiceGroup: names.ServiceGroup, VServer: names.VServer, Backends: backends(members(in.Backends))}, nil
+	res := p.result()
+	res.Backends = backends(want)
+	return res, nil
 }

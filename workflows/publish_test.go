@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -13,8 +14,8 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/nitro"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
@@ -307,4 +308,44 @@ func TestRepublishWithOtherBackendsConverges(t *testing.T) {
 	if d := cmp.Diff(vsBefore, f.ns.Objects("lbvserver")[names.VServer]); d != "" {
 		t.Errorf("vserver changed:\n%s", d)
 	}
+}
+
+func TestFailedRepublishPutsTheOldMembersBack(t *testing.T) {
+	f := newNSFixture(t)
+	if _, err := f.run(t, PublishService, f.id(), f.in); err != nil {
+		t.Fatal(err)
+	}
+	names := nitro.Names(f.id())
+	before := f.memberWeights(names.ServiceGroup)
+	vsBefore := f.ns.Objects("lbvserver")[names.VServer]
+	f.in.Backends = []api.Backend{{IP: "10.0.1.12", Port: 443, Weight: 2}, {IP: "10.0.1.14", Port: 443}}
+	f.ns.FailNext("POST", "/nitro/v1/config/nsconfig", 278) // the save is refused, after the members changed
+	_, err := f.run(t, PublishService, f.id(), f.in)
+	if err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("err = %v, want a rolled-back failure", err)
+	}
+	if d := cmp.Diff([]string{"10.0.1.11:443 weight 1", "10.0.1.12:443 weight 2"}, before); d != "" {
+		t.Fatalf("members after the first publish (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(before, f.memberWeights(names.ServiceGroup)); d != "" {
+		t.Errorf("members after the rollback (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(vsBefore, f.ns.Objects("lbvserver")[names.VServer]); d != "" {
+		t.Errorf("vserver changed:\n%s", d)
+	}
+}
+
+// memberWeights lists a servicegroup's members as "ip:port weight w"; a
+// member bound without a weight has NetScaler's default, 1.
+func (f *nsFixture) memberWeights(sg string) []string {
+	var out []string
+	for _, b := range f.ns.Bindings("servicegroup_servicegroupmember_binding", sg) {
+		w, ok := b["weight"]
+		if !ok {
+			w = 1
+		}
+		out = append(out, fmt.Sprintf("%v:%v weight %v", b["ip"], b["port"], w))
+	}
+	sort.Strings(out)
+	return out
 }

@@ -1,7 +1,7 @@
-// Package nitro publishes services on a NetScaler (Citrix ADC) through its
-// NITRO REST API: a typed client (Client, with session or header auth and
-// one transparent re-login) and the activities PublishService and
-// UnpublishService call one object at a time from a saga. Every activity is
+// Package nitro holds the Temporal activities that publish services on a
+// NetScaler (Citrix ADC), one object at a time, for the PublishService,
+// UpdateBackends and UnpublishService sagas. They speak NITRO through the
+// typed client in nitroclient, behind the API seam below. Every activity is
 // idempotent and ownership-aware: objects it creates carry the workflow ID
 // (a "rackflow:<owner>" comment, or the owner in the name for types without
 // a comment), an existing object is accepted only if it is ours and equal,
@@ -22,6 +22,8 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/secrets"
 )
 
@@ -75,12 +77,13 @@ type Target struct {
 	Auth string `json:"auth,omitempty"`
 }
 
-// API is the part of the NITRO client the activities use; *Client implements it.
+// API is the part of the NITRO client the activities use;
+// *nitroclient.Client implements it, and tests may fake it.
 type API interface {
-	Getter
-	Add(ctx context.Context, r Resource) error
-	Bind(ctx context.Context, r Resource) error
-	Delete(ctx context.Context, typ, name string, args ...Arg) error
+	Get(ctx context.Context, typ, name string, out any) error
+	Add(ctx context.Context, r nitroclient.Resource) error
+	Bind(ctx context.Context, r nitroclient.Resource) error
+	Delete(ctx context.Context, typ, name string, args ...nitroclient.Arg) error
 	Save(ctx context.Context) error
 	Close(ctx context.Context) error
 }
@@ -88,11 +91,11 @@ type API interface {
 // ClientFunc builds the client for one activity run.
 type ClientFunc func(ctx context.Context, t Target, cred secrets.Secret) (API, error)
 
-// Dial is the default ClientFunc: a *Client for t.
+// Dial is the default ClientFunc: a *nitroclient.Client for t.
 func Dial(_ context.Context, t Target, cred secrets.Secret) (API, error) {
-	return New(Config{
+	return nitroclient.New(nitroclient.Config{
 		URL: t.URL, Username: cred.Username, Password: cred.Password,
-		CAPEM: []byte(t.CA), InsecureSkipVerifyDANGEROUS: t.Insecure, Auth: AuthMode(t.Auth),
+		CAPEM: []byte(t.CA), InsecureSkipVerifyDANGEROUS: t.Insecure, Auth: nitroclient.AuthMode(t.Auth),
 	})
 }
 
@@ -108,8 +111,32 @@ type Result struct {
 	Object string `json:"object"`
 	// Changed is false when the object already was as asked (or already gone).
 	Changed bool `json:"changed"`
-	// Skipped explains why a Delete left an object alone (not ours).
+	// Skipped explains why a Delete left an object alone; it starts with
+	// SkippedNotOurs.
 	Skipped string `json:"skipped,omitempty"`
+}
+
+// SkippedNotOurs starts Result.Skipped when a Delete found the object, or
+// the parent of a binding, without this owner's marker and left it alone.
+const SkippedNotOurs = "not ours"
+
+// What an activity does to an object. "<op> <object>" is its heartbeat
+// detail while it does it, and the start of the error if that fails.
+const (
+	opRead   = "read"
+	opAdd    = "add"
+	opBind   = "bind"
+	opUnbind = "unbind"
+	opDelete = "delete"
+	opSave   = "save"
+)
+
+func op(verb, object string) string { return verb + " " + object }
+
+// progress tells Temporal, and whoever looks at the pending activity, what
+// the activity is doing now.
+func progress(ctx context.Context, verb, object string) {
+	activity.RecordHeartbeat(ctx, op(verb, object))
 }
 
 // Conflict is the detail of a NitroConflict error.
@@ -229,8 +256,8 @@ func (a *Activities) EnsureServiceGroup(ctx context.Context, in ServiceGroupInpu
 		checkEnum("service_type", in.ServiceType, serviceTypes)); err != nil {
 		return Result{}, err
 	}
-	want := ServiceGroup{Name: in.Name, ServiceType: in.ServiceType, Comment: Marker(in.Owner)}
-	return ensure(ctx, a, in.Target, want, func(have ServiceGroup) []string {
+	want := nitroclient.ServiceGroup{Name: in.Name, ServiceType: in.ServiceType, Comment: Marker(in.Owner)}
+	return ensure(ctx, a, in.Target, want, func(have nitroclient.ServiceGroup) []string {
 		return diff(field("servicetype", have.ServiceType, want.ServiceType), owned(have.Comment, in.Owner))
 	})
 }
@@ -245,12 +272,12 @@ func (a *Activities) EnsureLBVServer(ctx context.Context, in LBVServerInput) (Re
 	}
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name),
 		checkEnum("service_type", in.ServiceType, serviceTypes), checkIP("vip", in.VIP, false),
-		checkPort("port", in.Port), checkEnum("lb_method", method, lbMethods)); err != nil {
+		checkPort("port", in.Port), checkEnum("lb_method", method, api.LBMethods)); err != nil {
 		return Result{}, err
 	}
-	want := LBVServer{Name: in.Name, ServiceType: in.ServiceType, IPv46: in.VIP, Port: Int(in.Port),
+	want := nitroclient.LBVServer{Name: in.Name, ServiceType: in.ServiceType, IPv46: in.VIP, Port: nitroclient.Int(in.Port),
 		LBMethod: method, Comment: Marker(in.Owner)}
-	return ensure(ctx, a, in.Target, want, func(have LBVServer) []string {
+	return ensure(ctx, a, in.Target, want, func(have nitroclient.LBVServer) []string {
 		return diff(
 			field("servicetype", have.ServiceType, want.ServiceType),
 			field("ipv46", normIP(have.IPv46), normIP(want.IPv46)),
@@ -268,8 +295,8 @@ func (a *Activities) EnsureINAT(ctx context.Context, in INATInput) (Result, erro
 		checkIP("public_ip", in.PublicIP, false), checkIP("private_ip", in.PrivateIP, false)); err != nil {
 		return Result{}, err
 	}
-	want := INAT{Name: in.Name, PublicIP: in.PublicIP, PrivateIP: in.PrivateIP}
-	return ensure(ctx, a, in.Target, want, func(have INAT) []string {
+	want := nitroclient.INAT{Name: in.Name, PublicIP: in.PublicIP, PrivateIP: in.PrivateIP}
+	return ensure(ctx, a, in.Target, want, func(have nitroclient.INAT) []string {
 		return diff(field("publicip", normIP(have.PublicIP), normIP(want.PublicIP)),
 			field("privateip", normIP(have.PrivateIP), normIP(want.PrivateIP)))
 	})
@@ -284,19 +311,19 @@ func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, erro
 		checkIP("network", in.Network, true), checkNetmask("netmask", in.Netmask), checkIP("nat_ip", in.NATIP, false)); err != nil {
 		return Result{}, err
 	}
-	want := RNAT{Name: in.Name, Network: in.Network, Netmask: in.Netmask}
+	want := nitroclient.RNAT{Name: in.Name, Network: in.Network, Netmask: in.Netmask}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
+	err := a.with(ctx, in.Target, func(c API) error {
 		var err error
-		res, err = ensureIn(ctx, api, in.Target, want, func(have RNAT) []string {
+		res, err = ensureIn(ctx, c, in.Target, want, func(have nitroclient.RNAT) []string {
 			return diff(field("network", normIP(have.Network), normIP(want.Network)),
 				field("netmask", normIP(have.Netmask), normIP(want.Netmask)))
 		})
 		if err != nil {
 			return err
 		}
-		bres, err := bindOnce(ctx, api, RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
-			func(r RNATNSIPBinding) bool { return normIP(r.NATIP) == normIP(in.NATIP) }, in.Name+"/"+in.NATIP)
+		bres, err := bindOnce(ctx, c, nitroclient.RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
+			func(r nitroclient.RNATNSIPBinding) bool { return normIP(r.NATIP) == normIP(in.NATIP) }, in.Name+"/"+in.NATIP)
 		res.Changed = res.Changed || bres.Changed
 		return err
 	})
@@ -317,7 +344,7 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 		f := fmt.Sprintf("%s[%d]", list, idx)
 		errs = append(errs, checkIP(f+".ip", m.IP, false), checkPort(f+".port", m.Port), checkWeight(f+".weight", m.Weight))
 		if list == "members" && m.IP != "" {
-			k := memberKey(m.IP, Int(m.Port))
+			k := memberKey(m.IP, nitroclient.Int(m.Port))
 			if seen[k] {
 				errs = append(errs, fmt.Errorf("%s: %s listed twice", f, k))
 			}
@@ -328,22 +355,19 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 		return MembersResult{}, err
 	}
 	var out MembersResult
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		rows, err := readMembers(ctx, c, in.ServiceGroup, in.Owner)
+		if err != nil {
 			return err
 		}
-		rows, err := Bindings[ServiceGroupMember](ctx, api, in.ServiceGroup)
-		if err != nil {
-			return classify("read members of servicegroup/"+in.ServiceGroup, err)
-		}
-		have := map[string]ServiceGroupMember{}
+		have := map[string]nitroclient.ServiceGroupMember{}
 		for _, r := range rows {
 			have[memberKey(r.IP, r.Port)] = r
 		}
 		wanted, previous := map[string]bool{}, map[string]bool{}
 		obj := "servicegroup_servicegroupmember_binding/" + in.ServiceGroup
 		for _, m := range in.Members {
-			k := memberKey(m.IP, Int(m.Port))
+			k := memberKey(m.IP, nitroclient.Int(m.Port))
 			wanted[k] = true
 			w := m.Weight
 			if w == 0 {
@@ -356,16 +380,16 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 				out.Unchanged++
 				continue
 			}
-			err := api.Bind(ctx, ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: Int(m.Port), Weight: Int(m.Weight)})
-			if err != nil && !IsExists(err) {
-				return classify("bind "+obj+"/"+k, err)
+			progress(ctx, opBind, obj+"/"+k)
+			err := c.Bind(ctx, nitroclient.ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: nitroclient.Int(m.Port), Weight: nitroclient.Int(m.Weight)})
+			if err != nil && !nitroclient.IsExists(err) {
+				return classify(op(opBind, obj+"/"+k), err)
 			}
 			out.Added = append(out.Added, m)
 			activity.GetLogger(ctx).Info("nitro member bound", "servicegroup", in.ServiceGroup, "member", k)
-			activity.RecordHeartbeat(ctx, "bound "+k)
 		}
 		for _, m := range in.Previous {
-			k := memberKey(m.IP, Int(m.Port))
+			k := memberKey(m.IP, nitroclient.Int(m.Port))
 			previous[k] = true
 			if wanted[k] {
 				continue
@@ -374,14 +398,14 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 			if !ok {
 				continue
 			}
-			err := api.Delete(ctx, ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
-				Arg{"ip", r.IP}, Arg{"port", fmt.Sprint(int(r.Port))})
-			if err != nil && !IsNotFound(err) {
-				return classify("unbind "+obj+"/"+k, err)
+			progress(ctx, opUnbind, obj+"/"+k)
+			err := c.Delete(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
+				nitroclient.Arg{Key: "ip", Value: r.IP}, nitroclient.Arg{Key: "port", Value: fmt.Sprint(int(r.Port))})
+			if err != nil && !nitroclient.IsNotFound(err) {
+				return classify(op(opUnbind, obj+"/"+k), err)
 			}
 			out.Removed = append(out.Removed, m)
 			activity.GetLogger(ctx).Info("nitro member unbound", "servicegroup", in.ServiceGroup, "member", k)
-			activity.RecordHeartbeat(ctx, "unbound "+k)
 		}
 		for k, r := range have {
 			if !wanted[k] && !previous[k] {
@@ -400,13 +424,13 @@ func (a *Activities) EnsureMonitorBinding(ctx context.Context, in MonitorBinding
 		return Result{}, err
 	}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
 		var err error
-		res, err = bindOnce(ctx, api, ServiceGroupMonitorBinding{ServiceGroup: in.ServiceGroup, Monitor: in.Monitor},
-			func(r ServiceGroupMonitorBinding) bool { return r.Monitor == in.Monitor }, in.ServiceGroup+"/"+in.Monitor)
+		res, err = bindOnce(ctx, c, nitroclient.ServiceGroupMonitorBinding{ServiceGroup: in.ServiceGroup, Monitor: in.Monitor},
+			func(r nitroclient.ServiceGroupMonitorBinding) bool { return r.Monitor == in.Monitor }, in.ServiceGroup+"/"+in.Monitor)
 		return err
 	})
 	return res, err
@@ -419,16 +443,16 @@ func (a *Activities) EnsureVServerBinding(ctx context.Context, in VServerBinding
 		return Result{}, err
 	}
 	var res Result
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[LBVServer](ctx, api, in.VServer, in.Owner, func(v LBVServer) string { return v.Comment }); err != nil {
+	err := a.with(ctx, in.Target, func(c API) error {
+		if err := requireOwned[nitroclient.LBVServer](ctx, c, in.VServer, in.Owner, func(v nitroclient.LBVServer) string { return v.Comment }); err != nil {
 			return err
 		}
-		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
+		if err := requireOwned[nitroclient.ServiceGroup](ctx, c, in.ServiceGroup, in.Owner, func(sg nitroclient.ServiceGroup) string { return sg.Comment }); err != nil {
 			return err
 		}
 		var err error
-		res, err = bindOnce(ctx, api, LBVServerServiceGroupBinding{VServer: in.VServer, ServiceGroup: in.ServiceGroup},
-			func(r LBVServerServiceGroupBinding) bool { return r.ServiceGroup == in.ServiceGroup }, in.VServer+"/"+in.ServiceGroup)
+		res, err = bindOnce(ctx, c, nitroclient.LBVServerServiceGroupBinding{VServer: in.VServer, ServiceGroup: in.ServiceGroup},
+			func(r nitroclient.LBVServerServiceGroupBinding) bool { return r.ServiceGroup == in.ServiceGroup }, in.VServer+"/"+in.ServiceGroup)
 		return err
 	})
 	return res, err
@@ -440,9 +464,10 @@ func (a *Activities) SaveConfig(ctx context.Context, in SaveInput) error {
 	if err := validate(checkTarget(in.Target)); err != nil {
 		return err
 	}
-	return a.with(ctx, in.Target, func(api API) error {
-		if err := api.Save(ctx); err != nil {
-			return classify("save config", err)
+	return a.with(ctx, in.Target, func(c API) error {
+		progress(ctx, opSave, "config")
+		if err := c.Save(ctx); err != nil {
+			return classify(op(opSave, "config"), err)
 		}
 		activity.GetLogger(ctx).Info("nitro config saved", "target", in.Target.URL)
 		return nil
@@ -455,7 +480,7 @@ func (a *Activities) DeleteLBVServer(ctx context.Context, in DeleteInput) (Resul
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
 		return Result{}, err
 	}
-	return deleteOwned[LBVServer](ctx, a, in, func(v LBVServer) string { return v.Comment })
+	return deleteOwned[nitroclient.LBVServer](ctx, a, in, func(v nitroclient.LBVServer) string { return v.Comment })
 }
 
 // DeleteServiceGroup removes our servicegroup (and its members and monitor
@@ -464,7 +489,7 @@ func (a *Activities) DeleteServiceGroup(ctx context.Context, in DeleteInput) (Re
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
 		return Result{}, err
 	}
-	return deleteOwned[ServiceGroup](ctx, a, in, func(sg ServiceGroup) string { return sg.Comment })
+	return deleteOwned[nitroclient.ServiceGroup](ctx, a, in, func(sg nitroclient.ServiceGroup) string { return sg.Comment })
 }
 
 // DeleteINAT removes our inbound NAT rule (the name carries the owner).
@@ -472,7 +497,7 @@ func (a *Activities) DeleteINAT(ctx context.Context, in DeleteInput) (Result, er
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner)); err != nil {
 		return Result{}, err
 	}
-	return deleteOwned[INAT](ctx, a, in, nil)
+	return deleteOwned[nitroclient.INAT](ctx, a, in, nil)
 }
 
 // DeleteRNAT removes our RNAT rule with its NAT IP bindings.
@@ -480,7 +505,7 @@ func (a *Activities) DeleteRNAT(ctx context.Context, in DeleteInput) (Result, er
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner)); err != nil {
 		return Result{}, err
 	}
-	return deleteOwned[RNAT](ctx, a, in, nil)
+	return deleteOwned[nitroclient.RNAT](ctx, a, in, nil)
 }
 
 // DeleteVServerBinding unbinds the servicegroup from our vserver.
@@ -489,8 +514,8 @@ func (a *Activities) DeleteVServerBinding(ctx context.Context, in VServerBinding
 		checkName("service_group", in.ServiceGroup)); err != nil {
 		return Result{}, err
 	}
-	return unbindOwned[LBVServer](ctx, a, in.Target, in.Owner, in.VServer, func(v LBVServer) string { return v.Comment },
-		LBVServerServiceGroupBinding{}.ResourceType(), Arg{"servicegroupname", in.ServiceGroup}, in.ServiceGroup)
+	return unbindOwned[nitroclient.LBVServer](ctx, a, in.Target, in.Owner, in.VServer, func(v nitroclient.LBVServer) string { return v.Comment },
+		nitroclient.LBVServerServiceGroupBinding{}.ResourceType(), nitroclient.Arg{Key: "servicegroupname", Value: in.ServiceGroup}, in.ServiceGroup)
 }
 
 // DeleteMonitorBinding unbinds the monitor from our servicegroup.
@@ -499,8 +524,8 @@ func (a *Activities) DeleteMonitorBinding(ctx context.Context, in MonitorBinding
 		checkName("monitor", in.Monitor)); err != nil {
 		return Result{}, err
 	}
-	return unbindOwned[ServiceGroup](ctx, a, in.Target, in.Owner, in.ServiceGroup, func(sg ServiceGroup) string { return sg.Comment },
-		ServiceGroupMonitorBinding{}.ResourceType(), Arg{"monitor_name", in.Monitor}, in.Monitor)
+	return unbindOwned[nitroclient.ServiceGroup](ctx, a, in.Target, in.Owner, in.ServiceGroup, func(sg nitroclient.ServiceGroup) string { return sg.Comment },
+		nitroclient.ServiceGroupMonitorBinding{}.ResourceType(), nitroclient.Arg{Key: "monitor_name", Value: in.Monitor}, in.Monitor)
 }
 
 // ---- shared steps ----
@@ -527,60 +552,74 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	if newClient == nil {
 		newClient = Dial
 	}
-	api, err := newClient(ctx, t, cred)
+	c, err := newClient(ctx, t, cred)
 	if err != nil {
 		return temporal.NewNonRetryableApplicationError("nitro client for "+t.URL+": "+err.Error(), activities.ErrInvalidInput, nil)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := api.Close(cctx); err != nil {
+		if err := c.Close(cctx); err != nil {
 			activity.GetLogger(ctx).Warn("nitro logout failed", "target", t.URL, "error", err)
 		}
 	}()
-	// A liveness heartbeat while the device answers, so a short heartbeat
-	// timeout can detect a dead worker without failing a slow device.
-	stop := make(chan struct{})
-	defer close(stop)
+	stop := keepAlive(ctx, 3*time.Second, "waiting for "+t.URL)
+	defer stop()
+	return fn(c)
+}
+
+// keepAlive heartbeats details every interval until stop is called or ctx
+// ends: a liveness heartbeat while the device answers, so a short
+// HeartbeatTimeout detects a dead worker without failing a slow device.
+// stop returns once the loop has ended, so no heartbeat follows the
+// activity's result. It is the nitro copy of the heartbeat loop the shared
+// activities package is getting; replace the one call above with that.
+func keepAlive(ctx context.Context, every time.Duration, details any) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		tick := time.NewTicker(3 * time.Second)
+		defer close(ended)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				activity.RecordHeartbeat(ctx, "waiting for "+t.URL)
+				activity.RecordHeartbeat(ctx, details)
 			}
 		}
 	}()
-	return fn(api)
+	return func() {
+		close(done)
+		<-ended
+	}
 }
 
-func objName(r Resource, name string) string { return r.ResourceType() + "/" + name }
+func objName(r nitroclient.Resource, name string) string { return r.ResourceType() + "/" + name }
 
-func nameOf(r Resource) string {
+func nameOf(r nitroclient.Resource) string {
 	switch v := r.(type) {
-	case ServiceGroup:
+	case nitroclient.ServiceGroup:
 		return v.Name
-	case LBVServer:
+	case nitroclient.LBVServer:
 		return v.Name
-	case INAT:
+	case nitroclient.INAT:
 		return v.Name
-	case RNAT:
+	case nitroclient.RNAT:
 		return v.Name
 	}
 	panic(fmt.Sprintf("nitro: no name for %T", r))
 }
 
 // ensure opens a client and runs ensureIn.
-func ensure[T Resource](ctx context.Context, a *Activities, t Target, want T, differ func(T) []string) (Result, error) {
+func ensure[T nitroclient.Resource](ctx context.Context, a *Activities, t Target, want T, differ func(T) []string) (Result, error) {
 	var res Result
-	err := a.with(ctx, t, func(api API) error {
+	err := a.with(ctx, t, func(c API) error {
 		var err error
-		res, err = ensureIn(ctx, api, t, want, differ)
+		res, err = ensureIn(ctx, c, t, want, differ)
 		return err
 	})
 	return res, err
@@ -588,11 +627,11 @@ func ensure[T Resource](ctx context.Context, a *Activities, t Target, want T, di
 
 // ensureIn reads the object; absent: adds it; present: accepts it when
 // differ finds nothing.
-func ensureIn[T Resource](ctx context.Context, api API, t Target, want T, differ func(T) []string) (Result, error) {
+func ensureIn[T nitroclient.Resource](ctx context.Context, c API, t Target, want T, differ func(T) []string) (Result, error) {
 	name := nameOf(want)
 	res := Result{Object: objName(want, name)}
 	check := func() error {
-		have, err := Get[T](ctx, api, name)
+		have, err := nitroclient.Get[T](ctx, c, name)
 		if err != nil {
 			return err
 		}
@@ -602,20 +641,20 @@ func ensureIn[T Resource](ctx context.Context, api API, t Target, want T, differ
 		return nil
 	}
 	err := check()
-	if err == nil || !IsNotFound(err) {
-		return res, classifyKeep("read "+res.Object, err)
+	if err == nil || !nitroclient.IsNotFound(err) {
+		return res, classifyKeep(op(opRead, res.Object), err)
 	}
-	activity.RecordHeartbeat(ctx, "add "+res.Object)
-	if err := api.Add(ctx, want); err != nil {
-		if !IsExists(err) {
-			return res, classify("add "+res.Object, err)
+	progress(ctx, opAdd, res.Object)
+	if err := c.Add(ctx, want); err != nil {
+		if !nitroclient.IsExists(err) {
+			return res, classify(op(opAdd, res.Object), err)
 		}
 		// Someone added it meanwhile, or another object holds what this one needs.
 		if err := check(); err != nil {
-			if IsNotFound(err) {
+			if nitroclient.IsNotFound(err) {
 				return res, conflict(res.Object, []string{"NetScaler says it conflicts with an existing object of another name (" + err.Error() + ")"})
 			}
-			return res, classifyKeep("read "+res.Object, err)
+			return res, classifyKeep(op(opRead, res.Object), err)
 		}
 		return res, nil
 	}
@@ -625,21 +664,21 @@ func ensureIn[T Resource](ctx context.Context, api API, t Target, want T, differ
 }
 
 // bindOnce binds want unless a row under its parent matches already.
-func bindOnce[T Resource](ctx context.Context, api API, want T, match func(T) bool, label string) (Result, error) {
+func bindOnce[T nitroclient.Resource](ctx context.Context, c API, want T, match func(T) bool, label string) (Result, error) {
 	res := Result{Object: want.ResourceType() + "/" + label}
 	parent := strings.SplitN(label, "/", 2)[0]
-	rows, err := Bindings[T](ctx, api, parent)
+	rows, err := nitroclient.Bindings[T](ctx, c, parent)
 	if err != nil {
-		return res, classify("read "+res.Object, err)
+		return res, classify(op(opRead, res.Object), err)
 	}
 	for _, r := range rows {
 		if match(r) {
 			return res, nil
 		}
 	}
-	activity.RecordHeartbeat(ctx, "bind "+res.Object)
-	if err := api.Bind(ctx, want); err != nil && !IsExists(err) {
-		return res, classify("bind "+res.Object, err)
+	progress(ctx, opBind, res.Object)
+	if err := c.Bind(ctx, want); err != nil && !nitroclient.IsExists(err) {
+		return res, classify(op(opBind, res.Object), err)
 	}
 	res.Changed = true
 	activity.GetLogger(ctx).Info("nitro binding created", "object", res.Object)
@@ -647,12 +686,12 @@ func bindOnce[T Resource](ctx context.Context, api API, want T, match func(T) bo
 }
 
 // requireOwned fails unless the object exists and carries owner's marker.
-func requireOwned[T Resource](ctx context.Context, api API, name, owner string, comment func(T) string) error {
+func requireOwned[T nitroclient.Resource](ctx context.Context, c API, name, owner string, comment func(T) string) error {
 	var zero T
 	obj := objName(zero, name)
-	have, err := Get[T](ctx, api, name)
+	have, err := nitroclient.Get[T](ctx, c, name)
 	if err != nil {
-		return classify("read "+obj, err)
+		return classify(op(opRead, obj), err)
 	}
 	if d := diff(owned(comment(have), owner)); len(d) > 0 {
 		return conflict(obj, d)
@@ -660,27 +699,40 @@ func requireOwned[T Resource](ctx context.Context, api API, name, owner string, 
 	return nil
 }
 
+// readMembers reads the member rows of owner's servicegroup; a servicegroup
+// that is not owner's is a conflict.
+func readMembers(ctx context.Context, c API, sg, owner string) ([]nitroclient.ServiceGroupMember, error) {
+	if err := requireOwned[nitroclient.ServiceGroup](ctx, c, sg, owner, func(g nitroclient.ServiceGroup) string { return g.Comment }); err != nil {
+		return nil, err
+	}
+	rows, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, sg)
+	if err != nil {
+		return nil, classify(op(opRead, "members of servicegroup/"+sg), err)
+	}
+	return rows, nil
+}
+
 // deleteOwned removes the object if it exists and is ours. comment nil:
 // the name carries the owner (checked by the caller).
-func deleteOwned[T Resource](ctx context.Context, a *Activities, in DeleteInput, comment func(T) string) (Result, error) {
+func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in DeleteInput, comment func(T) string) (Result, error) {
 	var zero T
 	res := Result{Object: objName(zero, in.Name)}
-	err := a.with(ctx, in.Target, func(api API) error {
-		have, err := Get[T](ctx, api, in.Name)
-		if IsNotFound(err) {
+	err := a.with(ctx, in.Target, func(c API) error {
+		have, err := nitroclient.Get[T](ctx, c, in.Name)
+		if nitroclient.IsNotFound(err) {
 			return nil
 		}
 		if err != nil {
-			return classify("read "+res.Object, err)
+			return classify(op(opRead, res.Object), err)
 		}
 		if comment != nil && comment(have) != Marker(in.Owner) {
-			res.Skipped = fmt.Sprintf("not ours: comment %q, want %q", comment(have), Marker(in.Owner))
+			res.Skipped = fmt.Sprintf("%s: comment %q, want %q", SkippedNotOurs, comment(have), Marker(in.Owner))
 			activity.GetLogger(ctx).Warn("nitro delete skipped: object is not ours", "object", res.Object, "comment", comment(have), "owner", in.Owner)
 			return nil
 		}
-		activity.RecordHeartbeat(ctx, "delete "+res.Object)
-		if err := api.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !IsNotFound(err) {
-			return classify("delete "+res.Object, err)
+		progress(ctx, opDelete, res.Object)
+		if err := c.Delete(ctx, zero.ResourceType(), in.Name); err != nil && !nitroclient.IsNotFound(err) {
+			return classify(op(opDelete, res.Object), err)
 		}
 		res.Changed = true
 		activity.GetLogger(ctx).Info("nitro object deleted", "object", res.Object, "target", in.Target.URL)
@@ -690,27 +742,28 @@ func deleteOwned[T Resource](ctx context.Context, a *Activities, in DeleteInput,
 }
 
 // unbindOwned removes a binding row under a parent we own.
-func unbindOwned[P Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, typ string, arg Arg, child string) (Result, error) {
+func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, typ string, arg nitroclient.Arg, child string) (Result, error) {
 	var zero P
 	res := Result{Object: typ + "/" + parent + "/" + child}
-	err := a.with(ctx, t, func(api API) error {
-		have, err := Get[P](ctx, api, parent)
-		if IsNotFound(err) {
+	err := a.with(ctx, t, func(c API) error {
+		have, err := nitroclient.Get[P](ctx, c, parent)
+		if nitroclient.IsNotFound(err) {
 			return nil
 		}
 		if err != nil {
-			return classify("read "+objName(zero, parent), err)
+			return classify(op(opRead, objName(zero, parent)), err)
 		}
 		if comment(have) != Marker(owner) {
-			res.Skipped = fmt.Sprintf("parent %s not ours: comment %q", objName(zero, parent), comment(have))
+			res.Skipped = fmt.Sprintf("%s: parent %s has comment %q, want %q", SkippedNotOurs, objName(zero, parent), comment(have), Marker(owner))
 			activity.GetLogger(ctx).Warn("nitro unbind skipped: parent is not ours", "object", res.Object, "comment", comment(have), "owner", owner)
 			return nil
 		}
-		if err := api.Delete(ctx, typ, parent, arg); err != nil {
-			if IsNotFound(err) {
+		progress(ctx, opUnbind, res.Object)
+		if err := c.Delete(ctx, typ, parent, arg); err != nil {
+			if nitroclient.IsNotFound(err) {
 				return nil
 			}
-			return classify("unbind "+res.Object, err)
+			return classify(op(opUnbind, res.Object), err)
 		}
 		res.Changed = true
 		activity.GetLogger(ctx).Info("nitro binding removed", "object", res.Object)
@@ -743,21 +796,24 @@ func classify(op string, err error) error {
 		return err
 	}
 	msg := op + ": " + err.Error()
-	var ne *Error
+	var ne *nitroclient.Error
 	switch {
-	case errors.Is(err, ErrAuth):
+	case errors.Is(err, nitroclient.ErrAuth):
 		return temporal.NewNonRetryableApplicationError(msg, ErrTypeAuthFailed, err)
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, nitroclient.ErrBusy):
 		return temporal.NewApplicationError(msg, ErrTypeBusy, err)
-	case errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, nitroclient.ErrInvalidArgument):
 		return temporal.NewNonRetryableApplicationError(msg, ErrTypeInvalidArgument, err)
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, nitroclient.ErrNotFound):
 		return temporal.NewNonRetryableApplicationError(msg, ErrTypeNotFound, err)
-	case errors.Is(err, ErrInUse):
+	case errors.Is(err, nitroclient.ErrInUse):
 		return temporal.NewApplicationError(msg, ErrTypeInUse, err)
 	case errors.As(err, &ne):
 		return temporal.NewApplicationError(msg, ErrTypeNitro, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
+		// The activity was cancelled: the SDK reports it as such. A
+		// deadline (the client's RequestTimeout) is no answer in time:
+		// NitroUnreachable, below.
 		return err
 	}
 	return temporal.NewApplicationError(msg, ErrTypeUnreachable, err)
@@ -806,6 +862,6 @@ func mustAddr(s string) netip.Addr {
 	return a
 }
 
-func memberKey(ip string, port Int) string {
+func memberKey(ip string, port nitroclient.Int) string {
 	return netip.AddrPortFrom(mustAddr(normIP(ip)), uint16(port)).String()
 }

@@ -1,11 +1,15 @@
 package nitro_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.temporal.io/sdk/log"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/nitro"
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
@@ -283,13 +288,13 @@ func TestDeleteLeavesForeignObjectsAlone(t *testing.T) {
 	if err := f.run(t, f.a.DeleteServiceGroup, nitro.DeleteInput{Target: f.t, Owner: owner, Name: "ops-sg"}, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Changed || !strings.Contains(r.Skipped, "not ours") {
+	if r.Changed || !strings.HasPrefix(r.Skipped, nitro.SkippedNotOurs) {
 		t.Errorf("foreign delete result = %+v", r)
 	}
 	if err := f.run(t, f.a.DeleteVServerBinding, nitro.VServerBindingInput{Target: f.t, Owner: owner, VServer: "ops-vs", ServiceGroup: "ops-sg"}, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Changed || r.Skipped == "" {
+	if r.Changed || !strings.HasPrefix(r.Skipped, nitro.SkippedNotOurs) {
 		t.Errorf("foreign unbind result = %+v", r)
 	}
 
@@ -351,6 +356,16 @@ func TestSessionExpiredMidRun(t *testing.T) {
 
 func TestErrorTypes(t *testing.T) {
 	f := newFixture(t, nitrofake.Options{})
+	// A device that takes requests and never answers.
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hung.Close)
+	t.Cleanup(func() { close(release) })
 	sgIn := nitro.ServiceGroupInput{Target: f.t, Owner: owner, Name: f.n.ServiceGroup, ServiceType: "TCP"}
 	tests := map[string]struct {
 		prep      func(a *nitro.Activities, tgt *nitro.Target)
@@ -388,6 +403,17 @@ func TestErrorTypes(t *testing.T) {
 			wantType:  nitro.ErrTypeUnreachable,
 			wantRetry: true,
 		},
+		"no answer in time": {
+			prep: func(a *nitro.Activities, tgt *nitro.Target) {
+				tgt.URL = hung.URL
+				a.NewClient = func(_ context.Context, t nitro.Target, cred secrets.Secret) (nitro.API, error) {
+					return nitroclient.New(nitroclient.Config{URL: t.URL, Username: cred.Username, Password: cred.Password, RequestTimeout: 50 * time.Millisecond})
+				}
+			},
+			fn:        f.a.EnsureServiceGroup,
+			wantType:  nitro.ErrTypeUnreachable,
+			wantRetry: true,
+		},
 		"rnat network already has another rule": {
 			prep: func(*nitro.Activities, *nitro.Target) { f.s.FailNext("POST", "/nitro/v1/config/rnat", 774) },
 			fn:   f.a.EnsureRNAT,
@@ -406,8 +432,8 @@ func TestErrorTypes(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			saved := f.a.Secrets
-			defer func() { f.a.Secrets = saved }()
+			saved := *f.a
+			defer func() { *f.a = saved }()
 			tgt := f.t
 			if tc.prep != nil {
 				tc.prep(f.a, &tgt)

@@ -19,13 +19,10 @@ func (a *Activities) ListMembers(ctx context.Context, in ListMembersInput) ([]Me
 		return nil, err
 	}
 	var out []Member
-	err := a.with(ctx, in.Target, func(api API) error {
-		if err := requireOwned[ServiceGroup](ctx, api, in.ServiceGroup, in.Owner, func(sg ServiceGroup) string { return sg.Comment }); err != nil {
-			return err
-		}
-		rows, err := Bindings[ServiceGroupMember](ctx, api, in.ServiceGroup)
+	err := a.with(ctx, in.Target, func(c API) error {
+		rows, err := readMembers(ctx, c, in.ServiceGroup, in.Owner)
 		if err != nil {
-			return classify("read members of servicegroup/"+in.ServiceGroup, err)
+			return err
 		}
 		for _, r := range rows {
 			out = append(out, Member{IP: r.IP, Port: int(r.Port), Weight: int(r.Weight)})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rackflow/rackflow/activities/nitro"
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 	"github.com/rackflow/rackflow/secrets"
 )
 
@@ -39,8 +40,8 @@ func TestRealNetScaler(t *testing.T) {
 	owner := fmt.Sprintf("rackflow-test/%d", time.Now().Unix())
 	n := nitro.Names(owner)
 	a := &nitro.Activities{Secrets: secrets.Static{"real": {Username: user, Password: pass}}}
-	direct, err := nitro.New(nitro.Config{URL: url, Username: user, Password: pass, CAPEM: []byte(tgt.CA),
-		InsecureSkipVerifyDANGEROUS: tgt.Insecure, Auth: nitro.AuthMode(tgt.Auth)})
+	direct, err := nitroclient.New(nitroclient.Config{URL: url, Username: user, Password: pass, CAPEM: []byte(tgt.CA),
+		InsecureSkipVerifyDANGEROUS: tgt.Insecure, Auth: nitroclient.AuthMode(tgt.Auth)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestRealNetScaler(t *testing.T) {
 	for _, ip := range backends {
 		var rows []map[string]any
 		err := direct.Get(context.Background(), "server", ip, &rows)
-		if err != nil && !nitro.IsNotFound(err) {
+		if err != nil && !nitroclient.IsNotFound(err) {
 			t.Fatalf("read server %s: %v", ip, err)
 		}
 		preexisting[ip] = err == nil
@@ -79,15 +80,15 @@ func TestRealNetScaler(t *testing.T) {
 		ctx := context.Background()
 		for _, ip := range backends {
 			if !preexisting[ip] {
-				if err := direct.Delete(ctx, "server", ip); err != nil && !nitro.IsNotFound(err) {
+				if err := direct.Delete(ctx, "server", ip); err != nil && !nitroclient.IsNotFound(err) {
 					t.Errorf("cleanup server %s: %v", ip, err)
 				}
 			}
 		}
-		if _, err := nitro.Get[nitro.LBVServer](ctx, direct, n.VServer); !nitro.IsNotFound(err) {
+		if _, err := nitroclient.Get[nitroclient.LBVServer](ctx, direct, n.VServer); !nitroclient.IsNotFound(err) {
 			t.Errorf("vserver %s still there after cleanup: %v", n.VServer, err)
 		}
-		if _, err := nitro.Get[nitro.ServiceGroup](ctx, direct, n.ServiceGroup); !nitro.IsNotFound(err) {
+		if _, err := nitroclient.Get[nitroclient.ServiceGroup](ctx, direct, n.ServiceGroup); !nitroclient.IsNotFound(err) {
 			t.Errorf("servicegroup %s still there after cleanup: %v", n.ServiceGroup, err)
 		}
 	})

@@ -15,19 +15,16 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
-// Values NITRO accepts for the fields rackflow sets (NITRO reference,
-// lbvserver and servicegroup "Possible values").
-var (
-	serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL", "SSL_BRIDGE", "SSL_TCP", "DTLS", "NNTP",
-		"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "SIP_SSL", "RTSP", "RDP", "MYSQL", "MSSQL",
-		"ORACLE", "MONGO", "MONGO_TLS", "RADIUS", "DIAMETER", "SSL_DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
-		"SYSLOGUDP", "USER_TCP", "USER_SSL_TCP", "QUIC", "LDAP"}
-	lbMethods = []string{"ROUNDROBIN", "LEASTCONNECTION", "LEASTRESPONSETIME", "URLHASH", "DOMAINHASH",
-		"DESTINATIONIPHASH", "SOURCEIPHASH", "SRCIPDESTIPHASH", "LEASTBANDWIDTH", "LEASTPACKETS", "TOKEN",
-		"SRCIPSRCPORTHASH", "LRTM", "CALLIDHASH", "CUSTOMLOAD", "LEASTREQUEST", "STATICPROXIMITY", "USER_TOKEN"}
-)
+// Service types NITRO accepts for servicegroup and lbvserver that rackflow
+// may ask for (NITRO reference, "Possible values"). LB methods are the one
+// list in api.LBMethods.
+var serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL", "SSL_BRIDGE", "SSL_TCP", "DTLS", "NNTP",
+	"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "SIP_SSL", "RTSP", "RDP", "MYSQL", "MSSQL",
+	"ORACLE", "MONGO", "MONGO_TLS", "RADIUS", "DIAMETER", "SSL_DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
+	"SYSLOGUDP", "USER_TCP", "USER_SSL_TCP", "QUIC", "LDAP"}
 
 // NetScaler entity names: a letter, digit or underscore, then letters,
 // digits and _ # . space : @ = -; at most 127 characters.
@@ -60,7 +57,7 @@ func checkTarget(t Target) error {
 		return fmt.Errorf("target.url: %q must be scheme://host[:port] only", t.URL)
 	case t.Credential == "":
 		return errors.New("target.credential: required")
-	case t.Auth != "" && t.Auth != string(AuthSession) && t.Auth != string(AuthHeader):
+	case t.Auth != "" && t.Auth != string(nitroclient.AuthSession) && t.Auth != string(nitroclient.AuthHeader):
 		return fmt.Errorf("target.auth: %q is neither session nor header", t.Auth)
 	}
 	if t.CA != "" {

@@ -40,6 +40,9 @@ type Options struct {
 	SessionTimeout time.Duration
 	// TLS serves HTTPS with a self-signed certificate; CAPEM returns it.
 	TLS bool
+	// Now is the clock sessions expire by; time.Now when nil. A test that
+	// passes a clock it moves expires sessions without sleeping.
+	Now func() time.Time
 }
 
 // Call is one request the fake answered.
@@ -132,6 +135,9 @@ func New(opts Options) *Server {
 	if opts.SessionTimeout <= 0 {
 		opts.SessionTimeout = 30 * time.Minute
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	s := &Server{opts: opts, sessions: map[string]time.Time{}}
 	s.cfg = Config{Objects: map[string]map[string]map[string]any{}, Bindings: map[string][]map[string]any{}}
 	for t := range objects {
@@ -211,7 +217,7 @@ func (s *Server) Sessions() int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, exp := range s.sessions {
-		if time.Now().Before(exp) {
+		if s.opts.Now().Before(exp) {
 			n++
 		}
 	}
@@ -533,7 +539,7 @@ func (s *Server) login(body []byte) (int, int, any, http.Header) {
 	_, _ = rand.Read(b)
 	tok := "##" + strings.ToUpper(hex.EncodeToString(b))
 	s.mu.Lock()
-	s.sessions[tok] = time.Now().Add(life)
+	s.sessions[tok] = s.opts.Now().Add(life)
 	s.logins++
 	s.mu.Unlock()
 	out := done()
@@ -561,7 +567,7 @@ func (s *Server) authenticate(r *http.Request) (string, *nitroErr) {
 	s.mu.Lock()
 	exp, ok := s.sessions[cookie.Value]
 	s.mu.Unlock()
-	if !ok || !time.Now().Before(exp) {
+	if !ok || !s.opts.Now().Before(exp) {
 		return "session", errf(codeSessionExpired, "Session expired or killed. Please login again")
 	}
 	return "session", nil

@@ -268,6 +268,24 @@ type nitroErr struct {
 	msg  string
 }
 
+// Values returns a copy of the values the fake accepts for an enumerated
+// field of an object or binding type, e.g. Values("lbvserver", "lbmethod"),
+// as the NITRO reference lists them; nil if the type has no such enumerated
+// field. Tests use it to hold rackflow's own lists to the reference.
+func Values(typ, name string) []string {
+	var fields map[string]field
+	if o, ok := objects[typ]; ok {
+		fields = o.fields
+	} else if b, ok := bindings[typ]; ok {
+		fields = b.fields
+	}
+	f, ok := fields[name]
+	if !ok || f.kind != kEnum {
+		return nil
+	}
+	return slices.Clone(f.enum)
+}
+
 func errf(code int, format string, a ...any) *nitroErr {
 	return &nitroErr{code: code, msg: fmt.Sprintf(format, a...)}
 }

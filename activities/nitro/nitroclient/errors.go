@@ -1,4 +1,4 @@
-package nitro
+package nitroclient
 
 import (
 	"errors"

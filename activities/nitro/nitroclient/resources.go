@@ -1,4 +1,4 @@
-package nitro
+package nitroclient
 
 import (
 	"encoding/json"
@@ -35,6 +35,20 @@ func (i *Int) UnmarshalJSON(b []byte) error {
 // MarshalJSON implements json.Marshaler.
 func (i Int) MarshalJSON() ([]byte, error) { return json.Marshal(int64(i)) }
 
+// States NITRO reports in the read-only fields below (NITRO reference,
+// "Possible values").
+const (
+	// StateEnabled and StateDisabled are the admin state ("state") of a
+	// servicegroup, a member or a vserver.
+	StateEnabled  = "ENABLED"
+	StateDisabled = "DISABLED"
+	// CurStateUp, CurStateDown and CurStateOutOfService are an lbvserver's
+	// "curstate": DOWN until a bound member's monitor succeeds.
+	CurStateUp           = "UP"
+	CurStateDown         = "DOWN"
+	CurStateOutOfService = "OUT OF SERVICE"
+)
+
 // The structs below carry the fields rackflow writes and a few it reads
 // back. Fields marked read-only are omitted on write because the zero value
 // is empty; never send an object read by Get back unchanged.
@@ -44,7 +58,7 @@ type ServiceGroup struct {
 	Name        string `json:"servicegroupname"`
 	ServiceType string `json:"servicetype,omitempty"`
 	Comment     string `json:"comment,omitempty"`
-	// State is read back (ENABLED/DISABLED).
+	// State is read back: StateEnabled or StateDisabled.
 	State string `json:"state,omitempty"`
 }
 
@@ -93,7 +107,7 @@ type LBVServer struct {
 	Port        Int    `json:"port,omitempty"`
 	LBMethod    string `json:"lbmethod,omitempty"`
 	Comment     string `json:"comment,omitempty"`
-	// CurState is read-only (UP, DOWN, OUT OF SERVICE).
+	// CurState is read-only: CurStateUp, CurStateDown or CurStateOutOfService.
 	CurState string `json:"curstate,omitempty"`
 }
 

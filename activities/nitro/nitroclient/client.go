@@ -1,4 +1,14 @@
-package nitro
+// Package nitroclient is a small typed client of the NetScaler (Citrix ADC)
+// NITRO configuration API (/nitro/v1/config), written because the vendor's
+// Go SDK is not available to us. It logs in (session cookie or per-request
+// headers), adds, reads, binds, unbinds and deletes the resources L4
+// publishing needs, saves the configuration, and reports NITRO's errorcodes
+// as *Error values that errors.Is sorts into kinds.
+//
+// It is not a general NetScaler library and knows nothing of Temporal or of
+// rackflow's ownership rules: those live in the nitro activities that use it.
+// It never retries, except for one fresh login when a session expired.
+package nitroclient
 
 import (
 	"bytes"
@@ -55,7 +65,7 @@ type Config struct {
 
 // String redacts the password.
 func (c Config) String() string {
-	return fmt.Sprintf("nitro.Config{URL:%s Username:%s Auth:%s}", c.URL, c.Username, c.Auth)
+	return fmt.Sprintf("nitroclient.Config{URL:%s Username:%s Auth:%s}", c.URL, c.Username, c.Auth)
 }
 
 // GoString redacts the password.
@@ -202,7 +212,7 @@ func (c *Client) Logout(ctx context.Context) error {
 	return nil
 }
 
-// Close logs out; it implements the activities' API seam.
+// Close logs out. It is Logout under the name the activities' client seam uses.
 func (c *Client) Close(ctx context.Context) error { return c.Logout(ctx) }
 
 // Add creates an object: POST /nitro/v1/config/<type>.
