@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/netns"
 	"github.com/rackflow/rackflow/testsuite/pxebench"
 )
@@ -125,8 +125,8 @@ func TestLabBootStorm(t *testing.T) {
 		macs[i] = net.HardwareAddr{0x52, 0x54, 0x00, 0x96, byte(i >> 8), byte(i)}
 		ip := fmt.Sprintf("10.96.0.%d", 20+i)
 		want[macs[i].String()] = ip
-		if _, err := l.api.Put(ctx, pxe.Lease{MAC: macs[i].String(), IP: ip, Netmask: "255.255.255.0",
-			Gateway: l.serverIP, Profile: pxe.ProfileDisk}); err != nil {
+		if _, err := l.api.Put(ctx, lease.Lease{MAC: macs[i].String(), IP: ip, Netmask: "255.255.255.0",
+			Gateway: l.serverIP, Profile: lease.ProfileDisk}); err != nil {
 			t.Fatalf("register host %d: %v", i, err)
 		}
 	}
@@ -204,8 +204,8 @@ func TestLabRestartDuringRenewal(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := l.api.Put(ctx, pxe.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: l.serverIP,
-		Hostname: "node11", Profile: pxe.ProfileLive, BootID: "restart-1"}); err != nil {
+	if _, err := l.api.Put(ctx, lease.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: l.serverIP,
+		Hostname: "node11", Profile: lease.ProfileLive, BootID: "restart-1"}); err != nil {
 		t.Fatalf("register lease: %v", err)
 	}
 

@@ -19,9 +19,9 @@ import (
 	"github.com/rackflow/rackflow/activities/chef"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/lab"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -46,7 +46,7 @@ func TestQEMUWriteImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, _ := l.registerLive(t, ctx, vmMAC, vmIP, "e2e-"+randHex(t, 4),
+	live, _ := l.registerLive(t, ctx, vmMAC, vmIP, "e2e-"+randHex(t, 4),
 		strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
 
 	// The OS image: a disk SeaBIOS boots (syslinux on FAT) with the same
@@ -84,7 +84,7 @@ func TestQEMUWriteImage(t *testing.T) {
 	env.SetTestTimeout(5 * time.Minute)
 	in := image.WriteInput{
 		Host:   "vm1",
-		Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live", HostKey: lease.HostKey},
+		Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live", HostKey: live.HostKey},
 		Image:  api.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
 		Disk:   "/dev/vda",
 		Mode:   image.ModePush,
@@ -143,8 +143,8 @@ func TestQEMUWriteImage(t *testing.T) {
 	}
 
 	// Boot from the disk: the lease's profile says so, iPXE sanboots it.
-	if _, err := l.api.Put(ctx, pxe.Lease{MAC: vmMAC, IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP,
-		Hostname: "vm1", Profile: pxe.ProfileDisk}); err != nil {
+	if _, err := l.api.Put(ctx, lease.Lease{MAC: vmMAC, IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP,
+		Hostname: "vm1", Profile: lease.ProfileDisk}); err != nil {
 		t.Fatalf("lease for a disk boot: %v", err)
 	}
 	start = time.Now()
@@ -164,7 +164,7 @@ func TestQEMUWriteImage(t *testing.T) {
 	}
 	// Read only now: the console line is complete once sshd answers.
 	want := strings.TrimPrefix(lineWith(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
-	if wr.Fingerprint != want || wr.HostKey == lease.HostKey {
+	if wr.Fingerprint != want || wr.HostKey == live.HostKey {
 		t.Errorf("installed OS presented %s (key %q); its console printed %s, and it must not be the live system's key", wr.Fingerprint, wr.HostKey, want)
 	}
 	osVM.Stop()

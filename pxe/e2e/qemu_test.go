@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/netns"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"golang.org/x/crypto/ssh"
@@ -304,16 +304,16 @@ func startQEMULab(t *testing.T, ctx context.Context, live qemu.LiveOptions, cmdl
 
 // registerLive registers mac for a live boot, with authorized keys for
 // the live system's sshd, and returns the lease and the host key to pin.
-func (l *qemuLab) registerLive(t *testing.T, ctx context.Context, mac, ip, bootID string, keys ...string) (pxe.Lease, ssh.PublicKey) {
+func (l *qemuLab) registerLive(t *testing.T, ctx context.Context, mac, ip, bootID string, keys ...string) (lease.Lease, ssh.PublicKey) {
 	t.Helper()
-	lease, err := l.api.Put(ctx, pxe.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: serverIP,
-		Hostname: "vm1", Profile: pxe.ProfileLive, BootID: bootID, SSHAuthorizedKeys: keys})
+	live, err := l.api.Put(ctx, lease.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: serverIP,
+		Hostname: "vm1", Profile: lease.ProfileLive, BootID: bootID, SSHAuthorizedKeys: keys})
 	if err != nil {
 		t.Fatalf("register lease: %v", err)
 	}
-	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(lease.HostKey))
+	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(live.HostKey))
 	if err != nil {
-		t.Fatalf("lease host key %q: %v", lease.HostKey, err)
+		t.Fatalf("lease host key %q: %v", live.HostKey, err)
 	}
-	return lease, pinned
+	return live, pinned
 }

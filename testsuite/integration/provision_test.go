@@ -28,8 +28,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/rackflow/rackflow/activities/image"
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/histories"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
@@ -313,7 +314,7 @@ func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) api.Provision
 		t.Errorf("chef never converged: %v", err)
 	}
 	l, ok, err := s.store.Lookup(context.Background(), s.lab.MAC)
-	if err != nil || !ok || l.Profile != pxe.ProfileDisk {
+	if err != nil || !ok || l.Profile != lease.ProfileDisk {
 		t.Errorf("lease after provisioning = %+v %v %v, want profile disk", l, ok, err)
 	}
 	if !s.sim.Power() {
