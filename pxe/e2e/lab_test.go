@@ -7,6 +7,7 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,7 +50,7 @@ func newPXELab(t *testing.T, tools map[string]string, subnet string) *pxeLab {
 	if out, err := exec.Command("go", "build", "-o", l.bin, "github.com/rackflow/rackflow/pxe/cmd/rackflow-pxe").CombinedOutput(); err != nil {
 		t.Fatalf("build rackflow-pxe: %v\n%s", err, out)
 	}
-	l.token = randHex(t, 16)
+	l.token = rand.Text()
 	if err := os.WriteFile(filepath.Join(l.dir, "token"), []byte(l.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
