@@ -37,8 +37,16 @@ test: deps $(BIN)/temporal vet
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) test-qemu
 
+# The fast path, no root needed: unit and workflow tests (replays
+# included); everything needing root, sshd, ipmi_sim, network namespaces,
+# the dev server or QEMU skips itself under -short.
 test-unit:
 	$(GO) test -count=1 -short ./...
+
+# The integration tests alone (real dev server, worker process, ipmi_sim,
+# sshd); needs root.
+test-integration: deps $(BIN)/temporal
+	$(GO) test -count=1 -timeout 30m ./testsuite/integration/
 
 # Speed goals, each measured against its baseline in the same run.
 bench: deps bench-image bench-pxe bench-fleet
@@ -49,10 +57,13 @@ run: deps $(BIN)/temporal build
 clean:
 	rm -rf $(RUN_DIR)
 
-# End-to-end PXE boot of a QEMU machine (SeaBIOS + iPXE under TCG) through
-# rackflow-pxe in network namespaces; needs root. The kernel and busybox are
-# fetched with apt-get download into $XDG_CACHE_HOME/rackflow or
-# /var/cache/rackflow on first run.
+# QEMU machines (SeaBIOS + iPXE under TCG) booting through rackflow-pxe in
+# network namespaces (testsuite/qemu's lab): the PXE boot itself (pxe/e2e),
+# then WriteImage and ProvisionHost on them, the last on the dev server with
+# the worker killed mid-stream (testsuite/integration). Needs root. The
+# kernel and busybox are fetched with apt-get download into
+# $XDG_CACHE_HOME/rackflow or /var/cache/rackflow on first run. One package
+# at a time (-p 1): two TCG machines at once would starve each other.
 .PHONY: test-qemu
 test-qemu: $(BIN)/temporal
 	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || ! command -v ip >/dev/null 2>&1 || ! command -v syslinux >/dev/null 2>&1 || ! command -v mcopy >/dev/null 2>&1 || ! command -v mkfs.fat >/dev/null 2>&1; then \
@@ -62,7 +73,7 @@ test-qemu: $(BIN)/temporal
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu iproute2 syslinux syslinux-common mtools dosfstools >/dev/null; \
 	fi
 	@apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-' || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
-	RACKFLOW_QEMU=1 $(GO) test -count=1 -run TestQEMU -timeout 20m -v ./pxe/e2e/
+	RACKFLOW_QEMU=1 $(GO) test -count=1 -p 1 -run TestQEMU -timeout 30m -v ./pxe/e2e/ ./testsuite/integration/
 
 # One run, one table: rackflow's image push and pull (1 GiB, raw and
 # compressed) against OpenSSH's ssh | dd, a local dd and sha256sum, with

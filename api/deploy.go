@@ -1,14 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
-
-	"gopkg.in/yaml.v3"
 )
 
 // WorkflowDeployService is the workflow type of a service deploy.
@@ -189,119 +184,4 @@ func (d DeploySpec) Validate() error {
 func (p DeployPublish) Input(service string, backends []Backend) PublishInput {
 	return PublishInput{Name: service, VIP: p.VIP, Port: p.Port, Protocol: p.Protocol, LBMethod: p.LBMethod,
 		Monitor: p.Monitor, INAT: p.INAT, RNAT: p.RNAT, Backends: backends, NetScaler: p.NetScaler}
-}
-
-// SpecError is one problem of a spec file, with where it is.
-type SpecError struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e SpecError) Error() string {
-	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
-}
-
-// SpecErrors lists every problem of a spec file.
-type SpecErrors []SpecError
-
-func (es SpecErrors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
-
-// LoadDeploySpec reads and validates a deploy spec file. Errors carry the
-// file, the line and the field, all of them at once.
-func LoadDeploySpec(path string) (*DeploySpec, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, SpecErrors{{File: path, Line: yamlLine(err), Field: "(yaml)", Msg: err.Error()}}
-	}
-	var d DeploySpec
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&d); err != nil {
-		return nil, SpecErrors{{File: path, Line: yamlLine(err), Field: "(yaml)", Msg: err.Error()}}
-	}
-	if err := d.Validate(); err != nil {
-		var fe FieldErrors
-		errors.As(err, &fe)
-		var out SpecErrors
-		for _, e := range fe {
-			out = append(out, SpecError{File: path, Line: lineOf(&root, e.Field), Field: e.Field, Msg: e.Reason + quoted(e.Value)})
-		}
-		return nil, out
-	}
-	return &d, nil
-}
-
-func quoted(v string) string {
-	if v == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (got %q)", v)
-}
-
-func yamlLine(err error) int {
-	var n int
-	if _, e := fmt.Sscanf(strings.TrimPrefix(err.Error(), "yaml: "), "line %d:", &n); e == nil {
-		return n
-	}
-	if i := strings.Index(err.Error(), "line "); i >= 0 {
-		fmt.Sscanf(err.Error()[i:], "line %d", &n)
-	}
-	return n
-}
-
-// LineOf finds the line of a field path in a parsed YAML document.
-func LineOf(root *yaml.Node, path string) int { return lineOf(root, path) }
-
-// lineOf finds the line of a field path like "vms[0].guest.host_key" in the
-// YAML tree; it falls back to the deepest node found.
-func lineOf(root *yaml.Node, path string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, part := range strings.Split(path, ".") {
-		name, idx := part, -1
-		if i := strings.Index(part, "["); i >= 0 && strings.HasSuffix(part, "]") {
-			name = part[:i]
-			fmt.Sscanf(part[i+1:len(part)-1], "%d", &idx)
-		}
-		next := mapValue(n, name)
-		if next == nil {
-			return line
-		}
-		n, line = next, next.Line
-		if idx >= 0 {
-			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
-				return line
-			}
-			n, line = n.Content[idx], n.Content[idx].Line
-		}
-	}
-	return line
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	// Inline structs (vms[i] embeds VMNetInput) live in the same mapping.
-	return nil
 }

@@ -7,14 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"gopkg.in/yaml.v3"
 )
 
 // Inventory is the file that describes the hosts rackflow may provision.
@@ -414,22 +412,24 @@ func ValidDNSServer(s string) bool {
 	return err == nil && a.Zone() == ""
 }
 
-// ParseInventory decodes and validates an inventory. It rejects unknown
-// fields, so a typo never silently drops a setting.
-func ParseInventory(data []byte) (*Inventory, error) {
-	var inv Inventory
-	if err := decodeStrict(data, &inv); err != nil {
-		return nil, fmt.Errorf("parse inventory: %w", err)
+// Defaults fills in every host's defaults; DecodeFile calls it before
+// Validate.
+func (inv *Inventory) Defaults() {
+	for i := range inv.Hosts {
+		inv.Hosts[i].Defaults()
 	}
+}
+
+// Validate checks every host, and that no two share a name or a MAC. Field
+// names are paths into the file ("hosts[2].bmc.address").
+func (inv Inventory) Validate() error {
 	if len(inv.Hosts) == 0 {
-		return nil, errors.New("parse inventory: no hosts (an inventory needs a hosts: list)")
+		return FieldErrors{{Field: "hosts", Reason: "no hosts: an inventory needs a hosts: list"}}
 	}
 	var errs FieldErrors
 	seen := map[string]int{}
 	macs := map[string]string{}
-	for i := range inv.Hosts {
-		h := &inv.Hosts[i]
-		h.Defaults()
+	for i, h := range inv.Hosts {
 		if err := h.Validate(); err != nil {
 			var fe FieldErrors
 			if errors.As(err, &fe) {
@@ -450,33 +450,19 @@ func ParseInventory(data []byte) (*Inventory, error) {
 		macs[h.MAC] = h.Name
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return errs
 	}
-	return &inv, nil
+	return nil
 }
 
-// LoadInventory reads and parses an inventory file. Validation errors come
-// back as SpecErrors: every problem with its file, line and field.
+// LoadInventory reads an inventory file with DecodeFile. It is the shape
+// the worker's inventory activities load it with, on every run.
 func LoadInventory(path string) (*Inventory, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read inventory: %w", err)
+	var inv Inventory
+	if err := DecodeFile(path, &inv); err != nil {
+		return nil, err
 	}
-	inv, err := ParseInventory(data)
-	var fe FieldErrors
-	if errors.As(err, &fe) {
-		var root yaml.Node
-		_ = yaml.Unmarshal(data, &root)
-		out := make(SpecErrors, len(fe))
-		for i, e := range fe {
-			out[i] = SpecError{File: path, Line: lineOf(&root, e.Field), Field: e.Field, Msg: e.Reason + quoted(e.Value)}
-		}
-		return nil, out
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return inv, nil
+	return &inv, nil
 }
 
 // Lookup returns the named host.

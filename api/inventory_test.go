@@ -27,8 +27,17 @@ hosts:
       validator_credential: chef/validator
 `
 
-func TestParseInventoryAppliesDefaults(t *testing.T) {
-	inv, err := ParseInventory([]byte(goodInventory))
+// parseInventory decodes an inventory as the worker reads its file.
+func parseInventory(s string) (*Inventory, error) {
+	var inv Inventory
+	if err := Decode("inventory.yaml", []byte(s), &inv); err != nil {
+		return nil, err
+	}
+	return &inv, nil
+}
+
+func TestDecodeInventoryAppliesDefaults(t *testing.T) {
+	inv, err := parseInventory(goodInventory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +97,7 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			inv, err := ParseInventory([]byte(goodInventory))
+			inv, err := parseInventory(goodInventory)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,15 +121,15 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	}
 }
 
-func TestParseInventoryRejectsTyposAndDuplicates(t *testing.T) {
-	_, err := ParseInventory([]byte(strings.Replace(goodInventory, "disk: /dev/sda", "disc: /dev/sda", 1)))
-	if err == nil || !strings.Contains(err.Error(), "disc") {
-		t.Errorf("unknown field: err = %v, want it named", err)
+func TestDecodeInventoryRejectsTyposAndDuplicates(t *testing.T) {
+	_, err := parseInventory(strings.Replace(goodInventory, "disk: /dev/sda", "disc: /dev/sda", 1))
+	if err == nil || !strings.Contains(err.Error(), "inventory.yaml:7: field disc not found") {
+		t.Errorf("unknown field: err = %v, want it named with its line", err)
 	}
 	dup := goodInventory + strings.TrimPrefix(goodInventory, "\nhosts:\n")
-	_, err = ParseInventory([]byte(dup))
-	var fe FieldErrors
-	if !errors.As(err, &fe) {
+	_, err = parseInventory(dup)
+	var se SpecErrors
+	if !errors.As(err, &se) {
 		t.Fatalf("duplicate: err = %v", err)
 	}
 	msg := err.Error()
@@ -160,7 +169,7 @@ func TestLoadInventoryNamesFileLineAndField(t *testing.T) {
 }
 
 func TestImageWithSHA512(t *testing.T) {
-	inv, err := ParseInventory([]byte(goodInventory))
+	inv, err := parseInventory(goodInventory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +187,7 @@ func TestImageWithSHA512(t *testing.T) {
 }
 
 func TestHostWithJumpHost(t *testing.T) {
-	inv, err := ParseInventory([]byte(goodInventory))
+	inv, err := parseInventory(goodInventory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +219,8 @@ func TestValidationGaps(t *testing.T) {
 		"exponent size":             {edit("size: 2147483648", "size: 2e9"), "image.size: must be a whole number"},
 		"fractional port":           {edit("port: 6230", "port: 6230.7"), "bmc.port: must be a whole number"},
 		"trailing document":         {goodInventory + "---\nhosts: []\n", "second YAML document"},
-		"null inventory":            {"~\n", "empty"},
-		"empty inventory":           {"", "empty"},
+		"null inventory":            {"~\n", "null"},
+		"empty inventory":           {"", "no YAML document"},
 		"no hosts":                  {"hosts: []\n", "no hosts"},
 		"gateway outside subnet":    {edit("gateway: 192.0.2.1", "gateway: 198.51.100.1"), "not in the host's subnet 192.0.2.0/24"},
 		"dns with an IPv6 zone":     {edit("dns: [192.0.2.53]", `dns: ["fe80::1%x\nchain http://evil/x"]`), "IPv6 zones"},
@@ -221,7 +230,8 @@ func TestValidationGaps(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParseInventory([]byte(tc.inv))
+			var inv Inventory
+			err := Decode("inventory.yaml", []byte(tc.inv), &inv)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %.300v, want one containing %q", err, tc.want)
 			}
@@ -232,7 +242,8 @@ func TestValidationGaps(t *testing.T) {
 	}
 	// A valid key with a comment still passes.
 	ok := edit("ssh: {credential: ssh/provision}", `ssh: {credential: ssh/provision, host_key: "`+testHostKey+` root@node07"}`)
-	if _, err := ParseInventory([]byte(ok)); err != nil {
+	var inv Inventory
+	if err := Decode("inventory.yaml", []byte(ok), &inv); err != nil {
 		t.Fatalf("valid host key refused: %v", err)
 	}
 }

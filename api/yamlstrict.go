@@ -1,49 +1,30 @@
 package api
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 )
 
-// decodeStrict decodes one YAML document into v, refusing what yaml.v3
-// lets through quietly: unknown fields, an empty or null document (an
-// inventory of nothing), a second document after the first (it would be
-// ignored), and a fractional or exponent number in an integer field
-// (yaml.v3 truncates "size: 2.5" to 2).
-func decodeStrict(data []byte, v any) error {
+// precheck refuses what yaml.v3 lets through quietly before Decode runs:
+// a null document (an inventory of nothing), and a fractional or exponent
+// number in an integer field (yaml.v3 truncates "size: 2.5" to 2). A
+// document that does not parse is left to Decode's own error.
+func precheck(data []byte, v any) error {
 	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("the document is empty")
-		}
-		return err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return fmt.Errorf("line %d: a second YAML document ('---'): put everything in one", extra.Line)
-	} else if !errors.Is(err, io.EOF) {
-		return err
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil
 	}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		doc = doc.Content[0]
 	}
-	if doc.Kind == yaml.ScalarNode && (doc.Tag == "!!null" || doc.Value == "") {
-		return errors.New("the document is empty (null)")
+	if doc.Kind == yaml.ScalarNode && doc.Tag == "!!null" {
+		return SpecErrors{{Line: doc.Line, Msg: "the document is null: it holds nothing"}}
 	}
-	if err := checkInts(doc, reflect.TypeOf(v), ""); err != nil {
-		return err
-	}
-	strict := yaml.NewDecoder(bytes.NewReader(data))
-	strict.KnownFields(true)
-	return strict.Decode(v)
+	return checkInts(doc, reflect.TypeOf(v), "")
 }
 
 // checkInts walks n beside the Go type t and refuses a non-integer scalar
@@ -58,8 +39,8 @@ func checkInts(n *yaml.Node, t reflect.Type, path string) error {
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if n.Kind == yaml.ScalarNode && n.Tag != "!!int" && n.Tag != "!!null" && t.PkgPath() == "" {
-			return fmt.Errorf("line %d: %s: must be a whole number (got %s)", n.Line, path, quoteShort(n.Value))
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!float" && t.PkgPath() == "" {
+			return SpecErrors{{Line: n.Line, Field: path, Msg: "must be a whole number (got " + quoteShort(n.Value) + ")"}}
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind == yaml.SequenceNode {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 // DefaultAddr is where the API listens when APIServer.Addr is empty.
@@ -296,7 +297,7 @@ func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 // pathMAC parses {mac}, answering 400 itself when it is bad.
 func pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
 	raw := r.PathValue("mac")
-	mac, err := NormalizeMAC(raw)
+	mac, err := lease.NormalizeMAC(raw)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "mac", fmt.Sprintf("mac: %v (got %q)", err, raw))
 		return "", false
@@ -312,7 +313,7 @@ func (h *handler) putLease(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var l Lease
+	var l lease.Lease
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&l); err != nil {
@@ -329,7 +330,7 @@ func (h *handler) putLease(w http.ResponseWriter, r *http.Request) {
 	}
 	if l.MAC == "" {
 		l.MAC = mac
-	} else if bodyMAC, err := NormalizeMAC(l.MAC); err == nil && bodyMAC != mac {
+	} else if bodyMAC, err := lease.NormalizeMAC(l.MAC); err == nil && bodyMAC != mac {
 		h.m.leasePuts.WithLabelValues("invalid").Inc()
 		writeError(w, http.StatusBadRequest, "mac", fmt.Sprintf("mac: body says %s, URL says %s", bodyMAC, mac))
 		return
@@ -341,7 +342,7 @@ func (h *handler) putLease(w http.ResponseWriter, r *http.Request) {
 		h.m.leasePuts.WithLabelValues("invalid").Inc()
 		writeError(w, http.StatusBadRequest, fe[0].Field, fe.Error())
 		return
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, lease.ErrConflict):
 		h.m.leasePuts.WithLabelValues("conflict").Inc()
 		writeError(w, http.StatusConflict, "ip", err.Error())
 		return
@@ -393,11 +394,6 @@ func (h *handler) deleteLease(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// LeaseList is the body of GET /v1/leases.
-type LeaseList struct {
-	Leases []Lease `json:"leases"`
-}
-
 func (h *handler) listLeases(w http.ResponseWriter, r *http.Request) {
 	ls, err := h.store.List(r.Context())
 	if err != nil {
@@ -405,7 +401,7 @@ func (h *handler) listLeases(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "", "list leases failed")
 		return
 	}
-	writeJSON(w, http.StatusOK, LeaseList{Leases: ls})
+	writeJSON(w, http.StatusOK, lease.List{Leases: ls})
 }
 
 var tokenRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -428,7 +424,7 @@ func (h *handler) hostKey(w http.ResponseWriter, r *http.Request) {
 		// took the key first; either way the worker must boot again.
 		h.m.hostKeyFetches.WithLabelValues("gone").Inc()
 		http.Error(w, "host key already fetched", http.StatusGone)
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, lease.ErrNotFound):
 		h.m.hostKeyFetches.WithLabelValues("not_found").Inc()
 		http.Error(w, "no such host key", http.StatusNotFound)
 	case err != nil:
@@ -443,7 +439,7 @@ func (h *handler) hostKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) authorizedKeys(w http.ResponseWriter, r *http.Request) {
-	mac, err := NormalizeMAC(r.PathValue("mac"))
+	mac, err := lease.NormalizeMAC(r.PathValue("mac"))
 	if err != nil {
 		http.Error(w, "bad mac", http.StatusBadRequest)
 		return
@@ -469,7 +465,7 @@ func (h *handler) ipxeScript(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	mac, err := NormalizeMAC(raw)
+	mac, err := lease.NormalizeMAC(raw)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		io.WriteString(w, exitScript)
@@ -499,9 +495,9 @@ func (h *handler) base(r *http.Request) string {
 	return "http://" + r.Host
 }
 
-func (h *handler) render(l Lease, base string) string {
+func (h *handler) render(l lease.Lease, base string) string {
 	switch l.Profile {
-	case ProfileLive:
+	case lease.ProfileLive:
 		return RenderLive(LiveBoot{
 			Lease:        l,
 			BaseURL:      base,
@@ -510,7 +506,7 @@ func (h *handler) render(l Lease, base string) string {
 			Cmdline:      h.cmdline,
 			HostKeyToken: h.store.hostKeyToken(l.MAC),
 		})
-	case ProfileDisk:
+	case lease.ProfileDisk:
 		return diskScript
 	default:
 		return exitScript

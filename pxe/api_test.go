@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 const macA = "52:54:00:12:34:56"
@@ -67,7 +69,7 @@ func TestNewBootIDGetsNewHostKey(t *testing.T) {
 		t.Errorf("hostname change replaced the host key: %q -> %q", k2, k3)
 	}
 	// A disk lease has no host key.
-	l.Profile = ProfileDisk
+	l.Profile = lease.ProfileDisk
 	if k := decodeLease(t, do(t, "PUT", url, testToken, l)).HostKey; k != "" {
 		t.Errorf("disk lease host_key = %q, want empty", k)
 	}
@@ -100,25 +102,25 @@ func TestBadInputNamesField(t *testing.T) {
 	ts := startServer(t, nil, nil)
 	tests := map[string]struct {
 		mac   string // in the URL
-		edit  func(*Lease)
+		edit  func(*lease.Lease)
 		raw   string // body instead of the edited lease
 		field string
 	}{
 		"mac in url":      {mac: "52:54:00:12:34", field: "mac"},
 		"multicast mac":   {mac: "01:00:5e:00:00:01", field: "mac"},
-		"mac mismatch":    {mac: macA, edit: func(l *Lease) { l.MAC = "52:54:00:00:00:09" }, field: "mac"},
-		"ip":              {mac: macA, edit: func(l *Lease) { l.IP = "10.0.0.300" }, field: "ip"},
-		"ipv6 ip":         {mac: macA, edit: func(l *Lease) { l.IP = "fd00::7" }, field: "ip"},
-		"netmask":         {mac: macA, edit: func(l *Lease) { l.Netmask = "255.0.255.0" }, field: "netmask"},
-		"gateway":         {mac: macA, edit: func(l *Lease) { l.Gateway = "gw" }, field: "gateway"},
-		"gateway outside": {mac: macA, edit: func(l *Lease) { l.Gateway = "10.9.0.1" }, field: "gateway"},
-		"dns":             {mac: macA, edit: func(l *Lease) { l.DNS = []string{"10.0.0.53", "dns.example"} }, field: "dns[1]"},
-		"profile":         {mac: macA, edit: func(l *Lease) { l.Profile = "netboot" }, field: "profile"},
-		"no profile":      {mac: macA, edit: func(l *Lease) { l.Profile = "" }, field: "profile"},
-		"hostname":        {mac: macA, edit: func(l *Lease) { l.Hostname = "bad_host" }, field: "hostname"},
-		"boot_id":         {mac: macA, edit: func(l *Lease) { l.BootID = "a b" }, field: "boot_id"},
-		"authorized key":  {mac: macA, edit: func(l *Lease) { l.SSHAuthorizedKeys = []string{"ssh-ed25519 notbase64"} }, field: "ssh_authorized_keys[0]"},
-		"expired":         {mac: macA, edit: func(l *Lease) { l.ExpiresAt = time.Now().Add(-time.Hour) }, field: "expires_at"},
+		"mac mismatch":    {mac: macA, edit: func(l *lease.Lease) { l.MAC = "52:54:00:00:00:09" }, field: "mac"},
+		"ip":              {mac: macA, edit: func(l *lease.Lease) { l.IP = "10.0.0.300" }, field: "ip"},
+		"ipv6 ip":         {mac: macA, edit: func(l *lease.Lease) { l.IP = "fd00::7" }, field: "ip"},
+		"netmask":         {mac: macA, edit: func(l *lease.Lease) { l.Netmask = "255.0.255.0" }, field: "netmask"},
+		"gateway":         {mac: macA, edit: func(l *lease.Lease) { l.Gateway = "gw" }, field: "gateway"},
+		"gateway outside": {mac: macA, edit: func(l *lease.Lease) { l.Gateway = "10.9.0.1" }, field: "gateway"},
+		"dns":             {mac: macA, edit: func(l *lease.Lease) { l.DNS = []string{"10.0.0.53", "dns.example"} }, field: "dns[1]"},
+		"profile":         {mac: macA, edit: func(l *lease.Lease) { l.Profile = "netboot" }, field: "profile"},
+		"no profile":      {mac: macA, edit: func(l *lease.Lease) { l.Profile = "" }, field: "profile"},
+		"hostname":        {mac: macA, edit: func(l *lease.Lease) { l.Hostname = "bad_host" }, field: "hostname"},
+		"boot_id":         {mac: macA, edit: func(l *lease.Lease) { l.BootID = "a b" }, field: "boot_id"},
+		"authorized key":  {mac: macA, edit: func(l *lease.Lease) { l.SSHAuthorizedKeys = []string{"ssh-ed25519 notbase64"} }, field: "ssh_authorized_keys[0]"},
+		"expired":         {mac: macA, edit: func(l *lease.Lease) { l.ExpiresAt = time.Now().Add(-time.Hour) }, field: "expires_at"},
 		"unknown field":   {mac: macA, raw: `{"ip":"10.0.0.7","netmask":"255.255.255.0","profile":"live","ssh_authorized_key":"x"}`, field: "ssh_authorized_key"},
 		"wrong type":      {mac: macA, raw: `{"ip":7}`, field: "ip"},
 	}
@@ -248,10 +250,10 @@ func TestIPXEScripts(t *testing.T) {
 	live := liveLease(t, macA, "10.0.0.7", "boot-42")
 	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, live)
 	disk := liveLease(t, "52:54:00:00:00:02", "10.0.0.8", "b")
-	disk.Profile = ProfileDisk
+	disk.Profile = lease.ProfileDisk
 	do(t, "PUT", ts.URL+"/v1/leases/52:54:00:00:00:02", testToken, disk)
 	none := liveLease(t, "52:54:00:00:00:03", "10.0.0.9", "b")
-	none.Profile = ProfileNone
+	none.Profile = lease.ProfileNone
 	do(t, "PUT", ts.URL+"/v1/leases/52:54:00:00:00:03", testToken, none)
 	token := ts.Store.hostKeyToken(macA)
 	if token == "" {
@@ -405,7 +407,7 @@ func TestMetricsCount(t *testing.T) {
 	l := liveLease(t, macA, "10.0.0.7", "b")
 	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, l)
 	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, l)
-	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, Lease{Profile: "x"})
+	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, lease.Lease{Profile: "x"})
 	do(t, "DELETE", ts.URL+"/v1/leases/"+macA, testToken, nil)
 	do(t, "GET", ts.URL+"/v1/hostkeys/"+strings.Repeat("00", 32), "", nil)
 	m := string(do(t, "GET", ts.URL+"/metrics", "", nil).Body)

@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/rackflow/rackflow/pxe/dhcp"
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 // ErrBadLease is wrapped by DHCPBackend.Lookup when a stored lease holds an
@@ -16,7 +17,7 @@ var ErrBadLease = errors.New("stored lease is not valid")
 
 // LeaseGetter reads the lease of one MAC; *Store is one.
 type LeaseGetter interface {
-	Get(ctx context.Context, mac net.HardwareAddr) (Lease, bool, error)
+	Get(ctx context.Context, mac net.HardwareAddr) (lease.Lease, bool, error)
 }
 
 // DHCPBackend adapts the lease store to dhcp.Backend, so the DHCP server
@@ -49,7 +50,7 @@ func (b DHCPBackend) Lookup(ctx context.Context, mac net.HardwareAddr) (dhcp.Lea
 	return dl, true, nil
 }
 
-func toDHCPLease(l Lease) (dhcp.Lease, error) {
+func toDHCPLease(l lease.Lease) (dhcp.Lease, error) {
 	parse := func(field, s string, optional bool) (net.IP, error) {
 		if s == "" && optional {
 			return nil, nil

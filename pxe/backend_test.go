@@ -10,12 +10,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rackflow/rackflow/pxe/dhcp"
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 // getterFunc lets a table case stand in for the store.
-type getterFunc func(context.Context, net.HardwareAddr) (Lease, bool, error)
+type getterFunc func(context.Context, net.HardwareAddr) (lease.Lease, bool, error)
 
-func (f getterFunc) Get(ctx context.Context, mac net.HardwareAddr) (Lease, bool, error) {
+func (f getterFunc) Get(ctx context.Context, mac net.HardwareAddr) (lease.Lease, bool, error) {
 	return f(ctx, mac)
 }
 
@@ -23,7 +24,7 @@ func TestDHCPBackendConvertsLeases(t *testing.T) {
 	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	errDisk := errors.New("disk on fire")
 	tests := map[string]struct {
-		lease     Lease
+		lease     lease.Lease
 		found     bool
 		getErr    error
 		want      dhcp.Lease
@@ -31,8 +32,8 @@ func TestDHCPBackendConvertsLeases(t *testing.T) {
 		wantErr   error
 	}{
 		"full live lease": {
-			lease: Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Gateway: "10.0.0.1",
-				DNS: []string{"10.0.0.53", "10.0.1.53"}, Hostname: "node7", Profile: ProfileLive, ExpiresAt: expires,
+			lease: lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Gateway: "10.0.0.1",
+				DNS: []string{"10.0.0.53", "10.0.1.53"}, Hostname: "node7", Profile: lease.ProfileLive, ExpiresAt: expires,
 				BootID: "b1", HostKey: "ssh-ed25519 AAAA"},
 			found: true,
 			want: dhcp.Lease{IP: net.IPv4(10, 0, 0, 7).To4(), Netmask: net.IPv4(255, 255, 255, 0).To4(),
@@ -41,19 +42,19 @@ func TestDHCPBackendConvertsLeases(t *testing.T) {
 			wantFound: true,
 		},
 		"no gateway, no dns, never expires": {
-			lease:     Lease{MAC: "52:54:00:12:34:56", IP: "192.168.5.9", Netmask: "255.255.0.0", Profile: ProfileDisk},
+			lease:     lease.Lease{MAC: "52:54:00:12:34:56", IP: "192.168.5.9", Netmask: "255.255.0.0", Profile: lease.ProfileDisk},
 			found:     true,
 			want:      dhcp.Lease{IP: net.IPv4(192, 168, 5, 9).To4(), Netmask: net.IPv4(255, 255, 0, 0).To4(), Profile: "disk"},
 			wantFound: true,
 		},
 		"profile none is passed on for the server to ignore": {
-			lease:     Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: ProfileNone},
+			lease:     lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: lease.ProfileNone},
 			found:     true,
 			want:      dhcp.Lease{IP: net.IPv4(10, 0, 0, 7).To4(), Netmask: net.IPv4(255, 255, 255, 0).To4(), Profile: dhcp.ProfileNone},
 			wantFound: true,
 		},
 		"ipv6 resolver is left out of option 6": {
-			lease: Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: ProfileLive,
+			lease: lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: lease.ProfileLive,
 				DNS: []string{"2001:db8::53", "10.0.0.53"}},
 			found: true,
 			want: dhcp.Lease{IP: net.IPv4(10, 0, 0, 7).To4(), Netmask: net.IPv4(255, 255, 255, 0).To4(),
@@ -62,16 +63,16 @@ func TestDHCPBackendConvertsLeases(t *testing.T) {
 		},
 		"unknown mac": {found: false},
 		"store error": {getErr: errDisk, wantErr: errDisk},
-		"corrupt ip":  {lease: Lease{IP: "10.0.0", Netmask: "255.255.255.0", Profile: ProfileLive}, found: true, wantErr: ErrBadLease},
+		"corrupt ip":  {lease: lease.Lease{IP: "10.0.0", Netmask: "255.255.255.0", Profile: lease.ProfileLive}, found: true, wantErr: ErrBadLease},
 		"corrupt gateway": {
-			lease: Lease{IP: "10.0.0.7", Netmask: "255.255.255.0", Gateway: "gw", Profile: ProfileLive}, found: true, wantErr: ErrBadLease,
+			lease: lease.Lease{IP: "10.0.0.7", Netmask: "255.255.255.0", Gateway: "gw", Profile: lease.ProfileLive}, found: true, wantErr: ErrBadLease,
 		},
-		"ipv6 lease address": {lease: Lease{IP: "2001:db8::7", Netmask: "255.255.255.0"}, found: true, wantErr: ErrBadLease},
+		"ipv6 lease address": {lease: lease.Lease{IP: "2001:db8::7", Netmask: "255.255.255.0"}, found: true, wantErr: ErrBadLease},
 	}
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			b := DHCPBackend{Leases: getterFunc(func(_ context.Context, got net.HardwareAddr) (Lease, bool, error) {
+			b := DHCPBackend{Leases: getterFunc(func(_ context.Context, got net.HardwareAddr) (lease.Lease, bool, error) {
 				if got.String() != mac.String() {
 					t.Errorf("Get(%s), want Get(%s)", got, mac)
 				}
@@ -109,8 +110,8 @@ func TestDHCPBackendReadsTheStore(t *testing.T) {
 	}
 	defer store.Close()
 	ctx := context.Background()
-	if _, _, err := store.Put(ctx, Lease{MAC: "52-54-00-AA-BB-CC", IP: "10.1.2.3", Netmask: "255.255.255.0",
-		Gateway: "10.1.2.1", Hostname: "web1", Profile: ProfileLive}); err != nil {
+	if _, _, err := store.Put(ctx, lease.Lease{MAC: "52-54-00-AA-BB-CC", IP: "10.1.2.3", Netmask: "255.255.255.0",
+		Gateway: "10.1.2.1", Hostname: "web1", Profile: lease.ProfileLive}); err != nil {
 		t.Fatal(err)
 	}
 	b := DHCPBackend{Leases: store}

@@ -18,6 +18,8 @@ import (
 	"crypto/rand"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 const testToken = "s3cret-test-token"
@@ -152,9 +154,9 @@ func do(t *testing.T, method, url, token string, body any) response {
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }
 
-func decodeLease(t *testing.T, r response) Lease {
+func decodeLease(t *testing.T, r response) lease.Lease {
 	t.Helper()
-	var l Lease
+	var l lease.Lease
 	if err := json.Unmarshal(r.Body, &l); err != nil {
 		t.Fatalf("decode lease from %d %s: %v", r.Status, r.Body, err)
 	}
@@ -183,15 +185,15 @@ func newAuthorizedKey(t *testing.T) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " rackflow@worker"
 }
 
-func liveLease(t *testing.T, mac, ip, bootID string) Lease {
-	return Lease{
+func liveLease(t *testing.T, mac, ip, bootID string) lease.Lease {
+	return lease.Lease{
 		MAC:               mac,
 		IP:                ip,
 		Netmask:           "255.255.255.0",
 		Gateway:           "10.0.0.1",
 		DNS:               []string{"10.0.0.53", "10.0.0.54"},
 		Hostname:          "node07",
-		Profile:           ProfileLive,
+		Profile:           lease.ProfileLive,
 		BootID:            bootID,
 		SSHAuthorizedKeys: []string{newAuthorizedKey(t)},
 	}

@@ -3,6 +3,8 @@ package pxe
 import (
 	"net/url"
 	"strings"
+
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 const (
@@ -15,7 +17,7 @@ const (
 
 // LiveBoot is what the live profile's iPXE script is built from.
 type LiveBoot struct {
-	Lease Lease
+	Lease lease.Lease
 	// BaseURL prefixes every URL, without a trailing slash.
 	BaseURL string
 	// Kernel and Initrd are file names under BaseURL/files/.

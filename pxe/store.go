@@ -20,14 +20,11 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 var (
-	// ErrNotFound is returned for a MAC without a lease (or with an expired
-	// one) and for an unknown host key token.
-	ErrNotFound = errors.New("lease not found")
-	// ErrConflict is returned when a PUT would give one IP to two MACs.
-	ErrConflict = errors.New("ip already leased to another mac")
 	// ErrHostKeyGone is returned when a host key was already fetched.
 	ErrHostKeyGone = errors.New("host key already fetched")
 	// ErrLocked is returned when another process holds the state file.
@@ -44,8 +41,8 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("ip %s already leased to %s", e.IP, e.Owner)
 }
 
-// Is makes errors.Is(err, ErrConflict) true.
-func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+// Is makes errors.Is(err, lease.ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == lease.ErrConflict }
 
 // StoreConfig configures a Store. Its zero value is a store that lives in
 // memory only.
@@ -73,7 +70,7 @@ type Store struct {
 // record is a lease with its secret half, which only the state file and
 // TakeHostKey ever see.
 type record struct {
-	Lease   Lease          `json:"lease"`
+	Lease   lease.Lease    `json:"lease"`
 	HostKey *hostKeySecret `json:"host_key_secret,omitempty"`
 }
 
@@ -158,7 +155,7 @@ func (s *Store) load() error {
 		if r == nil {
 			continue
 		}
-		mac, err := NormalizeMAC(r.Lease.MAC)
+		mac, err := lease.NormalizeMAC(r.Lease.MAC)
 		if err != nil {
 			return fmt.Errorf("parse lease store %s: mac %q: %w", s.path, r.Lease.MAC, err)
 		}
@@ -237,7 +234,7 @@ func (s *Store) prune() int {
 	now := s.now()
 	n := 0
 	for mac, r := range s.records {
-		if r.Lease.expired(now) {
+		if r.Lease.Expired(now) {
 			delete(s.records, mac)
 			n++
 		}
@@ -267,7 +264,7 @@ func (s *Store) cloneLive() map[string]*record {
 	now := s.now()
 	next := make(map[string]*record, len(s.records))
 	for mac, r := range s.records {
-		if !r.Lease.expired(now) {
+		if !r.Lease.Expired(now) {
 			next[mac] = r
 		}
 	}
@@ -288,18 +285,18 @@ const (
 // fresh ed25519 host key; otherwise the key is kept, so repeating a PUT
 // returns the same key. A disk or none lease carries no host key: there is no
 // live system to use it, and an unfetched private key is a liability.
-func (s *Store) Put(ctx context.Context, l Lease) (Lease, PutResult, error) {
+func (s *Store) Put(ctx context.Context, l lease.Lease) (lease.Lease, PutResult, error) {
 	if err := l.Validate(s.now()); err != nil {
-		return Lease{}, "", err
+		return lease.Lease{}, "", err
 	}
-	l = l.normalized()
+	l = l.Normalized()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := s.cloneLive()
 	for mac, r := range next {
 		if mac != l.MAC && r.Lease.IP == l.IP {
-			return Lease{}, "", &ConflictError{IP: l.IP, Owner: mac}
+			return lease.Lease{}, "", &ConflictError{IP: l.IP, Owner: mac}
 		}
 	}
 	old := next[l.MAC]
@@ -308,7 +305,7 @@ func (s *Store) Put(ctx context.Context, l Lease) (Lease, PutResult, error) {
 		// were dropped on the way.
 		if len(next) != len(s.records) {
 			if err := s.persist(next); err != nil {
-				return Lease{}, "", err
+				return lease.Lease{}, "", err
 			}
 			s.records = next
 		}
@@ -320,14 +317,14 @@ func (s *Store) Put(ctx context.Context, l Lease) (Lease, PutResult, error) {
 	}
 	rec := &record{Lease: l}
 	switch {
-	case l.Profile != ProfileLive:
+	case l.Profile != lease.ProfileLive:
 	case old != nil && old.HostKey != nil && old.Lease.HostKey != "" && old.Lease.BootID == l.BootID:
 		rec.HostKey = old.HostKey
 		rec.Lease.HostKey = old.Lease.HostKey
 	default:
 		pub, secret, err := newHostKey(l)
 		if err != nil {
-			return Lease{}, "", err
+			return lease.Lease{}, "", err
 		}
 		rec.HostKey = secret
 		rec.Lease.HostKey = pub
@@ -335,21 +332,21 @@ func (s *Store) Put(ctx context.Context, l Lease) (Lease, PutResult, error) {
 	rec.Lease.UpdatedAt = s.now().UTC()
 	next[l.MAC] = rec
 	if err := s.persist(next); err != nil {
-		return Lease{}, "", err
+		return lease.Lease{}, "", err
 	}
 	s.records = next
 	return rec.Lease, result, nil
 }
 
 // sameRequest compares the fields a PUT sets.
-func sameRequest(a, b Lease) bool {
+func sameRequest(a, b lease.Lease) bool {
 	return a.MAC == b.MAC && a.IP == b.IP && a.Netmask == b.Netmask && a.Gateway == b.Gateway &&
 		slices.Equal(a.DNS, b.DNS) && a.Hostname == b.Hostname && a.Profile == b.Profile &&
 		a.ExpiresAt.Equal(b.ExpiresAt) && a.BootID == b.BootID &&
 		slices.Equal(a.SSHAuthorizedKeys, b.SSHAuthorizedKeys)
 }
 
-func newHostKey(l Lease) (string, *hostKeySecret, error) {
+func newHostKey(l lease.Lease) (string, *hostKeySecret, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return "", nil, fmt.Errorf("generate host key: %w", err)
@@ -378,24 +375,24 @@ func newHostKey(l Lease) (string, *hostKeySecret, error) {
 
 // Get returns the unexpired lease of mac. It is what the DHCP and TFTP
 // servers read.
-func (s *Store) Get(ctx context.Context, mac net.HardwareAddr) (Lease, bool, error) {
+func (s *Store) Get(ctx context.Context, mac net.HardwareAddr) (lease.Lease, bool, error) {
 	if len(mac) != 6 {
-		return Lease{}, false, nil
+		return lease.Lease{}, false, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.records[mac.String()]
-	if !ok || r.Lease.expired(s.now()) {
-		return Lease{}, false, nil
+	if !ok || r.Lease.Expired(s.now()) {
+		return lease.Lease{}, false, nil
 	}
 	return r.Lease, true, nil
 }
 
 // Lookup is Get for a MAC in text form; an unparsable MAC is not found.
-func (s *Store) Lookup(ctx context.Context, mac string) (Lease, bool, error) {
+func (s *Store) Lookup(ctx context.Context, mac string) (lease.Lease, bool, error) {
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
-		return Lease{}, false, nil
+		return lease.Lease{}, false, nil
 	}
 	return s.Get(ctx, hw)
 }
@@ -405,24 +402,24 @@ func (s *Store) hostKeyToken(mac string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.records[mac]
-	if !ok || r.HostKey == nil || r.Lease.expired(s.now()) {
+	if !ok || r.HostKey == nil || r.Lease.Expired(s.now()) {
 		return ""
 	}
 	return r.HostKey.Token
 }
 
 // List returns the unexpired leases sorted by MAC.
-func (s *Store) List(ctx context.Context) ([]Lease, error) {
+func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	out := make([]Lease, 0, len(s.records))
+	out := make([]lease.Lease, 0, len(s.records))
 	for _, r := range s.records {
-		if !r.Lease.expired(now) {
+		if !r.Lease.Expired(now) {
 			out = append(out, r.Lease)
 		}
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return strings.Compare(a.MAC, b.MAC) })
+	slices.SortFunc(out, func(a, b lease.Lease) int { return strings.Compare(a.MAC, b.MAC) })
 	return out, nil
 }
 
@@ -449,7 +446,7 @@ func (s *Store) Len() int {
 	now := s.now()
 	n := 0
 	for _, r := range s.records {
-		if !r.Lease.expired(now) {
+		if !r.Lease.Expired(now) {
 			n++
 		}
 	}
@@ -460,7 +457,7 @@ func (s *Store) Len() int {
 // the key is wiped from the state file before it is returned, so a crash can
 // lose it but never serve it twice. A token already used gives
 // ErrHostKeyGone; an unknown token, or one whose lease expired or got a new
-// key, gives ErrNotFound.
+// key, gives lease.ErrNotFound.
 func (s *Store) TakeHostKey(ctx context.Context, token string) ([]byte, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -472,8 +469,8 @@ func (s *Store) TakeHostKey(ctx context.Context, token string) ([]byte, string, 
 			found = r
 		}
 	}
-	if found == nil || found.Lease.expired(now) {
-		return nil, "", ErrNotFound
+	if found == nil || found.Lease.Expired(now) {
+		return nil, "", lease.ErrNotFound
 	}
 	if found.HostKey.PrivatePEM == "" {
 		return nil, found.Lease.MAC, ErrHostKeyGone

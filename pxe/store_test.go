@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -68,7 +69,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]Lease{b, a}, got); diff != "" {
+	if diff := cmp.Diff([]lease.Lease{b, a}, got); diff != "" {
 		t.Errorf("leases after restart (-before +after):\n%s", diff)
 	}
 	pemA, mac, err := s2.TakeHostKey(ctx, tokenA)
@@ -118,7 +119,7 @@ func TestStoreLoadsLastGoodStateAfterCrash(t *testing.T) {
 	}
 	defer s2.Close()
 	got, _ := s2.List(ctx)
-	if diff := cmp.Diff([]Lease{want}, got); diff != "" {
+	if diff := cmp.Diff([]lease.Lease{want}, got); diff != "" {
 		t.Errorf("state after crash (-last good +loaded):\n%s", diff)
 	}
 	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
@@ -275,17 +276,17 @@ func TestPrune(t *testing.T) {
 func TestValidateNamesEveryBadField(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	tests := map[string]struct {
-		lease Lease
+		lease lease.Lease
 		want  []string
 	}{
 		"good": {
-			lease: Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: ProfileDisk},
+			lease: lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: lease.ProfileDisk},
 		},
 		"empty": {
 			want: []string{"mac", "ip", "netmask", "profile"},
 		},
 		"all bad": {
-			lease: Lease{MAC: "52:54:00:12:34:56:78:9a", IP: "10.0.0.7/24", Netmask: "24", Gateway: "::1",
+			lease: lease.Lease{MAC: "52:54:00:12:34:56:78:9a", IP: "10.0.0.7/24", Netmask: "24", Gateway: "::1",
 				DNS: []string{"x"}, Hostname: "-x", Profile: "LIVE", BootID: strings.Repeat("x", 129),
 				ExpiresAt: now, SSHAuthorizedKeys: []string{"ssh-rsa"}},
 			want: []string{"mac", "ip", "netmask", "gateway", "dns[0]", "hostname", "profile", "expires_at", "boot_id", "ssh_authorized_keys[0]"},

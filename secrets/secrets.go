@@ -12,10 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
-	"gopkg.in/yaml.v3"
+	"github.com/rackflow/rackflow/api"
 )
 
 // ErrNotFound is returned for a reference no source defines.
@@ -107,16 +108,19 @@ func (f *File) reload() error {
 		// already, and refusing it is the only way anyone notices.
 		return fmt.Errorf("secrets file %s: mode %04o lets others read it; chmod 600 it", f.Path, st.Mode().Perm())
 	}
-	data, err := os.ReadFile(f.Path)
-	if err != nil {
-		return fmt.Errorf("secrets file: %w", err)
-	}
 	var ff fileFormat
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&ff); err != nil {
-		// Never echo the file's content: it is full of secrets.
-		return fmt.Errorf("secrets file %s: malformed YAML", f.Path)
+	if err := api.DecodeFile(f.Path, &ff); err != nil {
+		// Never echo the file's content, not even in a YAML error (they
+		// quote values): it is full of secrets. Lines are safe.
+		var se api.SpecErrors
+		if !errors.As(err, &se) {
+			return fmt.Errorf("secrets file: %w", err)
+		}
+		lines := make([]string, len(se))
+		for i, e := range se {
+			lines[i] = strconv.Itoa(e.Line)
+		}
+		return fmt.Errorf("secrets file %s: malformed YAML (line %s)", f.Path, strings.Join(lines, ", "))
 	}
 	for ref, e := range ff.Secrets {
 		for _, ep := range e.Endpoints {

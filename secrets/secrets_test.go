@@ -75,12 +75,18 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestMalformedFileDoesNotEcho(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "secrets.yaml")
-	if err := os.WriteFile(path, []byte("secrets:\n  a: {password: hunter2\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := NewFile(path)
-	if err == nil || strings.Contains(err.Error(), "hunter2") {
-		t.Fatalf("err = %v: want an error that does not echo the content", err)
+	for _, content := range []string{
+		"secrets:\n  a: {password: hunter2\n", // does not parse
+		"secrets:\n  a: hunter2\n",            // parses, but yaml's error quotes the value
+		"secrets:\n  a: {passwd: hunter2}\n",  // unknown field
+	} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := NewFile(path)
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: err = %v: want an error naming the file that does not echo the content", content, err)
+		}
 	}
 }
 

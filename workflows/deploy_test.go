@@ -194,7 +194,8 @@ publish:
 	if err := writeFile(path, yaml); err != nil {
 		t.Fatal(err)
 	}
-	_, err := api.LoadDeploySpec(path)
+	var d api.DeploySpec
+	err := api.DecodeFile(path, &d)
 	var se api.SpecErrors
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v, want SpecErrors", err)

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities"
-	"github.com/rackflow/rackflow/pxe"
+	pxe "github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"

@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 var (
@@ -28,10 +28,10 @@ var (
 	ErrBadInput = errors.New("bad input")
 	// ErrUnauthorized matches an *APIError with status 401.
 	ErrUnauthorized = errors.New("unauthorized")
-	// ErrNotFound matches an *APIError with status 404; it is pxe.ErrNotFound.
-	ErrNotFound = pxe.ErrNotFound
-	// ErrConflict matches an *APIError with status 409; it is pxe.ErrConflict.
-	ErrConflict = pxe.ErrConflict
+	// ErrNotFound matches an *APIError with status 404; it is lease.ErrNotFound.
+	ErrNotFound = lease.ErrNotFound
+	// ErrConflict matches an *APIError with status 409; it is lease.ErrConflict.
+	ErrConflict = lease.ErrConflict
 )
 
 // APIError is an answer of the API other than success.
@@ -97,23 +97,23 @@ func New(baseURL, token string, httpClient *http.Client) *Client {
 
 // Put creates or replaces the lease of l.MAC and returns it as stored, with
 // its host key.
-func (c *Client) Put(ctx context.Context, l pxe.Lease) (pxe.Lease, error) {
+func (c *Client) Put(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 	body, err := json.Marshal(l)
 	if err != nil {
-		return pxe.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
+		return lease.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
 	}
-	var out pxe.Lease
+	var out lease.Lease
 	if err := c.do(ctx, http.MethodPut, "/v1/leases/"+url.PathEscape(l.MAC), body, &out); err != nil {
-		return pxe.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
+		return lease.Lease{}, fmt.Errorf("put lease %s: %w", l.MAC, err)
 	}
 	return out, nil
 }
 
 // Get returns the lease of mac; an absent or expired lease is ErrNotFound.
-func (c *Client) Get(ctx context.Context, mac string) (pxe.Lease, error) {
-	var out pxe.Lease
+func (c *Client) Get(ctx context.Context, mac string) (lease.Lease, error) {
+	var out lease.Lease
 	if err := c.do(ctx, http.MethodGet, "/v1/leases/"+url.PathEscape(mac), nil, &out); err != nil {
-		return pxe.Lease{}, fmt.Errorf("get lease %s: %w", mac, err)
+		return lease.Lease{}, fmt.Errorf("get lease %s: %w", mac, err)
 	}
 	return out, nil
 }
@@ -127,8 +127,8 @@ func (c *Client) Delete(ctx context.Context, mac string) error {
 }
 
 // List returns every unexpired lease, sorted by MAC.
-func (c *Client) List(ctx context.Context) ([]pxe.Lease, error) {
-	var out pxe.LeaseList
+func (c *Client) List(ctx context.Context) ([]lease.Lease, error) {
+	var out lease.List
 	if err := c.do(ctx, http.MethodGet, "/v1/leases", nil, &out); err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -41,15 +42,15 @@ func startPXE(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-func lease(t *testing.T, mac, ip string) pxe.Lease {
+func testLease(t *testing.T, mac, ip string) lease.Lease {
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sp, _ := ssh.NewPublicKey(pub)
-	return pxe.Lease{
+	return lease.Lease{
 		MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: "10.0.0.1", Hostname: "node07",
-		Profile: pxe.ProfileLive, BootID: "boot-1",
+		Profile: lease.ProfileLive, BootID: "boot-1",
 		SSHAuthorizedKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))},
 	}
 }
@@ -58,7 +59,7 @@ func TestRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	c := client.New(startPXE(t)+"/", token, nil)
 
-	put, err := c.Put(ctx, lease(t, "52:54:00:AA:BB:01", "10.0.0.7"))
+	put, err := c.Put(ctx, testLease(t, "52:54:00:AA:BB:01", "10.0.0.7"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]pxe.Lease{put}, list); diff != "" {
+	if diff := cmp.Diff([]lease.Lease{put}, list); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
 	}
 	for range 2 {
@@ -101,7 +102,7 @@ func TestTypedErrors(t *testing.T) {
 	ctx := context.Background()
 	base := startPXE(t)
 	c := client.New(base, token, nil)
-	if _, err := c.Put(ctx, lease(t, "52:54:00:aa:bb:01", "10.0.0.7")); err != nil {
+	if _, err := c.Put(ctx, testLease(t, "52:54:00:aa:bb:01", "10.0.0.7")); err != nil {
 		t.Fatal(err)
 	}
 	sentinels := []error{client.ErrBadInput, client.ErrUnauthorized, client.ErrNotFound, client.ErrConflict}
@@ -113,7 +114,7 @@ func TestTypedErrors(t *testing.T) {
 		field  string
 	}{
 		"bad ip": {
-			call: func() error { _, err := c.Put(ctx, lease(t, "52:54:00:aa:bb:02", "10.0.0.999")); return err },
+			call: func() error { _, err := c.Put(ctx, testLease(t, "52:54:00:aa:bb:02", "10.0.0.999")); return err },
 			want: client.ErrBadInput, status: 400, field: "ip",
 		},
 		"bad mac": {
@@ -122,7 +123,7 @@ func TestTypedErrors(t *testing.T) {
 		},
 		"bad profile": {
 			call: func() error {
-				l := lease(t, "52:54:00:aa:bb:02", "10.0.0.8")
+				l := testLease(t, "52:54:00:aa:bb:02", "10.0.0.8")
 				l.Profile = "rescue"
 				_, err := c.Put(ctx, l)
 				return err
@@ -130,7 +131,7 @@ func TestTypedErrors(t *testing.T) {
 			want: client.ErrBadInput, status: 400, field: "profile",
 		},
 		"conflict": {
-			call: func() error { _, err := c.Put(ctx, lease(t, "52:54:00:aa:bb:02", "10.0.0.7")); return err },
+			call: func() error { _, err := c.Put(ctx, testLease(t, "52:54:00:aa:bb:02", "10.0.0.7")); return err },
 			want: client.ErrConflict, status: 409, field: "ip",
 		},
 		"not found": {
@@ -164,8 +165,8 @@ func TestTypedErrors(t *testing.T) {
 	}
 	// The pxe package's own sentinels match too.
 	_, err := c.Get(ctx, "52:54:00:aa:bb:03")
-	if !errors.Is(err, pxe.ErrNotFound) {
-		t.Errorf("errors.Is(err, pxe.ErrNotFound) = false for %v", err)
+	if !errors.Is(err, lease.ErrNotFound) {
+		t.Errorf("errors.Is(err, lease.ErrNotFound) = false for %v", err)
 	}
 }
 

@@ -108,11 +108,21 @@ func TestServeStopsOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{ServerIP: serverIP, Conn: sc}
+	s := newTestServer(newBackend(), nil)
+	s.now = time.Now
+	s.Conn = sc
+	cc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ctx) }()
-	time.Sleep(50 * time.Millisecond)
+	// Cancel a server that is serving: one that has answered.
+	if offer := exchange(t, cc, sc.LocalAddr(), discover(macLive, pxeBIOS()).ToBytes(), 5*time.Second); offer == nil {
+		t.Fatal("no OFFER: the server never served")
+	}
 	cancel()
 	select {
 	case err := <-errc:

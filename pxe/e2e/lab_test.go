@@ -7,6 +7,7 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/netns"
 	"github.com/rackflow/rackflow/testsuite/pxebench"
 )
@@ -49,7 +50,7 @@ func newPXELab(t *testing.T, tools map[string]string, subnet string) *pxeLab {
 	if out, err := exec.Command("go", "build", "-o", l.bin, "github.com/rackflow/rackflow/pxe/cmd/rackflow-pxe").CombinedOutput(); err != nil {
 		t.Fatalf("build rackflow-pxe: %v\n%s", err, out)
 	}
-	l.token = randHex(t, 16)
+	l.token = rand.Text()
 	if err := os.WriteFile(filepath.Join(l.dir, "token"), []byte(l.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +126,8 @@ func TestLabBootStorm(t *testing.T) {
 		macs[i] = net.HardwareAddr{0x52, 0x54, 0x00, 0x96, byte(i >> 8), byte(i)}
 		ip := fmt.Sprintf("10.96.0.%d", 20+i)
 		want[macs[i].String()] = ip
-		if _, err := l.api.Put(ctx, pxe.Lease{MAC: macs[i].String(), IP: ip, Netmask: "255.255.255.0",
-			Gateway: l.serverIP, Profile: pxe.ProfileDisk}); err != nil {
+		if _, err := l.api.Put(ctx, lease.Lease{MAC: macs[i].String(), IP: ip, Netmask: "255.255.255.0",
+			Gateway: l.serverIP, Profile: lease.ProfileDisk}); err != nil {
 			t.Fatalf("register host %d: %v", i, err)
 		}
 	}
@@ -204,8 +205,8 @@ func TestLabRestartDuringRenewal(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := l.api.Put(ctx, pxe.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: l.serverIP,
-		Hostname: "node11", Profile: pxe.ProfileLive, BootID: "restart-1"}); err != nil {
+	if _, err := l.api.Put(ctx, lease.Lease{MAC: mac, IP: ip, Netmask: "255.255.255.0", Gateway: l.serverIP,
+		Hostname: "node11", Profile: lease.ProfileLive, BootID: "restart-1"}); err != nil {
 		t.Fatalf("register lease: %v", err)
 	}
 

@@ -232,9 +232,13 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 // StartT starts a dev server for a test and stops it at cleanup. A missing
-// CLI fails the test: CI installs it (make bin/temporal).
+// CLI fails the test: CI installs it (make bin/temporal). Under -short (the
+// fast path) it skips the test.
 func StartT(t testing.TB, opts Options) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the temporal dev server: skipped with -short")
+	}
 	if opts.LogFile == "" {
 		opts.LogFile = filepath.Join(t.TempDir(), "temporal.log")
 	}

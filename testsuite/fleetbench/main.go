@@ -55,8 +55,9 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
@@ -449,7 +450,7 @@ func (b *bench) check(ctx context.Context, m *machine, res api.ProvisionResult) 
 	if rb, err := os.ReadFile(filepath.Join(m.chefDir, "client.rb")); err != nil || !strings.Contains(string(rb), "node_name '"+m.name+"'") {
 		errs = append(errs, "client.rb missing or for another node")
 	}
-	if l, ok, err := b.store.Lookup(ctx, m.mac); err != nil || !ok || l.Profile != pxe.ProfileDisk {
+	if l, ok, err := b.store.Lookup(ctx, m.mac); err != nil || !ok || l.Profile != lease.ProfileDisk {
 		errs = append(errs, fmt.Sprintf("lease after provisioning %+v (found %v, %v), want profile disk", l.Profile, ok, err))
 	}
 	if len(res.Steps) != len(api.ProvisionSteps) {

@@ -3,6 +3,13 @@
 // driven through bmclib/ipmitool, and real OpenSSH sshds standing in for the
 // host's live system and installed OS (testsuite/lab). It kills the worker
 // and the server in the middle of the image stream and checks the disk.
+//
+// Its TestQEMU tests do the same on a QEMU machine with real firmware that
+// PXE-boots through rackflow-pxe (the lab of testsuite/qemu): WriteImage
+// alone, ProvisionHost in the SDK's test environment, and ProvisionHost on
+// the dev server with the worker killed mid-stream. They are slow and run
+// only with RACKFLOW_QEMU=1 (make test-qemu). Everything here is skipped
+// under -short.
 package integration
 
 import (
@@ -13,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,8 +36,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/rackflow/rackflow/activities/image"
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/histories"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
@@ -59,17 +68,26 @@ func buildWorker(t *testing.T) string {
 			return
 		}
 		// Installed as in production: the disk helper beside the worker,
-		// which finds and uploads it to the live system.
-		cmd = exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "rackflow-diskhelper"), "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build diskhelper: %v\n%s", err, out)
-		}
+		// which finds and uploads it to the live system (the lab's and
+		// QEMU's, both of the host's architecture on CI's amd64 hosts).
+		_, buildErr = diskHelper(dir, runtime.GOARCH)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return workerBin
+}
+
+// diskHelper builds rackflow-diskhelper for linux/goarch into dir and
+// returns its path.
+func diskHelper(dir, goarch string) (string, error) {
+	out := filepath.Join(dir, "rackflow-diskhelper")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build diskhelper: %v\n%s", err, b)
+	}
+	return out, nil
 }
 
 // workerProc is the worker running as its own process.
@@ -239,12 +257,12 @@ func (s *stack) start(t *testing.T) client.WorkflowRun {
 }
 
 // waitImageProgress waits until the server has recorded a heartbeat of the
-// image stream past offset 0.
-func (s *stack) waitImageProgress(t *testing.T, id string) image.Progress {
+// image stream past offset 0 (and short of its end), for at most within.
+func waitImageProgress(t *testing.T, c client.Client, id string, within time.Duration) image.Progress {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		desc, err := s.client.DescribeWorkflowExecution(context.Background(), id, "")
+		desc, err := c.DescribeWorkflowExecution(context.Background(), id, "")
 		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 			t.Fatalf("run ended (%s) before the image stream reported progress", desc.GetWorkflowExecutionInfo().GetStatus())
 		}
@@ -313,7 +331,7 @@ func (s *stack) checkOutcome(t *testing.T, run client.WorkflowRun) api.Provision
 		t.Errorf("chef never converged: %v", err)
 	}
 	l, ok, err := s.store.Lookup(context.Background(), s.lab.MAC)
-	if err != nil || !ok || l.Profile != pxe.ProfileDisk {
+	if err != nil || !ok || l.Profile != lease.ProfileDisk {
 		t.Errorf("lease after provisioning = %+v %v %v, want profile disk", l, ok, err)
 	}
 	if !s.sim.Power() {
@@ -366,7 +384,7 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 		t.Errorf("second start: err = %v, want WorkflowExecutionAlreadyStarted", err)
 	}
 
-	p := s.waitImageProgress(t, run.GetID())
+	p := waitImageProgress(t, s.client, run.GetID(), 3*time.Minute)
 	s.worker.kill()
 	t.Logf("worker killed with the stream at %d of %d bytes", p.Offset, p.Total)
 	s.worker.start()
@@ -396,7 +414,7 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 func TestProvisionResumesAfterGracefulStop(t *testing.T) {
 	s := newStack(t, 256<<20)
 	run := s.start(t)
-	p := s.waitImageProgress(t, run.GetID())
+	p := waitImageProgress(t, s.client, run.GetID(), 3*time.Minute)
 	s.worker.stop()
 	s.worker.start()
 	s.checkOutcome(t, run)
@@ -436,15 +454,20 @@ func (s *stack) waitStatusProgress(t *testing.T, id string) api.ProvisionStatus 
 func TestProvisionSurvivesServerRestart(t *testing.T) {
 	s := newStack(t, 256<<20)
 	run := s.start(t)
-	s.waitImageProgress(t, run.GetID())
+	waitImageProgress(t, s.client, run.GetID(), 3*time.Minute)
 	// The status query shows the stream's bytes, rate and ETA live.
 	st := s.waitStatusProgress(t, run.GetID())
 	if st.BytesTotal != s.lab.ImageSize || st.BytesWritten >= st.BytesTotal || st.MBps <= 0 || st.ETASeconds <= 0 || st.ImagePhase != "write" {
 		t.Errorf("status mid-stream: %d of %d bytes, %.1f MB/s, ETA %.1fs, phase %q: want part of the image, a rate and an ETA",
 			st.BytesWritten, st.BytesTotal, st.MBps, st.ETASeconds, st.ImagePhase)
 	}
-	s.server.Kill()
-	time.Sleep(time.Second)
+	s.server.Kill() // returns once the process has exited (its Wait)
+	// Down for real: nothing answers on the frontend's port until the
+	// restart.
+	if c, err := net.DialTimeout("tcp", s.server.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the dev server's frontend still accepts connections after SIGKILL")
+	}
 	if err := s.server.Restart(context.Background()); err != nil {
 		t.Fatalf("restart dev server: %v", err)
 	}

@@ -104,9 +104,13 @@ type Sim struct {
 
 // Start runs a simulator in a temporary directory for a test and stops it
 // at the end of the test. A missing ipmi_sim fails the test naming the
-// Debian package.
+// Debian package. Under -short (the fast path, no root, no daemons) it
+// skips the test.
 func Start(t testing.TB, opts Options) *Sim {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs ipmi_sim: skipped with -short")
+	}
 	s, err := Run(context.Background(), t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("ipmisim: %v", err)

@@ -157,6 +157,9 @@ func TestPauseResume(t *testing.T) {
 }
 
 func TestRunStopsWithContextAndFreesPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ipmi_sim: skipped with -short")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := ipmisim.Run(ctx, t.TempDir(), ipmisim.Options{})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rackflow/rackflow/pxe"
+	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/netns"
 	"github.com/rackflow/rackflow/testsuite/pxebench"
 )
@@ -86,7 +87,7 @@ func TestBenchPXE(t *testing.T) {
 	var hosts, macList strings.Builder
 	start := time.Now()
 	for i := range benchHosts {
-		l := pxe.Lease{MAC: benchMAC(i).String(), IP: benchIP(i), Netmask: "255.255.0.0", Profile: pxe.ProfileDisk}
+		l := lease.Lease{MAC: benchMAC(i).String(), IP: benchIP(i), Netmask: "255.255.0.0", Profile: lease.ProfileDisk}
 		if _, _, err := store.Put(context.Background(), l); err != nil {
 			t.Fatalf("register lease %d: %v", i, err)
 		}

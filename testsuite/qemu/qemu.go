@@ -1,13 +1,15 @@
 // Package qemu boots throw-away x86 virtual machines for end-to-end tests of
 // rackflow's PXE chain with real firmware: it fetches and caches a Debian
 // kernel, builds a tiny busybox initramfs that plays rackflow's live system
-// (reporting on the serial console what it booted with), and assembles the
-// QEMU command line of a VM that network-boots from a tap device.
+// (reporting on the serial console what it booted with), assembles the
+// QEMU command line of a VM that network-boots from a tap device, and sets
+// up the Lab those VMs boot in: rackflow-pxe on a boot network in network
+// namespaces, shared by pxe/e2e and testsuite/integration.
 //
-// It is not a VM manager: it starts nothing itself (run the command inside a
-// namespace from testsuite/netns), and the VMs live for one test, with at
-// most a raw file as their disk. It runs QEMU under TCG unless asked for KVM: on nested hosts
-// /dev/kvm can exist and open while guests hang in it.
+// It is not a VM manager: it does not run QEMU itself (start the command
+// in the Lab's rack namespace), and the VMs live for one test, with at most
+// a raw file as their disk. It runs QEMU under TCG unless asked for KVM: on
+// nested hosts /dev/kvm can exist and open while guests hang in it.
 package qemu
 
 import (

@@ -374,13 +374,14 @@ func (s *Server) Close() error {
 func (s *Server) Stop() { _ = s.Close() }
 
 // Start starts sshd for a test, in a temporary directory, and stops it when
-// the test ends. A missing sshd fails the test (skips it under -short).
+// the test ends. A missing sshd fails the test. Under -short (the fast path,
+// no root, no daemons) it skips the test.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs OpenSSH's sshd: skipped with -short")
+	}
 	if _, err := os.Stat(Binary); err != nil {
-		if testing.Short() {
-			t.Skip(ErrNotInstalled)
-		}
 		t.Fatal(ErrNotInstalled)
 	}
 	s, err := Run(context.Background(), t.TempDir(), opts)

@@ -69,6 +69,9 @@ func TestStart(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs OpenSSH's sshd: skipped with -short")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := sshd.Run(ctx, t.TempDir(), sshd.Options{})
 	if err != nil {

@@ -28,11 +28,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/dhcp"
 	"github.com/rackflow/rackflow/pxe/tftp"
 	"golang.org/x/sync/errgroup"
-	"gopkg.in/yaml.v3"
 )
 
 func main() {
@@ -160,14 +160,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		path = getenv("RACKFLOW_PXE_CONFIG")
 	}
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, fmt.Errorf("read config: %w", err)
-		}
-		dec := yaml.NewDecoder(strings.NewReader(string(data)))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		if err := api.DecodeFile(path, &cfg); err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
 		}
 	}
 	set := map[string]bool{}

@@ -21,6 +21,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/lease"
 )
 
 func envFrom(m map[string]string) func(string) string {
@@ -201,7 +202,7 @@ func TestRunServesAndStops(t *testing.T) {
 	base, logs, cancel, done := start()
 	ctx := context.Background()
 	c := client.New(base, "run-token", nil)
-	l, err := c.Put(ctx, pxe.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: pxe.ProfileDisk})
+	l, err := c.Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: lease.ProfileDisk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,14 +336,17 @@ func TestRunServesTFTP(t *testing.T) {
 // carries the leased address and the per-MAC script URL built from
 // public-url. An unregistered MAC gets no answer.
 func TestRunServesDHCP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("binds the DHCP socket to lo (SO_BINDTODEVICE, root): skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Fatal("binding the DHCP socket to an interface (SO_BINDTODEVICE) needs root")
 	}
 	dhcpAddr := freeUDPPort(t)
 	base, _ := startRun(t, "-dhcp-interface", "lo", "-dhcp-addr", dhcpAddr, "-dhcp-lease-time", "7m")
 	ctx := context.Background()
-	if _, err := client.New(base, "run-token", nil).Put(ctx, pxe.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7",
-		Netmask: "255.255.255.0", Gateway: "10.0.0.1", Profile: pxe.ProfileLive}); err != nil {
+	if _, err := client.New(base, "run-token", nil).Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7",
+		Netmask: "255.255.255.0", Gateway: "10.0.0.1", Profile: lease.ProfileLive}); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

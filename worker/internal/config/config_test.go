@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/ecdsa"
@@ -45,6 +45,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		"unknown flag":        {args: []string{"--adress", "x"}, err: "flag provided but not defined"},
 		"report interval":     {args: []string{"--image-report-every", "2s"}, want: func(c *Config) { c.ImageReportEvery = 2 * time.Second }},
 		"bad report interval": {args: []string{"--image-report-every", "often"}, err: "image-report-every"},
+		"log level":           {env: map[string]string{"RACKFLOW_LOG_LEVEL": "debug"}, want: func(c *Config) { c.LogLevel = slog.LevelDebug }},
+		"bad log level":       {args: []string{"--log-level", "chatty"}, err: "log-level"},
 		"rate cap from env":   {env: map[string]string{"RACKFLOW_IMAGE_MAX_MBPS": "50"}, want: func(c *Config) { c.ImageMaxMBps = 50 }},
 		"fleet settings": {
 			env:  map[string]string{"RACKFLOW_MAX_CONCURRENT_ACTIVITIES": "400"},
@@ -55,14 +57,14 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES"} {
+			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "RACKFLOW_LOG_LEVEL"} {
 				t.Setenv(k, "")
 				os.Unsetenv(k)
 			}
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			got, err := parseFlags(tc.args)
+			got, err := Parse(tc.args)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)
@@ -73,7 +75,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Config{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080",
-				MetricsAddr: "127.0.0.1:9464", LogLevel: "info", StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64, ImageReportEvery: 10 * time.Second}
+				MetricsAddr: "127.0.0.1:9464", LogLevel: slog.LevelInfo, StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64, ImageReportEvery: 10 * time.Second}
 			tc.want(&want)
 			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("config (-want +got):\n%s", d)
@@ -88,7 +90,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 
 	c := Config{Address: "temporal.internal:7233", Namespace: "infra", TLSCert: certPath, TLSKey: keyPath, TLSCA: certPath, TLSServerName: "temporal.internal", APIKey: "k"}
-	o, err := c.clientOptions(logger, nil)
+	o, err := c.ClientOptions(logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 		t.Error("API key not turned into credentials")
 	}
 
-	plain, err := Config{Address: "127.0.0.1:7233"}.clientOptions(logger, nil)
+	plain, err := Config{Address: "127.0.0.1:7233"}.ClientOptions(logger, nil)
 	if err != nil || plain.ConnectionOptions.TLS != nil {
 		t.Errorf("plain: TLS = %v, err = %v; want no TLS for a local dev server", plain.ConnectionOptions.TLS, err)
 	}
@@ -108,7 +110,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bad.pem"), []byte("not a cert"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Config{TLSCA: filepath.Join(dir, "bad.pem")}.clientOptions(logger, nil)
+	_, err = Config{TLSCA: filepath.Join(dir, "bad.pem")}.ClientOptions(logger, nil)
 	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("bad CA: err = %v", err)
 	}

@@ -1,15 +1,14 @@
-// Package pxe is rackflow's PXE boot service: it holds the per-MAC boot leases
-// the worker writes through an authenticated HTTP API, renders each booting
-// host's iPXE script, serves kernels and initrds over HTTP, and hands the live
-// system its per-boot SSH host key exactly once. The DHCP and TFTP servers
-// live in pxe/dhcp and pxe/tftp and read leases through Store.Get; the worker
-// talks to this service only through pxe/client.
+// Package lease is the pxe service's lease: the record the worker PUTs for a
+// PXE-booting NIC, its validation and normal form, the boot profiles, and
+// the errors the lease API answers with. It is what pxe, pxe/client and the
+// worker's lease activities share.
 //
-// It is not an IPAM or an inventory: it serves whatever the worker last PUT,
-// and it knows nothing of workflows, BMCs or images.
-package pxe
+// It is deliberately small and holds no server: importing it links neither
+// the DHCP nor the TFTP server, so the worker stays free of them.
+package lease
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,8 +16,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rackflow/rackflow/api"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rackflow/rackflow/api"
+)
+
+var (
+	// ErrNotFound is returned for a MAC without a lease (or with an expired
+	// one) and for an unknown host key token.
+	ErrNotFound = errors.New("lease not found")
+	// ErrConflict is returned when a PUT would give one IP to two MACs.
+	ErrConflict = errors.New("ip already leased to another mac")
 )
 
 // Profile says what a host does when it PXE-boots.
@@ -153,9 +161,9 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// normalized returns the lease as stored: MAC in canonical form, output-only
+// Normalized returns the lease as stored: MAC in canonical form, output-only
 // fields cleared, empty lists dropped.
-func (l Lease) normalized() Lease {
+func (l Lease) Normalized() Lease {
 	if mac, err := NormalizeMAC(l.MAC); err == nil {
 		l.MAC = mac
 	}
@@ -188,8 +196,8 @@ func (l Lease) normalized() Lease {
 	return l
 }
 
-// expired reports whether the lease must no longer be served at now.
-func (l Lease) expired(now time.Time) bool {
+// Expired reports whether the lease must no longer be served at now.
+func (l Lease) Expired(now time.Time) bool {
 	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
 }
 
@@ -199,4 +207,9 @@ func canonIP(s string) string {
 		return a.String()
 	}
 	return s
+}
+
+// List is the body of GET /v1/leases.
+type List struct {
+	Leases []Lease `json:"leases"`
 }

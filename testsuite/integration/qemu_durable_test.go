@@ -1,27 +1,25 @@
-package e2e_test
+package integration
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/converter"
+	sdklog "go.temporal.io/sdk/log"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/histories"
+	"github.com/rackflow/rackflow/testsuite/qemu"
 )
 
 // TestQEMUProvisionSurvivesWorkerKill provisions the QEMU machine with the
@@ -33,13 +31,13 @@ import (
 // one resumes the stream where the last heartbeat left it, and the run
 // ends with the installed OS up and its host key recorded.
 func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
-	ctx := requireQEMU(t)
+	ctx := qemu.RequireLab(t)
 	r := newProvisionRig(t, ctx)
-	dir := r.l.dir
+	dir := r.l.Dir
 
 	// The lease API, on the host's loopback, forwarded into the server
 	// namespace.
-	pxeURL := forward(t, r.l, serverIP+":8080")
+	pxeURL := forward(t, r.l, qemu.LabServerIP+":8080")
 
 	inv, err := yaml.Marshal(api.Inventory{Hosts: []api.Host{r.host}})
 	if err != nil {
@@ -62,60 +60,33 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 		}
 	}
 
-	server := devserver.StartT(t, devserver.Options{})
-	c, err := client.Dial(client.Options{HostPort: server.Addr(), Logger: nopLog{}})
+	server := devserver.StartT(t, devserver.Options{LogFile: filepath.Join(dir, "temporal.log")})
+	c, err := client.Dial(client.Options{HostPort: server.Addr(), Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 
 	// The worker as installed: its binary with the disk helper beside it.
-	binDir := filepath.Join(dir, "bin")
-	os.Mkdir(binDir, 0o755)
-	workerBin := filepath.Join(binDir, "rackflow-worker")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", workerBin, "github.com/rackflow/rackflow/worker").CombinedOutput(); err != nil {
-		t.Fatalf("build worker: %v\n%s", err, out)
-	}
-	buildHelper(t, binDir)
-	logPath := filepath.Join(dir, "worker.log")
-	var worker *exec.Cmd
-	startWorker := func() {
-		cmd := exec.Command(workerBin)
-		cmd.Env = append(os.Environ(),
-			"TEMPORAL_ADDRESS="+server.Addr(),
-			"RACKFLOW_INVENTORY="+invPath,
-			"RACKFLOW_SECRETS="+secPath,
-			"RACKFLOW_PXE_URL="+pxeURL,
-			"RACKFLOW_PXE_TOKEN="+r.l.token,
-			"RACKFLOW_METRICS_ADDR=",
-			"RACKFLOW_IMAGE_SEGMENT_MIB=4",
-			// Paced so the stream outlasts the SDK's heartbeat throttling (0.8 of
-			// the 5s heartbeat timeout) and the kill lands in its middle.
-			"RACKFLOW_IMAGE_MAX_MBPS=3",
-			"RACKFLOW_LOG_LEVEL=debug",
-		)
-		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		worker = cmd
-	}
-	killWorker := func() {
-		_ = syscall.Kill(-worker.Process.Pid, syscall.SIGKILL)
-		_ = worker.Wait()
-	}
-	startWorker()
+	worker := &workerProc{t: t, log: filepath.Join(dir, "worker.log"), env: []string{
+		"TEMPORAL_ADDRESS=" + server.Addr(),
+		"RACKFLOW_INVENTORY=" + invPath,
+		"RACKFLOW_SECRETS=" + secPath,
+		"RACKFLOW_PXE_URL=" + pxeURL,
+		"RACKFLOW_PXE_TOKEN=" + r.l.Token,
+		"RACKFLOW_METRICS_ADDR=",
+		"RACKFLOW_IMAGE_SEGMENT_MIB=4",
+		// Paced so the stream outlasts the SDK's heartbeat throttling (0.8 of
+		// the 5s heartbeat timeout) and the kill lands in its middle.
+		"RACKFLOW_IMAGE_MAX_MBPS=3",
+		"RACKFLOW_LOG_LEVEL=debug",
+	}}
+	worker.start()
 	t.Cleanup(func() {
-		killWorker()
+		worker.kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("worker log (tail):\n%s", tailLines(string(b), 40))
+			b, _ := os.ReadFile(worker.log)
+			t.Logf("worker log (tail):\n%s", tail(string(b), 40))
 		}
 	})
 
@@ -129,30 +100,10 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 
 	// Kill the worker once the server holds a heartbeat from inside the
 	// stream.
-	var seen image.Progress
-	for deadline := time.Now().Add(5 * time.Minute); seen.Offset == 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the image stream never reported progress")
-		}
-		desc, err := c.DescribeWorkflowExecution(ctx, run.GetID(), "")
-		if err != nil {
-			continue
-		}
-		if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			t.Fatalf("run ended (%s) before the stream reported progress", st)
-		}
-		for _, pa := range desc.GetPendingActivities() {
-			if pa.GetActivityType().GetName() == "WriteImage" && pa.GetHeartbeatDetails() != nil {
-				_ = converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &seen)
-			}
-		}
-	}
-	if seen.Offset >= seen.Total {
-		t.Fatalf("first progress seen was the end of the stream (%d bytes): the kill would not land mid-stream", seen.Offset)
-	}
-	killWorker()
+	seen := waitImageProgress(t, c, run.GetID(), 5*time.Minute)
+	worker.kill()
 	t.Logf("worker killed with the stream at %d of %d bytes, %s after the start", seen.Offset, seen.Total, time.Since(start).Round(time.Second))
-	startWorker()
+	worker.start()
 
 	var res api.ProvisionResult
 	if err := run.Get(ctx, &res); err != nil {
@@ -198,7 +149,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 
 // forward serves a loopback port of the host that connects, from the
 // server namespace, to addr there; it returns the port's http:// URL.
-func forward(t *testing.T, l *qemuLab, addr string) string {
+func forward(t *testing.T, l *qemu.Lab, addr string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -213,7 +164,7 @@ func forward(t *testing.T, l *qemuLab, addr string) string {
 			}
 			go func() {
 				defer c.Close()
-				up, err := l.dial(context.Background(), "tcp", addr)
+				up, err := l.Dial(context.Background(), "tcp", addr)
 				if err != nil {
 					return
 				}
@@ -225,10 +176,3 @@ func forward(t *testing.T, l *qemuLab, addr string) string {
 	}()
 	return "http://" + ln.Addr().String()
 }
-
-type nopLog struct{}
-
-func (nopLog) Debug(string, ...interface{}) {}
-func (nopLog) Info(string, ...interface{})  {}
-func (nopLog) Warn(string, ...interface{})  {}
-func (nopLog) Error(string, ...interface{}) {}

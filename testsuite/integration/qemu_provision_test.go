@@ -1,11 +1,10 @@
-package e2e_test
+package integration
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"golang.org/x/crypto/ssh"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/testsuite"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities/bmc"
 	"github.com/rackflow/rackflow/activities/chef"
@@ -23,8 +23,8 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -53,22 +53,12 @@ on) stop
 esac
 `
 
-// TestQEMUProvisionHost runs the ProvisionHost workflow, with rackflow's
-// real activities, against a QEMU machine whose BMC is ipmi_sim and which
-// the worker reaches only through an SSH jump host on the boot network: the lease
-// is registered, bmclib powers the machine on into PXE, the live system
-// comes up with its per-boot host key, the OS image is streamed onto the
-// virtio disk and read back, the lease turns to disk and bmclib power
-// cycles the machine into the installed OS, whose new host key is
-// recorded on first use. (The workflow runs in the SDK's test environment
-// here; its durability on a real Temporal server is the integration
-// tests' job.)
 // provisionRig is a QEMU machine ready for ProvisionHost: behind ipmi_sim
 // (its power hook starts and stops QEMU in the rack namespace), reached
 // only through an SSH jump host on the boot network, with an OS image to
 // write and its inventory entry and secrets.
 type provisionRig struct {
-	l      *qemuLab
+	l      *qemu.Lab
 	host   api.Host
 	sec    secrets.Static
 	keyPEM []byte
@@ -79,7 +69,7 @@ type provisionRig struct {
 
 func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	t.Helper()
-	l := startQEMULab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
+	l := qemu.StartLab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
 	signer, keyPEM, err := sshd.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -88,9 +78,9 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, imgPath := l.osImage(t, ctx, signer.PublicKey())
+	raw, imgPath := osImage(t, ctx, l, signer.PublicKey())
 	sum := sha256.Sum256(raw)
-	diskPath := filepath.Join(l.dir, "vda.raw")
+	diskPath := filepath.Join(l.Dir, "vda.raw")
 	if err := os.WriteFile(diskPath, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +89,11 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	}
 
 	// The machine behind its BMC.
-	vmDir := filepath.Join(l.dir, "vm")
+	vmDir := filepath.Join(l.Dir, "vm")
 	if err := os.Mkdir(vmDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	name, args, err := qemu.VM{Tap: "tap0", MAC: vmMAC, Disk: diskPath}.Command(vmDir)
+	name, args, err := qemu.VM{Tap: "tap0", MAC: qemu.LabVMMAC, Disk: diskPath}.Command(vmDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,19 +101,19 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	for _, a := range args {
 		cmd += " '" + a + "'"
 	}
-	hook := filepath.Join(l.dir, "power-hook")
-	if err := os.WriteFile(hook, []byte(fmt.Sprintf(powerHook, vmDir, l.rack.Name, cmd)), 0o755); err != nil {
+	hook := filepath.Join(l.Dir, "power-hook")
+	if err := os.WriteFile(hook, []byte(fmt.Sprintf(powerHook, vmDir, l.Rack.Name, cmd)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	bmcSim := ipmisim.Start(t, ipmisim.Options{OnPower: hook})
 	t.Cleanup(func() {
 		out, _ := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
 		if pid := strings.TrimSpace(string(out)); pid != "" {
-			l.rack.Run("sh", "-c", "kill "+pid+" 2>/dev/null; true")
+			l.Rack.Run("sh", "-c", "kill "+pid+" 2>/dev/null; true")
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(vmDir, "serial.log"))
-			t.Logf("serial console:\n%s", tailLines(string(b), 80))
+			t.Logf("serial console:\n%s", tail(string(b), 80))
 		}
 	})
 
@@ -134,8 +124,8 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	host := api.Host{
 		Name:    "vm1",
 		BMC:     api.BMC{Address: "127.0.0.1", Port: bmcSim.Port(), Provider: "ipmi", Credential: "bmc/vm1"},
-		MAC:     vmMAC,
-		Network: api.Network{IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP},
+		MAC:     qemu.LabVMMAC,
+		Network: api.Network{IP: qemu.LabVMIP, Netmask: "255.255.255.0", Gateway: qemu.LabServerIP},
 		Disk:    "/dev/vda",
 		Image:   api.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
 		SSH: api.SSH{User: "root", Credential: "ssh/provision",
@@ -157,7 +147,7 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 func (r *provisionRig) converged(t *testing.T, ctx context.Context, osKey string) string {
 	t.Helper()
 	d := &remote.Dialer{Secrets: r.sec}
-	c, err := d.Dial(ctx, remote.Target{Addr: vmIP + ":22", Credential: "ssh/provision", HostKey: osKey,
+	c, err := d.Dial(ctx, remote.Target{Addr: qemu.LabVMIP + ":22", Credential: "ssh/provision", HostKey: osKey,
 		Jump: &remote.Jump{Addr: r.jump.addr, Credential: "ssh/provision", HostKey: r.jump.hostKey}})
 	if err != nil {
 		t.Fatalf("ssh to the installed OS: %v", err)
@@ -174,22 +164,35 @@ func (r *provisionRig) converged(t *testing.T, ctx context.Context, osKey string
 // its console.
 func (r *provisionRig) osFingerprint() string {
 	serial, _ := os.ReadFile(filepath.Join(r.vmDir, "serial.log"))
-	return strings.TrimPrefix(lineWith(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
+	return strings.TrimPrefix(qemu.ConsoleLine(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
 }
 
+// TestQEMUProvisionHost runs the ProvisionHost workflow, with rackflow's
+// real activities, against a QEMU machine whose BMC is ipmi_sim and which
+// the worker reaches only through an SSH jump host on the boot network: the lease
+// is registered, bmclib powers the machine on into PXE, the live system
+// comes up with its per-boot host key, the OS image is streamed onto the
+// virtio disk and read back, the lease turns to disk and bmclib power
+// cycles the machine into the installed OS, whose new host key is
+// recorded on first use. (The workflow runs in the SDK's test environment
+// here; TestQEMUProvisionSurvivesWorkerKill runs it on the dev server.)
 func TestQEMUProvisionHost(t *testing.T) {
-	ctx := requireQEMU(t)
+	ctx := qemu.RequireLab(t)
 	r := newProvisionRig(t, ctx)
 	l, host, sec, bmcSim, jump := r.l, r.host, r.sec, r.bmc, r.jump
 	dialer := &remote.Dialer{Secrets: sec} // from the host's namespace: only the jump host gets in
-	helper := buildHelper(t, l.dir)
+	// The helper is built for the VM's architecture.
+	helper, err := diskHelper(l.Dir, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	var ts testsuite.WorkflowTestSuite
 	env := ts.NewTestWorkflowEnvironment()
 	env.SetTestTimeout(8 * time.Minute)
 	workflows.Register(env)
 	env.RegisterActivity(&inventory.Activities{Secrets: sec})
-	env.RegisterActivity(&lease.Activities{PXE: l.api, Secrets: sec})
+	env.RegisterActivity(&lease.Activities{PXE: l.API, Secrets: sec})
 	env.RegisterActivity(bmc.New(sec, 1))
 	env.RegisterActivity(&remote.Activities{Dialer: dialer})
 	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20})
@@ -250,9 +253,9 @@ func (j *jumpHost) sessions() int {
 	return j.n
 }
 
-func startJumpHost(t *testing.T, l *qemuLab, key ssh.PublicKey) *jumpHost {
+func startJumpHost(t *testing.T, l *qemu.Lab, key ssh.PublicKey) *jumpHost {
 	t.Helper()
-	dir := filepath.Join(l.dir, "jump")
+	dir := filepath.Join(l.Dir, "jump")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -282,30 +285,11 @@ func startJumpHost(t *testing.T, l *qemuLab, key ssh.PublicKey) *jumpHost {
 					return
 				}
 				defer f.Close()
-				cmd := exec.Command("ip", "netns", "exec", l.srv.Name, sshd.Binary, "-i", "-e", "-f", cfg.Path)
+				cmd := exec.Command("ip", "netns", "exec", l.Srv.Name, sshd.Binary, "-i", "-e", "-f", cfg.Path)
 				cmd.Stdin, cmd.Stdout = f, f
 				_ = cmd.Run()
 			}()
 		}
 	}()
 	return j
-}
-
-func buildHelper(t *testing.T, dir string) string {
-	t.Helper()
-	out := filepath.Join(dir, "rackflow-diskhelper")
-	b := exec.Command("go", "build", "-trimpath", "-o", out, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
-	b.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if o, err := b.CombinedOutput(); err != nil {
-		t.Fatalf("build diskhelper: %v\n%s", err, o)
-	}
-	return out
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

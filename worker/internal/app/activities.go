@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
@@ -22,9 +21,10 @@ import (
 	"github.com/rackflow/rackflow/activities/nitro"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/activities/runs"
+	"github.com/rackflow/rackflow/api"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/worker/internal/config"
 )
 
 // activitySet holds every activity struct, built once with its clients.
@@ -41,7 +41,7 @@ type activitySet struct {
 	runs      *runs.Activities
 }
 
-func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (*activitySet, error) {
+func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, error) {
 	var res secrets.Resolver = secrets.Static{}
 	if cfg.Secrets != "" {
 		f, err := secrets.NewFile(cfg.Secrets)
@@ -54,8 +54,10 @@ func buildActivities(cfg Config, logger *slog.Logger, _ prometheus.Registerer) (
 	}
 	var load func() (*api.Inventory, error)
 	if cfg.Inventory != "" {
+		// A broken inventory stops the worker at start-up; later edits
+		// are read on each run.
 		if _, err := api.LoadInventory(cfg.Inventory); err != nil {
-			return nil, fmt.Errorf("inventory %s: %w", cfg.Inventory, err)
+			return nil, fmt.Errorf("inventory:\n%w", err)
 		}
 		path := cfg.Inventory
 		load = func() (*api.Inventory, error) { return api.LoadInventory(path) }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -24,36 +24,36 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 	wait := fs.Bool("wait", false, "wait for the deploy, showing each member's progress")
 	if _, err := parseInterleaved(fs, args); err != nil || *file == "" {
 		fmt.Fprintln(g.stderr, "usage: starter deploy -f SERVICE.yaml [--wait]")
-		return exitUsage
+		return ExitUsage
 	}
-	d, err := api.LoadDeploySpec(*file)
-	if err != nil {
+	var d api.DeploySpec
+	if err := api.DecodeFile(*file, &d); err != nil {
 		fmt.Fprintln(g.stderr, err)
-		return exitFailed
+		return ExitFailed
 	}
 	c, ok := conn.get()
 	if !ok {
-		return exitFailed
+		return ExitFailed
 	}
 	id := api.DeployWorkflowID(d.Service)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       id,
-		TaskQueue:                                g.taskQueue,
+		TaskQueue:                                g.TaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		StaticSummary:                            fmt.Sprintf("deploy %s: %d hosts, %d VMs", d.Service, len(d.Hosts), len(d.VMs)),
 		StaticDetails:                            "Started by `starter deploy -f " + *file + "`",
-	}, api.WorkflowDeployService, *d)
+	}, api.WorkflowDeployService, d)
 	if err != nil {
 		return g.startFailed(err, id, "a deploy of "+d.Service)
 	}
-	if g.jsonOut {
+	if g.JSON {
 		_ = json.NewEncoder(g.stdout).Encode(map[string]string{"workflow_id": id, "run_id": run.GetRunID(), "url": g.link(id)})
 	} else {
 		fmt.Fprintf(g.stdout, "started %s (run %s)\n  %s\n", id, run.GetRunID(), g.link(id))
 	}
 	if !*wait {
-		return exitOK
+		return ExitOK
 	}
 	done := make(chan error, 1)
 	var res api.DeployResult
@@ -66,19 +66,19 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 		case err := <-done:
 			if err != nil {
 				fmt.Fprintf(g.stderr, "%s failed: %v\n", id, err)
-				return exitFailed
+				return ExitFailed
 			}
-			if g.jsonOut {
+			if g.JSON {
 				_ = json.NewEncoder(g.stdout).Encode(res)
 			} else {
 				printDeploy(g, res)
 			}
 			if res.Partial {
-				return exitPartial
+				return ExitPartial
 			}
-			return exitOK
+			return ExitOK
 		case <-tick.C:
-			if g.jsonOut {
+			if g.JSON {
 				continue
 			}
 			v, err := c.QueryWorkflow(ctx, id, "", "status")
@@ -102,7 +102,7 @@ func (g globals) deploy(ctx context.Context, conn *conn, args []string) int {
 				}
 			}
 		case <-ctx.Done():
-			return exitFailed
+			return ExitFailed
 		}
 	}
 }
@@ -134,11 +134,11 @@ func printDeploy(g globals, r api.DeployResult) {
 func (g globals) history(ctx context.Context, conn *conn, args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(g.stderr, "usage: starter history HOST|WORKFLOW-ID")
-		return exitUsage
+		return ExitUsage
 	}
 	c, ok := conn.get()
 	if !ok {
-		return exitFailed
+		return ExitFailed
 	}
 	id := workflowID(args[0])
 	it := c.GetWorkflowHistory(ctx, id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
@@ -157,7 +157,7 @@ func (g globals) history(ctx context.Context, conn *conn, args []string) int {
 			} else {
 				fmt.Fprintf(g.stderr, "starter: history of %s: %v\n", id, err)
 			}
-			return exitFailed
+			return ExitFailed
 		}
 		at := ev.GetEventTime().AsTime().Local().Format("15:04:05")
 		switch {
@@ -200,13 +200,13 @@ func (g globals) history(ctx context.Context, conn *conn, args []string) int {
 			lines = append(lines, at+"  run FAILED: "+ev.GetWorkflowExecutionFailedEventAttributes().GetFailure().GetMessage())
 		}
 	}
-	if g.jsonOut {
+	if g.JSON {
 		_ = json.NewEncoder(g.stdout).Encode(lines)
-		return exitOK
+		return ExitOK
 	}
 	fmt.Fprintf(g.stdout, "%s\n", id)
 	for _, l := range lines {
 		fmt.Fprintln(g.stdout, "  "+l)
 	}
-	return exitOK
+	return ExitOK
 }

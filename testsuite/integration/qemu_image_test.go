@@ -1,9 +1,10 @@
-package e2e_test
+package integration
 
 import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -19,9 +20,9 @@ import (
 	"github.com/rackflow/rackflow/activities/chef"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/lab"
 	"github.com/rackflow/rackflow/testsuite/qemu"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -39,41 +40,45 @@ import (
 // iPXE hands over to the disk, and the installed OS comes up with a host
 // key of its own, which WaitForSSH records on first use.
 func TestQEMUWriteImage(t *testing.T) {
-	ctx := requireQEMU(t)
+	ctx := qemu.RequireLab(t)
 
-	l := startQEMULab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
+	l := qemu.StartLab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
 	signer, keyPEM, err := sshd.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, _ := l.registerLive(t, ctx, vmMAC, vmIP, "e2e-"+randHex(t, 4),
+	live, _ := l.RegisterLive(t, ctx, qemu.LabVMMAC, qemu.LabVMIP, "e2e-"+rand.Text()[:8],
 		strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
 
 	// The OS image: a disk SeaBIOS boots (syslinux on FAT) with the same
 	// kernel and an initramfs that plays the installed OS, holding the
 	// worker's key; gzipped. The VM's disk: 64 MiB of a pattern, so stray
 	// writes would show.
-	raw, imgPath := l.osImage(t, ctx, signer.PublicKey())
+	raw, imgPath := osImage(t, ctx, l, signer.PublicKey())
 	sum := sha256.Sum256(raw)
-	diskPath := filepath.Join(l.dir, "vda.raw")
+	diskPath := filepath.Join(l.Dir, "vda.raw")
 	if err := os.WriteFile(diskPath, bytes.Repeat([]byte{0x5a}, 64<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	helper := buildHelper(t, l.dir)
+	// The helper is built for the VM's architecture.
+	helper, err := diskHelper(l.Dir, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	name, args, err := qemu.VM{Tap: "tap0", MAC: vmMAC, Disk: diskPath}.Command(l.dir)
+	name, args, err := qemu.VM{Tap: "tap0", MAC: qemu.LabVMMAC, Disk: diskPath}.Command(l.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	vm := l.rack.Start(name, args...)
-	vm.WaitFor(qemu.MarkerSSHD, bootTimeout)
+	vm := l.Rack.Start(name, args...)
+	vm.WaitFor(qemu.MarkerSSHD, qemu.BootTimeout)
 	t.Logf("live system serving SSH %s after QEMU started", time.Since(start).Round(100*time.Millisecond))
 
 	acts := &image.Activities{
 		Dialer: &remote.Dialer{
 			Secrets:     secrets.Static{"ssh/live": {PrivateKey: string(keyPEM)}},
-			DialContext: l.dial,
+			DialContext: l.Dial,
 		},
 		DiskHelper:  helper,
 		SegmentSize: 4 << 20,
@@ -84,7 +89,7 @@ func TestQEMUWriteImage(t *testing.T) {
 	env.SetTestTimeout(5 * time.Minute)
 	in := image.WriteInput{
 		Host:   "vm1",
-		Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live", HostKey: lease.HostKey},
+		Target: remote.Target{Addr: qemu.LabVMIP + ":22", Credential: "ssh/live", HostKey: live.HostKey},
 		Image:  api.Image{URL: imgPath, Size: int64(len(raw)), SHA256: hex.EncodeToString(sum[:])},
 		Disk:   "/dev/vda",
 		Mode:   image.ModePush,
@@ -143,18 +148,18 @@ func TestQEMUWriteImage(t *testing.T) {
 	}
 
 	// Boot from the disk: the lease's profile says so, iPXE sanboots it.
-	if _, err := l.api.Put(ctx, pxe.Lease{MAC: vmMAC, IP: vmIP, Netmask: "255.255.255.0", Gateway: serverIP,
-		Hostname: "vm1", Profile: pxe.ProfileDisk}); err != nil {
+	if _, err := l.API.Put(ctx, lease.Lease{MAC: qemu.LabVMMAC, IP: qemu.LabVMIP, Netmask: "255.255.255.0", Gateway: qemu.LabServerIP,
+		Hostname: "vm1", Profile: lease.ProfileDisk}); err != nil {
 		t.Fatalf("lease for a disk boot: %v", err)
 	}
 	start = time.Now()
-	osVM := l.rack.Start(name, args...)
-	osVM.WaitFor(qemu.MarkerOS, bootTimeout)
+	osVM := l.Rack.Start(name, args...)
+	osVM.WaitFor(qemu.MarkerOS, qemu.BootTimeout)
 	t.Logf("installed OS booted from the written disk %s after QEMU started", time.Since(start).Round(100*time.Millisecond))
 	ra := &remote.Activities{Dialer: acts.Dialer}
 	env.RegisterActivity(ra)
 	wv, err := env.ExecuteActivity(ra.WaitForSSH, remote.WaitInput{
-		Host: "vm1", Target: remote.Target{Addr: vmIP + ":22", Credential: "ssh/live"}, AllowFirstUse: true, Deadline: "2m"})
+		Host: "vm1", Target: remote.Target{Addr: qemu.LabVMIP + ":22", Credential: "ssh/live"}, AllowFirstUse: true, Deadline: "2m"})
 	if err != nil {
 		t.Fatalf("WaitForSSH on the installed OS: %v\nserial console:\n%s", err, osVM.Output())
 	}
@@ -163,8 +168,8 @@ func TestQEMUWriteImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read only now: the console line is complete once sshd answers.
-	want := strings.TrimPrefix(lineWith(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
-	if wr.Fingerprint != want || wr.HostKey == lease.HostKey {
+	want := strings.TrimPrefix(qemu.ConsoleLine(osVM.Output(), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
+	if wr.Fingerprint != want || wr.HostKey == live.HostKey {
 		t.Errorf("installed OS presented %s (key %q); its console printed %s, and it must not be the live system's key", wr.Fingerprint, wr.HostKey, want)
 	}
 	osVM.Stop()
@@ -174,26 +179,26 @@ func TestQEMUWriteImage(t *testing.T) {
 // on FAT) with the live system's kernel and an initramfs that plays the
 // installed OS, letting key log in; it returns the raw image and the path
 // of its gzipped form.
-func (l *qemuLab) osImage(t *testing.T, ctx context.Context, key ssh.PublicKey) ([]byte, string) {
+func osImage(t *testing.T, ctx context.Context, l *qemu.Lab, key ssh.PublicKey) ([]byte, string) {
 	t.Helper()
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
-	osInitrd := filepath.Join(l.dir, "os-initrd.img")
+	osInitrd := filepath.Join(l.Dir, "os-initrd.img")
 	// The installed OS carries chef-client (a fake that checks what the
 	// bootstrap wrote to /etc/chef).
 	osOpts := qemu.LiveOptions{SSHD: true, AuthorizedKeys: pub + "\n", Programs: map[string]string{"chef-client": lab.ChefClient(chef.DefaultDir)}}
-	if err := qemu.LiveInitramfs(ctx, osInitrd, l.cache, l.kernel, osOpts); err != nil {
+	if err := qemu.LiveInitramfs(ctx, osInitrd, l.Cache, l.Kernel, osOpts); err != nil {
 		t.Fatalf("installed OS initramfs: %v", err)
 	}
-	osDisk := filepath.Join(l.dir, "os.raw")
-	osCmdline := "console=ttyS0,115200 panic=-1 ip=" + vmIP + "::" + serverIP + ":255.255.255.0:vm1:eth0:off rackflow.os=1"
-	if err := qemu.BootableDisk(ctx, osDisk, 40, l.kernel.Vmlinuz, osInitrd, osCmdline); err != nil {
+	osDisk := filepath.Join(l.Dir, "os.raw")
+	osCmdline := "console=ttyS0,115200 panic=-1 ip=" + qemu.LabVMIP + "::" + qemu.LabServerIP + ":255.255.255.0:vm1:eth0:off rackflow.os=1"
+	if err := qemu.BootableDisk(ctx, osDisk, 40, l.Kernel.Vmlinuz, osInitrd, osCmdline); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(osDisk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	imgPath := filepath.Join(l.dir, "os.img.gz")
+	imgPath := filepath.Join(l.Dir, "os.img.gz")
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	zw.Write(raw)

@@ -1,15 +1,15 @@
-package main
+package cli
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/rackflow/rackflow/api"
 )
 
 func write(t *testing.T, name, s string) string {
@@ -37,8 +37,8 @@ vms:
 `)
 	var out, errOut bytes.Buffer
 	code := run([]string{"validate", "-f", p}, &out, &errOut)
-	if code != exitFailed {
-		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitFailed, errOut.String())
+	if code != ExitFailed {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, ExitFailed, errOut.String())
 	}
 	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
@@ -52,7 +52,7 @@ vms:
 
 func TestValidateAcceptsTheExample(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run([]string{"validate", "-f", "../examples/service.yaml"}, &out, &errOut); code != exitOK {
+	if code := run([]string{"validate", "-f", "../../../examples/service.yaml"}, &out, &errOut); code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	if !strings.Contains(out.String(), "service shop") {
@@ -60,24 +60,28 @@ func TestValidateAcceptsTheExample(t *testing.T) {
 	}
 }
 
-func TestPublishInputFileErrors(t *testing.T) {
+// A bad input file is reported with its lines before anything dials: the
+// address points at nothing.
+func TestInputFileErrorsNeedNoServer(t *testing.T) {
 	p := write(t, "vip.yaml", "name: web\nvip: 203.0.113.50\nport: 0\nprotocol: TCP\nbackends:\n  - {ip: 10.0.0.300, port: 80}\nnetscaler: {url: \"http://ns\", credential: netscaler/lab}\n")
-	var in api.PublishInput
-	err := loadInput(p, &in)
-	var se api.SpecErrors
-	if err == nil || !asSpecErrors(err, &se) || len(se) != 2 || se[0].Line != 3 || se[1].Line != 6 {
-		t.Fatalf("err = %v", err)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--address", "127.0.0.1:1", "publish", "-f", p}, &out, &errOut); code != ExitFailed {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, ExitFailed, errOut.String())
+	}
+	for _, want := range []string{p + ":3: port:", p + ":6: backends[0].ip:"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("stderr %q: want %q", errOut.String(), want)
+		}
 	}
 	p = write(t, "typo.yaml", "name: web\nvipp: 203.0.113.50\n")
-	if err := loadInput(p, &in); err == nil || !strings.Contains(err.Error(), "vipp") {
-		t.Errorf("unknown field: err = %v", err)
+	errOut.Reset()
+	if code := run([]string{"--address", "127.0.0.1:1", "vmnet", "-f", p}, &out, &errOut); code != ExitFailed ||
+		!strings.Contains(errOut.String(), p+":1: field name not found") {
+		t.Errorf("unknown field: exit %d, stderr %q", code, errOut.String())
 	}
-}
-
-func asSpecErrors(err error, se *api.SpecErrors) bool {
-	v, ok := err.(api.SpecErrors)
-	*se = v
-	return ok
+	if strings.Contains(errOut.String(), "connect to Temporal") {
+		t.Errorf("a bad input file dialled Temporal: %s", errOut.String())
+	}
 }
 
 // Usage errors are reported before any connection: the address points at
@@ -87,13 +91,22 @@ func TestUsageErrorsNeedNoServer(t *testing.T) {
 		{"abort", "node07", "--reason"}, {"status"}, {"history"}, {"deploy"}, {"publish"}, {"validate"}, {"frobnicate"}} {
 		var out, errOut bytes.Buffer
 		full := append([]string{"--address", "127.0.0.1:1"}, args...)
-		if code := run(full, &out, &errOut); code != exitUsage {
-			t.Errorf("%v: exit %d, want %d (usage); stderr: %s", args, code, exitUsage, errOut.String())
+		if code := run(full, &out, &errOut); code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d (usage); stderr: %s", args, code, ExitUsage, errOut.String())
 		}
 	}
 	var out, errOut bytes.Buffer
-	if code := run([]string{"--address", "127.0.0.1:1", "status", "node07"}, &out, &errOut); code != exitFailed ||
+	if code := run([]string{"--address", "127.0.0.1:1", "status", "node07"}, &out, &errOut); code != ExitFailed ||
 		!strings.Contains(errOut.String(), "connect to Temporal at 127.0.0.1:1") {
 		t.Errorf("unreachable server: exit %d, stderr %q", code, errOut.String())
 	}
+}
+
+// run is what the starter's main does: parse, then run.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := Parse(args, stderr)
+	if err != nil {
+		return ExitUsage
+	}
+	return Run(context.Background(), cfg, stdout, stderr)
 }

@@ -1,0 +1,239 @@
+// Package config is the worker's configuration: its flags and environment
+// variables, checked at start-up, and the Temporal client options they
+// imply. It reads the files holding secrets (API key, pxe token) but keeps
+// them out of flags. It does not connect to anything.
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/rackflow/rackflow/api"
+)
+
+// Config is everything the worker is told, from flags or environment.
+type Config struct {
+	// Address is the Temporal frontend's host:port.
+	Address string
+	// Namespace is the Temporal namespace the worker polls in.
+	Namespace string
+	// TLSCert and TLSKey are the client pair for mTLS (both or neither).
+	TLSCert, TLSKey string
+	// TLSCA is a CA bundle for the frontend's certificate (default: the
+	// system roots).
+	TLSCA string
+	// TLSServerName is the frontend certificate's expected name (default:
+	// from Address).
+	TLSServerName string
+	// APIKey is a Temporal Cloud API key, read from APIKeyFile or
+	// TEMPORAL_API_KEY.
+	APIKey, APIKeyFile string
+	// TaskQueue is the one queue every workflow and activity runs on.
+	TaskQueue string
+
+	// Inventory is the host inventory file, read again on every run.
+	Inventory string
+	// Secrets is the secrets file credential references resolve from.
+	Secrets string
+	// PXEURL is the pxe service's lease API.
+	PXEURL string
+	// PXEToken is the lease API's bearer token, read from PXETokenFile or
+	// RACKFLOW_PXE_TOKEN.
+	PXEToken, PXETokenFile string
+
+	// MetricsAddr is where /metrics listens ("" for nowhere).
+	MetricsAddr string
+	// LogLevel is the lowest level logged.
+	LogLevel slog.Level
+	// StopTimeout is how long running activities get on shutdown to stop
+	// at a resumable point and heartbeat.
+	StopTimeout time.Duration
+	// BMCConcurrency is how many calls one BMC gets at once.
+	BMCConcurrency int
+	// ImageSegmentMiB is how much of an image one remote dd writes before
+	// its progress is recorded: a retried stream resumes at a segment
+	// boundary.
+	ImageSegmentMiB int
+	// ImageMaxMBps caps one image stream's rate (0: no cap).
+	ImageMaxMBps int
+	// DiskHelper is the rackflow-diskhelper binary uploaded to live
+	// systems of its architecture ("" for none: dd and openssl).
+	DiskHelper string
+	// ImageReportEvery is how often an image stream signals its progress
+	// to its run, for the status query (0: never).
+	ImageReportEvery time.Duration
+	// Fleet settings; zero takes the SDK's default.
+	MaxConcurrentActivities    int
+	MaxConcurrentWorkflowTasks int
+	ActivityPollers            int
+	WorkflowPollers            int
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// defaultDiskHelper is rackflow-diskhelper beside the worker's own
+// executable (make build puts both in bin/), or "" when it is not there.
+func defaultDiskHelper() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(exe), "rackflow-diskhelper")
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	return p
+}
+
+// Parse reads the worker's flags, with the environment variables of the
+// same meaning as defaults (the names the temporal CLI uses where there is
+// one). Secrets (the API key, the pxe token) come from files or the
+// environment, never from flags, which show in ps.
+func Parse(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.StringVar(&c.Address, "address", env("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port (TEMPORAL_ADDRESS)")
+	fs.StringVar(&c.Namespace, "namespace", env("TEMPORAL_NAMESPACE", "default"), "Temporal namespace (TEMPORAL_NAMESPACE)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("TEMPORAL_TLS_CERT", ""), "client certificate for mTLS (TEMPORAL_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("TEMPORAL_TLS_KEY", ""), "client key for mTLS (TEMPORAL_TLS_KEY)")
+	fs.StringVar(&c.TLSCA, "tls-ca", env("TEMPORAL_TLS_CA", ""), "CA bundle that signs the frontend's certificate (TEMPORAL_TLS_CA)")
+	fs.StringVar(&c.TLSServerName, "tls-server-name", env("TEMPORAL_TLS_SERVER_NAME", ""), "expected server name of the frontend (TEMPORAL_TLS_SERVER_NAME)")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", env("TEMPORAL_API_KEY_FILE", ""), "file holding a Temporal API key (or TEMPORAL_API_KEY)")
+	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
+	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
+	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
+	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")
+	fs.StringVar(&c.PXETokenFile, "pxe-token-file", env("RACKFLOW_PXE_TOKEN_FILE", ""), "file holding the pxe API token (or RACKFLOW_PXE_TOKEN)")
+	fs.StringVar(&c.MetricsAddr, "metrics", env("RACKFLOW_METRICS_ADDR", "127.0.0.1:9464"), "Prometheus /metrics listen address, empty to disable (RACKFLOW_METRICS_ADDR)")
+	level := env("RACKFLOW_LOG_LEVEL", "info")
+	fs.Func("log-level", "debug, info, warn or error (RACKFLOW_LOG_LEVEL, default info)", func(s string) error { level = s; return nil })
+	stop := env("RACKFLOW_STOP_TIMEOUT", "30s")
+	fs.Func("stop-timeout", "how long running activities get to finish or heartbeat on shutdown (RACKFLOW_STOP_TIMEOUT, default 30s)", func(s string) error { stop = s; return nil })
+	conc := env("RACKFLOW_BMC_CONCURRENCY", "1")
+	fs.Func("bmc-concurrency", "concurrent calls per BMC (RACKFLOW_BMC_CONCURRENCY, default 1)", func(s string) error { conc = s; return nil })
+	var err error
+	seg := env("RACKFLOW_IMAGE_SEGMENT_MIB", "64")
+	fs.Func("image-segment-mib", "MiB written per resumable image segment (RACKFLOW_IMAGE_SEGMENT_MIB, default 64)", func(s string) error { seg = s; return nil })
+	maxRate := env("RACKFLOW_IMAGE_MAX_MBPS", "0")
+	fs.Func("image-max-mbps", "cap on one image stream's rate in MB/s, 0 for none (RACKFLOW_IMAGE_MAX_MBPS)", func(s string) error { maxRate = s; return nil })
+	fs.StringVar(&c.DiskHelper, "disk-helper", env("RACKFLOW_DISK_HELPER", defaultDiskHelper()), "rackflow-diskhelper binary, or a directory of them (one per architecture), uploaded to live systems to write and read back the disk; empty for none: dd and openssl (RACKFLOW_DISK_HELPER; default: beside this executable, if there)")
+	report := env("RACKFLOW_IMAGE_REPORT_EVERY", "10s")
+	fs.Func("image-report-every", "how often an image stream reports its progress to the run's status query, 0 for never (RACKFLOW_IMAGE_REPORT_EVERY, default 10s)", func(s string) error { report = s; return nil })
+	fleet := []struct {
+		flag, env, usage string
+		dst              *int
+		raw              string
+	}{
+		{"max-concurrent-activities", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "activities this worker runs at once (SDK default 1000)", &c.MaxConcurrentActivities, ""},
+		{"max-concurrent-workflow-tasks", "RACKFLOW_MAX_CONCURRENT_WORKFLOW_TASKS", "workflow tasks this worker runs at once (SDK default 1000)", &c.MaxConcurrentWorkflowTasks, ""},
+		{"activity-pollers", "RACKFLOW_ACTIVITY_POLLERS", "activity task pollers (SDK default 2)", &c.ActivityPollers, ""},
+		{"workflow-pollers", "RACKFLOW_WORKFLOW_POLLERS", "workflow task pollers (SDK default 2)", &c.WorkflowPollers, ""},
+	}
+	for i := range fleet {
+		f := &fleet[i]
+		f.raw = env(f.env, "0")
+		fs.Func(f.flag, f.usage+" ("+f.env+")", func(s string) error { f.raw = s; return nil })
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	for _, f := range fleet {
+		n, err := strconv.Atoi(f.raw)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("%s: must be a number >= 0, got %q", f.flag, f.raw)
+		}
+		*f.dst = n
+	}
+	if c.ImageMaxMBps, err = strconv.Atoi(maxRate); err != nil || c.ImageMaxMBps < 0 {
+		return c, fmt.Errorf("image-max-mbps: must be a number >= 0, got %q", maxRate)
+	}
+	if c.ImageSegmentMiB, err = strconv.Atoi(seg); err != nil || c.ImageSegmentMiB < 1 {
+		return c, fmt.Errorf("image-segment-mib: must be a positive number, got %q", seg)
+	}
+	if c.ImageReportEvery, err = time.ParseDuration(report); err != nil || c.ImageReportEvery < 0 {
+		return c, fmt.Errorf("image-report-every: must be a duration >= 0 such as 10s, got %q", report)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return c, fmt.Errorf("log-level: %w", err)
+	}
+	if c.StopTimeout, err = time.ParseDuration(stop); err != nil {
+		return c, fmt.Errorf("stop-timeout: %w", err)
+	}
+	if c.BMCConcurrency, err = strconv.Atoi(conc); err != nil || c.BMCConcurrency < 1 {
+		return c, fmt.Errorf("bmc-concurrency: must be a positive number, got %q", conc)
+	}
+	c.APIKey = os.Getenv("TEMPORAL_API_KEY")
+	c.PXEToken = os.Getenv("RACKFLOW_PXE_TOKEN")
+	if c.APIKeyFile != "" {
+		b, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return c, fmt.Errorf("api key file: %w", err)
+		}
+		c.APIKey = strings.TrimSpace(string(b))
+	}
+	if c.PXETokenFile != "" {
+		b, err := os.ReadFile(c.PXETokenFile)
+		if err != nil {
+			return c, fmt.Errorf("pxe token file: %w", err)
+		}
+		c.PXEToken = strings.TrimSpace(string(b))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, errors.New("tls-cert and tls-key go together")
+	}
+	return c, nil
+}
+
+// ClientOptions is how the worker connects to Temporal: mTLS and an API key
+// when configured, plain gRPC to a local dev server otherwise.
+func (c Config) ClientOptions(logger *slog.Logger, metrics client.MetricsHandler) (client.Options, error) {
+	o := client.Options{
+		HostPort:       c.Address,
+		Namespace:      c.Namespace,
+		Logger:         sdklog.NewStructuredLogger(logger),
+		MetricsHandler: metrics,
+	}
+	if c.TLSCert != "" || c.TLSCA != "" || c.APIKey != "" || c.TLSServerName != "" {
+		tc := &tls.Config{ServerName: c.TLSServerName, MinVersion: tls.VersionTLS12}
+		if c.TLSCert != "" {
+			cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+			if err != nil {
+				return o, fmt.Errorf("load mTLS key pair: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		if c.TLSCA != "" {
+			pem, err := os.ReadFile(c.TLSCA)
+			if err != nil {
+				return o, fmt.Errorf("read tls-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("tls-ca %s holds no PEM certificate", c.TLSCA)
+			}
+			tc.RootCAs = pool
+		}
+		o.ConnectionOptions.TLS = tc
+	}
+	if c.APIKey != "" {
+		o.Credentials = client.NewAPIKeyStaticCredentials(c.APIKey)
+	}
+	return o, nil
+}
