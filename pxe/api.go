@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -414,11 +415,16 @@ func (h *handler) hostKey(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such host key", http.StatusNotFound)
 		return
 	}
-	pemBytes, mac, err := h.store.TakeHostKey(r.Context(), token)
+	pemBytes, mac, err := h.store.TakeHostKey(r.Context(), token, requester(r))
 	if mac != "" {
 		logKV(r, "mac", mac)
 	}
 	switch {
+	case errors.Is(err, ErrWrongRequester):
+		// Someone on the boot network other than the host: refused and
+		// recorded, so the worker will not trust this boot.
+		h.m.hostKeyFetches.WithLabelValues("refused").Inc()
+		http.Error(w, "not from this lease's address", http.StatusForbidden)
 	case errors.Is(err, ErrHostKeyGone):
 		// A second fetch means a retry of the live system or someone else
 		// took the key first; either way the worker must boot again.
@@ -445,8 +451,12 @@ func (h *handler) authorizedKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logKV(r, "mac", mac)
-	l, found, err := h.store.Lookup(r.Context(), mac)
-	if err != nil || !found {
+	l, err := h.store.CheckRequester(r.Context(), mac, "authorized_keys", requester(r))
+	if errors.Is(err, ErrWrongRequester) {
+		http.Error(w, "not from this lease's address", http.StatusForbidden)
+		return
+	}
+	if err != nil {
 		http.Error(w, "no lease", http.StatusNotFound)
 		return
 	}
@@ -484,8 +494,26 @@ func (h *handler) ipxeScript(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, exitScript)
 		return
 	}
+	if _, err := h.store.CheckRequester(r.Context(), mac, "ipxe script", requester(r)); err != nil {
+		// The script of a live lease carries the host key's one-time URL:
+		// only the host itself, at its lease's IP, may read it.
+		logKV(r, "refused", "not the lease's IP")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, exitScript)
+		return
+	}
 	logKV(r, "profile", string(l.Profile), "boot_id", l.BootID)
 	io.WriteString(w, h.render(l, h.base(r)))
+}
+
+// requester is the address a request came from. Boot routes are bound to
+// it: the boot network is untrusted, but a host's lease fixes its IP.
+func requester(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 func (h *handler) base(r *http.Request) string {

@@ -193,8 +193,8 @@ func TestGetUnknownAndDeleteTwice(t *testing.T) {
 
 func TestHostKeyIsServedOnce(t *testing.T) {
 	ts := startServer(t, nil, nil)
-	lease := decodeLease(t, do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, "10.0.0.7", "b1")))
-	script := do(t, "GET", ts.URL+"/boot/"+macA+".ipxe", "", nil)
+	lease := decodeLease(t, do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, "127.0.0.7", "b1")))
+	script := doFrom(t, "127.0.0.7", "GET", ts.URL+"/boot/"+macA+".ipxe", "", nil)
 	keyURL, err := hostKeyURL(string(script.Body))
 	if err != nil {
 		t.Fatalf("%v:\n%s", err, script.Body)
@@ -204,7 +204,7 @@ func TestHostKeyIsServedOnce(t *testing.T) {
 	}
 	token := strings.TrimPrefix(keyURL, ts.URL+"/v1/hostkeys/")
 
-	first := do(t, "GET", keyURL, "", nil)
+	first := doFrom(t, "127.0.0.7", "GET", keyURL, "", nil)
 	if first.Status != http.StatusOK {
 		t.Fatalf("first fetch: %d %s", first.Status, first.Body)
 	}
@@ -215,18 +215,18 @@ func TestHostKeyIsServedOnce(t *testing.T) {
 	if got := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))); got != lease.HostKey {
 		t.Errorf("fetched key's public half %q, lease host_key %q", got, lease.HostKey)
 	}
-	if second := do(t, "GET", keyURL, "", nil); second.Status != http.StatusGone {
+	if second := doFrom(t, "127.0.0.7", "GET", keyURL, "", nil); second.Status != http.StatusGone {
 		t.Errorf("second fetch: %d %s, want 410", second.Status, second.Body)
 	}
 	if r := do(t, "GET", ts.URL+"/v1/hostkeys/"+strings.Repeat("ab", 32), "", nil); r.Status != http.StatusNotFound {
 		t.Errorf("unknown token: %d, want 404", r.Status)
 	}
 	// The same PUT again keeps the (now fetched) key and does not re-arm it.
-	again := decodeLease(t, do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, "10.0.0.7", "b1")))
+	again := decodeLease(t, do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, "127.0.0.7", "b1")))
 	if again.HostKey != lease.HostKey {
 		t.Errorf("PUT with the same boot_id changed host_key")
 	}
-	if r := do(t, "GET", keyURL, "", nil); r.Status != http.StatusGone {
+	if r := doFrom(t, "127.0.0.7", "GET", keyURL, "", nil); r.Status != http.StatusGone {
 		t.Errorf("fetch after re-PUT: %d, want 410", r.Status)
 	}
 
@@ -247,12 +247,12 @@ func TestIPXEScripts(t *testing.T) {
 		s.PublicURL = "http://10.0.0.2:8080/"
 		s.Cmdline = "console=ttyS0,115200"
 	})
-	live := liveLease(t, macA, "10.0.0.7", "boot-42")
+	live := liveLease(t, macA, "127.0.0.7", "boot-42")
 	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, live)
-	disk := liveLease(t, "52:54:00:00:00:02", "10.0.0.8", "b")
+	disk := liveLease(t, "52:54:00:00:00:02", "127.0.0.8", "b")
 	disk.Profile = lease.ProfileDisk
 	do(t, "PUT", ts.URL+"/v1/leases/52:54:00:00:00:02", testToken, disk)
-	none := liveLease(t, "52:54:00:00:00:03", "10.0.0.9", "b")
+	none := liveLease(t, "52:54:00:00:00:03", "127.0.0.9", "b")
 	none.Profile = lease.ProfileNone
 	do(t, "PUT", ts.URL+"/v1/leases/52:54:00:00:00:03", testToken, none)
 	token := ts.Store.hostKeyToken(macA)
@@ -262,31 +262,32 @@ func TestIPXEScripts(t *testing.T) {
 
 	tests := map[string]struct {
 		path   string
+		from   string
 		status int
 		want   string
 	}{
-		"live": {"/boot/52:54:00:12:34:56.ipxe", 200, "#!ipxe\n" +
-			"kernel http://10.0.0.2:8080/files/vmlinuz initrd=initrd.img ip=10.0.0.7::10.0.0.1:255.255.255.0:node07::off " +
+		"live": {"/boot/52:54:00:12:34:56.ipxe", "127.0.0.7", 200, "#!ipxe\n" +
+			"kernel http://10.0.0.2:8080/files/vmlinuz initrd=initrd.img ip=127.0.0.7::127.0.0.1:255.255.255.0:node07::off " +
 			"nameserver=10.0.0.53 nameserver=10.0.0.54 BOOTIF=01-52-54-00-12-34-56 rackflow.boot_id=boot-42 " +
 			"rackflow.authorized_keys_url=http://10.0.0.2:8080/boot/52:54:00:12:34:56/authorized_keys " +
 			"rackflow.hostkey_url=http://10.0.0.2:8080/v1/hostkeys/" + token + " console=ttyS0,115200\n" +
 			"initrd http://10.0.0.2:8080/files/initrd.img\n" +
 			"boot\n"},
-		"hyphenated mac": {"/boot/52-54-00-12-34-56.ipxe", 200, ""},
-		"disk":           {"/boot/52:54:00:00:00:02.ipxe", 200, "#!ipxe\nsanboot --no-describe --drive 0x80\n"},
-		"none":           {"/boot/52:54:00:00:00:03.ipxe", 200, "#!ipxe\nexit\n"},
-		"unknown":        {"/boot/52:54:00:00:00:04.ipxe", 404, "#!ipxe\nexit\n"},
-		"bad mac":        {"/boot/zz.ipxe", 400, "#!ipxe\nexit\n"},
+		"hyphenated mac": {"/boot/52-54-00-12-34-56.ipxe", "127.0.0.7", 200, ""},
+		"disk":           {"/boot/52:54:00:00:00:02.ipxe", "127.0.0.8", 200, "#!ipxe\nsanboot --no-describe --drive 0x80\n"},
+		"none":           {"/boot/52:54:00:00:00:03.ipxe", "127.0.0.9", 200, "#!ipxe\nexit\n"},
+		"unknown":        {"/boot/52:54:00:00:00:04.ipxe", "127.0.0.7", 404, "#!ipxe\nexit\n"},
+		"bad mac":        {"/boot/zz.ipxe", "127.0.0.7", 400, "#!ipxe\nexit\n"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			r := do(t, "GET", ts.URL+tc.path, "", nil)
+			r := doFrom(t, tc.from, "GET", ts.URL+tc.path, "", nil)
 			if r.Status != tc.status {
 				t.Errorf("status %d, want %d", r.Status, tc.status)
 			}
 			want := tc.want
 			if want == "" {
-				want = string(do(t, "GET", ts.URL+"/boot/52:54:00:12:34:56.ipxe", "", nil).Body)
+				want = string(doFrom(t, "127.0.0.7", "GET", ts.URL+"/boot/52:54:00:12:34:56.ipxe", "", nil).Body)
 			}
 			if diff := cmp.Diff(want, string(r.Body)); diff != "" {
 				t.Errorf("script (-want +got):\n%s", diff)
@@ -294,7 +295,7 @@ func TestIPXEScripts(t *testing.T) {
 		})
 	}
 
-	keys := do(t, "GET", ts.URL+"/boot/"+macA+"/authorized_keys", "", nil)
+	keys := doFrom(t, "127.0.0.7", "GET", ts.URL+"/boot/"+macA+"/authorized_keys", "", nil)
 	if keys.Status != 200 || string(keys.Body) != live.SSHAuthorizedKeys[0]+"\n" {
 		t.Errorf("authorized_keys: %d %q, want %q", keys.Status, keys.Body, live.SSHAuthorizedKeys[0]+"\n")
 	}
@@ -501,5 +502,64 @@ func TestCurlResumesDownload(t *testing.T) {
 	}
 	if !strings.Contains(ts.Logs.String(), `"status":206`) {
 		t.Errorf("curl did not get a 206 partial answer:\n%s", ts.Logs.String())
+	}
+}
+
+// TestBootRoutesRefuseAnotherAddress is the host key theft of the security
+// review: anyone on the boot network who saw a DHCPDISCOVER could fetch the
+// host's iPXE script (which holds the one-time key URL), its authorized_keys
+// and its private host key, and the real host's own fetch then failed. Now
+// every boot route answers only the lease's IP; what another address asked
+// for is refused and recorded in the lease, and the real host still boots.
+func TestBootRoutesRefuseAnotherAddress(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	const hostIP, attacker = "127.0.0.7", "127.0.0.66"
+	do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, hostIP, "b1"))
+	token := ts.Store.hostKeyToken(macA)
+
+	for what, path := range map[string]string{
+		"script":          "/boot/" + macA + ".ipxe",
+		"authorized_keys": "/boot/" + macA + "/authorized_keys",
+		"host key":        "/v1/hostkeys/" + token,
+	} {
+		r := doFrom(t, attacker, "GET", ts.URL+path, "", nil)
+		if r.Status != http.StatusForbidden || strings.Contains(string(r.Body), token) || strings.Contains(string(r.Body), "PRIVATE KEY") {
+			t.Errorf("%s from %s: %d %q, want 403 with nothing of the host's", what, attacker, r.Status, r.Body)
+		}
+	}
+	l := decodeLease(t, do(t, "GET", ts.URL+"/v1/leases/"+macA, testToken, nil))
+	if len(l.Refusals) != 3 || l.Refusals[0].From != attacker || l.Refusals[0].Reason != lease.RefusedOtherIP {
+		t.Fatalf("refusals recorded: %+v, want 3 from %s", l.Refusals, attacker)
+	}
+
+	// The host itself boots: script, then its key, from its lease's IP.
+	script := doFrom(t, hostIP, "GET", ts.URL+"/boot/"+macA+".ipxe", "", nil)
+	keyURL, err := hostKeyURL(string(script.Body))
+	if script.Status != http.StatusOK || err != nil {
+		t.Fatalf("host's script: %d %v", script.Status, err)
+	}
+	if r := doFrom(t, hostIP, "GET", keyURL, "", nil); r.Status != http.StatusOK {
+		t.Fatalf("host's key: %d %s", r.Status, r.Body)
+	}
+	l = decodeLease(t, do(t, "GET", ts.URL+"/v1/leases/"+macA, testToken, nil))
+	if ok, why := l.BootTrusted(); !ok || l.HostKeyFetchedFrom != hostIP {
+		t.Fatalf("after the host's own fetch: trusted=%v (%s), fetched from %q", ok, why, l.HostKeyFetchedFrom)
+	}
+
+	// Someone at the host's own address (a spoofed MAC that got the lease
+	// by DHCP) asking for the key again is refused, and the boot is no
+	// longer trusted: one of the two fetches was not the host's.
+	if r := doFrom(t, hostIP, "GET", keyURL, "", nil); r.Status != http.StatusGone {
+		t.Fatalf("second fetch: %d, want 410", r.Status)
+	}
+	l = decodeLease(t, do(t, "GET", ts.URL+"/v1/leases/"+macA, testToken, nil))
+	if ok, why := l.BootTrusted(); ok || !strings.Contains(why, "second time") {
+		t.Fatalf("after a second fetch: trusted=%v (%s), want untrusted", ok, why)
+	}
+
+	// A new boot (new boot_id) starts clean.
+	l = decodeLease(t, do(t, "PUT", ts.URL+"/v1/leases/"+macA, testToken, liveLease(t, macA, hostIP, "b2")))
+	if len(l.Refusals) != 0 || l.HostKeyFetchedFrom != "" {
+		t.Fatalf("new boot carries the old one's record: %+v", l)
 	}
 }

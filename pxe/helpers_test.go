@@ -123,6 +123,23 @@ type response struct {
 // do sends a request; token "" sends no Authorization header.
 func do(t *testing.T, method, url, token string, body any) response {
 	t.Helper()
+	return doFrom(t, "", method, url, token, body)
+}
+
+// clientFrom is an HTTP client whose connections leave from the loopback
+// address from (any 127.x address is this machine's), as a booting host's
+// come from its lease's IP.
+func clientFrom(from string) *http.Client {
+	if from == "" {
+		return http.DefaultClient
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+// doFrom is do from the loopback address from ("" for the default).
+func doFrom(t *testing.T, from, method, url, token string, body any) response {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -142,7 +159,7 @@ func do(t *testing.T, method, url, token string, body any) response {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clientFrom(from).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +207,7 @@ func liveLease(t *testing.T, mac, ip, bootID string) lease.Lease {
 		MAC:               mac,
 		IP:                ip,
 		Netmask:           "255.255.255.0",
-		Gateway:           "10.0.0.1",
+		Gateway:           ip[:strings.LastIndex(ip, ".")] + ".1",
 		DNS:               []string{"10.0.0.53", "10.0.0.54"},
 		Hostname:          "node07",
 		Profile:           lease.ProfileLive,

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		}),
 		hostKeyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackflow_pxe_hostkey_fetches_total",
-			Help: "Host key fetches by result: served, gone (already fetched), not_found, error.",
+			Help: "Host key fetches by result: served, gone (already fetched), refused (not from the lease's IP), not_found, error.",
 		}, []string{"result"}),
 		httpBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackflow_pxe_http_bytes_served_total",

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +28,9 @@ import (
 var (
 	// ErrHostKeyGone is returned when a host key was already fetched.
 	ErrHostKeyGone = errors.New("host key already fetched")
+	// ErrWrongRequester is returned when a boot route is asked for by an
+	// address other than the lease's IP.
+	ErrWrongRequester = errors.New("request not from the lease's IP")
 	// ErrLocked is returned when another process holds the state file.
 	ErrLocked = errors.New("state file in use by another process")
 )
@@ -319,8 +323,11 @@ func (s *Store) Put(ctx context.Context, l lease.Lease) (lease.Lease, PutResult,
 	switch {
 	case l.Profile != lease.ProfileLive:
 	case old != nil && old.HostKey != nil && old.Lease.HostKey != "" && old.Lease.BootID == l.BootID:
+		// The same boot: its key, who fetched it and what was refused stay.
 		rec.HostKey = old.HostKey
 		rec.Lease.HostKey = old.Lease.HostKey
+		rec.Lease.HostKeyFetchedFrom, rec.Lease.HostKeyFetchedAt = old.Lease.HostKeyFetchedFrom, old.Lease.HostKeyFetchedAt
+		rec.Lease.Refusals = old.Lease.Refusals
 	default:
 		pub, secret, err := newHostKey(l)
 		if err != nil {
@@ -453,12 +460,14 @@ func (s *Store) Len() int {
 	return n
 }
 
-// TakeHostKey returns the OpenSSH PEM private host key behind token, once:
-// the key is wiped from the state file before it is returned, so a crash can
-// lose it but never serve it twice. A token already used gives
-// ErrHostKeyGone; an unknown token, or one whose lease expired or got a new
-// key, gives lease.ErrNotFound.
-func (s *Store) TakeHostKey(ctx context.Context, token string) ([]byte, string, error) {
+// TakeHostKey returns the OpenSSH PEM private host key behind token, once,
+// and only to the lease's own IP (from): the key is wiped from the state file
+// before it is returned, so a crash can lose it but never serve it twice. A
+// request from another address gives ErrWrongRequester, a token already
+// used ErrHostKeyGone; both are recorded in the lease's Refusals, where the
+// worker sees them. An unknown token, or one whose lease expired or got a
+// new key, gives lease.ErrNotFound.
+func (s *Store) TakeHostKey(ctx context.Context, token string, from netip.Addr) ([]byte, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -472,16 +481,66 @@ func (s *Store) TakeHostKey(ctx context.Context, token string) ([]byte, string, 
 	if found == nil || found.Lease.Expired(now) {
 		return nil, "", lease.ErrNotFound
 	}
+	mac := found.Lease.MAC
+	if !fromLease(found.Lease, from) {
+		return nil, mac, s.refuseLocked(mac, "host key", from, lease.RefusedOtherIP, ErrWrongRequester)
+	}
 	if found.HostKey.PrivatePEM == "" {
-		return nil, found.Lease.MAC, ErrHostKeyGone
+		return nil, mac, s.refuseLocked(mac, "host key", from, lease.RefusedSecondFetch, ErrHostKeyGone)
 	}
 	updated := *found
 	updated.HostKey = &hostKeySecret{Token: found.HostKey.Token, FetchedAt: now.UTC()}
+	updated.Lease.HostKeyFetchedFrom = from.Unmap().String()
+	updated.Lease.HostKeyFetchedAt = now.UTC()
 	next := s.cloneLive()
-	next[found.Lease.MAC] = &updated
+	next[mac] = &updated
 	if err := s.persist(next); err != nil {
-		return nil, found.Lease.MAC, err
+		return nil, mac, err
 	}
 	s.records = next
-	return []byte(found.HostKey.PrivatePEM), found.Lease.MAC, nil
+	return []byte(found.HostKey.PrivatePEM), mac, nil
+}
+
+// CheckRequester returns the unexpired lease of mac when from is its IP.
+// A request from any other address is recorded in the lease's Refusals and
+// answered with ErrWrongRequester; the route names what was asked for.
+func (s *Store) CheckRequester(ctx context.Context, mac, route string, from netip.Addr) (lease.Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[mac]
+	if !ok || r.Lease.Expired(s.now()) {
+		return lease.Lease{}, lease.ErrNotFound
+	}
+	if !fromLease(r.Lease, from) {
+		return lease.Lease{}, s.refuseLocked(mac, route, from, lease.RefusedOtherIP, ErrWrongRequester)
+	}
+	return r.Lease, nil
+}
+
+func fromLease(l lease.Lease, from netip.Addr) bool {
+	ip, err := netip.ParseAddr(l.IP)
+	return err == nil && from.IsValid() && from.Unmap() == ip
+}
+
+// refuseLocked records a refused request in mac's lease and returns kind.
+// Only live leases record refusals: a disk or none lease hands out nothing
+// secret. s.mu must be held.
+func (s *Store) refuseLocked(mac, route string, from netip.Addr, reason string, kind error) error {
+	r, ok := s.records[mac]
+	if !ok || r.Lease.Profile != lease.ProfileLive {
+		return kind
+	}
+	updated := *r
+	refusals := append(slices.Clone(r.Lease.Refusals), lease.Refusal{Route: route, From: from.Unmap().String(), Reason: reason, At: s.now().UTC()})
+	if over := len(refusals) - lease.MaxRefusals; over > 0 {
+		refusals = refusals[over:]
+	}
+	updated.Lease.Refusals = refusals
+	next := s.cloneLive()
+	next[mac] = &updated
+	if err := s.persist(next); err != nil {
+		return errors.Join(kind, err)
+	}
+	s.records = next
+	return kind
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,8 +46,12 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// b's key is fetched before the restart, a's is not.
-	if _, _, err := s1.TakeHostKey(ctx, s1.hostKeyToken(b.MAC)); err != nil {
+	if _, _, err := s1.TakeHostKey(ctx, s1.hostKeyToken(b.MAC), netip.MustParseAddr("10.0.0.8")); err != nil {
 		t.Fatal(err)
+	}
+	// Who fetched it is part of the lease, and survives the restart too.
+	if b, _, err = s1.Get(ctx, mustMAC(t, b.MAC)); err != nil || b.HostKeyFetchedFrom != "10.0.0.8" {
+		t.Fatalf("after the fetch: fetched from %q, %v", b.HostKeyFetchedFrom, err)
 	}
 	tokenA, tokenB := s1.hostKeyToken(a.MAC), s1.hostKeyToken(b.MAC)
 	st, err := os.Stat(path)
@@ -72,7 +77,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	if diff := cmp.Diff([]lease.Lease{b, a}, got); diff != "" {
 		t.Errorf("leases after restart (-before +after):\n%s", diff)
 	}
-	pemA, mac, err := s2.TakeHostKey(ctx, tokenA)
+	pemA, mac, err := s2.TakeHostKey(ctx, tokenA, netip.MustParseAddr("10.0.0.7"))
 	if err != nil || mac != a.MAC {
 		t.Fatalf("unfetched key after restart: mac %q, err %v", mac, err)
 	}
@@ -83,7 +88,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	if pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))); pub != a.HostKey {
 		t.Errorf("key after restart does not match host_key")
 	}
-	if _, _, err := s2.TakeHostKey(ctx, tokenB); !errors.Is(err, ErrHostKeyGone) {
+	if _, _, err := s2.TakeHostKey(ctx, tokenB, netip.MustParseAddr("10.0.0.8")); !errors.Is(err, ErrHostKeyGone) {
 		t.Errorf("key fetched before restart: err %v, want ErrHostKeyGone", err)
 	}
 	// Fetched keys are wiped from disk, not only from memory.

@@ -66,6 +66,58 @@ type Lease struct {
 	HostKey string `json:"host_key,omitempty"`
 	// UpdatedAt is output only: when the lease last changed.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
+
+	// HostKeyFetchedFrom and HostKeyFetchedAt are output only: which address
+	// took this boot's private host key, and when. The worker trusts the
+	// key only if that is the lease's own IP.
+	HostKeyFetchedFrom string    `json:"host_key_fetched_from,omitempty"`
+	HostKeyFetchedAt   time.Time `json:"host_key_fetched_at,omitzero"`
+	// Refusals is output only: boot requests for this boot that were
+	// refused (from another address, a second key fetch), newest last, at
+	// most MaxRefusals (see BootTrusted for what each means).
+	Refusals []Refusal `json:"refusals,omitempty"`
+}
+
+// Refusal is one refused boot request.
+type Refusal struct {
+	Route  string    `json:"route"`
+	From   string    `json:"from"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// MaxRefusals bounds Lease.Refusals; older ones are dropped.
+const MaxRefusals = 16
+
+// Refusal reasons.
+const (
+	// RefusedOtherIP: a boot route was asked for from another address. It
+	// got nothing, so it alone does not make the boot untrusted, but it is
+	// recorded: someone on the boot network is reaching for this host.
+	RefusedOtherIP = "not the lease's IP"
+	// RefusedSecondFetch: the one-time host key was asked for again, from
+	// the lease's IP. Either the live system retried or someone with the
+	// host's MAC and IP took the key first: the boot cannot be trusted.
+	RefusedSecondFetch = "fetched a second time"
+)
+
+// BootTrusted says whether this boot's live system can be trusted: its
+// host key was fetched from the lease's own IP, exactly once. It returns
+// the reason when not.
+func (l Lease) BootTrusted() (bool, string) {
+	for _, r := range l.Refusals {
+		if r.Reason == RefusedSecondFetch {
+			return false, fmt.Sprintf("the live system's host key of %s was asked for a second time (from %s at %s): someone else may hold it",
+				l.MAC, r.From, r.At.Format(time.RFC3339))
+		}
+	}
+	if l.HostKeyFetchedFrom == "" {
+		return false, "the live system's host key was not fetched"
+	}
+	if l.HostKeyFetchedFrom != l.IP {
+		return false, fmt.Sprintf("the live system's host key was fetched from %s, not from the lease's IP %s", l.HostKeyFetchedFrom, l.IP)
+	}
+	return true, ""
 }
 
 // bootIDRE keeps BootID safe to put on a kernel command line unquoted.
@@ -80,6 +132,9 @@ func NormalizeMAC(s string) (string, error) {
 	}
 	if mac[0]&1 == 1 {
 		return "", fmt.Errorf("is a multicast address")
+	}
+	if mac.String() == "00:00:00:00:00:00" {
+		return "", fmt.Errorf("is the all-zero address, which no NIC has")
 	}
 	return mac.String(), nil
 }
@@ -123,8 +178,8 @@ func (l Lease) Validate(now time.Time) error {
 		}
 	}
 	for i, d := range l.DNS {
-		if _, err := netip.ParseAddr(d); err != nil {
-			add(fmt.Sprintf("dns[%d]", i), d, "not an IP address")
+		if !api.ValidDNSServer(d) {
+			add(fmt.Sprintf("dns[%d]", i), d, "not an IP address (IPv6 zones are refused)")
 		}
 	}
 	if l.Hostname != "" && !api.ValidHostname(l.Hostname) {
@@ -172,6 +227,7 @@ func (l Lease) Normalized() Lease {
 	l.Gateway = canonIP(l.Gateway)
 	l.HostKey = ""
 	l.UpdatedAt = time.Time{}
+	l.HostKeyFetchedFrom, l.HostKeyFetchedAt, l.Refusals = "", time.Time{}, nil
 	if len(l.DNS) == 0 {
 		l.DNS = nil
 	} else {

@@ -64,7 +64,6 @@ type fleet struct {
 	imageSize int64
 	imageSHA  string
 	env       []string // environment of commands run on the hosts
-	http      *http.Client
 }
 
 // endpoint is an SSH server reachable at the machine's ip:port.
@@ -282,8 +281,16 @@ func (m *machine) boot(gen int, dev string) {
 	}
 }
 
+// get fetches a boot URL as the machine: from its own loopback address,
+// which is its lease's IP (boot routes answer no other).
 func (m *machine) get(url string) ([]byte, error) {
-	resp, err := m.fleet.http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(m.ip)}, Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,8 +207,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	b.fleet = &fleet{
 		pxeURL: pxeURL, livePort: ports[0], osPort: ports[1],
 		workerPub: workerKey.PublicKey(), imageSize: b.imageSize, imageSHA: b.imageSHA,
-		env:  []string{"PATH=" + binDir + ":" + os.Getenv("PATH")},
-		http: &http.Client{Timeout: 10 * time.Second},
+		env: []string{"PATH=" + binDir + ":" + os.Getenv("PATH")},
 	}
 
 	// The machines: index 0 is the one that runs alone.

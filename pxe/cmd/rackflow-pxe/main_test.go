@@ -202,11 +202,14 @@ func TestRunServesAndStops(t *testing.T) {
 	base, logs, cancel, done := start()
 	ctx := context.Background()
 	c := client.New(base, "run-token", nil)
-	l, err := c.Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7", Netmask: "255.255.255.0", Profile: lease.ProfileDisk})
+	// The lease is at 127.0.0.7, where the request below comes from: boot
+	// routes answer only a lease's own address.
+	l, err := c.Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "127.0.0.7", Netmask: "255.0.0.0", Profile: lease.ProfileDisk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(base + "/boot/52:54:00:12:34:56.ipxe")
+	fromHost := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.7")}}).DialContext}}
+	resp, err := fromHost.Get(base + "/boot/52:54:00:12:34:56.ipxe")
 	if err != nil {
 		t.Fatal(err)
 	}
