@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/worker/temporalconn"
 )
 
 // Exit codes, so scripts can tell outcomes apart.
@@ -34,10 +35,9 @@ const (
 
 // Config is the starter's global flags and the command they precede.
 type Config struct {
-	// Address is the Temporal frontend's host:port.
-	Address string
-	// Namespace is the Temporal namespace runs live in.
-	Namespace string
+	// Settings say how to reach Temporal: address, namespace, TLS, mTLS
+	// and API key, with the worker's flags and environment variables.
+	temporalconn.Settings
 	// TaskQueue is the queue runs are started on.
 	TaskQueue string
 	// UIURL is the Temporal Web UI's base URL, for links to runs.
@@ -71,7 +71,8 @@ const usage = `starter — rackflow's CLI
   starter history HOST                                  every step and attempt of HOST's provisioning, with errors
 
 Global flags (before the command): --address (TEMPORAL_ADDRESS), --namespace (TEMPORAL_NAMESPACE),
---task-queue (RACKFLOW_TASK_QUEUE), --ui (RACKFLOW_UI_URL), --json.
+--task-queue (RACKFLOW_TASK_QUEUE), --ui (RACKFLOW_UI_URL), --json; for a secured frontend, as the
+worker: --tls-cert/--tls-key (mTLS), --tls-ca, --tls-server-name, --api-key-file (or TEMPORAL_API_KEY).
 `
 
 // Parse reads the global flags (environment variables are their defaults)
@@ -82,8 +83,7 @@ func Parse(args []string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("starter", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	fs.StringVar(&c.Address, "address", envOr("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend")
-	fs.StringVar(&c.Namespace, "namespace", envOr("TEMPORAL_NAMESPACE", "default"), "namespace")
+	c.Settings.RegisterFlags(fs, envOr)
 	fs.StringVar(&c.TaskQueue, "task-queue", envOr("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue")
 	fs.StringVar(&c.UIURL, "ui", envOr("RACKFLOW_UI_URL", "http://127.0.0.1:8233"), "Temporal Web UI base URL")
 	fs.BoolVar(&c.JSON, "json", false, "JSON output for scripts")
@@ -93,6 +93,10 @@ func Parse(args []string, stderr io.Writer) (Config, error) {
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return c, errors.New("no command")
+	}
+	if err := c.Settings.Load(os.Getenv); err != nil {
+		fmt.Fprintln(stderr, "starter:", err)
+		return c, err
 	}
 	c.Command, c.Args = fs.Arg(0), fs.Args()[1:]
 	return c, nil
@@ -222,7 +226,13 @@ func (c *conn) get() (client.Client, bool) {
 	if c.c != nil {
 		return c.c, true
 	}
-	cl, err := client.DialContext(c.ctx, client.Options{HostPort: c.g.Address, Namespace: c.g.Namespace, Logger: quietLogger{}})
+	opts, err := c.g.Settings.Options()
+	if err != nil {
+		fmt.Fprintf(c.g.stderr, "starter: %v\n", err)
+		return nil, false
+	}
+	opts.Logger = quietLogger{}
+	cl, err := client.DialContext(c.ctx, opts)
 	if err != nil {
 		fmt.Fprintf(c.g.stderr, "starter: connect to Temporal at %s: %v\n", c.g.Address, err)
 		return nil, false

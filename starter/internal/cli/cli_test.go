@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rackflow/rackflow/testsuite/tlsfrontend"
 )
 
 func write(t *testing.T, name, s string) string {
@@ -109,4 +111,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	return Run(context.Background(), cfg, stdout, stderr)
+}
+
+// TestConnectsWithMTLSAndAPIKey: the starter reaches a secured frontend as
+// the worker does — the frontend sees the expected server name, the
+// starter's client certificate and its API key (read from a file, never a
+// flag).
+func TestConnectsWithMTLSAndAPIKey(t *testing.T) {
+	dir := t.TempDir()
+	f := tlsfrontend.Start(t, dir, "temporal.internal")
+	keyFile := filepath.Join(dir, "api-key")
+	if err := os.WriteFile(keyFile, []byte("starter-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"--address", f.Addr, "--tls-cert", f.ClientCert, "--tls-key", f.ClientKey, "--tls-ca", f.CA,
+		"--tls-server-name", "temporal.internal", "--api-key-file", keyFile, "status", "node07"}, &out, &errOut)
+	if code != ExitFailed {
+		t.Fatalf("exit %d against a frontend that answers Unavailable; stderr %s", code, errOut.String())
+	}
+	got := f.Next(t)
+	want := tlsfrontend.Call{ServerName: "temporal.internal", ClientCN: "rackflow-client", Authorization: "Bearer starter-key"}
+	if got != want {
+		t.Fatalf("frontend saw %+v, want %+v", got, want)
+	}
+	if code := run([]string{"--tls-cert", f.ClientCert, "status", "node07"}, &out, &errOut); code != ExitUsage {
+		t.Errorf("--tls-cert without --tls-key: exit %d, want usage", code)
+	}
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/rackflow/rackflow/worker/temporalconn"
 	"io"
 	"log/slog"
 	"net"
@@ -20,7 +21,7 @@ import (
 // Bad settings stop the worker before it dials: the address points at
 // nothing, so a Run that dialled first would fail with a connect error.
 func TestRunRefusesBadSettingsBeforeConnecting(t *testing.T) {
-	base := config.Config{Address: "127.0.0.1:1", Namespace: "default", TaskQueue: "rackflow", PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
+	base := config.Config{Settings: temporalconn.Settings{Address: "127.0.0.1:1", Namespace: "default"}, TaskQueue: "rackflow", PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
 	tests := map[string]struct {
 		edit func(c *config.Config)
 		err  string

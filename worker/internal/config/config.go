@@ -5,9 +5,6 @@
 package config
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -21,25 +18,14 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/worker/temporalconn"
 )
 
 // Config is everything the worker is told, from flags or environment.
 type Config struct {
-	// Address is the Temporal frontend's host:port.
-	Address string
-	// Namespace is the Temporal namespace the worker polls in.
-	Namespace string
-	// TLSCert and TLSKey are the client pair for mTLS (both or neither).
-	TLSCert, TLSKey string
-	// TLSCA is a CA bundle for the frontend's certificate (default: the
-	// system roots).
-	TLSCA string
-	// TLSServerName is the frontend certificate's expected name (default:
-	// from Address).
-	TLSServerName string
-	// APIKey is a Temporal Cloud API key, read from APIKeyFile or
-	// TEMPORAL_API_KEY.
-	APIKey, APIKeyFile string
+	// Settings say how to reach Temporal (address, namespace, TLS, API
+	// key), as for the starter.
+	temporalconn.Settings
 	// TaskQueue is the one queue every workflow and activity runs on.
 	TaskQueue string
 
@@ -109,13 +95,7 @@ func defaultDiskHelper() string {
 func Parse(args []string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.StringVar(&c.Address, "address", env("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port (TEMPORAL_ADDRESS)")
-	fs.StringVar(&c.Namespace, "namespace", env("TEMPORAL_NAMESPACE", "default"), "Temporal namespace (TEMPORAL_NAMESPACE)")
-	fs.StringVar(&c.TLSCert, "tls-cert", env("TEMPORAL_TLS_CERT", ""), "client certificate for mTLS (TEMPORAL_TLS_CERT)")
-	fs.StringVar(&c.TLSKey, "tls-key", env("TEMPORAL_TLS_KEY", ""), "client key for mTLS (TEMPORAL_TLS_KEY)")
-	fs.StringVar(&c.TLSCA, "tls-ca", env("TEMPORAL_TLS_CA", ""), "CA bundle that signs the frontend's certificate (TEMPORAL_TLS_CA)")
-	fs.StringVar(&c.TLSServerName, "tls-server-name", env("TEMPORAL_TLS_SERVER_NAME", ""), "expected server name of the frontend (TEMPORAL_TLS_SERVER_NAME)")
-	fs.StringVar(&c.APIKeyFile, "api-key-file", env("TEMPORAL_API_KEY_FILE", ""), "file holding a Temporal API key (or TEMPORAL_API_KEY)")
+	c.Settings.RegisterFlags(fs, env)
 	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
 	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
 	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
@@ -179,15 +159,10 @@ func Parse(args []string) (Config, error) {
 	if c.BMCConcurrency, err = strconv.Atoi(conc); err != nil || c.BMCConcurrency < 1 {
 		return c, fmt.Errorf("bmc-concurrency: must be a positive number, got %q", conc)
 	}
-	c.APIKey = os.Getenv("TEMPORAL_API_KEY")
-	c.PXEToken = os.Getenv("RACKFLOW_PXE_TOKEN")
-	if c.APIKeyFile != "" {
-		b, err := os.ReadFile(c.APIKeyFile)
-		if err != nil {
-			return c, fmt.Errorf("api key file: %w", err)
-		}
-		c.APIKey = strings.TrimSpace(string(b))
+	if err := c.Settings.Load(os.Getenv); err != nil {
+		return c, err
 	}
+	c.PXEToken = os.Getenv("RACKFLOW_PXE_TOKEN")
 	if c.PXETokenFile != "" {
 		b, err := os.ReadFile(c.PXETokenFile)
 		if err != nil {
@@ -195,45 +170,17 @@ func Parse(args []string) (Config, error) {
 		}
 		c.PXEToken = strings.TrimSpace(string(b))
 	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return c, errors.New("tls-cert and tls-key go together")
-	}
 	return c, nil
 }
 
 // ClientOptions is how the worker connects to Temporal: mTLS and an API key
 // when configured, plain gRPC to a local dev server otherwise.
 func (c Config) ClientOptions(logger *slog.Logger, metrics client.MetricsHandler) (client.Options, error) {
-	o := client.Options{
-		HostPort:       c.Address,
-		Namespace:      c.Namespace,
-		Logger:         sdklog.NewStructuredLogger(logger),
-		MetricsHandler: metrics,
+	o, err := c.Settings.Options()
+	if err != nil {
+		return o, err
 	}
-	if c.TLSCert != "" || c.TLSCA != "" || c.APIKey != "" || c.TLSServerName != "" {
-		tc := &tls.Config{ServerName: c.TLSServerName, MinVersion: tls.VersionTLS12}
-		if c.TLSCert != "" {
-			cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-			if err != nil {
-				return o, fmt.Errorf("load mTLS key pair: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		if c.TLSCA != "" {
-			pem, err := os.ReadFile(c.TLSCA)
-			if err != nil {
-				return o, fmt.Errorf("read tls-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return o, fmt.Errorf("tls-ca %s holds no PEM certificate", c.TLSCA)
-			}
-			tc.RootCAs = pool
-		}
-		o.ConnectionOptions.TLS = tc
-	}
-	if c.APIKey != "" {
-		o.Credentials = client.NewAPIKeyStaticCredentials(c.APIKey)
-	}
+	o.Logger = sdklog.NewStructuredLogger(logger)
+	o.MetricsHandler = metrics
 	return o, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/rackflow/rackflow/worker/temporalconn"
 	"log/slog"
 	"math/big"
 	"os"
@@ -74,7 +75,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Config{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080",
+			want := Config{Settings: temporalconn.Settings{Address: "127.0.0.1:7233", Namespace: "default"}, TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080",
 				MetricsAddr: "127.0.0.1:9464", LogLevel: slog.LevelInfo, StopTimeout: 30 * time.Second, BMCConcurrency: 1, ImageSegmentMiB: 64, ImageReportEvery: 10 * time.Second}
 			tc.want(&want)
 			if d := cmp.Diff(want, got); d != "" {
@@ -89,7 +90,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 	certPath, keyPath := writeSelfSigned(t, dir)
 	logger := slog.New(slog.DiscardHandler)
 
-	c := Config{Address: "temporal.internal:7233", Namespace: "infra", TLSCert: certPath, TLSKey: keyPath, TLSCA: certPath, TLSServerName: "temporal.internal", APIKey: "k"}
+	c := Config{Settings: temporalconn.Settings{Address: "temporal.internal:7233", Namespace: "infra", TLSCert: certPath, TLSKey: keyPath, TLSCA: certPath, TLSServerName: "temporal.internal", APIKey: "k"}}
 	o, err := c.ClientOptions(logger, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +103,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 		t.Error("API key not turned into credentials")
 	}
 
-	plain, err := Config{Address: "127.0.0.1:7233"}.ClientOptions(logger, nil)
+	plain, err := Config{Settings: temporalconn.Settings{Address: "127.0.0.1:7233"}}.ClientOptions(logger, nil)
 	if err != nil || plain.ConnectionOptions.TLS != nil {
 		t.Errorf("plain: TLS = %v, err = %v; want no TLS for a local dev server", plain.ConnectionOptions.TLS, err)
 	}
@@ -110,7 +111,7 @@ func TestClientOptionsTLSAndAPIKey(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bad.pem"), []byte("not a cert"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Config{TLSCA: filepath.Join(dir, "bad.pem")}.ClientOptions(logger, nil)
+	_, err = Config{Settings: temporalconn.Settings{TLSCA: filepath.Join(dir, "bad.pem")}}.ClientOptions(logger, nil)
 	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("bad CA: err = %v", err)
 	}
