@@ -43,22 +43,18 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/api"
 )
 
-// Error types of WriteImage and CheckImage. All are non-retryable except
-// where said: retrying cannot fix them.
+// Error types only WriteImage raises. It also raises the shared
+// activities.ErrTypeInvalidInput, ErrTypeDiskNotFound, ErrTypeDiskMounted,
+// ErrTypeDiskTooSmall, ErrTypeImageNotFound, ErrTypeImageUnavailable (401,
+// 403 and such), ErrTypeImageTruncated, ErrTypeImageSizeMismatch and
+// ErrTypeImageChecksumMismatch. All are non-retryable except where said:
+// retrying cannot fix them.
 const (
-	ErrTypeBadInput              = "BadInput"
-	ErrTypeDiskNotFound          = "DiskNotFound"
-	ErrTypeDiskMounted           = "DiskMounted"
-	ErrTypeDiskTooSmall          = "DiskTooSmall"
-	ErrTypeImageNotFound         = "ImageNotFound"
-	ErrTypeImageUnavailable      = "ImageUnavailable" // 401, 403 and such
-	ErrTypeImageTruncated        = "ImageTruncated"
-	ErrTypeImageSizeMismatch     = "ImageSizeMismatch"
-	ErrTypeImageChecksumMismatch = "ImageChecksumMismatch"
 	// ErrTypeImageCorrupt: a compressed image does not decompress.
 	ErrTypeImageCorrupt = "ImageCorrupt"
 	// ErrTypeDiskFull: dd on the host hit ENOSPC or EFBIG (a file-backed
@@ -186,10 +182,6 @@ type Progress struct {
 	Format string `json:"format,omitempty"`
 }
 
-func badInput(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
-}
-
 func (a *Activities) httpClient() *http.Client {
 	if a.HTTPClient != nil {
 		return a.HTTPClient
@@ -279,16 +271,16 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	start := time.Now()
 	algo, want := in.Image.Digest()
 	if in.Image.Size <= 0 || want == "" {
-		return WriteResult{}, badInput(errors.New("image size and sha256 (or sha512) are required"))
+		return WriteResult{}, activities.InvalidInput(errors.New("image size and sha256 (or sha512) are required"))
 	}
 	if in.Image.SHA256 != "" && in.Image.SHA512 != "" {
-		return WriteResult{}, badInput(errors.New("image: give sha256 or sha512, not both"))
+		return WriteResult{}, activities.InvalidInput(errors.New("image: give sha256 or sha512, not both"))
 	}
 	if b, err := hex.DecodeString(want); err != nil || len(b) != newHash(algo).Size() {
-		return WriteResult{}, badInput(fmt.Errorf("image %s %q: want %d hex digits", algo, want, 2*newHash(algo).Size()))
+		return WriteResult{}, activities.InvalidInput(fmt.Errorf("image %s %q: want %d hex digits", algo, want, 2*newHash(algo).Size()))
 	}
 	if !strings.HasPrefix(in.Disk, "/") {
-		return WriteResult{}, badInput(fmt.Errorf("disk %q: must be an absolute path", in.Disk))
+		return WriteResult{}, activities.InvalidInput(fmt.Errorf("disk %q: must be an absolute path", in.Disk))
 	}
 	mode := in.Mode
 	switch mode {
@@ -296,7 +288,7 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 		mode = ModePush
 	case ModePush, ModePull:
 	default:
-		return WriteResult{}, badInput(fmt.Errorf("mode %q: must be %q or %q", in.Mode, ModePush, ModePull))
+		return WriteResult{}, activities.InvalidInput(fmt.Errorf("mode %q: must be %q or %q", in.Mode, ModePush, ModePull))
 	}
 	path, err := imagePath(in.Image.URL)
 	if err != nil {
@@ -459,7 +451,7 @@ func (a *Activities) report(ctx context.Context, host string, p Progress) {
 
 func checksumError(what, algo, want, got string) error {
 	msg := fmt.Sprintf("%s: %s mismatch: want %s, got %s", what, algo, want, got)
-	return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageChecksumMismatch, nil, want, got)
+	return activities.NonRetryable(msg, activities.ErrTypeImageChecksumMismatch, nil, want, got)
 }
 
 // newHash returns a fresh hash of the image's checksum algorithm.
@@ -578,13 +570,13 @@ func checkDisk(ctx context.Context, c *ssh.Client, disk string, need int64) (dis
 	}
 	switch {
 	case info.kind == "none":
-		return info, temporal.NewNonRetryableApplicationError(fmt.Sprintf("disk %s: not a block device on the host", disk), ErrTypeDiskNotFound, nil)
+		return info, activities.NonRetryable(fmt.Sprintf("disk %s: not a block device on the host", disk), activities.ErrTypeDiskNotFound, nil)
 	case info.kind == "" || size < 0:
 		return info, fmt.Errorf("check disk %s: unexpected answer %q", disk, tail(out, 200))
 	case len(mounts) > 0:
-		return info, temporal.NewNonRetryableApplicationError(fmt.Sprintf("disk %s is in use: %s", disk, strings.Join(mounts, "; ")), ErrTypeDiskMounted, nil)
+		return info, activities.NonRetryable(fmt.Sprintf("disk %s is in use: %s", disk, strings.Join(mounts, "; ")), activities.ErrTypeDiskMounted, nil)
 	case size < need:
-		return info, temporal.NewNonRetryableApplicationError(fmt.Sprintf("disk %s has %d bytes, the image needs %d", disk, size, need), ErrTypeDiskTooSmall, nil)
+		return info, activities.NonRetryable(fmt.Sprintf("disk %s has %d bytes, the image needs %d", disk, size, need), activities.ErrTypeDiskTooSmall, nil)
 	}
 	return info, nil
 }
@@ -630,7 +622,7 @@ func ddError(offset int64, exit int, stderr []byte) error {
 	msg := fmt.Sprintf("write image at %d: writer exited %d: %s", offset, exit, tail(stderr, 500))
 	s := string(stderr)
 	if strings.Contains(s, "No space left on device") || strings.Contains(s, "File too large") {
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeDiskFull, nil)
+		return activities.NonRetryable(msg, ErrTypeDiskFull, nil)
 	}
 	return temporal.NewApplicationError(msg, ErrTypeWriteFailed)
 }

@@ -24,10 +24,11 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -221,7 +222,7 @@ func TestWriteImageRefuses(t *testing.T) {
 	tests := map[string]tc{
 		"disk too small": {
 			size: 2 * mib, diskSize: 2*mib - 1,
-			errType: image.ErrTypeDiskTooSmall, errHas: []string{"2097151", "2097152"},
+			errType: activities.ErrTypeDiskTooSmall, errHas: []string{"2097151", "2097152"},
 		},
 		"disk missing": {
 			size: mib, diskSize: 2 * mib,
@@ -229,7 +230,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Disk = f.disk + "-nope"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeDiskNotFound,
+			errType: activities.ErrTypeDiskNotFound,
 		},
 		"disk mounted": {
 			size: mib, diskSize: 2 * mib,
@@ -250,7 +251,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				return sshd.Options{Wrapper: []string{"unshare", "--mount", "--propagation", "private", "--",
 					"sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sh", over, f.disk}}
 			},
-			errType: image.ErrTypeDiskMounted, errHas: []string{"disk"},
+			errType: activities.ErrTypeDiskMounted, errHas: []string{"disk"},
 		},
 		"wrong expected digest": {
 			size: mib, diskSize: 2 * mib,
@@ -258,7 +259,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.SHA256 = strings.Repeat("0", 64)
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("0", 64)},
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("0", 64)},
 		},
 		"disk does not keep the data": {
 			size: mib, diskSize: 2 * mib,
@@ -272,7 +273,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				}
 				return sshd.Options{PathPrefix: []string{bin}}
 			},
-			errType: image.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"},
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"},
 		},
 		"image not found": {
 			size: mib, diskSize: 2 * mib,
@@ -280,7 +281,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.URL = f.imagePath + ".gone"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageNotFound,
+			errType: activities.ErrTypeImageNotFound,
 		},
 		"image shorter than size": {
 			size: mib, diskSize: 2 * mib,
@@ -288,7 +289,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.Size++
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 		"image longer than size": {
 			size: mib, diskSize: 2 * mib,
@@ -296,7 +297,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.Size--
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageSizeMismatch,
+			errType: activities.ErrTypeImageSizeMismatch,
 		},
 		"http 404": {
 			size: mib, diskSize: 2 * mib,
@@ -304,7 +305,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.URL = httpServer(t, http.NotFoundHandler()) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageNotFound, errHas: []string{"404"},
+			errType: activities.ErrTypeImageNotFound, errHas: []string{"404"},
 		},
 		"http 503 is retryable": {
 			size: mib, diskSize: 2 * mib,
@@ -328,7 +329,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				})) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated, errHas: []string{"2097252"},
+			errType: activities.ErrTypeImageTruncated, errHas: []string{"2097252"},
 		},
 		"http content-length short": {
 			size: mib, diskSize: 2 * mib,
@@ -338,7 +339,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				})) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 	}
 	for name, tc := range tests {
@@ -505,11 +506,11 @@ func TestCheckImage(t *testing.T) {
 	}{
 		"file ok":         {img: f.img},
 		"http ok":         {img: api.Image{URL: url + "/os.raw", Size: f.img.Size, SHA256: f.img.SHA256}},
-		"file missing":    {img: api.Image{URL: f.imagePath + "x", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http missing":    {img: api.Image{URL: url + "/nope", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http wrong size": {img: api.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: image.ErrTypeImageTruncated},
-		"file too big":    {img: api.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: image.ErrTypeImageSizeMismatch},
-		"bad scheme":      {img: api.Image{URL: "ftp://x/y", Size: 1}, errType: image.ErrTypeBadInput},
+		"file missing":    {img: api.Image{URL: f.imagePath + "x", Size: 1}, errType: activities.ErrTypeImageNotFound},
+		"http missing":    {img: api.Image{URL: url + "/nope", Size: 1}, errType: activities.ErrTypeImageNotFound},
+		"http wrong size": {img: api.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: activities.ErrTypeImageTruncated},
+		"file too big":    {img: api.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: activities.ErrTypeImageSizeMismatch},
+		"bad scheme":      {img: api.Image{URL: "ftp://x/y", Size: 1}, errType: activities.ErrTypeInvalidInput},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

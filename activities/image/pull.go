@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
@@ -254,15 +256,16 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		cmd += " " + remote.Quote(arg)
 	}
 	out := &pullOutput{commit: func(n int64) { tr.commit(n, nil) }}
-	var stderr bytes.Buffer
-	var errMu sync.Mutex
-	exit, err := remote.Stream(ctx, client, cmd, nil, out, lockedWriter{&errMu, &stderr})
-	if err != nil {
+	stderr := &remote.Tail{}
+	exit := 0
+	err := remote.Stream(ctx, client, cmd, nil, out, stderr)
+	var ee *remote.ExitError
+	if errors.As(err, &ee) {
+		exit = ee.Status // the status line below says which part failed
+	} else if err != nil {
 		return streamed{}, fmt.Errorf("pull image on the host: %w", err)
 	}
-	errMu.Lock()
 	errText := stderr.Bytes()
-	errMu.Unlock()
 	out.mu.Lock()
 	defer out.mu.Unlock()
 	st := out.status
@@ -274,39 +277,28 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		return streamed{}, ddError(pos, 1, errText)
 	case st["write"] == 6 || out.long:
 		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", in.Image.URL, in.Image.Size)
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageSizeMismatch, nil)
+		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
 	case st["fetch"] != 0:
 		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], tail(errText, 500))
 		s := string(errText)
 		if strings.Contains(s, "error: 404") || strings.Contains(s, "error: 410") {
-			return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageNotFound, nil)
+			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageNotFound, nil)
 		}
 		return streamed{}, temporal.NewApplicationError(msg, ErrTypeFetchFailed)
 	case st["decompress"] != 0:
 		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], tail(errText, 500))
 		s := strings.ToLower(string(errText))
 		if strings.Contains(s, "unexpected end") || strings.Contains(s, "premature end") || strings.Contains(s, "truncated") {
-			return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 		}
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageCorrupt, nil)
+		return streamed{}, activities.NonRetryable(msg, ErrTypeImageCorrupt, nil)
 	case st["write"] == 5:
 		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", in.Image.URL, out.short, in.Image.Size)
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 	case st["write"] != 0 || exit != 0:
 		return streamed{}, fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], tail(errText, 500))
 	case pos != in.Image.Size:
 		return streamed{}, fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
 	}
 	return streamed{from: offset, bytes: in.Image.Size - offset, format: plan.format, dur: time.Since(start)}, nil
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/api"
 )
@@ -143,13 +144,13 @@ func sourceError(img api.Image, pos int64, err error) error {
 	switch {
 	case err == io.EOF:
 		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", img.URL, pos, img.Size)
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+		return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 	case errors.Is(err, errCompressedEnd):
 		msg := fmt.Sprintf("image %s: compressed data ends early, at raw byte %d of %d", img.URL, pos, img.Size)
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
+		return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 	case errors.Is(err, errCorrupt):
 		msg := fmt.Sprintf("image %s at raw byte %d: %v", img.URL, pos, err)
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeImageCorrupt, nil)
+		return activities.NonRetryable(msg, ErrTypeImageCorrupt, nil)
 	}
 	return fmt.Errorf("read image at %d: %w", pos, err) // the network: retryable
 }
@@ -217,7 +218,7 @@ func produce(ctx context.Context, img api.Image, r io.Reader, h hash.Hash, from,
 	switch {
 	case n > 0:
 		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", img.URL, img.Size)
-		err = temporal.NewNonRetryableApplicationError(msg, ErrTypeImageSizeMismatch, nil)
+		err = activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
 	case err == io.EOF:
 		err = nil
 	default:
