@@ -180,7 +180,8 @@ func startSSHD(t *testing.T, f *fixture, opts sshd.Options) *sshd.Server {
 
 func TestWriteImage(t *testing.T) {
 	tests := map[string]struct {
-		url func(f *fixture) string
+		url         func(f *fixture) string
+		verifyAfter bool // read the disk back once the write is done
 	}{
 		"absolute path": {url: func(f *fixture) string { return f.imagePath }},
 		"file url":      {url: func(f *fixture) string { return "file://" + f.imagePath }},
@@ -189,12 +190,14 @@ func TestWriteImage(t *testing.T) {
 			t.Cleanup(srv.Close)
 			return srv.URL + "/os.raw"
 		}},
+		"read back after the write": {url: func(f *fixture) string { return f.imagePath }, verifyAfter: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			// Not a multiple of the segment or of dd's block size.
 			f := newFixture(t, 3*mib+12345, 8*mib)
 			f.img.URL = tc.url(f)
+			f.acts.VerifyAfterWrite = tc.verifyAfter
 			srv := startSSHD(t, f, sshd.Options{})
 			r := execute(t, f.acts, f.input(srv.Addr(), srv.HostKeyLine()), nil)
 			if r.err != nil {
@@ -218,6 +221,17 @@ func TestWriteImageRefuses(t *testing.T) {
 		errType        string
 		retryable      bool
 		errHas         []string
+		verifyAfter    bool
+	}
+	// A dd that reports success but leaves one bad byte, as a failing disk
+	// might: only the read-back can catch it.
+	forgetfulDisk := func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
+		bin := t.TempDir()
+		script := "#!/bin/sh\n/bin/dd \"$@\" || exit\nfor a; do case $a in of=*) printf X | /bin/dd of=\"${a#of=}\" bs=1 seek=100 conv=notrunc status=none;; esac; done\n"
+		if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return sshd.Options{PathPrefix: []string{bin}}
 	}
 	tests := map[string]tc{
 		"disk too small": {
@@ -263,17 +277,13 @@ func TestWriteImageRefuses(t *testing.T) {
 		},
 		"disk does not keep the data": {
 			size: mib, diskSize: 2 * mib,
-			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
-				// A dd that reports success but leaves one bad byte, as a
-				// failing disk might: only the read-back can catch it.
-				bin := t.TempDir()
-				script := "#!/bin/sh\n/bin/dd \"$@\" || exit\nfor a; do case $a in of=*) printf X | /bin/dd of=\"${a#of=}\" bs=1 seek=100 conv=notrunc status=none;; esac; done\n"
-				if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(script), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				return sshd.Options{PathPrefix: []string{bin}}
-			},
+			prepare: forgetfulDisk,
 			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"},
+		},
+		"disk does not keep the data, read back after the write": {
+			size: mib, diskSize: 2 * mib,
+			prepare: forgetfulDisk,
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"}, verifyAfter: true,
 		},
 		"image not found": {
 			size: mib, diskSize: 2 * mib,
@@ -345,6 +355,7 @@ func TestWriteImageRefuses(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, tc.size, tc.diskSize)
+			f.acts.VerifyAfterWrite = tc.verifyAfter
 			in := f.input("", "")
 			var opts sshd.Options
 			if tc.prepare != nil {

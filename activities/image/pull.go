@@ -68,12 +68,9 @@ func (a *Activities) planPull(ctx context.Context, c *ssh.Client, in WriteInput,
 		return p, nil
 	}
 	cmd := fmt.Sprintf("LC_ALL=C sh -c %s sh %s %s", remote.Quote(probeScript), remote.Quote(in.Image.URL), p.fetcher)
-	out, stderr, exit, err := remote.Run(ctx, c, cmd, nil)
+	out, err := remote.Output(ctx, c, cmd, nil)
 	if err != nil {
 		return nil, fmt.Errorf("probe image from the host: %w", err)
-	}
-	if exit != 0 {
-		return nil, fmt.Errorf("probe image from the host: exit %d: %s", exit, tail(stderr, 500))
 	}
 	kv := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
@@ -266,27 +263,28 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		return streamed{}, fmt.Errorf("pull image on the host: %w", err)
 	}
 	errText := stderr.Bytes()
+	errTail := remote.TailLines(errText, remote.StderrTailLines)
 	out.mu.Lock()
 	defer out.mu.Unlock()
 	st := out.status
 	pos := tr.get().Offset
 	switch {
 	case st == nil:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d: %s", exit, tail(errText, 500))
+		return streamed{}, fmt.Errorf("pull image on the host: exit %d: %s", exit, errTail)
 	case st["write"] == 3:
-		return streamed{}, ddError(pos, 1, errText)
+		return streamed{}, ddError(pos, 1, errTail)
 	case st["write"] == 6 || out.long:
 		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", in.Image.URL, in.Image.Size)
 		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
 	case st["fetch"] != 0:
-		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], tail(errText, 500))
+		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], errTail)
 		s := string(errText)
 		if strings.Contains(s, "error: 404") || strings.Contains(s, "error: 410") {
 			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageNotFound, nil)
 		}
 		return streamed{}, temporal.NewApplicationError(msg, ErrTypeFetchFailed)
 	case st["decompress"] != 0:
-		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], tail(errText, 500))
+		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], errTail)
 		s := strings.ToLower(string(errText))
 		if strings.Contains(s, "unexpected end") || strings.Contains(s, "premature end") || strings.Contains(s, "truncated") {
 			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
@@ -296,7 +294,7 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", in.Image.URL, out.short, in.Image.Size)
 		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 	case st["write"] != 0 || exit != 0:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], tail(errText, 500))
+		return streamed{}, fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], errTail)
 	case pos != in.Image.Size:
 		return streamed{}, fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
 	}

@@ -180,12 +180,14 @@ func (t *Tail) Bytes() []byte {
 // Lines returns the last n lines it holds.
 func (t *Tail) Lines(n int) string { return TailLines(t.Bytes(), n) }
 
+// firstWord names cmd's program, past any VAR=value before it.
 func firstWord(cmd string) string {
-	f := strings.Fields(cmd)
-	if len(f) == 0 {
-		return "command"
+	for _, w := range strings.Fields(cmd) {
+		if !strings.Contains(w, "=") {
+			return w
+		}
 	}
-	return f[0]
+	return "command"
 }
 
 // Quote quotes s for a POSIX shell.
