@@ -55,8 +55,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/testsuite/devserver"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )

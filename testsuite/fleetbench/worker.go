@@ -29,9 +29,9 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/api"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
-	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/workflows"
 )
 

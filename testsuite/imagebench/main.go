@@ -40,8 +40,8 @@ import (
 
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
