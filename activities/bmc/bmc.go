@@ -28,8 +28,8 @@ import (
 )
 
 // Error types of this package's retryable failures. The non-retryable ones
-// are activities.ErrTypeInvalidInput, ErrCredentialNotFound and
-// ErrInvalidCredential.
+// are the shared activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound
+// and ErrTypeInvalidCredential.
 const (
 	// ErrTypeUnreachable: the BMC did not answer a call within CallTimeout,
 	// or the network refused the connection.
