@@ -262,41 +262,49 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 	} else if err != nil {
 		return streamed{}, fmt.Errorf("pull image on the host: %w", err)
 	}
-	errText := stderr.Bytes()
+	if err := pullError(in, plan, out, exit, stderr.Bytes(), tr.get().Offset); err != nil {
+		return streamed{}, err
+	}
+	return streamed{from: offset, bytes: in.Image.Size - offset, format: plan.format, dur: time.Since(start)}, nil
+}
+
+// pullError reads how the pull script ended (its status line, its exit and
+// stderr, committed up to pos) and says why it failed; nil when it wrote
+// the whole image.
+func pullError(in WriteInput, plan *pullPlan, out *pullOutput, exit int, errText []byte, pos int64) error {
 	errTail := remote.TailLines(errText, remote.StderrTailLines)
 	out.mu.Lock()
 	defer out.mu.Unlock()
 	st := out.status
-	pos := tr.get().Offset
 	switch {
 	case st == nil:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d: %s", exit, errTail)
+		return fmt.Errorf("pull image on the host: exit %d: %s", exit, errTail)
 	case st["write"] == 3:
-		return streamed{}, ddError(pos, 1, errTail)
+		return ddError(pos, 1, errTail)
 	case st["write"] == 6 || out.long:
 		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", in.Image.URL, in.Image.Size)
-		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
+		return activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
 	case st["fetch"] != 0:
 		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], errTail)
 		s := string(errText)
 		if strings.Contains(s, "error: 404") || strings.Contains(s, "error: 410") {
-			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageNotFound, nil)
+			return activities.NonRetryable(msg, activities.ErrTypeImageNotFound, nil)
 		}
-		return streamed{}, temporal.NewApplicationError(msg, ErrTypeFetchFailed)
+		return temporal.NewApplicationError(msg, ErrTypeFetchFailed)
 	case st["decompress"] != 0:
 		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], errTail)
 		s := strings.ToLower(string(errText))
 		if strings.Contains(s, "unexpected end") || strings.Contains(s, "premature end") || strings.Contains(s, "truncated") {
-			return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
+			return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 		}
-		return streamed{}, activities.NonRetryable(msg, ErrTypeImageCorrupt, nil)
+		return activities.NonRetryable(msg, ErrTypeImageCorrupt, nil)
 	case st["write"] == 5:
 		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", in.Image.URL, out.short, in.Image.Size)
-		return streamed{}, activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
+		return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
 	case st["write"] != 0 || exit != 0:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], errTail)
+		return fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], errTail)
 	case pos != in.Image.Size:
-		return streamed{}, fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
+		return fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
 	}
-	return streamed{from: offset, bytes: in.Image.Size - offset, format: plan.format, dur: time.Since(start)}, nil
+	return nil
 }
