@@ -30,7 +30,7 @@ const QueryDeployStatus = "status"
 // the spec requires all.
 func DeployService(ctx workflow.Context, d api.DeploySpec) (api.DeployResult, error) {
 	if err := d.Validate(); err != nil {
-		return api.DeployResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.DeployResult{}, activities.InvalidInput(err)
 	}
 	status := api.DeployStatus{Service: d.Service, Phase: "members"}
 	res := api.DeployResult{Service: d.Service}
@@ -111,16 +111,16 @@ func DeployService(ctx workflow.Context, d api.DeploySpec) (api.DeployResult, er
 	res.Backends = backendsUp
 	if len(failed) > 0 && d.RequireAll {
 		status.Phase = "failed"
-		return res, temporal.NewNonRetryableApplicationError(
+		return res, activities.NonRetryable(
 			fmt.Sprintf("deploy %s: %d members failed (%v) and the spec requires all; nothing was published", d.Service, len(failed), failed),
-			"DeployIncomplete", nil)
+			ErrTypeDeployIncomplete, nil)
 	}
 	if d.Publish != nil {
 		status.Phase = "publish"
 		if len(backendsUp) == 0 {
 			status.Phase = "failed"
-			return res, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("deploy %s: no healthy backend to publish (failed: %v)", d.Service, failed), "DeployIncomplete", nil)
+			return res, activities.NonRetryable(
+				fmt.Sprintf("deploy %s: no healthy backend to publish (failed: %v)", d.Service, failed), ErrTypeDeployIncomplete, nil)
 		}
 		in := d.Publish.Input(d.Service, backendsUp)
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
@@ -145,7 +145,7 @@ func deployHost(ctx workflow.Context, d api.DeploySpec, h api.DeployHost, m *api
 	m.State = "checking"
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryable},
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryableTypes},
 	})
 	var host api.Host
 	if err := workflow.ExecuteActivity(withSummary(actx, "resolve "+h.Host), invA.ResolveHost, inventory.ResolveInput{Host: h.Host}).Get(ctx, &host); err != nil {
@@ -159,7 +159,7 @@ func deployHost(ctx workflow.Context, d api.DeploySpec, h api.DeployHost, m *api
 		m.Error, m.ErrorType = describe(err)
 		return
 	}
-	if _, want := host.Image.Digest(); last.Status == "Completed" && last.ImageDigest == want {
+	if _, want := host.Image.Digest(); last.Status == runs.StatusCompleted && last.ImageDigest == want {
 		m.State, m.Steps = api.MemberConverged, last.Steps
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/api"
@@ -72,7 +73,7 @@ func newDeployFixture(t *testing.T, fail, converged map[string]bool) *deployFixt
 			f.running--
 			f.mu.Unlock()
 			if fail[in.Host] {
-				return api.ProvisionResult{}, temporal.NewNonRetryableApplicationError(in.Host+" needed attention at write-image and nobody answered", ErrAttentionDeadlineExceeded, nil)
+				return api.ProvisionResult{}, temporal.NewNonRetryableApplicationError(in.Host+" needed attention at write-image and nobody answered", ErrTypeAttentionDeadlineExceeded, nil)
 			}
 			return api.ProvisionResult{Host: in.Host, ImageDigest: wantDigest}, nil
 		})
@@ -155,9 +156,8 @@ func TestDeployRequireAllPublishesNothing(t *testing.T) {
 	d.RequireAll = true
 	f.env.ExecuteWorkflow(DeployService, d)
 	_, err := f.result(t)
-	var app *temporal.ApplicationError
-	if !errors.As(err, &app) || app.Type() != "DeployIncomplete" {
-		t.Fatalf("err = %v, want DeployIncomplete", err)
+	if !activities.IsType(err, ErrTypeDeployIncomplete) {
+		t.Fatalf("err = %v, want %s", err, ErrTypeDeployIncomplete)
 	}
 	if len(f.published) != 0 {
 		t.Error("published despite require_all")

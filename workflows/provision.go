@@ -34,12 +34,6 @@ var (
 	chefA  *chef.Activities
 )
 
-// Error types a run can end with.
-const (
-	ErrAborted                   = "ProvisionAborted"
-	ErrAttentionDeadlineExceeded = "AttentionDeadlineExceeded"
-)
-
 var (
 	hostKey  = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost)
 	stepKey  = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep)
@@ -123,7 +117,7 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 	}
 	opts, err := resolveOptions(in.Options)
 	if err != nil {
-		return api.ProvisionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.ProvisionResult{}, activities.InvalidInput(err)
 	}
 	p.opts = opts
 
@@ -321,7 +315,7 @@ func (p *provision) activityCtx(ctx workflow.Context, summary string, startToClo
 			BackoffCoefficient:     2,
 			MaximumInterval:        time.Minute,
 			MaximumAttempts:        attempts,
-			NonRetryableErrorTypes: activities.NonRetryable,
+			NonRetryableErrorTypes: activities.NonRetryableTypes,
 		},
 	})
 }
@@ -403,9 +397,9 @@ func (p *provision) park(ctx workflow.Context, rec *api.StepRecord) (decision, e
 		}
 		p.status.State = api.StateFailed
 		p.upsert(ctx)
-		return decision{}, temporal.NewNonRetryableApplicationError(
+		return decision{}, activities.NonRetryable(
 			fmt.Sprintf("%s needed attention at step %s for %s and nobody answered; last error: %s", p.status.Host, rec.Name, p.opts.attention, p.status.LastError),
-			ErrAttentionDeadlineExceeded, nil)
+			ErrTypeAttentionDeadlineExceeded, nil)
 	}
 	if p.abortReason != "" {
 		return decision{action: api.UpdateAbort, reason: p.abortReason}, nil
@@ -421,8 +415,8 @@ func (p *provision) abort(ctx workflow.Context, step string) error {
 	}
 	p.status.State = api.StateAborted
 	p.upsert(ctx)
-	return temporal.NewNonRetryableApplicationError(
-		fmt.Sprintf("provisioning of %s aborted at step %s: %s", p.status.Host, step, p.abortReason), ErrAborted, nil)
+	return activities.NonRetryable(
+		fmt.Sprintf("provisioning of %s aborted at step %s: %s", p.status.Host, step, p.abortReason), ErrTypeProvisionAborted, nil)
 }
 
 // compensate undoes, newest first, what the run did. It runs on a
@@ -440,11 +434,11 @@ func describe(err error) (msg, typ string) {
 	}
 	var toErr *temporal.TimeoutError
 	if errors.As(err, &toErr) {
-		return err.Error(), "Timeout"
+		return err.Error(), ErrTypeTimeout
 	}
 	var canceled *temporal.CanceledError
 	if errors.As(err, &canceled) {
-		return err.Error(), "Canceled"
+		return err.Error(), ErrTypeCanceled
 	}
 	return err.Error(), ""
 }

@@ -207,14 +207,6 @@ func (f *fixture) update(name, reason string) *updateResult {
 	return u
 }
 
-func appErrType(err error) string {
-	var app *temporal.ApplicationError
-	if errors.As(err, &app) {
-		return app.Type()
-	}
-	return ""
-}
-
 func TestProvisionHappyPath(t *testing.T) {
 	f := newFixture(t)
 	f.env.ExecuteWorkflow(ProvisionHost, input)
@@ -355,8 +347,8 @@ func TestProvisionAbortCompensatesInReverse(t *testing.T) {
 		t.Fatalf("abort: %v", err)
 	}
 	err := f.env.GetWorkflowError()
-	if appErrType(err) != ErrAborted || !strings.Contains(err.Error(), "disk is dying") {
-		t.Fatalf("workflow error = %v, want %s with the reason", err, ErrAborted)
+	if !activities.IsType(err, ErrTypeProvisionAborted) || !strings.Contains(err.Error(), "disk is dying") {
+		t.Fatalf("workflow error = %v, want %s with the reason", err, ErrTypeProvisionAborted)
 	}
 	calls := f.rec.list()
 	tail := calls[len(calls)-2:]
@@ -380,7 +372,7 @@ func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
 	if err := abortErr.Err(); err != nil {
 		t.Fatalf("abort: %v", err)
 	}
-	if appErrType(f.env.GetWorkflowError()) != ErrAborted {
+	if !activities.IsType(f.env.GetWorkflowError(), ErrTypeProvisionAborted) {
 		t.Fatalf("workflow error = %v", f.env.GetWorkflowError())
 	}
 	if f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
@@ -391,18 +383,18 @@ func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
 func TestProvisionChecksumMismatchIsNotRetriedAndNeverProvisioned(t *testing.T) {
 	f := newFixture(t)
 	f.fail["WriteImage"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
-		"image digest mismatch: want abab…, got 0000…", activities.ErrImageChecksum, nil)}
+		"image digest mismatch: want abab…, got 0000…", activities.ErrTypeImageChecksumMismatch, nil)}
 	var parked api.ProvisionStatus
 	f.env.RegisterDelayedCallback(func() { parked = f.status(t) }, 10*time.Minute)
 	f.env.ExecuteWorkflow(ProvisionHost, input) // nobody answers: attention deadline 1h
 	err := f.env.GetWorkflowError()
-	if appErrType(err) != ErrAttentionDeadlineExceeded {
-		t.Fatalf("workflow error = %v, want %s", err, ErrAttentionDeadlineExceeded)
+	if !activities.IsType(err, ErrTypeAttentionDeadlineExceeded) {
+		t.Fatalf("workflow error = %v, want %s", err, ErrTypeAttentionDeadlineExceeded)
 	}
 	if n := f.rec.count("WriteImage"); n != 1 {
 		t.Errorf("WriteImage calls = %d, want 1 (non-retryable)", n)
 	}
-	if parked.State != api.StateNeedsAttention || parked.LastErrorType != activities.ErrImageChecksum {
+	if parked.State != api.StateNeedsAttention || parked.LastErrorType != activities.ErrTypeImageChecksumMismatch {
 		t.Errorf("parked = %s %s", parked.State, parked.LastErrorType)
 	}
 	if f.rec.count("BootFromDisk") != 0 || f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
@@ -413,17 +405,34 @@ func TestProvisionChecksumMismatchIsNotRetriedAndNeverProvisioned(t *testing.T) 
 	}
 }
 
+// Bad input ends the run at once, also when an activity of an older worker
+// reports it under a legacy type name.
 func TestProvisionBadInputFailsBeforeAnythingIsTouched(t *testing.T) {
-	f := newFixture(t)
-	f.fail["ResolveHost"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
-		"invalid input: mac: not a 48-bit MAC address (got \"52:54:zz\")", activities.ErrInvalidInput, nil)}
-	f.env.ExecuteWorkflow(ProvisionHost, input)
-	err := f.env.GetWorkflowError()
-	if err == nil || !strings.Contains(err.Error(), "mac") {
-		t.Fatalf("workflow error = %v, want the bad field named", err)
+	tests := map[string]struct {
+		typ, want string
+	}{
+		"invalid input":           {typ: activities.ErrTypeInvalidInput, want: activities.ErrTypeInvalidInput},
+		"old worker's bad input":  {typ: "BadInput", want: activities.ErrTypeInvalidInput},
+		"old worker's credential": {typ: "CredentialUnusable", want: activities.ErrTypeInvalidCredential},
+		"credential not found":    {typ: activities.ErrTypeCredentialNotFound, want: activities.ErrTypeCredentialNotFound},
 	}
-	if d := cmp.Diff([]string{"ResolveHost"}, f.rec.list()); d != "" {
-		t.Errorf("calls (-want +got):\n%s", d)
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			f.fail["ResolveHost"] = failure{times: -1, err: temporal.NewNonRetryableApplicationError(
+				"invalid input: mac: not a 48-bit MAC address (got \"52:54:zz\")", tc.typ, nil)}
+			f.env.ExecuteWorkflow(ProvisionHost, input)
+			err := f.env.GetWorkflowError()
+			if !activities.IsType(err, tc.want) || !strings.Contains(err.Error(), "mac") {
+				t.Fatalf("workflow error = %v, want %s with the bad field named", err, tc.want)
+			}
+			if d := cmp.Diff([]string{"ResolveHost"}, f.rec.list()); d != "" {
+				t.Errorf("calls (-want +got):\n%s", d)
+			}
+			if st := f.status(t); st.State != api.StateFailed {
+				t.Errorf("state %s, want %s: bad input needs no operator", st.State, api.StateFailed)
+			}
+		})
 	}
 }
 
@@ -433,7 +442,7 @@ func TestProvisionRejectsBadOptions(t *testing.T) {
 	in.Options.LiveSSHDeadline = "soon"
 	f.env.ExecuteWorkflow(ProvisionHost, in)
 	err := f.env.GetWorkflowError()
-	if appErrType(err) != activities.ErrInvalidInput || !strings.Contains(err.Error(), "live_ssh_deadline") {
+	if !activities.IsType(err, activities.ErrTypeInvalidInput) || !strings.Contains(err.Error(), "live_ssh_deadline") {
 		t.Fatalf("workflow error = %v", err)
 	}
 	if len(f.rec.list()) != 0 {

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
-)
 
-// ErrCompensationFailed is the error type of a rollback that could not undo
-// everything: an operator must clean up what its message lists.
-const ErrCompensationFailed = "CompensationFailed"
+	"github.com/rackflow/rackflow/activities"
+)
 
 // saga records how to undo each step as soon as the step has succeeded, and
 // undoes them newest first.
@@ -50,7 +47,7 @@ func (s *saga) compensate(ctx workflow.Context) error {
 	}
 	s.undo = nil
 	if len(errs) > 0 {
-		return temporal.NewNonRetryableApplicationError("compensation incomplete: "+errors.Join(errs...).Error(), ErrCompensationFailed, nil)
+		return activities.NonRetryable("compensation incomplete: "+errors.Join(errs...).Error(), ErrTypeCompensationFailed, nil)
 	}
 	return nil
 }
@@ -61,7 +58,7 @@ func (s *saga) compensate(ctx workflow.Context) error {
 func failWith(context string, err error) error {
 	msg, typ := describe(err)
 	if typ == "" {
-		typ = "Failed"
+		typ = ErrTypeFailed
 	}
-	return temporal.NewNonRetryableApplicationError(context+": "+msg, typ, err)
+	return activities.NonRetryable(context+": "+msg, typ, err)
 }

@@ -65,8 +65,7 @@ func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.Co
 	}
 	ones, bits := net.IPMask(net.ParseIP(mask).To4()).Size()
 	if bits == 0 {
-		return guestnet.ConfigureInput{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("NIC %s on %s has no usable netmask (%q)", nic.ID, p.net.Name, mask), activities.ErrInvalidInput, nil)
+		return guestnet.ConfigureInput{}, activities.InvalidInputf("NIC %s on %s has no usable netmask (%q)", nic.ID, p.net.Name, mask)
 	}
 	gw := in.Gateway
 	if gw == "" {
@@ -97,8 +96,7 @@ func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
 		return err
 	}
 	if p.vm.ZoneID != p.net.ZoneID {
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("VM %s is in zone %s but network %s is in zone %s", p.vm.Name, p.vm.ZoneID, p.net.Name, p.net.ZoneID), activities.ErrInvalidInput, nil)
+		return activities.InvalidInputf("VM %s is in zone %s but network %s is in zone %s", p.vm.Name, p.vm.ZoneID, p.net.Name, p.net.ZoneID)
 	}
 	return nil
 }
@@ -110,7 +108,7 @@ func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
 // if this run added it).
 func SetupVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, error) {
 	if err := in.Validate(); err != nil {
-		return api.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.VMNetResult{}, activities.InvalidInput(err)
 	}
 	var p vmnetPlan
 	var res api.VMNetResult
@@ -173,7 +171,7 @@ func SetupVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, e
 // pieces count as removed.
 func TeardownVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, error) {
 	if err := in.Validate(); err != nil {
-		return api.VMNetResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
+		return api.VMNetResult{}, activities.InvalidInput(err)
 	}
 	var p vmnetPlan
 	if err := p.lookup(ctx, in); err != nil {
@@ -190,8 +188,7 @@ func TeardownVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult
 		return res, nil // nothing to tear down
 	}
 	if nic.IsDefault {
-		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("NIC %s is %s's default NIC: refusing to remove it", nic.ID, p.vm.Name), activities.ErrInvalidInput, nil)
+		return res, activities.InvalidInputf("NIC %s is %s's default NIC: refusing to remove it", nic.ID, p.vm.Name)
 	}
 	res.NicID, res.MAC, res.IP = nic.ID, nic.MAC, nic.IP
 	ci, err := p.configure(in, *nic)

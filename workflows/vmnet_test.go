@@ -2,21 +2,19 @@ package workflows
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/cloudstack"
 	"github.com/rackflow/rackflow/activities/guestnet"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/csfake"
 	"github.com/rackflow/rackflow/testsuite/guestlab"
 )
@@ -192,8 +190,7 @@ func TestSetupVMNetworkRejectsBadInputBeforeChangingAnything(t *testing.T) {
 	in := w.in
 	in.CIDRs = []string{"10.52.0.0/33"}
 	_, err := w.run(t, SetupVMNetwork, in)
-	var app *temporal.ApplicationError
-	if !errors.As(err, &app) || app.Type() != activities.ErrInvalidInput || !strings.Contains(err.Error(), "cidrs[0]") {
+	if !activities.IsType(err, activities.ErrTypeInvalidInput) || !strings.Contains(err.Error(), "cidrs[0]") {
 		t.Fatalf("bad CIDR: err = %v", err)
 	}
 	in = w.in
@@ -204,7 +201,7 @@ func TestSetupVMNetworkRejectsBadInputBeforeChangingAnything(t *testing.T) {
 	in = w.in
 	in.VM = "web99"
 	_, err = w.run(t, SetupVMNetwork, in)
-	if !errors.As(err, &app) || app.Type() != cloudstack.ErrTypeNotFound {
+	if !activities.IsType(err, cloudstack.ErrTypeNotFound) {
 		t.Errorf("unknown VM: err = %v", err)
 	}
 	if w.cs.Calls("addNicToVirtualMachine") != 0 || w.nics(t) != 1 {

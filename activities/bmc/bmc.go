@@ -23,13 +23,13 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 )
 
 // Error types of this package's retryable failures. The non-retryable ones
-// are activities.ErrInvalidInput, ErrCredentialNotFound and
-// ErrInvalidCredential.
+// are the shared activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound
+// and ErrTypeInvalidCredential.
 const (
 	// ErrTypeUnreachable: the BMC did not answer a call within CallTimeout,
 	// or the network refused the connection.
@@ -51,7 +51,7 @@ const (
 
 // Input names the host (for logs) and its BMC.
 type Input struct {
-	Host string   `json:"host"`
+	Host string  `json:"host"`
 	BMC  api.BMC `json:"bmc"`
 }
 
@@ -111,13 +111,6 @@ func New(res secrets.Resolver, perBMC int) *Activities {
 	return &Activities{Secrets: res, NewClient: BMCLib, Limiter: NewLimiter(perBMC)}
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
-
 func (a *Activities) lim() *Limiter {
 	a.once.Do(func() {
 		a.limiter = a.Limiter
@@ -151,8 +144,7 @@ func (a *Activities) bootInto(ctx context.Context, in Input, device string, pers
 
 	// A previous attempt whose power command went through: if the host is
 	// on now, that command did its job.
-	var prev Progress
-	if activity.HasHeartbeatDetails(ctx) && activity.GetHeartbeatDetails(ctx, &prev) == nil && prev.Action != "" {
+	if prev, ok := activities.PreviousProgress[Progress](ctx); ok && prev.Action != "" {
 		if st, err := s.state(ctx); err == nil && st == "on" {
 			s.log.Info("power command of a previous attempt took effect; not repeating it", "action", prev.Action)
 			return Result{PriorState: prev.PriorState, Action: prev.Action, State: "on"}, nil
@@ -204,7 +196,7 @@ func (a *Activities) PowerOff(ctx context.Context, in Input) (Result, error) {
 	if prior == "off" {
 		// Make sure: one read that says off must not skip the power-off of
 		// a host that is on.
-		if err := s.sleep(ctx, orDefault(a.ConfirmDelay, 2*time.Second)); err != nil {
+		if err := s.sleep(ctx, activities.OrDefault(a.ConfirmDelay, 2*time.Second)); err != nil {
 			return Result{}, err
 		}
 		again, err := s.state(ctx)
@@ -268,22 +260,27 @@ func (a *Activities) open(ctx context.Context, in Input, op string) (*session, e
 	}
 	switch {
 	case b.Address == "":
-		return nil, temporal.NewNonRetryableApplicationError("bmc.address: required", activities.ErrInvalidInput, nil)
+		return nil, activities.NonRetryable("bmc.address: required", activities.ErrTypeInvalidInput, nil)
 	case b.Provider != "ipmi" && b.Provider != "redfish":
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(`bmc.provider: must be "ipmi" or "redfish", got %q`, b.Provider), activities.ErrInvalidInput, nil)
+		return nil, activities.NonRetryable(fmt.Sprintf(`bmc.provider: must be "ipmi" or "redfish", got %q`, b.Provider), activities.ErrTypeInvalidInput, nil)
 	case b.Port < 1 || b.Port > 65535:
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc.port: must be 1-65535, got %d", b.Port), activities.ErrInvalidInput, nil)
+		return nil, activities.NonRetryable(fmt.Sprintf("bmc.port: must be 1-65535, got %d", b.Port), activities.ErrTypeInvalidInput, nil)
 	case b.Credential == "":
-		return nil, temporal.NewNonRetryableApplicationError("bmc.credential: required", activities.ErrInvalidInput, nil)
+		return nil, activities.NonRetryable("bmc.credential: required", activities.ErrTypeInvalidInput, nil)
 	}
 	s := &session{
 		a:       a,
 		target:  net.JoinHostPort(b.Address, strconv.Itoa(b.Port)),
-		timeout: orDefault(a.CallTimeout, 20*time.Second),
+		timeout: activities.OrDefault(a.CallTimeout, 20*time.Second),
 		actx:    ctx,
 	}
 	s.log = log.With(activity.GetLogger(ctx), "host", in.Host, "bmc", s.target, "op", op)
-	s.startHeartbeat(ctx, orDefault(a.HeartbeatInterval, 5*time.Second))
+	// Waits (for a slot, for a slow BMC) must not look like a dead worker.
+	s.stopBeat = activities.KeepAlive(ctx, activities.OrDefault(a.HeartbeatInterval, 5*time.Second), func() any {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.progress
+	})
 
 	s.step("wait for a slot on bmc " + s.target)
 	release, err := a.lim().Acquire(ctx, s.target)
@@ -297,13 +294,13 @@ func (a *Activities) open(ctx context.Context, in Input, op string) (*session, e
 	if err != nil {
 		s.close()
 		if errors.Is(err, secrets.ErrNotFound) {
-			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc credential %q not found", b.Credential), activities.ErrCredentialNotFound, nil)
+			return nil, activities.NonRetryable(fmt.Sprintf("bmc credential %q not found", b.Credential), activities.ErrTypeCredentialNotFound, nil)
 		}
 		return nil, fmt.Errorf("resolve bmc credential %q: %w", b.Credential, err)
 	}
 	if cred.Username == "" && cred.Password == "" {
 		s.close()
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bmc credential %q holds no username or password", b.Credential), activities.ErrInvalidCredential, nil)
+		return nil, activities.NonRetryable(fmt.Sprintf("bmc credential %q holds no username or password", b.Credential), activities.ErrTypeInvalidCredential, nil)
 	}
 	s.pass = cred.Password
 
@@ -344,30 +341,6 @@ func (s *session) close() {
 	if s.stopBeat != nil {
 		s.stopBeat()
 	}
-}
-
-// startHeartbeat records the current Progress now and every interval until
-// stopBeat, so waits (for a slot, for a slow BMC) keep the activity alive.
-func (s *session) startHeartbeat(ctx context.Context, every time.Duration) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.mu.Lock()
-				p := s.progress
-				s.mu.Unlock()
-				activity.RecordHeartbeat(ctx, p)
-			}
-		}
-	}()
-	s.stopBeat = func() { cancel(); <-done }
 }
 
 func (s *session) step(name string) {
@@ -450,7 +423,7 @@ func (s *session) confirmedState(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := s.sleep(ctx, orDefault(s.a.ConfirmDelay, 2*time.Second)); err != nil {
+	if err := s.sleep(ctx, activities.OrDefault(s.a.ConfirmDelay, 2*time.Second)); err != nil {
 		return "", err
 	}
 	s.step("confirm power state")
@@ -486,7 +459,7 @@ func (s *session) setPower(ctx context.Context, prior, action string) error {
 // host switches are tolerated until SettleTimeout.
 func (s *session) waitFor(ctx context.Context, want string) error {
 	s.step("wait for power " + want)
-	limit := orDefault(s.a.SettleTimeout, 2*time.Minute)
+	limit := activities.OrDefault(s.a.SettleTimeout, 2*time.Minute)
 	deadline := time.Now().Add(limit)
 	last := ""
 	for {
@@ -504,7 +477,7 @@ func (s *session) waitFor(ctx context.Context, want string) error {
 		if time.Now().After(deadline) {
 			return temporal.NewApplicationError(fmt.Sprintf("bmc %s: power still %s %v after the command (wanted %s)", s.target, last, limit, want), ErrTypeStateTimeout)
 		}
-		if err := s.sleep(ctx, orDefault(s.a.PollInterval, 2*time.Second)); err != nil {
+		if err := s.sleep(ctx, activities.OrDefault(s.a.PollInterval, 2*time.Second)); err != nil {
 			return err
 		}
 	}

@@ -198,7 +198,7 @@ func TestFailures(t *testing.T) {
 		},
 		"credential reference unknown": {
 			ref:      "bmc/typo",
-			wantType: activities.ErrCredentialNotFound, retryable: false,
+			wantType: activities.ErrTypeCredentialNotFound, retryable: false,
 			wantMsg: `bmc credential "bmc/typo" not found`,
 		},
 		"nothing listening": {
@@ -208,7 +208,7 @@ func TestFailures(t *testing.T) {
 		},
 		"unknown provider": {
 			cred: secrets.Secret{Username: sim.Username, Password: password}, provider: "snmp",
-			wantType: activities.ErrInvalidInput, retryable: false,
+			wantType: activities.ErrTypeInvalidInput, retryable: false,
 			wantMsg: `bmc.provider: must be "ipmi" or "redfish"`,
 		},
 	}

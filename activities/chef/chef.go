@@ -8,29 +8,26 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 )
 
-// Error types of Bootstrap.
-const (
-	// ErrTypeBootstrapFailed: the chef run exited non-zero. Retryable; the
-	// workflow's policy decides how often.
-	ErrTypeBootstrapFailed = "ChefBootstrapFailed"
-	ErrTypeBadInput        = "BadInput"
-	ErrTypeCredential      = "CredentialUnusable"
-)
+// ErrTypeBootstrapFailed: the chef run exited non-zero. Retryable; the
+// workflow's policy decides how often. Bootstrap also raises the shared
+// activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound and
+// ErrTypeInvalidCredential, and remote's.
+const ErrTypeBootstrapFailed = "ChefBootstrapFailed"
 
 // DefaultDir is where chef-client looks for its configuration.
 const DefaultDir = "/etc/chef"
@@ -47,7 +44,7 @@ type Activities struct {
 	// point it at a temporary directory.
 	Dir string
 	// HeartbeatEvery is how often a running chef-client is heartbeated;
-	// 10s when zero.
+	// 10s when zero, and at least three times per heartbeat timeout.
 	HeartbeatEvery time.Duration
 }
 
@@ -55,7 +52,7 @@ type Activities struct {
 type BootstrapInput struct {
 	Host   string        `json:"host"`
 	Target remote.Target `json:"target"` // HostKey required
-	Chef   api.Chef     `json:"chef"`
+	Chef   api.Chef      `json:"chef"`
 }
 
 // BootstrapResult is the output of Bootstrap.
@@ -82,7 +79,7 @@ func (a *Activities) Bootstrap(ctx context.Context, in BootstrapInput) (Bootstra
 	c := in.Chef
 	if c.ServerURL == "" || len(c.RunList) == 0 || c.ValidatorCredential == "" {
 		err := fmt.Errorf("chef bootstrap of %s: server_url, run_list and validator_credential are required", in.Host)
-		return BootstrapResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+		return BootstrapResult{}, activities.InvalidInput(err)
 	}
 	if c.NodeName == "" {
 		c.NodeName = in.Host
@@ -99,12 +96,15 @@ func (a *Activities) Bootstrap(ctx context.Context, in BootstrapInput) (Bootstra
 		res = a.Dialer.Secrets
 	}
 	sec, err := res.Resolve(ctx, c.ValidatorCredential)
-	if err != nil || sec.PrivateKey == "" {
+	switch {
+	case errors.Is(err, secrets.ErrNotFound):
+		return BootstrapResult{}, activities.NonRetryable(fmt.Sprintf("chef bootstrap of %s: %v", in.Host, err), activities.ErrTypeCredentialNotFound, err)
+	case err != nil || sec.PrivateKey == "":
 		msg := fmt.Sprintf("chef bootstrap of %s: validator credential %q holds no private key", in.Host, c.ValidatorCredential)
 		if err != nil {
 			msg = fmt.Sprintf("chef bootstrap of %s: %v", in.Host, err)
 		}
-		return BootstrapResult{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeCredential, err)
+		return BootstrapResult{}, activities.NonRetryable(msg, activities.ErrTypeInvalidCredential, err)
 	}
 
 	client, err := a.Dialer.Dial(ctx, in.Target)
@@ -130,35 +130,21 @@ func (a *Activities) Bootstrap(ctx context.Context, in BootstrapInput) (Bootstra
 	}
 	log.Info("chef files written, running chef", "host", in.Host, "dir", dir, "node", c.NodeName, "run_list", strings.Join(c.RunList, ","))
 
-	out := &tailBuffer{max: 64 << 10}
-	hbCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		every := a.HeartbeatEvery
-		if every <= 0 {
-			every = 10 * time.Second
-		}
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, time.Since(start).Round(time.Second).String())
-			}
-		}
-	}()
+	out := &remote.Tail{}
+	stop := activities.KeepAlive(ctx, activities.OrDefault(a.HeartbeatEvery, 10*time.Second), func() any {
+		return time.Since(start).Round(time.Second).String()
+	})
 	// chef's stderr goes with its stdout so the tail reads in order.
-	exit, err := remote.Stream(ctx, client, "exec 2>&1; "+c.Command, nil, out, out)
+	err = remote.Stream(ctx, client, "exec 2>&1; "+c.Command, nil, out, nil)
 	stop()
-	tail := out.Tail(TailLines)
+	tail := out.Lines(TailLines)
+	var exit *remote.ExitError
+	if errors.As(err, &exit) {
+		msg := fmt.Sprintf("chef bootstrap of %s: %q exited %d; last output:\n%s", in.Host, c.Command, exit.Status, tail)
+		return BootstrapResult{}, temporal.NewApplicationError(msg, ErrTypeBootstrapFailed, Failure{Exit: exit.Status, Output: tail})
+	}
 	if err != nil {
 		return BootstrapResult{}, fmt.Errorf("chef bootstrap of %s: %w", in.Host, err)
-	}
-	if exit != 0 {
-		msg := fmt.Sprintf("chef bootstrap of %s: %q exited %d; last output:\n%s", in.Host, c.Command, exit, tail)
-		return BootstrapResult{}, temporal.NewApplicationError(msg, ErrTypeBootstrapFailed, Failure{Exit: exit, Output: tail})
 	}
 	d := time.Since(start).Round(time.Millisecond).String()
 	log.Info("chef bootstrap done", "host", in.Host, "duration", d)
@@ -172,12 +158,8 @@ func writeFile(ctx context.Context, c *ssh.Client, dir, name, mode string, data 
 	tmp := remote.Quote(dir + "/." + name + ".rackflow")
 	cmd := fmt.Sprintf("umask 077 && mkdir -p %s && cat > %s && chmod %s %s && mv -f %s %s",
 		remote.Quote(dir), tmp, mode, tmp, tmp, final)
-	_, stderr, exit, err := remote.Run(ctx, c, cmd, bytes.NewReader(data))
-	if err != nil {
+	if _, err := remote.Output(ctx, c, cmd, bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("write %s/%s: %w", dir, name, err)
-	}
-	if exit != 0 {
-		return fmt.Errorf("write %s/%s: exit %d: %s", dir, name, exit, strings.TrimSpace(string(stderr)))
 	}
 	return nil
 }
@@ -202,34 +184,4 @@ func clientRB(c api.Chef, dir string) []byte {
 func rubyString(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	return "'" + strings.ReplaceAll(s, `'`, `\'`) + "'"
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-var _ io.Writer = (*tailBuffer)(nil)
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-// Tail returns the last n lines.
-func (t *tailBuffer) Tail(n int) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(string(t.b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -14,10 +14,11 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/chef"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -191,7 +192,7 @@ func TestBootstrapBadCredential(t *testing.T) {
 	in.Chef.ValidatorCredential = "chef/missing"
 	_, err := bootstrap(t, f.acts, in)
 	var ae *temporal.ApplicationError
-	if !errors.As(err, &ae) || ae.Type() != chef.ErrTypeCredential || !ae.NonRetryable() {
-		t.Fatalf("want non-retryable %s, got %v", chef.ErrTypeCredential, err)
+	if !errors.As(err, &ae) || ae.Type() != activities.ErrTypeCredentialNotFound || !ae.NonRetryable() {
+		t.Fatalf("want non-retryable %s, got %v", activities.ErrTypeCredentialNotFound, err)
 	}
 }

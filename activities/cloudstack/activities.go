@@ -12,6 +12,7 @@ import (
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 	"go.temporal.io/sdk/activity"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/secrets"
 )
 
@@ -113,7 +114,7 @@ type JobProgress struct {
 // second network to add.
 func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, error) {
 	if strings.TrimSpace(in.VM) == "" {
-		return VMInfo{}, badInput("lookup VM: no VM id or name given")
+		return VMInfo{}, activities.InvalidInputf("lookup VM: no VM id or name given")
 	}
 	c, err := a.client(ctx, in.Target)
 	if err != nil {
@@ -178,7 +179,7 @@ func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, er
 // LookupNetwork finds a network by id or name.
 func (a *Activities) LookupNetwork(ctx context.Context, in LookupNetworkInput) (NetworkInfo, error) {
 	if strings.TrimSpace(in.Network) == "" {
-		return NetworkInfo{}, badInput("lookup network: no network id or name given")
+		return NetworkInfo{}, activities.InvalidInputf("lookup network: no network id or name given")
 	}
 	c, err := a.client(ctx, in.Target)
 	if err != nil {
@@ -231,7 +232,7 @@ func (a *Activities) EnsureNic(ctx context.Context, in EnsureNicInput) (NicResul
 	}
 	if in.IP != "" {
 		if ip, err := netip.ParseAddr(in.IP); err != nil || !ip.Is4() {
-			return NicResult{}, badInput("ensure NIC: ip %q is not an IPv4 address", in.IP)
+			return NicResult{}, activities.InvalidInputf("ensure NIC: ip %q is not an IPv4 address", in.IP)
 		}
 	}
 	action := fmt.Sprintf("ensure NIC of VM %s on network %s", in.VMID, in.NetworkID)
@@ -240,13 +241,8 @@ func (a *Activities) EnsureNic(ctx context.Context, in EnsureNicInput) (NicResul
 		return NicResult{}, appError(action, err)
 	}
 
-	var prog JobProgress
-	if activity.HasHeartbeatDetails(ctx) {
-		if err := activity.GetHeartbeatDetails(ctx, &prog); err != nil {
-			log.Warn("ignoring unreadable heartbeat details", "error", err)
-			prog = JobProgress{}
-		}
-	}
+	// A job an earlier attempt started is waited for, not started again.
+	prog, _ := activities.PreviousProgress[JobProgress](ctx)
 	if prog.JobID != "" {
 		log.Info("resuming addNicToVirtualMachine job of an earlier attempt", "vm_id", in.VMID, "network_id", in.NetworkID, "job_id", prog.JobID)
 	} else {
@@ -332,12 +328,8 @@ func (a *Activities) RemoveNic(ctx context.Context, in RemoveNicInput) error {
 	if err != nil {
 		return appError(action, err)
 	}
-	var prog JobProgress
-	if activity.HasHeartbeatDetails(ctx) {
-		if err := activity.GetHeartbeatDetails(ctx, &prog); err != nil {
-			prog = JobProgress{}
-		}
-	}
+	// A job an earlier attempt started is waited for, not started again.
+	prog, _ := activities.PreviousProgress[JobProgress](ctx)
 	if prog.JobID == "" {
 		_, ok, err := a.findNic(c, in.VMID, "", in.NicID)
 		if ae, isAPI := ParseError(err); isAPI && ae.entityMissing() {
@@ -454,7 +446,7 @@ func toNic(n cs.Nic) Nic {
 func validateIDs(ids map[string]string) error {
 	for name, v := range ids {
 		if !cs.IsID(v) {
-			return badInput("%s %q is not a CloudStack id (UUID)", name, v)
+			return activities.InvalidInputf("%s %q is not a CloudStack id (UUID)", name, v)
 		}
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/cloudstack"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/csfake"
@@ -135,10 +136,10 @@ func TestLookupVM(t *testing.T) {
 		"no such name":         {vm: "nope", errType: cloudstack.ErrTypeNotFound},
 		"no such id":           {vm: csfake.NewUUID(), errType: cloudstack.ErrTypeNotFound},
 		"ambiguous name":       {vm: "twin", errType: cloudstack.ErrTypeAmbiguous},
-		"empty":                {vm: " ", errType: cloudstack.ErrTypeInvalidInput},
+		"empty":                {vm: " ", errType: activities.ErrTypeInvalidInput},
 		"bad signature":        {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/bad"}, errType: cloudstack.ErrTypeAuthFailed},
-		"unknown credential":   {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/none"}, errType: cloudstack.ErrTypeCredentialNotFound},
-		"credential lacks key": {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/nokey"}, errType: cloudstack.ErrTypeInvalidCredential},
+		"unknown credential":   {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/none"}, errType: activities.ErrTypeCredentialNotFound},
+		"credential lacks key": {vm: "web01", target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/nokey"}, errType: activities.ErrTypeInvalidCredential},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -376,8 +377,8 @@ func TestEnsureNicErrors(t *testing.T) {
 		errType string
 		retry   bool
 	}{
-		"vm not an id":     {in: cloudstack.EnsureNicInput{VMID: "web01", NetworkID: w.secnet}, errType: cloudstack.ErrTypeInvalidInput},
-		"bad ip":           {in: cloudstack.EnsureNicInput{VMID: w.web, NetworkID: w.secnet, IP: "10.51.0.300"}, errType: cloudstack.ErrTypeInvalidInput},
+		"vm not an id":     {in: cloudstack.EnsureNicInput{VMID: "web01", NetworkID: w.secnet}, errType: activities.ErrTypeInvalidInput},
+		"bad ip":           {in: cloudstack.EnsureNicInput{VMID: w.web, NetworkID: w.secnet, IP: "10.51.0.300"}, errType: activities.ErrTypeInvalidInput},
 		"unknown network":  {in: cloudstack.EnsureNicInput{VMID: w.web, NetworkID: csfake.NewUUID()}, errType: cloudstack.ErrTypeInvalidParameter},
 		"basic zone (job)": {in: cloudstack.EnsureNicInput{VMID: w.old, NetworkID: w.flat2}, errType: cloudstack.ErrTypeBasicZone},
 		"capacity (job)": {

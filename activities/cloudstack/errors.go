@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,15 +16,11 @@ import (
 )
 
 // Error types of this package's activities, as a workflow's RetryPolicy and
-// an operator searching the history see them.
+// an operator searching the history see them. Bad input and credentials
+// raise the shared activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound
+// (the secret reference resolves to nothing) and ErrTypeInvalidCredential
+// (the secret lacks the API key, Username, or the secret key, Password).
 const (
-	// ErrTypeInvalidInput: the activity input cannot work. Not retryable.
-	ErrTypeInvalidInput = activities.ErrInvalidInput
-	// ErrTypeCredentialNotFound: the secret reference resolves to nothing.
-	ErrTypeCredentialNotFound = activities.ErrCredentialNotFound
-	// ErrTypeInvalidCredential: the secret lacks the API key (Username) or
-	// the secret key (Password).
-	ErrTypeInvalidCredential = activities.ErrInvalidCredential
 	// ErrTypeAuthFailed: CloudStack answered 401 (bad key, bad signature,
 	// expired request). Not retryable.
 	ErrTypeAuthFailed = "CloudStackAuthFailed"
@@ -59,13 +56,12 @@ const (
 	ErrTypeRateLimited = "CloudStackRateLimited"
 )
 
-// NonRetryable lists this package's non-retryable types, for
-// RetryPolicy.NonRetryableErrorTypes.
-var NonRetryable = []string{
-	ErrTypeInvalidInput, ErrTypeCredentialNotFound, ErrTypeInvalidCredential,
+// NonRetryable lists this package's non-retryable types and the shared ones,
+// for RetryPolicy.NonRetryableErrorTypes.
+var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{
 	ErrTypeAuthFailed, ErrTypeInvalidParameter, ErrTypeUnsupported, ErrTypeNotFound,
 	ErrTypeAmbiguous, ErrTypeBasicZone, ErrTypeConflict, ErrTypeAccount, ErrTypeLimit,
-}
+})
 
 // CloudStack's HTTP error codes (ApiErrorCode).
 const (
@@ -158,9 +154,9 @@ func appError(action string, err error) error {
 	msg := action + ": " + err.Error()
 	switch {
 	case errors.Is(err, secrets.ErrNotFound):
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeCredentialNotFound, err)
+		return activities.NonRetryable(msg, activities.ErrTypeCredentialNotFound, err)
 	case errors.Is(err, errBadCredential):
-		return temporal.NewNonRetryableApplicationError(msg, ErrTypeInvalidCredential, err)
+		return activities.NonRetryable(msg, activities.ErrTypeInvalidCredential, err)
 	}
 	ae, ok := ParseError(err)
 	if !ok {
@@ -204,12 +200,7 @@ func appError(action string, err error) error {
 	return temporal.NewApplicationErrorWithOptions(msg, typ, opts)
 }
 
-func badInput(format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, err)
-}
-
 func nonRetryable(typ, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	return temporal.NewNonRetryableApplicationError(err.Error(), typ, err)
+	return activities.NonRetryable(err.Error(), typ, err)
 }

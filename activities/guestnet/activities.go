@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
@@ -158,7 +159,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		}
 		if mech == "" {
 			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
-			return res, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePersistUnsupported, err)
+			return res, activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
 		}
 		if mech == MechIfupdown {
 			if err := g.checkIfupdown(etc); err != nil {
@@ -291,7 +292,7 @@ func (a *Activities) VerifyPath(ctx context.Context, in VerifyInput) (VerifyResu
 	}
 	dest, err := netip.ParseAddrPort(in.Dest)
 	if err != nil || !dest.Addr().Is4() || dest.Port() == 0 {
-		return VerifyResult{}, badInput("dest %q is not an IPv4 ip:port", in.Dest)
+		return VerifyResult{}, activities.InvalidInputf("dest %q is not an IPv4 ip:port", in.Dest)
 	}
 	g, done, err := a.dial(ctx, in.Target)
 	if err != nil {
@@ -309,13 +310,12 @@ func (a *Activities) VerifyPath(ctx context.Context, in VerifyInput) (VerifyResu
 	}
 	notThrough := func(format string, args ...any) error {
 		err := fmt.Errorf("path to %s: "+format, append([]any{dest}, args...)...)
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePathNotThroughNic, err)
+		return activities.NonRetryable(err.Error(), ErrTypePathNotThroughNic, err)
 	}
 	r, err := g.routeGet(dest.Addr())
 	if err != nil {
-		var ce *cmdError
-		if errors.As(err, &ce) {
-			return VerifyResult{}, notThrough("the guest has no route (%s), want one out %s (MAC %s)", ce.Stderr, iface, mac)
+		if ee, ok := exited(err); ok {
+			return VerifyResult{}, notThrough("the guest has no route (%s), want one out %s (MAC %s)", ee.StderrTail, iface, mac)
 		}
 		return VerifyResult{}, failed("ip route get", err)
 	}
@@ -334,16 +334,16 @@ func (a *Activities) VerifyPath(ctx context.Context, in VerifyInput) (VerifyResu
 	ip, port := dest.Addr().String(), fmt.Sprint(dest.Port())
 	// bash holds the connection open while ss names its local address; the
 	// pid filter picks this connection among others to the same place.
-	out, errOut, code, err := g.exec(`if command -v bash >/dev/null 2>&1; then `+
+	out, err := g.run(`if command -v bash >/dev/null 2>&1; then `+
 		`timeout 10 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 3; ss -Hntp state established dst "$1" 2>/dev/null | grep "pid=$$," || true' sh `+ip+` `+port+`; `+
 		`elif command -v nc >/dev/null 2>&1; then timeout 10 nc -z -w 5 `+ip+` `+port+`; `+
 		`else echo "no bash or nc in the guest" >&2; exit 127; fi`, nil)
+	if ee, ok := exited(err); ok {
+		err := fmt.Errorf("connect to %s from %s out %s: exit %d: %s", dest, in.Target.Addr, iface, ee.Status, ee.StderrTail)
+		return VerifyResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeDestinationUnreachable, temporal.ApplicationErrorOptions{Cause: err})
+	}
 	if err != nil {
 		return VerifyResult{}, failed("connect", err)
-	}
-	if code != 0 {
-		err := fmt.Errorf("connect to %s from %s out %s: exit %d: %s", dest, in.Target.Addr, iface, code, strings.TrimSpace(errOut))
-		return VerifyResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeDestinationUnreachable, temporal.ApplicationErrorOptions{Cause: err})
 	}
 	src := r.PrefSrc
 	for _, line := range strings.Split(out, "\n") {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -21,44 +23,22 @@ type guest struct {
 	client *ssh.Client
 }
 
-// run runs cmd and returns its stdout; a non-zero exit is an error quoting
-// stderr.
+// run runs cmd and returns its stdout; a non-zero exit is a
+// *remote.ExitError quoting the end of stderr.
 func (g guest) run(cmd string, stdin []byte) (string, error) {
-	out, errOut, code, err := g.exec(cmd, stdin)
-	if err != nil {
-		return "", err
-	}
-	if code != 0 {
-		return out, &cmdError{Cmd: cmd, Exit: code, Stderr: strings.TrimSpace(errOut)}
-	}
-	return out, nil
-}
-
-func (g guest) exec(cmd string, stdin []byte) (string, string, int, error) {
-	var in *bytes.Reader
+	var in io.Reader
 	if stdin != nil {
 		in = bytes.NewReader(stdin)
 	}
-	var o, e []byte
-	var code int
-	var err error
-	if in != nil {
-		o, e, code, err = remote.Run(g.ctx, g.client, cmd, in)
-	} else {
-		o, e, code, err = remote.Run(g.ctx, g.client, cmd, nil)
-	}
-	return string(o), string(e), code, err
+	out, err := remote.Output(g.ctx, g.client, cmd, in)
+	return string(out), err
 }
 
-// cmdError is a guest command that exited non-zero.
-type cmdError struct {
-	Cmd    string
-	Exit   int
-	Stderr string
-}
-
-func (e *cmdError) Error() string {
-	return fmt.Sprintf("guest command %q exited %d: %s", e.Cmd, e.Exit, e.Stderr)
+// exited reports whether err is a command that ran and exited non-zero
+// (rather than one that could not run), and its exit.
+func exited(err error) (*remote.ExitError, bool) {
+	var ee *remote.ExitError
+	return ee, errors.As(err, &ee)
 }
 
 func failed(action string, err error) error {
@@ -180,15 +160,12 @@ func (r ipRoute) prefix() (netip.Prefix, bool) {
 
 // routes lists table's IPv4 routes; a table that does not exist yet is empty.
 func (g guest) routes(table string) ([]ipRoute, error) {
-	out, errOut, code, err := g.exec("ip -j -4 route show table "+table, nil)
+	out, err := g.run("ip -j -4 route show table "+table, nil)
+	if ee, ok := exited(err); ok && strings.Contains(ee.StderrTail, "FIB table does not exist") {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
-	}
-	if code != 0 {
-		if strings.Contains(errOut, "FIB table does not exist") {
-			return nil, nil
-		}
-		return nil, &cmdError{Cmd: "ip route show table " + table, Exit: code, Stderr: strings.TrimSpace(errOut)}
 	}
 	var rs []ipRoute
 	if strings.TrimSpace(out) == "" {

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/guestnet"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/testsuite/guestlab"
@@ -408,7 +409,7 @@ func TestInputValidation(t *testing.T) {
 			env.RegisterActivity(acts)
 			for _, fn := range []any{acts.ConfigureRoutes, acts.RemoveRoutes} {
 				_, err := env.ExecuteActivity(fn, in)
-				if ae := appErr(t, err); ae.Type() != guestnet.ErrTypeInvalidInput || !ae.NonRetryable() {
+				if ae := appErr(t, err); ae.Type() != activities.ErrTypeInvalidInput || !ae.NonRetryable() {
 					t.Errorf("got %v, want non-retryable InvalidInput", err)
 				}
 			}
@@ -420,7 +421,7 @@ func TestInputValidation(t *testing.T) {
 	env.RegisterActivity(acts)
 	for _, dest := range []string{"10.52.0.20", "db:5432", "[2001:db8::1]:5432", "10.52.0.20:0"} {
 		_, err := env.ExecuteActivity(acts.VerifyPath, guestnet.VerifyInput{Target: good.Target, Dest: dest, MAC: good.MAC})
-		if ae := appErr(t, err); ae.Type() != guestnet.ErrTypeInvalidInput {
+		if ae := appErr(t, err); ae.Type() != activities.ErrTypeInvalidInput {
 			t.Errorf("dest %q: %v", dest, err)
 		}
 	}

@@ -19,18 +19,16 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
-
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
-// Error types of this package's activities.
+// Error types of this package's activities. A bad MAC, CIDR, gateway,
+// address or table is the shared activities.ErrTypeInvalidInput.
 const (
-	// ErrTypeInvalidInput: bad MAC, CIDR, gateway, address or table. Not retryable.
-	ErrTypeInvalidInput = activities.ErrInvalidInput
 	// ErrTypeInterfaceNotFound: no interface in the guest has the MAC (yet).
 	// Retryable: a hot-plugged NIC can take a moment to show up.
 	ErrTypeInterfaceNotFound = "GuestInterfaceNotFound"
@@ -49,9 +47,10 @@ const (
 	ErrTypeCommandFailed = "GuestCommandFailed"
 )
 
-// NonRetryable lists this package's non-retryable error types, for
-// RetryPolicy.NonRetryableErrorTypes (with remote's).
-var NonRetryable = []string{ErrTypeInvalidInput, ErrTypePersistUnsupported, ErrTypePathNotThroughNic}
+// NonRetryable lists this package's non-retryable error types and the shared
+// ones (bad input, credentials, host keys), for
+// RetryPolicy.NonRetryableErrorTypes.
+var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{ErrTypePersistUnsupported, ErrTypePathNotThroughNic})
 
 // DefaultRulePriority is the `ip rule` priority when the input gives none:
 // ahead of the main table's 32766.
@@ -122,15 +121,10 @@ type plan struct {
 	persist  bool
 }
 
-func badInput(format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, err)
-}
-
 func parseMAC(s string) (string, error) {
 	hw, err := net.ParseMAC(strings.TrimSpace(s))
 	if err != nil || len(hw) != 6 {
-		return "", badInput("mac %q is not an Ethernet MAC address", s)
+		return "", activities.InvalidInputf("mac %q is not an Ethernet MAC address", s)
 	}
 	return hw.String(), nil
 }
@@ -138,7 +132,7 @@ func parseMAC(s string) (string, error) {
 func (in ConfigureInput) plan() (plan, error) {
 	var p plan
 	if in.Target.Addr == "" {
-		return p, badInput("target has no address")
+		return p, activities.InvalidInputf("target has no address")
 	}
 	mac, err := parseMAC(in.MAC)
 	if err != nil {
@@ -147,26 +141,26 @@ func (in ConfigureInput) plan() (plan, error) {
 	p.mac = mac
 	p.addr, err = netip.ParsePrefix(in.Address)
 	if err != nil || !p.addr.Addr().Is4() || p.addr.Bits() < 1 || p.addr.Bits() > 30 {
-		return p, badInput("address %q is not an IPv4 address with a prefix length of 1-30 (e.g. 10.51.0.10/24)", in.Address)
+		return p, activities.InvalidInputf("address %q is not an IPv4 address with a prefix length of 1-30 (e.g. 10.51.0.10/24)", in.Address)
 	}
 	p.gw, err = netip.ParseAddr(in.Gateway)
 	if err != nil || !p.gw.Is4() {
-		return p, badInput("gateway %q is not an IPv4 address", in.Gateway)
+		return p, activities.InvalidInputf("gateway %q is not an IPv4 address", in.Gateway)
 	}
 	if !p.addr.Masked().Contains(p.gw) || p.gw == p.addr.Addr() {
-		return p, badInput("gateway %s is not another address on the NIC's network %s", p.gw, p.addr.Masked())
+		return p, activities.InvalidInputf("gateway %s is not another address on the NIC's network %s", p.gw, p.addr.Masked())
 	}
 	if len(in.CIDRs) == 0 {
-		return p, badInput("no destination CIDRs given")
+		return p, activities.InvalidInputf("no destination CIDRs given")
 	}
 	seen := map[netip.Prefix]bool{}
 	for _, c := range in.CIDRs {
 		pfx, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil || !pfx.Addr().Is4() {
-			return p, badInput("cidr %q is not an IPv4 CIDR", c)
+			return p, activities.InvalidInputf("cidr %q is not an IPv4 CIDR", c)
 		}
 		if pfx.Bits() == 0 {
-			return p, badInput("cidr %q would be a default route through the new NIC; the default route stays on the primary NIC", c)
+			return p, activities.InvalidInputf("cidr %q would be a default route through the new NIC; the default route stays on the primary NIC", c)
 		}
 		pfx = pfx.Masked()
 		if !seen[pfx] {
@@ -177,7 +171,7 @@ func (in ConfigureInput) plan() (plan, error) {
 	p.table = "main"
 	if in.PolicyRouting {
 		if in.Table < 1 || in.Table == 253 || in.Table == 254 || in.Table == 255 {
-			return p, badInput("table %d: policy routing needs a table of 1-252 or above 255 (253-255 are default, main, local)", in.Table)
+			return p, activities.InvalidInputf("table %d: policy routing needs a table of 1-252 or above 255 (253-255 are default, main, local)", in.Table)
 		}
 		p.policy = true
 		p.table = fmt.Sprint(in.Table)
@@ -187,7 +181,7 @@ func (in ConfigureInput) plan() (plan, error) {
 		p.priority = DefaultRulePriority
 	}
 	if p.priority < 1 || p.priority > 32765 {
-		return p, badInput("rule priority %d: want 1-32765", in.RulePriority)
+		return p, activities.InvalidInputf("rule priority %d: want 1-32765", in.RulePriority)
 	}
 	p.persist = in.Persist
 	return p, nil

@@ -6,8 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"go.temporal.io/sdk/temporal"
-
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
@@ -154,11 +153,11 @@ func renderIfupdown(iface string, p plan) string {
 // ensureFile writes f when its content differs and reports whether it did.
 func (g guest) ensureFile(f persistFile) (bool, error) {
 	q := remote.Quote(f.path)
-	cur, _, code, err := g.exec("cat "+q+" 2>/dev/null", nil)
-	if err != nil {
+	cur, err := g.run("cat "+q+" 2>/dev/null", nil)
+	if _, missing := exited(err); err != nil && !missing {
 		return false, err
 	}
-	if code == 0 && cur == f.content {
+	if err == nil && cur == f.content {
 		return false, nil
 	}
 	dir := f.path[:strings.LastIndex(f.path, "/")]
@@ -170,15 +169,12 @@ func (g guest) ensureFile(f persistFile) (bool, error) {
 
 // checkIfupdown makes sure /etc/network/interfaces reads interfaces.d.
 func (g guest) checkIfupdown(etc string) error {
-	_, _, code, err := g.exec(`grep -Eq '^[[:space:]]*(source|source-directory)[[:space:]]+.*interfaces\.d' `+remote.Quote(etc+"/network/interfaces"), nil)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
+	_, err := g.run(`grep -Eq '^[[:space:]]*(source|source-directory)[[:space:]]+.*interfaces\.d' `+remote.Quote(etc+"/network/interfaces"), nil)
+	if _, no := exited(err); no {
 		err := fmt.Errorf("%s/network/interfaces does not source interfaces.d; rackflow will not edit it", etc)
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePersistUnsupported, err)
+		return activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
 	}
-	return nil
+	return err
 }
 
 // removeFiles deletes every mechanism's file for the NIC; it reports the

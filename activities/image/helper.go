@@ -172,9 +172,9 @@ func (a *Activities) installHelper(ctx context.Context, c *ssh.Client, host stri
 		return
 	}
 	cmd := "LC_ALL=C sh -c " + remote.Quote(installHelperScript) + " sh " + helper.sum
-	out, stderr, exit, err := remote.Run(ctx, c, cmd, bytes.NewReader(helper.data))
-	if err != nil || exit != 0 {
-		log.Warn("could not upload the disk helper: writing with dd", "host", host, "exit", exit, "error", err, "stderr", tail(stderr, 300))
+	out, err := remote.Output(ctx, c, cmd, bytes.NewReader(helper.data))
+	if err != nil {
+		log.Warn("could not upload the disk helper: writing with dd", "host", host, "error", err)
 		return
 	}
 	for _, line := range strings.Split(string(out), "\n") {
@@ -187,5 +187,5 @@ func (a *Activities) installHelper(ctx context.Context, c *ssh.Client, host stri
 			return
 		}
 	}
-	log.Warn("disk helper upload: unexpected answer: writing with dd", "host", host, "output", tail(out, 300))
+	log.Warn("disk helper upload: unexpected answer: writing with dd", "host", host, "output", remote.TailLines(out, remote.StderrTailLines))
 }

@@ -24,10 +24,11 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/remote"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -179,7 +180,8 @@ func startSSHD(t *testing.T, f *fixture, opts sshd.Options) *sshd.Server {
 
 func TestWriteImage(t *testing.T) {
 	tests := map[string]struct {
-		url func(f *fixture) string
+		url         func(f *fixture) string
+		verifyAfter bool // read the disk back once the write is done
 	}{
 		"absolute path": {url: func(f *fixture) string { return f.imagePath }},
 		"file url":      {url: func(f *fixture) string { return "file://" + f.imagePath }},
@@ -188,12 +190,14 @@ func TestWriteImage(t *testing.T) {
 			t.Cleanup(srv.Close)
 			return srv.URL + "/os.raw"
 		}},
+		"read back after the write": {url: func(f *fixture) string { return f.imagePath }, verifyAfter: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			// Not a multiple of the segment or of dd's block size.
 			f := newFixture(t, 3*mib+12345, 8*mib)
 			f.img.URL = tc.url(f)
+			f.acts.VerifyAfterWrite = tc.verifyAfter
 			srv := startSSHD(t, f, sshd.Options{})
 			r := execute(t, f.acts, f.input(srv.Addr(), srv.HostKeyLine()), nil)
 			if r.err != nil {
@@ -217,11 +221,22 @@ func TestWriteImageRefuses(t *testing.T) {
 		errType        string
 		retryable      bool
 		errHas         []string
+		verifyAfter    bool
+	}
+	// A dd that reports success but leaves one bad byte, as a failing disk
+	// might: only the read-back can catch it.
+	forgetfulDisk := func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
+		bin := t.TempDir()
+		script := "#!/bin/sh\n/bin/dd \"$@\" || exit\nfor a; do case $a in of=*) printf X | /bin/dd of=\"${a#of=}\" bs=1 seek=100 conv=notrunc status=none;; esac; done\n"
+		if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return sshd.Options{PathPrefix: []string{bin}}
 	}
 	tests := map[string]tc{
 		"disk too small": {
 			size: 2 * mib, diskSize: 2*mib - 1,
-			errType: image.ErrTypeDiskTooSmall, errHas: []string{"2097151", "2097152"},
+			errType: activities.ErrTypeDiskTooSmall, errHas: []string{"2097151", "2097152"},
 		},
 		"disk missing": {
 			size: mib, diskSize: 2 * mib,
@@ -229,7 +244,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Disk = f.disk + "-nope"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeDiskNotFound,
+			errType: activities.ErrTypeDiskNotFound,
 		},
 		"disk mounted": {
 			size: mib, diskSize: 2 * mib,
@@ -250,7 +265,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				return sshd.Options{Wrapper: []string{"unshare", "--mount", "--propagation", "private", "--",
 					"sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sh", over, f.disk}}
 			},
-			errType: image.ErrTypeDiskMounted, errHas: []string{"disk"},
+			errType: activities.ErrTypeDiskMounted, errHas: []string{"disk"},
 		},
 		"wrong expected digest": {
 			size: mib, diskSize: 2 * mib,
@@ -258,21 +273,17 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.SHA256 = strings.Repeat("0", 64)
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("0", 64)},
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("0", 64)},
 		},
 		"disk does not keep the data": {
 			size: mib, diskSize: 2 * mib,
-			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
-				// A dd that reports success but leaves one bad byte, as a
-				// failing disk might: only the read-back can catch it.
-				bin := t.TempDir()
-				script := "#!/bin/sh\n/bin/dd \"$@\" || exit\nfor a; do case $a in of=*) printf X | /bin/dd of=\"${a#of=}\" bs=1 seek=100 conv=notrunc status=none;; esac; done\n"
-				if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(script), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				return sshd.Options{PathPrefix: []string{bin}}
-			},
-			errType: image.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"},
+			prepare: forgetfulDisk,
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"},
+		},
+		"disk does not keep the data, read back after the write": {
+			size: mib, diskSize: 2 * mib,
+			prepare: forgetfulDisk,
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{"disk read back"}, verifyAfter: true,
 		},
 		"image not found": {
 			size: mib, diskSize: 2 * mib,
@@ -280,7 +291,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.URL = f.imagePath + ".gone"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageNotFound,
+			errType: activities.ErrTypeImageNotFound,
 		},
 		"image shorter than size": {
 			size: mib, diskSize: 2 * mib,
@@ -288,7 +299,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.Size++
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 		"image longer than size": {
 			size: mib, diskSize: 2 * mib,
@@ -296,7 +307,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.Size--
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageSizeMismatch,
+			errType: activities.ErrTypeImageSizeMismatch,
 		},
 		"http 404": {
 			size: mib, diskSize: 2 * mib,
@@ -304,7 +315,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				in.Image.URL = httpServer(t, http.NotFoundHandler()) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageNotFound, errHas: []string{"404"},
+			errType: activities.ErrTypeImageNotFound, errHas: []string{"404"},
 		},
 		"http 503 is retryable": {
 			size: mib, diskSize: 2 * mib,
@@ -328,7 +339,7 @@ func TestWriteImageRefuses(t *testing.T) {
 				})) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated, errHas: []string{"2097252"},
+			errType: activities.ErrTypeImageTruncated, errHas: []string{"2097252"},
 		},
 		"http content-length short": {
 			size: mib, diskSize: 2 * mib,
@@ -338,12 +349,13 @@ func TestWriteImageRefuses(t *testing.T) {
 				})) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, tc.size, tc.diskSize)
+			f.acts.VerifyAfterWrite = tc.verifyAfter
 			in := f.input("", "")
 			var opts sshd.Options
 			if tc.prepare != nil {
@@ -505,11 +517,11 @@ func TestCheckImage(t *testing.T) {
 	}{
 		"file ok":         {img: f.img},
 		"http ok":         {img: api.Image{URL: url + "/os.raw", Size: f.img.Size, SHA256: f.img.SHA256}},
-		"file missing":    {img: api.Image{URL: f.imagePath + "x", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http missing":    {img: api.Image{URL: url + "/nope", Size: 1}, errType: image.ErrTypeImageNotFound},
-		"http wrong size": {img: api.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: image.ErrTypeImageTruncated},
-		"file too big":    {img: api.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: image.ErrTypeImageSizeMismatch},
-		"bad scheme":      {img: api.Image{URL: "ftp://x/y", Size: 1}, errType: image.ErrTypeBadInput},
+		"file missing":    {img: api.Image{URL: f.imagePath + "x", Size: 1}, errType: activities.ErrTypeImageNotFound},
+		"http missing":    {img: api.Image{URL: url + "/nope", Size: 1}, errType: activities.ErrTypeImageNotFound},
+		"http wrong size": {img: api.Image{URL: url + "/os.raw", Size: f.img.Size + 1}, errType: activities.ErrTypeImageTruncated},
+		"file too big":    {img: api.Image{URL: "file://" + f.imagePath, Size: f.img.Size - 1}, errType: activities.ErrTypeImageSizeMismatch},
+		"bad scheme":      {img: api.Image{URL: "ftp://x/y", Size: 1}, errType: activities.ErrTypeInvalidInput},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

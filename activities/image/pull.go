@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
@@ -66,12 +68,9 @@ func (a *Activities) planPull(ctx context.Context, c *ssh.Client, in WriteInput,
 		return p, nil
 	}
 	cmd := fmt.Sprintf("LC_ALL=C sh -c %s sh %s %s", remote.Quote(probeScript), remote.Quote(in.Image.URL), p.fetcher)
-	out, stderr, exit, err := remote.Run(ctx, c, cmd, nil)
+	out, err := remote.Output(ctx, c, cmd, nil)
 	if err != nil {
 		return nil, fmt.Errorf("probe image from the host: %w", err)
-	}
-	if exit != 0 {
-		return nil, fmt.Errorf("probe image from the host: exit %d: %s", exit, tail(stderr, 500))
 	}
 	kv := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
@@ -254,59 +253,58 @@ func (a *Activities) pull(ctx context.Context, client *ssh.Client, in WriteInput
 		cmd += " " + remote.Quote(arg)
 	}
 	out := &pullOutput{commit: func(n int64) { tr.commit(n, nil) }}
-	var stderr bytes.Buffer
-	var errMu sync.Mutex
-	exit, err := remote.Stream(ctx, client, cmd, nil, out, lockedWriter{&errMu, &stderr})
-	if err != nil {
+	stderr := &remote.Tail{}
+	exit := 0
+	err := remote.Stream(ctx, client, cmd, nil, out, stderr)
+	var ee *remote.ExitError
+	if errors.As(err, &ee) {
+		exit = ee.Status // the status line below says which part failed
+	} else if err != nil {
 		return streamed{}, fmt.Errorf("pull image on the host: %w", err)
 	}
-	errMu.Lock()
-	errText := stderr.Bytes()
-	errMu.Unlock()
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	st := out.status
-	pos := tr.get().Offset
-	switch {
-	case st == nil:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d: %s", exit, tail(errText, 500))
-	case st["write"] == 3:
-		return streamed{}, ddError(pos, 1, errText)
-	case st["write"] == 6 || out.long:
-		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", in.Image.URL, in.Image.Size)
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageSizeMismatch, nil)
-	case st["fetch"] != 0:
-		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], tail(errText, 500))
-		s := string(errText)
-		if strings.Contains(s, "error: 404") || strings.Contains(s, "error: 410") {
-			return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageNotFound, nil)
-		}
-		return streamed{}, temporal.NewApplicationError(msg, ErrTypeFetchFailed)
-	case st["decompress"] != 0:
-		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], tail(errText, 500))
-		s := strings.ToLower(string(errText))
-		if strings.Contains(s, "unexpected end") || strings.Contains(s, "premature end") || strings.Contains(s, "truncated") {
-			return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
-		}
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageCorrupt, nil)
-	case st["write"] == 5:
-		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", in.Image.URL, out.short, in.Image.Size)
-		return streamed{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeImageTruncated, nil)
-	case st["write"] != 0 || exit != 0:
-		return streamed{}, fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], tail(errText, 500))
-	case pos != in.Image.Size:
-		return streamed{}, fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
+	if err := pullError(in, plan, out, exit, stderr.Bytes(), tr.get().Offset); err != nil {
+		return streamed{}, err
 	}
 	return streamed{from: offset, bytes: in.Image.Size - offset, format: plan.format, dur: time.Since(start)}, nil
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
+// pullError reads how the pull script ended (its status line, its exit and
+// stderr, committed up to pos) and says why it failed; nil when it wrote
+// the whole image.
+func pullError(in WriteInput, plan *pullPlan, out *pullOutput, exit int, errText []byte, pos int64) error {
+	errTail := remote.TailLines(errText, remote.StderrTailLines)
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	st := out.status
+	switch {
+	case st == nil:
+		return fmt.Errorf("pull image on the host: exit %d: %s", exit, errTail)
+	case st["write"] == 3:
+		return ddError(pos, 1, errTail)
+	case st["write"] == 6 || out.long:
+		msg := fmt.Sprintf("image %s is longer than its declared %d bytes", in.Image.URL, in.Image.Size)
+		return activities.NonRetryable(msg, activities.ErrTypeImageSizeMismatch, nil)
+	case st["fetch"] != 0:
+		msg := fmt.Sprintf("host's %s failed fetching image %s at %d (exit %d): %s", plan.fetcher, in.Image.URL, pos, st["fetch"], errTail)
+		s := string(errText)
+		if strings.Contains(s, "error: 404") || strings.Contains(s, "error: 410") {
+			return activities.NonRetryable(msg, activities.ErrTypeImageNotFound, nil)
+		}
+		return temporal.NewApplicationError(msg, ErrTypeFetchFailed)
+	case st["decompress"] != 0:
+		msg := fmt.Sprintf("image %s: host's %s failed (exit %d): %s", in.Image.URL, pullDecompressor(plan.format), st["decompress"], errTail)
+		s := strings.ToLower(string(errText))
+		if strings.Contains(s, "unexpected end") || strings.Contains(s, "premature end") || strings.Contains(s, "truncated") {
+			return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
+		}
+		return activities.NonRetryable(msg, ErrTypeImageCorrupt, nil)
+	case st["write"] == 5:
+		msg := fmt.Sprintf("image %s ended at byte %d, expected %d bytes", in.Image.URL, out.short, in.Image.Size)
+		return activities.NonRetryable(msg, activities.ErrTypeImageTruncated, nil)
+	case st["write"] != 0 || exit != 0:
+		return fmt.Errorf("pull image on the host: exit %d (write %d): %s", exit, st["write"], errTail)
+	case pos != in.Image.Size:
+		return fmt.Errorf("pull image on the host: committed %d of %d bytes", pos, in.Image.Size)
+	}
+	return nil
 }

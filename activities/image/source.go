@@ -11,8 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"go.temporal.io/sdk/temporal"
-
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/api"
 )
 
@@ -24,7 +23,7 @@ func imagePath(raw string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", badInput(fmt.Errorf("image url: %w", err))
+		return "", activities.InvalidInput(fmt.Errorf("image url: %w", err))
 	}
 	switch u.Scheme {
 	case "file":
@@ -32,7 +31,7 @@ func imagePath(raw string) (string, error) {
 	case "http", "https":
 		return "", nil
 	}
-	return "", badInput(fmt.Errorf("image url %q: scheme must be http, https or file", raw))
+	return "", activities.InvalidInput(fmt.Errorf("image url %q: scheme must be http, https or file", raw))
 }
 
 // openSource opens the image file itself at offset (up to end, inclusive,
@@ -46,7 +45,7 @@ func (a *Activities) openSource(ctx context.Context, img api.Image, offset, end 
 	if path != "" {
 		f, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, 0, temporal.NewNonRetryableApplicationError(fmt.Sprintf("open image %s: not found", path), ErrTypeImageNotFound, err)
+			return nil, 0, activities.NonRetryable(fmt.Sprintf("open image %s: not found", path), activities.ErrTypeImageNotFound, err)
 		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("open image: %w", err)
@@ -58,7 +57,7 @@ func (a *Activities) openSource(ctx context.Context, img api.Image, offset, end 
 		}
 		if !st.Mode().IsRegular() {
 			f.Close()
-			return nil, 0, temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s: not a regular file", path), ErrTypeImageUnavailable, nil)
+			return nil, 0, activities.NonRetryable(fmt.Sprintf("image %s: not a regular file", path), activities.ErrTypeImageUnavailable, nil)
 		}
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			f.Close()
@@ -69,7 +68,7 @@ func (a *Activities) openSource(ctx context.Context, img api.Image, offset, end 
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
 	if err != nil {
-		return nil, 0, badInput(fmt.Errorf("image url: %w", err))
+		return nil, 0, activities.InvalidInput(fmt.Errorf("image url: %w", err))
 	}
 	switch {
 	case end >= 0:
@@ -118,11 +117,11 @@ func statusError(code int, u string) error {
 	case code == http.StatusOK || code == http.StatusPartialContent:
 		return nil
 	case code == http.StatusNotFound || code == http.StatusGone:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, status), ErrTypeImageNotFound, nil)
+		return activities.NonRetryable(fmt.Sprintf("get image %s: %s", u, status), activities.ErrTypeImageNotFound, nil)
 	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
 		return fmt.Errorf("get image %s: %s", u, status) // retryable
 	default:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("get image %s: %s", u, status), ErrTypeImageUnavailable, nil)
+		return activities.NonRetryable(fmt.Sprintf("get image %s: %s", u, status), activities.ErrTypeImageUnavailable, nil)
 	}
 }
 
@@ -130,9 +129,9 @@ func statusError(code int, u string) error {
 func checkSize(img api.Image, got int64) error {
 	switch {
 	case got < img.Size:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s has %d bytes, expected %d", img.URL, got, img.Size), ErrTypeImageTruncated, nil)
+		return activities.NonRetryable(fmt.Sprintf("image %s has %d bytes, expected %d", img.URL, got, img.Size), activities.ErrTypeImageTruncated, nil)
 	case got > img.Size:
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("image %s has %d bytes, expected %d", img.URL, got, img.Size), ErrTypeImageSizeMismatch, nil)
+		return activities.NonRetryable(fmt.Sprintf("image %s has %d bytes, expected %d", img.URL, got, img.Size), activities.ErrTypeImageSizeMismatch, nil)
 	}
 	return nil
 }

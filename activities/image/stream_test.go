@@ -28,6 +28,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -399,7 +400,7 @@ func TestWriteImageFaults(t *testing.T) {
 				os.WriteFile(filepath.Join(f.dir, "os.img"), file[:len(file)/2], 0o644)
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 		"compressed image corrupt": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -421,7 +422,7 @@ func TestWriteImageFaults(t *testing.T) {
 				})) + "/os.raw"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated, errHas: []string{"1048676"},
+			errType: activities.ErrTypeImageTruncated, errHas: []string{"1048676"},
 		},
 		"raw image larger than declared": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -430,7 +431,7 @@ func TestWriteImageFaults(t *testing.T) {
 				in.Image.Size -= 10
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageSizeMismatch,
+			errType: activities.ErrTypeImageSizeMismatch,
 		},
 		"compressed image larger than declared": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -439,7 +440,7 @@ func TestWriteImageFaults(t *testing.T) {
 				in.Image.Size -= 10
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageSizeMismatch,
+			errType: activities.ErrTypeImageSizeMismatch,
 		},
 		"compressed image smaller than declared": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -448,14 +449,14 @@ func TestWriteImageFaults(t *testing.T) {
 				in.Image.Size += 10
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageTruncated,
+			errType: activities.ErrTypeImageTruncated,
 		},
 		"http 404": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
 				in.Image.URL = f.serve(t) + "/nope.img"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageNotFound, errHas: []string{"404"},
+			errType: activities.ErrTypeImageNotFound, errHas: []string{"404"},
 		},
 		"http 500": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -499,7 +500,7 @@ func TestWriteImageFaults(t *testing.T) {
 				os.Truncate(f.disk, f.img.Size-1)
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeDiskTooSmall,
+			errType: activities.ErrTypeDiskTooSmall,
 		},
 		"disk missing": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -508,7 +509,7 @@ func TestWriteImageFaults(t *testing.T) {
 				in.Disk = "/dev/nonexistent-disk"
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeDiskNotFound,
+			errType: activities.ErrTypeDiskNotFound,
 		},
 		"wrong expected digest": {modes: both,
 			prepare: func(t *testing.T, f *fixture, in *image.WriteInput) sshd.Options {
@@ -517,7 +518,7 @@ func TestWriteImageFaults(t *testing.T) {
 				in.Image.SHA256 = strings.Repeat("ab", 32)
 				return sshd.Options{}
 			},
-			errType: image.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("ab", 32), "got "},
+			errType: activities.ErrTypeImageChecksumMismatch, errHas: []string{strings.Repeat("ab", 32), "got "},
 		},
 	}
 	for name, tc := range tests {
@@ -554,7 +555,7 @@ func TestWriteImageFaults(t *testing.T) {
 						t.Errorf("error %q lacks %q", r.err, s)
 					}
 				}
-				if tc.errType == image.ErrTypeImageChecksumMismatch {
+				if tc.errType == activities.ErrTypeImageChecksumMismatch {
 					var want, got string
 					if err := ae.Details(&want, &got); err != nil || want != in.Image.SHA256 || len(got) != 64 {
 						t.Errorf("checksum error details: %q, %q (%v): want both digests", want, got, err)
@@ -699,7 +700,7 @@ func TestWriteImageSHA512(t *testing.T) {
 			}
 			in.Image.SHA512 = strings.Repeat("ab", 64)
 			bad := execute(t, f.acts, in, nil)
-			ae := wantAppError(t, bad.err, image.ErrTypeImageChecksumMismatch, true)
+			ae := wantAppError(t, bad.err, activities.ErrTypeImageChecksumMismatch, true)
 			if !strings.Contains(ae.Error(), "sha512 mismatch") {
 				t.Errorf("error %q does not name sha512", ae.Error())
 			}

@@ -10,12 +10,11 @@ import (
 	"errors"
 	"fmt"
 
-	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 )
 
 // Activities resolves hosts.
@@ -29,7 +28,7 @@ type Activities struct {
 
 // ResolveInput names a host, or carries its spec inline.
 type ResolveInput struct {
-	Host string     `json:"host"`
+	Host string    `json:"host"`
 	Spec *api.Host `json:"spec,omitempty"`
 }
 
@@ -40,13 +39,13 @@ func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host
 	case in.Spec != nil:
 		h = *in.Spec
 		if in.Host != "" && h.Name != in.Host {
-			return api.Host{}, invalid(api.FieldErrors{{Field: "spec.name", Value: h.Name, Reason: "differs from host " + in.Host}})
+			return api.Host{}, activities.InvalidInput(api.FieldErrors{{Field: "spec.name", Value: h.Name, Reason: "differs from host " + in.Host}})
 		}
 	case in.Host == "":
-		return api.Host{}, invalid(api.FieldErrors{{Field: "host", Reason: "required"}})
+		return api.Host{}, activities.InvalidInput(api.FieldErrors{{Field: "host", Reason: "required"}})
 	default:
 		if a.Load == nil {
-			return api.Host{}, temporal.NewNonRetryableApplicationError("this worker has no inventory; pass the host's spec in the input", activities.ErrUnknownHost, nil)
+			return api.Host{}, activities.NonRetryable("this worker has no inventory; pass the host's spec in the input", activities.ErrTypeUnknownHost, nil)
 		}
 		inv, err := a.Load()
 		if err != nil {
@@ -55,12 +54,12 @@ func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host
 		}
 		h, err = inv.Lookup(in.Host)
 		if err != nil {
-			return api.Host{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrUnknownHost, err)
+			return api.Host{}, activities.NonRetryable(err.Error(), activities.ErrTypeUnknownHost, err)
 		}
 	}
 	h.Defaults()
 	if err := h.Validate(); err != nil {
-		return api.Host{}, invalid(err)
+		return api.Host{}, activities.InvalidInput(err)
 	}
 	if err := a.checkCredentials(ctx, h); err != nil {
 		return api.Host{}, err
@@ -68,13 +67,9 @@ func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host
 	return h, nil
 }
 
-func invalid(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
-}
-
 func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	if a.Secrets == nil {
-		return temporal.NewNonRetryableApplicationError("this worker has no secrets source", activities.ErrCredentialNotFound, nil)
+		return activities.NonRetryable("this worker has no secrets source", activities.ErrTypeCredentialNotFound, nil)
 	}
 	type need struct {
 		field, ref string
@@ -108,10 +103,10 @@ func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 		}
 	}
 	if len(missing) > 0 {
-		return temporal.NewNonRetryableApplicationError(missing.Error(), activities.ErrCredentialNotFound, missing)
+		return activities.NonRetryable(missing.Error(), activities.ErrTypeCredentialNotFound, missing)
 	}
 	if len(bad) > 0 {
-		return temporal.NewNonRetryableApplicationError(bad.Error(), activities.ErrInvalidCredential, bad)
+		return activities.NonRetryable(bad.Error(), activities.ErrTypeInvalidCredential, bad)
 	}
 	return nil
 }

@@ -10,14 +10,13 @@ import (
 	"strings"
 
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rackflow/rackflow/activities"
-	pxe "github.com/rackflow/rackflow/pxe/lease"
-	"github.com/rackflow/rackflow/pxe/client"
-	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/pxe/client"
+	pxe "github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/secrets"
 )
 
 // API is the part of the pxe client the activities use.
@@ -35,10 +34,10 @@ type Activities struct {
 
 // RegisterInput is a host's lease request.
 type RegisterInput struct {
-	Host    string       `json:"host"`
-	MAC     string       `json:"mac"`
+	Host    string      `json:"host"`
+	MAC     string      `json:"mac"`
 	Network api.Network `json:"network"`
-	Profile string       `json:"profile"`
+	Profile string      `json:"profile"`
 	// BootID changes for every boot rackflow triggers; a new one makes pxe
 	// mint a new one-time host key for the live system.
 	BootID string `json:"boot_id"`
@@ -69,14 +68,14 @@ func (a *Activities) RegisterLease(ctx context.Context, in RegisterInput) (Regis
 	if in.SSHCredential != "" {
 		s, err := a.Secrets.Resolve(ctx, in.SSHCredential)
 		if errors.Is(err, secrets.ErrNotFound) {
-			return RegisterResult{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrCredentialNotFound, err)
+			return RegisterResult{}, activities.NonRetryable(err.Error(), activities.ErrTypeCredentialNotFound, err)
 		}
 		if err != nil {
 			return RegisterResult{}, fmt.Errorf("resolve ssh credential: %w", err)
 		}
 		signer, err := ssh.ParsePrivateKey([]byte(s.PrivateKey))
 		if err != nil {
-			return RegisterResult{}, temporal.NewNonRetryableApplicationError("ssh credential "+in.SSHCredential+" holds no usable private key", activities.ErrInvalidCredential, nil)
+			return RegisterResult{}, activities.NonRetryable("ssh credential "+in.SSHCredential+" holds no usable private key", activities.ErrTypeInvalidCredential, nil)
 		}
 		l.SSHAuthorizedKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))}
 	}
@@ -108,9 +107,9 @@ func classify(action string, err error) error {
 	if errors.As(err, &apiErr) {
 		switch apiErr.Status {
 		case 400:
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), activities.ErrInvalidInput, err)
+			return activities.NonRetryable(fmt.Sprintf("%s: %v", action, err), activities.ErrTypeInvalidInput, err)
 		case 409:
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), activities.ErrLeaseConflict, err)
+			return activities.NonRetryable(fmt.Sprintf("%s: %v", action, err), activities.ErrTypeLeaseConflict, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", action, err)

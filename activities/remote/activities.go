@@ -10,24 +10,18 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/rackflow/rackflow/secrets"
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/secrets"
 )
 
-// Error types of this package's activities, as the workflow's RetryPolicy
-// and an operator searching the history see them.
-const (
-	// ErrTypeSSHTimeout: sshd did not accept a login before the deadline.
-	// Retryable: the host may just be slow to boot.
-	ErrTypeSSHTimeout = "SSHTimeout"
-	// ErrTypeHostKeyMismatch: until the deadline the server presented
-	// another host key than the pinned one. Not retryable.
-	ErrTypeHostKeyMismatch = "HostKeyMismatch"
-	// ErrTypeBadInput: the input cannot work (bad duration, bad host key).
-	ErrTypeBadInput = "BadInput"
-	// ErrTypeCredential: the credential is missing or holds no usable key.
-	ErrTypeCredential = "CredentialUnusable"
-)
+// ErrTypeSSHTimeout: sshd did not accept a login before the deadline.
+// Retryable: the host may just be slow to boot. This package's activities
+// also raise the shared, non-retryable activities.ErrTypeInvalidInput (a bad
+// duration or host key), ErrTypeCredentialNotFound, ErrTypeInvalidCredential
+// (no usable key) and activities.ErrTypeHostKeyMismatch (until the deadline the server
+// presented another host key than the pinned one).
+const ErrTypeSSHTimeout = "SSHTimeout"
 
 // Activities are the SSH activities; they hold the Dialer.
 type Activities struct {
@@ -74,15 +68,15 @@ func (a *Activities) WaitForSSH(ctx context.Context, in WaitInput) (WaitResult, 
 	log := activity.GetLogger(ctx)
 	deadline, err := api.ParseDuration("deadline", in.Deadline, 20*time.Minute)
 	if err != nil {
-		return WaitResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+		return WaitResult{}, activities.InvalidInput(err)
 	}
 	interval, err := api.ParseDuration("poll_interval", in.PollInterval, 5*time.Second)
 	if err != nil {
-		return WaitResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+		return WaitResult{}, activities.InvalidInput(err)
 	}
 	if in.Target.HostKey == "" && !in.AllowFirstUse {
 		err := fmt.Errorf("wait for ssh on %s: %w and first use not allowed", in.Target.Addr, ErrNoHostKey)
-		return WaitResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+		return WaitResult{}, activities.InvalidInput(err)
 	}
 	start := time.Now()
 	waitCtx, cancel := context.WithTimeout(ctx, deadline)
@@ -125,7 +119,7 @@ func (a *Activities) WaitForSSH(ctx context.Context, in WaitInput) (WaitResult, 
 			var hk *HostKeyMismatchError
 			if errors.As(lastErr, &hk) {
 				msg := fmt.Sprintf("wait for ssh on %s: still a different host key after %s: %v", in.Target.Addr, deadline, lastErr)
-				return WaitResult{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeHostKeyMismatch, lastErr, hk.Want, hk.Got)
+				return WaitResult{}, activities.NonRetryable(msg, activities.ErrTypeHostKeyMismatch, lastErr, hk.Want, hk.Got)
 			}
 			msg := fmt.Sprintf("wait for ssh on %s: not up after %s (%d attempts): %v", in.Target.Addr, deadline, prog.Attempts, lastErr)
 			return WaitResult{}, temporal.NewApplicationError(msg, ErrTypeSSHTimeout, prog)
@@ -138,9 +132,11 @@ func (a *Activities) WaitForSSH(ctx context.Context, in WaitInput) (WaitResult, 
 func classify(err error) error {
 	switch {
 	case errors.Is(err, ErrBadHostKey), errors.Is(err, ErrNoHostKey):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
-	case errors.Is(err, ErrBadCredential), errors.Is(err, secrets.ErrNotFound):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCredential, err)
+		return activities.InvalidInput(err)
+	case errors.Is(err, secrets.ErrNotFound):
+		return activities.NonRetryable(err.Error(), activities.ErrTypeCredentialNotFound, err)
+	case errors.Is(err, ErrBadCredential):
+		return activities.NonRetryable(err.Error(), activities.ErrTypeInvalidCredential, err)
 	}
 	return nil
 }
@@ -154,7 +150,7 @@ func AppError(err error) error {
 	}
 	var hk *HostKeyMismatchError
 	if errors.As(err, &hk) {
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeHostKeyMismatch, err, hk.Want, hk.Got)
+		return activities.NonRetryable(err.Error(), activities.ErrTypeHostKeyMismatch, err, hk.Want, hk.Got)
 	}
 	return err
 }

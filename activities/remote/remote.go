@@ -11,14 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/secrets"
 )
 
@@ -85,9 +84,10 @@ var Ciphers = []string{
 type Dialer struct {
 	// Secrets resolves Target.Credential.
 	Secrets secrets.Resolver
-	// ConnectTimeout bounds the TCP connect; 10s when zero.
+	// ConnectTimeout bounds the TCP connect; 10s when zero (or negative).
 	ConnectTimeout time.Duration
-	// HandshakeTimeout bounds the SSH handshake and login; 30s when zero.
+	// HandshakeTimeout bounds the SSH handshake and login; 30s when zero
+	// (or negative).
 	HandshakeTimeout time.Duration
 	// KeepAlive is the interval of SSH keepalive requests on an open
 	// connection, which detect a host that vanished mid-stream; 15s when
@@ -185,7 +185,7 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 			return nil
 		},
 		Config:  ssh.Config{Ciphers: Ciphers},
-		Timeout: orDefault(d.ConnectTimeout, 10*time.Second),
+		Timeout: activities.OrDefault(d.ConnectTimeout, 10*time.Second),
 	}
 	if want != nil {
 		// Ask for the pinned key's algorithm so a server with several host
@@ -227,7 +227,7 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 		// closes both.
 		conn = &jumpConn{Conn: conn, jump: jump}
 	}
-	hsTimeout := orDefault(d.HandshakeTimeout, 30*time.Second)
+	hsTimeout := activities.OrDefault(d.HandshakeTimeout, 30*time.Second)
 	_ = conn.SetDeadline(time.Now().Add(hsTimeout))
 	if jump != nil {
 		// No deadlines on a forwarded channel: a timer closes it.
@@ -249,8 +249,8 @@ func (d *Dialer) dial(ctx context.Context, t Target, allowFirstUse bool) (*ssh.C
 	}
 	_ = conn.SetDeadline(time.Time{})
 	client := ssh.NewClient(sc, chans, reqs)
-	if ka := orDefault(d.KeepAlive, 15*time.Second); ka > 0 {
-		go keepAlive(client, ka)
+	if d.KeepAlive >= 0 { // negative: off
+		go keepAlive(client, activities.OrDefault(d.KeepAlive, 15*time.Second))
 	}
 	return client, got, nil
 }
@@ -310,119 +310,4 @@ func keepAlive(c *ssh.Client, every time.Duration) {
 			return
 		}
 	}
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}
-
-// Run runs cmd in a new session of client, feeding it stdin (nil: none),
-// and returns its output and exit status. err is set only when the command
-// could not be run or its connection failed; a command that ran and exited
-// non-zero returns its status with a nil err. Cancelling ctx ends the
-// session.
-func Run(ctx context.Context, client *ssh.Client, cmd string, stdin io.Reader) (stdout, stderr []byte, exit int, err error) {
-	var o, e bytes.Buffer
-	exit, err = Stream(ctx, client, cmd, stdin, &o, &e)
-	return o.Bytes(), e.Bytes(), exit, err
-}
-
-// Stream is Run writing the command's output to stdout and stderr as it
-// comes.
-func Stream(ctx context.Context, client *ssh.Client, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	sess, err := client.NewSession()
-	if err != nil {
-		return -1, fmt.Errorf("open ssh session: %w", err)
-	}
-	defer sess.Close()
-	// The gate cuts the session off from the caller's reader and writers
-	// when ctx ends, since the session's copying goroutines may outlive
-	// this call.
-	g := &gate{}
-	if stdin != nil {
-		sess.Stdin = gatedReader{g, stdin}
-	}
-	if stdout != nil {
-		sess.Stdout = gatedWriter{g, stdout}
-	}
-	if stderr != nil {
-		sess.Stderr = gatedWriter{g, stderr}
-	}
-	// Run in the background so a cancelled ctx returns at once even if the
-	// remote command ignores its closed channel (sshd cannot signal root's
-	// sessions, and a command that does not read stdin never notices).
-	done := make(chan error, 1)
-	go func() { done <- sess.Run(cmd) }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		_ = sess.Signal(ssh.SIGKILL)
-		sess.Close()
-		g.close()
-		return -1, fmt.Errorf("remote %s: %w", firstWord(cmd), ctx.Err())
-	}
-	var ee *ssh.ExitError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &ee):
-		return ee.ExitStatus(), nil
-	default:
-		return -1, fmt.Errorf("remote %s: %w", firstWord(cmd), err)
-	}
-}
-
-func firstWord(cmd string) string {
-	f := strings.Fields(cmd)
-	if len(f) == 0 {
-		return "command"
-	}
-	return f[0]
-}
-
-// Quote quotes s for a POSIX shell.
-func Quote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-type gate struct {
-	mu     sync.Mutex
-	closed bool
-}
-
-func (g *gate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
-
-type gatedReader struct {
-	g *gate
-	r io.Reader
-}
-
-func (r gatedReader) Read(p []byte) (int, error) {
-	r.g.mu.Lock()
-	defer r.g.mu.Unlock()
-	if r.g.closed {
-		return 0, io.EOF
-	}
-	return r.r.Read(p)
-}
-
-type gatedWriter struct {
-	g *gate
-	w io.Writer
-}
-
-func (w gatedWriter) Write(p []byte) (int, error) {
-	w.g.mu.Lock()
-	defer w.g.mu.Unlock()
-	if w.g.closed {
-		return 0, io.ErrClosedPipe
-	}
-	return w.w.Write(p)
 }

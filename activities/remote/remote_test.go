@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/secrets"
 	"github.com/rackflow/rackflow/testsuite/sshd"
@@ -88,19 +89,19 @@ func TestWaitForSSH(t *testing.T) {
 		},
 		"no key and first use not allowed": {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/provision"},
-			errType: remote.ErrTypeBadInput,
+			errType: activities.ErrTypeInvalidInput,
 		},
 		"pinned key mismatch": {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/provision", HostKey: remote.FormatHostKey(other.PublicKey())},
-			errType: remote.ErrTypeHostKeyMismatch,
+			errType: activities.ErrTypeHostKeyMismatch,
 		},
 		"unknown credential": {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/nope", HostKey: srv.HostKeyLine()},
-			errType: remote.ErrTypeCredential,
+			errType: activities.ErrTypeCredentialNotFound,
 		},
 		"malformed pinned key": {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/provision", HostKey: "ssh-ed25519 !!!"},
-			errType: remote.ErrTypeBadInput,
+			errType: activities.ErrTypeInvalidInput,
 		},
 	}
 	for name, tc := range tests {
@@ -121,7 +122,7 @@ func TestWaitForSSH(t *testing.T) {
 			if ae.Type() != tc.errType || !ae.NonRetryable() {
 				t.Fatalf("want non-retryable %s, got type %s nonretryable=%v: %v", tc.errType, ae.Type(), ae.NonRetryable(), err)
 			}
-			if tc.errType == remote.ErrTypeHostKeyMismatch {
+			if tc.errType == activities.ErrTypeHostKeyMismatch {
 				if el := time.Since(start); el < 2*time.Second || el > 10*time.Second {
 					t.Errorf("mismatch reported after %s, want at the 2s deadline", el)
 				}

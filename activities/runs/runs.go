@@ -15,6 +15,17 @@ import (
 	"github.com/rackflow/rackflow/api"
 )
 
+// Statuses of a run, as LastProvisionResult.Status names them (Temporal's
+// own for any other).
+const (
+	StatusRunning    = "Running"
+	StatusCompleted  = "Completed"
+	StatusFailed     = "Failed"
+	StatusCanceled   = "Canceled"
+	StatusTerminated = "Terminated"
+	StatusTimedOut   = "TimedOut"
+)
+
 // Activities hold a Temporal client.
 type Activities struct {
 	Client client.Client
@@ -23,7 +34,7 @@ type Activities struct {
 // LastProvisionResult is a host's latest provisioning run.
 type LastProvisionResult struct {
 	Found bool `json:"found"`
-	// Status is Temporal's: Running, Completed, Failed...
+	// Status is one of the Status constants: Running, Completed, Failed...
 	Status      string `json:"status,omitempty"`
 	RunID       string `json:"run_id,omitempty"`
 	ImageDigest string `json:"image_digest,omitempty"`
@@ -59,17 +70,17 @@ func (a *Activities) LastProvision(ctx context.Context, host string) (LastProvis
 func statusName(s enumspb.WorkflowExecutionStatus) string {
 	switch s {
 	case enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
-		return "Running"
+		return StatusRunning
 	case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
-		return "Completed"
+		return StatusCompleted
 	case enumspb.WORKFLOW_EXECUTION_STATUS_FAILED:
-		return "Failed"
+		return StatusFailed
 	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
-		return "Canceled"
+		return StatusCanceled
 	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
-		return "Terminated"
+		return StatusTerminated
 	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
-		return "TimedOut"
+		return StatusTimedOut
 	default:
 		return s.String()
 	}
