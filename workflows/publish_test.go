@@ -48,7 +48,7 @@ func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (api.PublishRes
 	t.Helper()
 	env := f.s.NewTestWorkflowEnvironment()
 	Register(env)
-	env.RegisterActivity(&nitro.Activities{Secrets: secrets.Static{nsCred: {Username: "nsroot", Password: "ns-Secret-1"}}})
+	env.RegisterActivity(&nitro.Activities{Secrets: secrets.Static{nsCred: {Username: "nsroot", Password: "ns-Secret-1", Endpoints: []string{f.ns.URL()}}}})
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id})
 	env.ExecuteWorkflow(wf, in)
 	if !env.IsWorkflowCompleted() {
@@ -348,4 +348,24 @@ func (f *nsFixture) memberWeights(sg string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestPublishCannotSendTheCredentialElsewhere: a starter names the worker's
+// NetScaler credential with the URL of a NITRO server of their own (here a
+// second fake on loopback). The secrets file binds the credential to the
+// first fake only, so the run fails CredentialNotAllowed and the second
+// server never sees a login.
+func TestPublishCannotSendTheCredentialElsewhere(t *testing.T) {
+	f := newNSFixture(t)
+	thief := nitrofake.Start(t, nitrofake.Options{Username: "nsroot", Password: "ns-Secret-1"})
+	f.in.NetScaler = api.NetScaler{URL: thief.URL(), Credential: nsCred, Auth: "header"}
+	f.in.INAT, f.in.RNAT = nil, nil
+	_, err := f.run(t, PublishService, f.id(), f.in)
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != nitro.ErrTypeCredentialNotAllowed {
+		t.Fatalf("err = %v, want %s", err, nitro.ErrTypeCredentialNotAllowed)
+	}
+	if thief.LoginAttempts() != 0 || thief.SawPassword("ns-Secret-1") || len(thief.Calls()) != 0 {
+		t.Errorf("the second server saw the credential: %d attempts, calls %v", thief.LoginAttempts(), thief.Calls())
+	}
 }

@@ -54,12 +54,17 @@ const (
 	ErrTypeNitro = "NitroError"
 	// ErrTypeUnreachable: no NITRO answer (connection, TLS, timeout).
 	ErrTypeUnreachable = "NitroUnreachable"
+	// ErrTypeCredentialNotAllowed: the secrets file does not let this
+	// credential go to the target URL (it is bound to other endpoints, to
+	// none, or the URL is plain http beyond loopback). Nothing was sent.
+	// Declared here until the shared activities vocabulary has it.
+	ErrTypeCredentialNotAllowed = "CredentialNotAllowed"
 )
 
 // NonRetryable lists the error types a RetryPolicy should not retry.
 var NonRetryable = []string{
 	activities.ErrInvalidInput, activities.ErrCredentialNotFound, activities.ErrInvalidCredential,
-	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound,
+	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound, ErrTypeCredentialNotAllowed,
 }
 
 // Target names a NetScaler.
@@ -535,9 +540,14 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	if a.Secrets == nil {
 		return temporal.NewNonRetryableApplicationError("nitro activities have no secrets resolver", activities.ErrCredentialNotFound, nil)
 	}
-	cred, err := a.Secrets.Resolve(ctx, t.Credential)
+	// The input names the URL and the credential together: the secrets
+	// file, not the input, decides whether this password may go there.
+	cred, err := secrets.ResolveFor(ctx, a.Secrets, t.Credential, secrets.Use{Dest: t.URL, Discloses: true})
 	if errors.Is(err, secrets.ErrNotFound) {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %q not found", t.Credential), activities.ErrCredentialNotFound, nil)
+	}
+	if errors.Is(err, secrets.ErrNotAllowed) || errors.Is(err, secrets.ErrUnbound) || errors.Is(err, secrets.ErrCleartext) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCredentialNotAllowed, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("resolve credential %q: %w", t.Credential, err)

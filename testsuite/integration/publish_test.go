@@ -36,7 +36,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	t.Cleanup(slow.Close)
 
 	secretsPath := filepath.Join(dir, "secrets.yaml")
-	if err := os.WriteFile(secretsPath, []byte("secrets:\n  netscaler/lab: {username: nsroot, password: ns-Integration-1}\n"), 0o600); err != nil {
+	if err := os.WriteFile(secretsPath, []byte("secrets:\n  netscaler/lab: {username: nsroot, password: ns-Integration-1, endpoints: ["+slow.URL+"]}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, w := serverAndWorker(t, dir, secretsPath)

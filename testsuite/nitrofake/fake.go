@@ -103,6 +103,11 @@ type Server struct {
 	saveBusy int
 	saved    *Config
 	logins   int
+	// attempts counts every request that presented a password (login
+	// bodies and X-NITRO-PASS headers), accepted or not; presented holds
+	// the passwords themselves, so a test can prove one never arrived.
+	attempts  int
+	presented map[string]bool
 }
 
 type fault struct {
@@ -138,7 +143,7 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, sessions: map[string]time.Time{}}
+	s := &Server{opts: opts, sessions: map[string]time.Time{}, presented: map[string]bool{}}
 	s.cfg = Config{Objects: map[string]map[string]map[string]any{}, Bindings: map[string][]map[string]any{}}
 	for t := range objects {
 		s.cfg.Objects[t] = map[string]map[string]any{}
@@ -209,6 +214,29 @@ func (s *Server) Logins() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.logins
+}
+
+// LoginAttempts counts requests that presented a password, whether the
+// fake accepted it or not.
+func (s *Server) LoginAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts
+}
+
+// SawPassword reports whether any request presented pw, in a login body or
+// an X-NITRO-PASS header.
+func (s *Server) SawPassword(pw string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.presented[pw]
+}
+
+func (s *Server) recordPassword(pw string) {
+	s.mu.Lock()
+	s.attempts++
+	s.presented[pw] = true
+	s.mu.Unlock()
 }
 
 // Sessions counts sessions that are open (not logged out, not expired).
@@ -382,6 +410,9 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 			return fail(errf(codeBadJSON, "Invalid JSON input (Content-Type %q)", ct))
 		}
 	}
+	if pw, ok := r.Header["X-Nitro-Pass"]; ok {
+		s.recordPassword(strings.Join(pw, ","))
+	}
 	if typ == "login" && r.Method == http.MethodPost && name == "" {
 		call.Body = redactLogin(body)
 		return s.login(body)
@@ -519,6 +550,9 @@ func (s *Server) login(body []byte) (int, int, any, http.Header) {
 		default:
 			e = errf(codeInval, "Invalid argument [%s]", k)
 		}
+	}
+	if pw, ok := obj["password"].(string); ok {
+		s.recordPassword(pw)
 	}
 	if e == nil && (obj["username"] == nil || obj["password"] == nil) {
 		e = errf(codeArgMissing, "Required argument missing [username, password]")
