@@ -34,6 +34,11 @@ type nsFixture struct {
 func newNSFixture(t *testing.T) *nsFixture {
 	t.Helper()
 	ns := nitrofake.Start(t, nitrofake.Options{Username: "nsroot", Password: "ns-Secret-1", TLS: true})
+	for _, ip := range []string{"203.0.113.20", "203.0.113.21"} {
+		if err := ns.Seed("nsip", map[string]any{"ipaddress": ip, "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &nsFixture{ns: ns, in: api.PublishInput{
 		Name: "web", VIP: "203.0.113.10", Port: 443, Protocol: "SSL_BRIDGE", LBMethod: "ROUNDROBIN",
 		Backends:  []api.Backend{{IP: "10.0.1.11", Port: 443}, {IP: "10.0.1.12", Port: 443, Weight: 2}},
@@ -107,7 +112,7 @@ func TestPublishFromNothingThenRepublishChangesNothing(t *testing.T) {
 		t.Fatalf("publish: %v", err)
 	}
 	names := nitro.Names(f.id())
-	want := []string{"inat/" + names.INAT, "lbvserver/" + names.VServer, "rnat/" + names.RNAT, "servicegroup/" + names.ServiceGroup}
+	want := []string{"inat/" + names.INAT, "lbvserver/" + names.VServer, "rnat/" + nitro.RNATName("10.0.1.0", "255.255.255.0"), "servicegroup/" + names.ServiceGroup}
 	if d := cmp.Diff(want, f.ours()); d != "" {
 		t.Errorf("objects (-want +got):\n%s", d)
 	}
@@ -247,7 +252,9 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 	var order []string
 	for _, c := range f.ns.Calls() {
 		if c.Mutating() {
-			order = append(order, c.Method)
+			if strings.Contains(c.Path, "servicegroupmember") {
+				order = append(order, c.Method)
+			}
 			if strings.Contains(c.Path, "lbvserver") && !strings.Contains(c.Path, "binding") {
 				t.Errorf("vserver touched: %s", c)
 			}
@@ -255,6 +262,15 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{"PUT", "DELETE"}, order); d != "" {
 		t.Errorf("member changes (-want +got):\n%s", d)
+	}
+	// The server NetScaler made for the removed member went with it; the
+	// new member's server is marked ours.
+	servers := f.ns.Objects("server")
+	if _, ok := servers["10.0.1.11"]; ok {
+		t.Error("the removed member's server is left behind")
+	}
+	if c := servers["10.0.1.13"]["comment"]; c != nitro.Marker(f.id()) {
+		t.Errorf("new member's server comment = %v", c)
 	}
 }
 

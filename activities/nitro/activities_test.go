@@ -39,6 +39,12 @@ type fixture struct {
 func newFixture(t *testing.T, opts nitrofake.Options) *fixture {
 	t.Helper()
 	s := nitrofake.Start(t, opts)
+	// The addresses the publication NATs to are the appliance's own.
+	for _, ip := range []string{"198.51.100.10", "203.0.113.10"} {
+		if err := s.Seed("nsip", map[string]any{"ipaddress": ip, "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := &nitro.Activities{Secrets: secrets.Static{credRef: {Username: s.Username(), Password: s.Password(), Endpoints: []string{s.URL()}}}}
 	env := newEnvFor(t, a)
 	return &fixture{s: s, a: a, env: env, t: nitro.Target{URL: s.URL(), Credential: credRef, CA: string(s.CAPEM())}, n: nitro.Names(owner)}

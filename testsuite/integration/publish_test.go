@@ -27,6 +27,9 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	}
 	dir := t.TempDir()
 	ns := nitrofake.New(nitrofake.Options{Username: "nsroot", Password: "ns-Integration-1"})
+	if err := ns.Seed("nsip", map[string]any{"ipaddress": "203.0.113.31", "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+		t.Fatal(err)
+	}
 	// Each NITRO request takes a while, as on a busy appliance, so the
 	// kill lands between two steps of the saga.
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
