@@ -283,6 +283,8 @@ func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
 		"port 0":            {func(in *api.PublishInput) { in.Port = 0 }, "port"},
 		"unknown lb method": {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
 		"no backends":       {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
+		"SSL needs a certificate": {func(in *api.PublishInput) { in.Protocol = "SSL" }, "protocol"},
+		"INAT on the VIP":         {func(in *api.PublishInput) { in.INAT.PublicIP = in.VIP }, "inat.public_ip"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -383,5 +385,27 @@ func TestPublishCannotSendTheCredentialElsewhere(t *testing.T) {
 	}
 	if thief.LoginAttempts() != 0 || thief.SawPassword("ns-Secret-1") || len(thief.Calls()) != 0 {
 		t.Errorf("the second server saw the credential: %d attempts, calls %v", thief.LoginAttempts(), thief.Calls())
+	}
+}
+
+// TestPublishReportsAVServerThatIsNotUp: configured and saved is not
+// serving; a vserver whose backends all fail their monitor is reported.
+func TestPublishReportsAVServerThatIsNotUp(t *testing.T) {
+	f := newNSFixture(t)
+	for _, b := range f.in.Backends {
+		f.ns.SetBackendDown(b.IP, true)
+	}
+	f.in.UpWaitSeconds = 1
+	_, err := f.run(t, PublishService, f.id(), f.in)
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != ErrVServerNotUp || !strings.Contains(err.Error(), "DOWN") {
+		t.Fatalf("err = %v, want %s naming DOWN", err, ErrVServerNotUp)
+	}
+	var res api.PublishResult
+	if derr := app.Details(&res); derr != nil || res.State != "DOWN" {
+		t.Errorf("details: %+v (%v)", res, derr)
+	}
+	if _, ok := f.ns.SavedConfig(); !ok {
+		t.Error("the configuration was not saved: it is kept for the operator to fix the backends")
 	}
 }

@@ -67,7 +67,7 @@ func (a *Activities) VServerState(ctx context.Context, in VServerStateInput) (st
 			if state == nitroclient.CurStateUp || !time.Now().Before(deadline) {
 				return nil
 			}
-			t := time.NewTimer(2 * time.Second)
+			t := time.NewTimer(min(2*time.Second, time.Until(deadline)))
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -91,6 +91,11 @@ func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, erro
 		if err := requireNSIP(ctx, c, "nat_ip", in.NATIP); err != nil {
 			return err
 		}
+		// A rule for the subnet that sends elsewhere is refused before
+		// this owner is recorded as a user of it.
+		if err := checkNATIPs(ctx, c, name, in.NATIP); err != nil {
+			return err
+		}
 		// The use first: a rule is never without the user that made it,
 		// so a concurrent last user leaving cannot remove it under us.
 		ures, err := ensureIn(ctx, c, in.Target, rnatUsers{Name: name, Comment: "rackflow: users of rnat " + name}, func(rnatUsers) []string { return nil })
@@ -225,4 +230,24 @@ func leaveRNAT(ctx context.Context, c API, name, owner string) (bool, error) {
 	}
 	activity.GetLogger(ctx).Info("nitro rnat removed: its last user left", "rnat", name)
 	return true, nil
+}
+
+// checkNATIPs refuses when the rule exists and sends through another NAT IP
+// than natip.
+func checkNATIPs(ctx context.Context, c API, name, natip string) error {
+	ips, err := nitroclient.Bindings[nitroclient.RNATNSIPBinding](ctx, c, name)
+	if nitroclient.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return classify(op(opRead, "rnat_nsip_binding/"+name), err)
+	}
+	var have []string
+	for _, b := range ips {
+		have = append(have, normIP(b.NATIP))
+	}
+	if len(have) == 0 || (len(have) == 1 && have[0] == normIP(natip)) {
+		return nil
+	}
+	return conflict("rnat/"+name, []string{fmt.Sprintf("the subnet's shared rule sends through %s; this publication asks for %s", strings.Join(have, ", "), natip)})
 }
