@@ -279,10 +279,10 @@ func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
 		edit  func(in *api.PublishInput)
 		field string
 	}{
-		"invalid ip":        {func(in *api.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
-		"port 0":            {func(in *api.PublishInput) { in.Port = 0 }, "port"},
-		"unknown lb method": {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
-		"no backends":       {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
+		"invalid ip":              {func(in *api.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
+		"port 0":                  {func(in *api.PublishInput) { in.Port = 0 }, "port"},
+		"unknown lb method":       {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
+		"no backends":             {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
 		"SSL needs a certificate": {func(in *api.PublishInput) { in.Protocol = "SSL" }, "protocol"},
 		"INAT on the VIP":         {func(in *api.PublishInput) { in.INAT.PublicIP = in.VIP }, "inat.public_ip"},
 	}
