@@ -86,7 +86,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	if n := len(ns.Objects("lbvserver")) + len(ns.Objects("servicegroup")) + len(ns.Objects("rnat")); n != 3 {
 		t.Errorf("objects = %d, want exactly one vserver, one servicegroup, one rnat", n)
 	}
-	if saved, ok := ns.SavedConfig(); !ok || saved.Objects["rnat"][names.RNAT] == nil {
+	if saved, ok := ns.SavedConfig(); !ok || saved.Objects["rnat"][nitro.RNATName(in.RNAT.Network, in.RNAT.Netmask)] == nil {
 		t.Error("configuration not saved")
 	}
 }
