@@ -29,7 +29,18 @@ type NetScaler struct {
 	Insecure bool `json:"insecure,omitempty" yaml:"insecure,omitempty"`
 	// Auth is "session" (default) or "header".
 	Auth string `json:"auth,omitempty" yaml:"auth,omitempty"`
+	// ServerName is the name the device's certificate is issued for, when
+	// it is not the URL's host (the stock certificate does not name the IP).
+	ServerName string `json:"server_name,omitempty" yaml:"server_name,omitempty"`
+	// PinSHA256 is the hex SHA-256 of the device's certificate: trusts a
+	// self-signed certificate without turning verification off.
+	PinSHA256 string `json:"pin_sha256,omitempty" yaml:"pin_sha256,omitempty"`
+	// Partition is the admin partition to configure (session auth only).
+	Partition string `json:"partition,omitempty" yaml:"partition,omitempty"`
 }
+
+// MaxDrainSeconds bounds drain_seconds.
+const MaxDrainSeconds = 3600
 
 // Backend is one server behind the VIP.
 type Backend struct {
@@ -67,6 +78,12 @@ type PublishInput struct {
 	INAT      *INAT     `json:"inat,omitempty" yaml:"inat,omitempty"`
 	RNAT      *RNAT     `json:"rnat,omitempty" yaml:"rnat,omitempty"`
 	NetScaler NetScaler `json:"netscaler" yaml:"netscaler"`
+	// DrainSeconds removes backends gracefully on a re-publish: each is
+	// disabled with this delay before it is unbound. 0: at once.
+	DrainSeconds int `json:"drain_seconds,omitempty" yaml:"drain_seconds,omitempty"`
+	// UpWaitSeconds is how long, after saving, to wait for the vserver to
+	// come UP before the run reports it DOWN; 30 when 0.
+	UpWaitSeconds int `json:"up_wait_seconds,omitempty" yaml:"up_wait_seconds,omitempty"`
 }
 
 // PublishResult says what a publication looks like on the device.
@@ -79,6 +96,9 @@ type PublishResult struct {
 	Backends     []Backend `json:"backends"`
 	// Created lists the objects this run created (the rest existed).
 	Created []string `json:"created,omitempty"`
+	// State is the vserver's curstate after publishing: UP, DOWN or OUT OF
+	// SERVICE (empty for runs that did not read it).
+	State string `json:"state,omitempty"`
 }
 
 // UnpublishInput starts UnpublishService.
@@ -94,10 +114,15 @@ type UpdateBackendsInput struct {
 	Port      int       `json:"port"`
 	Backends  []Backend `json:"backends"`
 	NetScaler NetScaler `json:"netscaler"`
+	// DrainSeconds removes old backends gracefully (see PublishInput).
+	DrainSeconds int `json:"drain_seconds,omitempty"`
 }
 
-// Protocols NetScaler load-balances that rackflow publishes.
-var Protocols = map[string]bool{"TCP": true, "UDP": true, "HTTP": true, "SSL": true, "SSL_BRIDGE": true, "SSL_TCP": true, "ANY": true, "DNS": true}
+// Protocols NetScaler load-balances that rackflow publishes. SSL and
+// SSL_TCP are not among them: they terminate TLS on the vserver, which
+// stays DOWN until a certificate is bound, and rackflow binds none;
+// SSL_BRIDGE passes TLS through to the backends.
+var Protocols = map[string]bool{"TCP": true, "UDP": true, "HTTP": true, "SSL_BRIDGE": true, "ANY": true, "DNS": true}
 
 // LBMethods are the values NITRO accepts for an lbvserver's lbmethod, in the
 // order of the NITRO reference (lbvserver, "Possible values"). It is the
@@ -129,6 +154,9 @@ func (n NetScaler) validate(errs *FieldErrors) {
 	}
 	if n.Auth != "" && n.Auth != "session" && n.Auth != "header" {
 		add("auth", n.Auth, `must be "session" or "header"`)
+	}
+	if n.Partition != "" && n.Auth == "header" {
+		add("partition", n.Partition, "needs session auth: a partition switch belongs to a session")
 	}
 }
 
@@ -171,7 +199,7 @@ func (in PublishInput) Validate() error {
 		add("port", fmt.Sprint(in.Port), "must be 1-65535")
 	}
 	if !Protocols[in.Protocol] {
-		add("protocol", in.Protocol, "must be one of TCP, UDP, HTTP, SSL, SSL_BRIDGE, SSL_TCP, ANY, DNS")
+		add("protocol", in.Protocol, "must be one of TCP, UDP, HTTP, SSL_BRIDGE, ANY, DNS (SSL needs a certificate rackflow does not bind; use SSL_BRIDGE)")
 	}
 	if in.LBMethod != "" && !slices.Contains(LBMethods, in.LBMethod) {
 		add("lb_method", in.LBMethod, "must be one of "+strings.Join(LBMethods, ", "))
@@ -187,6 +215,9 @@ func (in PublishInput) Validate() error {
 		if !validIPv4(n.PrivateIP) {
 			add("inat.private_ip", n.PrivateIP, "not an IPv4 address")
 		}
+		if n.PublicIP == in.VIP {
+			add("inat.public_ip", n.PublicIP, "must differ from the vip: an INAT on the VIP would take its traffic away from the vserver")
+		}
 	}
 	if r := in.RNAT; r != nil {
 		if !validIPv4(r.Network) {
@@ -198,6 +229,12 @@ func (in PublishInput) Validate() error {
 		if !validIPv4(r.NATIP) {
 			add("rnat.nat_ip", r.NATIP, "not an IPv4 address")
 		}
+	}
+	if in.DrainSeconds < 0 || in.DrainSeconds > MaxDrainSeconds {
+		add("drain_seconds", fmt.Sprint(in.DrainSeconds), fmt.Sprintf("must be 0-%d", MaxDrainSeconds))
+	}
+	if in.UpWaitSeconds < 0 || in.UpWaitSeconds > 600 {
+		add("up_wait_seconds", fmt.Sprint(in.UpWaitSeconds), "must be 0-600")
 	}
 	in.NetScaler.validate(&errs)
 	if len(errs) > 0 {
@@ -229,6 +266,9 @@ func (in UpdateBackendsInput) Validate() error {
 		errs = append(errs, err.(FieldErrors)...)
 	}
 	validateBackends(in.Backends, &errs)
+	if in.DrainSeconds < 0 || in.DrainSeconds > MaxDrainSeconds {
+		errs = append(errs, FieldError{Field: "drain_seconds", Value: fmt.Sprint(in.DrainSeconds), Reason: fmt.Sprintf("must be 0-%d", MaxDrainSeconds)})
+	}
 	if len(errs) > 0 {
 		return errs
 	}

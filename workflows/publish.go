@@ -21,8 +21,14 @@ var nitroA *nitro.Activities
 const ErrWrongWorkflowID = "WrongWorkflowID"
 
 func nitroCtx(ctx workflow.Context, summary string) workflow.Context {
+	return nitroCtxWait(ctx, summary, 0)
+}
+
+// nitroCtxWait is nitroCtx for a step that waits on purpose (draining
+// members, waiting for UP): its StartToClose grows by that wait.
+func nitroCtxWait(ctx workflow.Context, summary string, wait time.Duration) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 2 * time.Minute,
+		StartToCloseTimeout: 2*time.Minute + wait,
 		// The activities heartbeat every 3s while the device works: a
 		// dead worker's step is retried within 15s.
 		HeartbeatTimeout: 15 * time.Second,
@@ -40,7 +46,8 @@ func nitroCtx(ctx workflow.Context, summary string) workflow.Context {
 }
 
 func nitroTarget(n api.NetScaler) nitro.Target {
-	return nitro.Target{URL: n.URL, Credential: n.Credential, CA: n.CA, Insecure: n.Insecure, Auth: n.Auth}
+	return nitro.Target{URL: n.URL, Credential: n.Credential, CA: n.CA, Insecure: n.Insecure, Auth: n.Auth,
+		ServerName: n.ServerName, PinSHA256: n.PinSHA256, Partition: n.Partition}
 }
 
 // Built-in NetScaler monitors publish binds when the input names none.
@@ -109,11 +116,13 @@ type publication struct {
 	owner  string
 	names  nitro.ObjectNames
 	target nitro.Target
+	// drain is how long removed members are drained (seconds).
+	drain int
 }
 
 // prepare validates a publishing input and derives, from the workflow ID
 // the run must have, the publication it works on.
-func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns api.NetScaler) (publication, error) {
+func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string, port int, ns api.NetScaler, drain int) (publication, error) {
 	if err := in.Validate(); err != nil {
 		return publication{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, err)
 	}
@@ -121,7 +130,7 @@ func prepare(ctx workflow.Context, in interface{ Validate() error }, vip string,
 	if err != nil {
 		return publication{}, err
 	}
-	return publication{owner: owner, names: nitro.Names(owner), target: nitroTarget(ns)}, nil
+	return publication{owner: owner, names: nitro.Names(owner), target: nitroTarget(ns), drain: drain}, nil
 }
 
 // result is the PublishResult skeleton of p.
@@ -147,9 +156,10 @@ func (p publication) listMembers() nitroCall {
 }
 
 // setMembers binds want and unbinds those of previous not in want.
-func (p publication) setMembers(summary string, want, previous []nitro.Member) nitroCall {
-	return nitroCall{summary, nitroA.EnsureMembers,
-		nitro.MembersInput{Target: p.target, Owner: p.owner, ServiceGroup: p.names.ServiceGroup, Members: want, Previous: previous}}
+func (p publication) setMembers(summary string, want, previous []nitro.Member) waitingCall {
+	return waitingCall{nitroCall{summary, nitroA.EnsureMembers,
+		nitro.MembersInput{Target: p.target, Owner: p.owner, ServiceGroup: p.names.ServiceGroup, Members: want, Previous: previous, DrainSeconds: p.drain}},
+		time.Duration(p.drain) * time.Second}
 }
 
 // undoMembers registers the compensation that turns a member change back:
@@ -176,6 +186,17 @@ func (c nitroCall) run(ctx workflow.Context, out any) error {
 	return workflow.ExecuteActivity(nitroCtx(ctx, c.summary), c.fn, c.in).Get(ctx, out)
 }
 
+// waitingCall is a nitroCall whose activity waits on purpose (draining
+// members, waiting for UP) for up to wait.
+type waitingCall struct {
+	nitroCall
+	wait time.Duration
+}
+
+func (c waitingCall) run(ctx workflow.Context, out any) error {
+	return workflow.ExecuteActivity(nitroCtxWait(ctx, c.summary, c.wait), c.fn, c.in).Get(ctx, out)
+}
+
 // ensureStep is one object of a publication: the call that creates or
 // accepts it, and the call that removes it again if this run created it.
 // The undo's summary names the compensation.
@@ -190,7 +211,7 @@ type ensureStep struct {
 // that is not rackflow's; if a step fails, whatever this run created is
 // removed again, newest first, and nothing is saved.
 func PublishService(ctx workflow.Context, in api.PublishInput) (api.PublishResult, error) {
-	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler, in.DrainSeconds)
 	if err != nil {
 		return api.PublishResult{}, err
 	}
@@ -234,7 +255,8 @@ func PublishService(ctx workflow.Context, in api.PublishInput) (api.PublishResul
 		})
 	}
 	if n := in.RNAT; n != nil {
-		res.RNAT = names.RNAT
+		// One rule per subnet, shared by the publications on it.
+		res.RNAT = nitro.RNATName(n.Network, n.Netmask)
 		steps = append(steps, ensureStep{
 			ensure: nitroCall{fmt.Sprintf("RNAT %s/%s via %s", n.Network, n.Netmask, n.NATIP), nitroA.EnsureRNAT,
 				nitro.RNATInput{Target: p.target, Owner: p.owner, Name: names.RNAT, Network: n.Network, Netmask: n.Netmask, NATIP: n.NATIP}},
@@ -281,9 +303,38 @@ func PublishService(ctx workflow.Context, in api.PublishInput) (api.PublishResul
 		}
 		return res, failWith(fmt.Sprintf("publish %s failed and was rolled back", p.owner), err)
 	}
+	// Saved is not serving: report a vserver that does not come UP.
+	// Runs recorded before this check did not read the state.
+	if workflow.GetVersion(ctx, "publish-reports-vserver-state", workflow.DefaultVersion, 1) == 1 {
+		wait := in.UpWaitSeconds
+		if wait == 0 {
+			wait = defaultUpWaitSeconds
+		}
+		state := waitingCall{nitroCall{"state of " + names.VServer, nitroA.VServerState,
+			nitro.VServerStateInput{Target: p.target, Owner: p.owner, Name: names.VServer, WaitSeconds: wait}}, time.Duration(wait) * time.Second}
+		if err := state.run(ctx, &res.State); err != nil {
+			return res, err
+		}
+		if res.State != nitroclientStateUp {
+			return res, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("published %s and saved, but lbvserver %s is %s after %ds: no backend passes monitor %q; fix the backends (UpdateBackends) or unpublish",
+					p.owner, names.VServer, res.State, wait, monitor), ErrVServerNotUp, nil, res)
+		}
+	}
 	workflow.GetLogger(ctx).Info("service published", "vip", in.VIP, "port", in.Port, "backends", len(in.Backends))
 	return res, nil
 }
+
+// ErrVServerNotUp: the publication is configured and saved, but its
+// lbvserver did not come UP; the error's details hold the PublishResult.
+const ErrVServerNotUp = "VServerNotUp"
+
+// defaultUpWaitSeconds is PublishInput.UpWaitSeconds when zero: a few
+// monitor intervals (5s by default) for the first member to count.
+const defaultUpWaitSeconds = 30
+
+// nitroclientStateUp is the curstate of a serving vserver.
+const nitroclientStateUp = "UP"
 
 // convergeMembers binds want to the servicegroup. A servicegroup this run
 // created needs no member undo: deleting it removes them. One that existed
@@ -311,7 +362,7 @@ func convergeMembers(ctx workflow.Context, p publication, undo *saga, want []nit
 // that carries rackflow's ownership marker, then saves. Objects that are
 // already gone count as removed; objects someone else owns are left alone.
 func UnpublishService(ctx workflow.Context, in api.UnpublishInput) (api.PublishResult, error) {
-	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler, 0)
 	if err != nil {
 		return api.PublishResult{}, err
 	}
@@ -346,7 +397,7 @@ func UnpublishService(ctx workflow.Context, in api.UnpublishInput) (api.PublishR
 // are bound before old ones are unbound, so the VIP keeps serving. The
 // lbvserver is never touched.
 func UpdateBackends(ctx workflow.Context, in api.UpdateBackendsInput) (api.PublishResult, error) {
-	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler)
+	p, err := prepare(ctx, in, in.VIP, in.Port, in.NetScaler, in.DrainSeconds)
 	if err != nil {
 		return api.PublishResult{}, err
 	}

@@ -34,6 +34,11 @@ type nsFixture struct {
 func newNSFixture(t *testing.T) *nsFixture {
 	t.Helper()
 	ns := nitrofake.Start(t, nitrofake.Options{Username: "nsroot", Password: "ns-Secret-1", TLS: true})
+	for _, ip := range []string{"203.0.113.20", "203.0.113.21"} {
+		if err := ns.Seed("nsip", map[string]any{"ipaddress": ip, "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &nsFixture{ns: ns, in: api.PublishInput{
 		Name: "web", VIP: "203.0.113.10", Port: 443, Protocol: "SSL_BRIDGE", LBMethod: "ROUNDROBIN",
 		Backends:  []api.Backend{{IP: "10.0.1.11", Port: 443}, {IP: "10.0.1.12", Port: 443, Weight: 2}},
@@ -48,7 +53,7 @@ func (f *nsFixture) run(t *testing.T, wf any, id string, in any) (api.PublishRes
 	t.Helper()
 	env := f.s.NewTestWorkflowEnvironment()
 	Register(env)
-	env.RegisterActivity(&nitro.Activities{Secrets: secrets.Static{nsCred: {Username: "nsroot", Password: "ns-Secret-1"}}})
+	env.RegisterActivity(&nitro.Activities{Secrets: secrets.Static{nsCred: {Username: "nsroot", Password: "ns-Secret-1", Endpoints: []string{f.ns.URL()}}}})
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id})
 	env.ExecuteWorkflow(wf, in)
 	if !env.IsWorkflowCompleted() {
@@ -107,7 +112,7 @@ func TestPublishFromNothingThenRepublishChangesNothing(t *testing.T) {
 		t.Fatalf("publish: %v", err)
 	}
 	names := nitro.Names(f.id())
-	want := []string{"inat/" + names.INAT, "lbvserver/" + names.VServer, "rnat/" + names.RNAT, "servicegroup/" + names.ServiceGroup}
+	want := []string{"inat/" + names.INAT, "lbvserver/" + names.VServer, "rnat/" + nitro.RNATName("10.0.1.0", "255.255.255.0"), "servicegroup/" + names.ServiceGroup}
 	if d := cmp.Diff(want, f.ours()); d != "" {
 		t.Errorf("objects (-want +got):\n%s", d)
 	}
@@ -247,7 +252,9 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 	var order []string
 	for _, c := range f.ns.Calls() {
 		if c.Mutating() {
-			order = append(order, c.Method)
+			if strings.Contains(c.Path, "servicegroupmember") {
+				order = append(order, c.Method)
+			}
 			if strings.Contains(c.Path, "lbvserver") && !strings.Contains(c.Path, "binding") {
 				t.Errorf("vserver touched: %s", c)
 			}
@@ -256,6 +263,15 @@ func TestUpdateBackendsKeepsTheVServer(t *testing.T) {
 	if d := cmp.Diff([]string{"PUT", "DELETE"}, order); d != "" {
 		t.Errorf("member changes (-want +got):\n%s", d)
 	}
+	// The server NetScaler made for the removed member went with it; the
+	// new member's server is marked ours.
+	servers := f.ns.Objects("server")
+	if _, ok := servers["10.0.1.11"]; ok {
+		t.Error("the removed member's server is left behind")
+	}
+	if c := servers["10.0.1.13"]["comment"]; c != nitro.Marker(f.id()) {
+		t.Errorf("new member's server comment = %v", c)
+	}
 }
 
 func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
@@ -263,10 +279,12 @@ func TestPublishRejectsBadInputBeforeAnyCall(t *testing.T) {
 		edit  func(in *api.PublishInput)
 		field string
 	}{
-		"invalid ip":        {func(in *api.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
-		"port 0":            {func(in *api.PublishInput) { in.Port = 0 }, "port"},
-		"unknown lb method": {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
-		"no backends":       {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
+		"invalid ip":              {func(in *api.PublishInput) { in.Backends[0].IP = "10.0.1.300" }, "backends[0].ip"},
+		"port 0":                  {func(in *api.PublishInput) { in.Port = 0 }, "port"},
+		"unknown lb method":       {func(in *api.PublishInput) { in.LBMethod = "FASTEST" }, "lb_method"},
+		"no backends":             {func(in *api.PublishInput) { in.Backends = nil }, "backends"},
+		"SSL needs a certificate": {func(in *api.PublishInput) { in.Protocol = "SSL" }, "protocol"},
+		"INAT on the VIP":         {func(in *api.PublishInput) { in.INAT.PublicIP = in.VIP }, "inat.public_ip"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -348,4 +366,46 @@ func (f *nsFixture) memberWeights(sg string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestPublishCannotSendTheCredentialElsewhere: a starter names the worker's
+// NetScaler credential with the URL of a NITRO server of their own (here a
+// second fake on loopback). The secrets file binds the credential to the
+// first fake only, so the run fails CredentialNotAllowed and the second
+// server never sees a login.
+func TestPublishCannotSendTheCredentialElsewhere(t *testing.T) {
+	f := newNSFixture(t)
+	thief := nitrofake.Start(t, nitrofake.Options{Username: "nsroot", Password: "ns-Secret-1"})
+	f.in.NetScaler = api.NetScaler{URL: thief.URL(), Credential: nsCred, Auth: "header"}
+	f.in.INAT, f.in.RNAT = nil, nil
+	_, err := f.run(t, PublishService, f.id(), f.in)
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != nitro.ErrTypeCredentialNotAllowed {
+		t.Fatalf("err = %v, want %s", err, nitro.ErrTypeCredentialNotAllowed)
+	}
+	if thief.LoginAttempts() != 0 || thief.SawPassword("ns-Secret-1") || len(thief.Calls()) != 0 {
+		t.Errorf("the second server saw the credential: %d attempts, calls %v", thief.LoginAttempts(), thief.Calls())
+	}
+}
+
+// TestPublishReportsAVServerThatIsNotUp: configured and saved is not
+// serving; a vserver whose backends all fail their monitor is reported.
+func TestPublishReportsAVServerThatIsNotUp(t *testing.T) {
+	f := newNSFixture(t)
+	for _, b := range f.in.Backends {
+		f.ns.SetBackendDown(b.IP, true)
+	}
+	f.in.UpWaitSeconds = 1
+	_, err := f.run(t, PublishService, f.id(), f.in)
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != ErrVServerNotUp || !strings.Contains(err.Error(), "DOWN") {
+		t.Fatalf("err = %v, want %s naming DOWN", err, ErrVServerNotUp)
+	}
+	var res api.PublishResult
+	if derr := app.Details(&res); derr != nil || res.State != "DOWN" {
+		t.Errorf("details: %+v (%v)", res, derr)
+	}
+	if _, ok := f.ns.SavedConfig(); !ok {
+		t.Error("the configuration was not saved: it is kept for the operator to fix the backends")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,12 +55,36 @@ const (
 	ErrTypeNitro = "NitroError"
 	// ErrTypeUnreachable: no NITRO answer (connection, TLS, timeout).
 	ErrTypeUnreachable = "NitroUnreachable"
+	// ErrTypeCredentialNotAllowed: the secrets file does not let this
+	// credential go to the target URL (it is bound to other endpoints, to
+	// none, or the URL is plain http beyond loopback). Nothing was sent.
+	// Declared here until the shared activities vocabulary has it.
+	ErrTypeCredentialNotAllowed = "CredentialNotAllowed"
+	// ErrTypeNotPrimary: the node is not the primary of its HA pair; the
+	// message names the primary's address. Changes made on a secondary are
+	// lost at the next sync.
+	ErrTypeNotPrimary = "NitroNotPrimary"
+	// ErrTypeNotPropagated: NITRO warned (1028, 1044) that a change did not
+	// reach the HA peer. Not retried: a retry would find the object made
+	// and report success while the peer still lacks it.
+	ErrTypeNotPropagated = "NitroNotPropagated"
+	// ErrTypeNotPermitted: the user may not do this (257, 2138).
+	ErrTypeNotPermitted = "NitroNotPermitted"
+	// ErrTypeRedirected: the URL answered with a redirect, not NITRO.
+	ErrTypeRedirected = "NitroRedirected"
+	// ErrTypeNotOwnedIP: an INAT public IP or RNAT NAT IP is not an address
+	// of the appliance (nsip); the message says how to add it.
+	ErrTypeNotOwnedIP = "NitroNotOwnedIP"
+	// ErrTypeUnsupported: the appliance's release or configuration cannot
+	// do what was asked (named RNAT before 12.1, the LB feature disabled).
+	ErrTypeUnsupported = "NitroUnsupported"
 )
 
 // NonRetryable lists the error types a RetryPolicy should not retry.
 var NonRetryable = []string{
 	activities.ErrInvalidInput, activities.ErrCredentialNotFound, activities.ErrInvalidCredential,
-	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound,
+	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound, ErrTypeCredentialNotAllowed,
+	ErrTypeNotPrimary, ErrTypeNotPropagated, ErrTypeNotPermitted, ErrTypeRedirected, ErrTypeNotOwnedIP, ErrTypeUnsupported,
 }
 
 // Target names a NetScaler.
@@ -75,14 +100,25 @@ type Target struct {
 	Insecure bool `json:"insecure,omitempty"`
 	// Auth is "session" (default) or "header".
 	Auth string `json:"auth,omitempty"`
+	// ServerName is the name the certificate must carry when it is not the
+	// URL's host (the stock certificate does not name the management IP).
+	ServerName string `json:"server_name,omitempty"`
+	// PinSHA256 is the hex SHA-256 of the appliance certificate to accept
+	// instead of a CA check: trusts a self-signed certificate safely.
+	PinSHA256 string `json:"pin_sha256,omitempty"`
+	// Partition is the admin partition to work in (session auth only).
+	Partition string `json:"partition,omitempty"`
 }
 
 // API is the part of the NITRO client the activities use;
 // *nitroclient.Client implements it, and tests may fake it.
 type API interface {
 	Get(ctx context.Context, typ, name string, out any) error
+	List(ctx context.Context, typ string, out any) error
 	Add(ctx context.Context, r nitroclient.Resource) error
+	Update(ctx context.Context, r nitroclient.Resource) error
 	Bind(ctx context.Context, r nitroclient.Resource) error
+	Action(ctx context.Context, action string, r nitroclient.Resource) error
 	Delete(ctx context.Context, typ, name string, args ...nitroclient.Arg) error
 	Save(ctx context.Context) error
 	Close(ctx context.Context) error
@@ -96,6 +132,7 @@ func Dial(_ context.Context, t Target, cred secrets.Secret) (API, error) {
 	return nitroclient.New(nitroclient.Config{
 		URL: t.URL, Username: cred.Username, Password: cred.Password,
 		CAPEM: []byte(t.CA), InsecureSkipVerifyDANGEROUS: t.Insecure, Auth: nitroclient.AuthMode(t.Auth),
+		ServerName: t.ServerName, PinSHA256: t.PinSHA256, Partition: t.Partition,
 	})
 }
 
@@ -173,7 +210,14 @@ type MembersInput struct {
 	// in Members are removed; members neither here nor in Members (added by
 	// someone else) are left alone and reported as Foreign.
 	Previous []Member `json:"previous,omitempty"`
+	// DrainSeconds removes members gracefully: each is first disabled
+	// with this delay (existing connections finish, no new ones come), the
+	// activity waits it out, then unbinds. 0 unbinds at once.
+	DrainSeconds int `json:"drain_seconds,omitempty"`
 }
+
+// MaxDrainSeconds bounds MembersInput.DrainSeconds.
+const MaxDrainSeconds = 3600
 
 // MembersResult says what EnsureMembers did.
 type MembersResult struct {
@@ -257,7 +301,7 @@ func (a *Activities) EnsureServiceGroup(ctx context.Context, in ServiceGroupInpu
 		return Result{}, err
 	}
 	want := nitroclient.ServiceGroup{Name: in.Name, ServiceType: in.ServiceType, Comment: Marker(in.Owner)}
-	return ensure(ctx, a, in.Target, want, func(have nitroclient.ServiceGroup) []string {
+	return ensureLB(ctx, a, in.Target, want, func(have nitroclient.ServiceGroup) []string {
 		return diff(field("servicetype", have.ServiceType, want.ServiceType), owned(have.Comment, in.Owner))
 	})
 }
@@ -277,7 +321,7 @@ func (a *Activities) EnsureLBVServer(ctx context.Context, in LBVServerInput) (Re
 	}
 	want := nitroclient.LBVServer{Name: in.Name, ServiceType: in.ServiceType, IPv46: in.VIP, Port: nitroclient.Int(in.Port),
 		LBMethod: method, Comment: Marker(in.Owner)}
-	return ensure(ctx, a, in.Target, want, func(have nitroclient.LBVServer) []string {
+	return ensureLB(ctx, a, in.Target, want, func(have nitroclient.LBVServer) []string {
 		return diff(
 			field("servicetype", have.ServiceType, want.ServiceType),
 			field("ipv46", normIP(have.IPv46), normIP(want.IPv46)),
@@ -296,35 +340,16 @@ func (a *Activities) EnsureINAT(ctx context.Context, in INATInput) (Result, erro
 		return Result{}, err
 	}
 	want := nitroclient.INAT{Name: in.Name, PublicIP: in.PublicIP, PrivateIP: in.PrivateIP}
-	return ensure(ctx, a, in.Target, want, func(have nitroclient.INAT) []string {
-		return diff(field("publicip", normIP(have.PublicIP), normIP(want.PublicIP)),
-			field("privateip", normIP(have.PrivateIP), normIP(want.PrivateIP)))
-	})
-}
-
-// EnsureRNAT creates the named RNAT rule and binds its NAT IP, or accepts
-// an existing rule with our name and the same network and netmask (binding
-// the NAT IP if it is missing). RNAT has no comment: the name carries the
-// owner.
-func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, error) {
-	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner),
-		checkIP("network", in.Network, true), checkNetmask("netmask", in.Netmask), checkIP("nat_ip", in.NATIP, false)); err != nil {
-		return Result{}, err
-	}
-	want := nitroclient.RNAT{Name: in.Name, Network: in.Network, Netmask: in.Netmask}
 	var res Result
 	err := a.with(ctx, in.Target, func(c API) error {
-		var err error
-		res, err = ensureIn(ctx, c, in.Target, want, func(have nitroclient.RNAT) []string {
-			return diff(field("network", normIP(have.Network), normIP(want.Network)),
-				field("netmask", normIP(have.Netmask), normIP(want.Netmask)))
-		})
-		if err != nil {
+		if err := requireNSIP(ctx, c, "public_ip", in.PublicIP); err != nil {
 			return err
 		}
-		bres, err := bindOnce(ctx, c, nitroclient.RNATNSIPBinding{Name: in.Name, NATIP: in.NATIP},
-			func(r nitroclient.RNATNSIPBinding) bool { return normIP(r.NATIP) == normIP(in.NATIP) }, in.Name+"/"+in.NATIP)
-		res.Changed = res.Changed || bres.Changed
+		var err error
+		res, err = ensureIn(ctx, c, in.Target, want, func(have nitroclient.INAT) []string {
+			return diff(field("publicip", normIP(have.PublicIP), normIP(want.PublicIP)),
+				field("privateip", normIP(have.PrivateIP), normIP(want.PrivateIP)))
+		})
 		return err
 	})
 	return res, err
@@ -335,6 +360,9 @@ func (a *Activities) EnsureRNAT(ctx context.Context, in RNATInput) (Result, erro
 // else are left alone. A member bound with another weight is a conflict.
 func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (MembersResult, error) {
 	errs := []error{checkTarget(in.Target), checkOwner(in.Owner), checkName("service_group", in.ServiceGroup)}
+	if in.DrainSeconds < 0 || in.DrainSeconds > MaxDrainSeconds {
+		errs = append(errs, fmt.Errorf("drain_seconds: %d is not 0-%d", in.DrainSeconds, MaxDrainSeconds))
+	}
 	seen := map[string]bool{}
 	for i, m := range append(append([]Member{}, in.Members...), in.Previous...) {
 		list, idx := "members", i
@@ -355,6 +383,8 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 		return MembersResult{}, err
 	}
 	var out MembersResult
+	var gone []nitroclient.ServiceGroupMember
+	var goneAsked []Member
 	err := a.with(ctx, in.Target, func(c API) error {
 		rows, err := readMembers(ctx, c, in.ServiceGroup, in.Owner)
 		if err != nil {
@@ -380,10 +410,8 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 				out.Unchanged++
 				continue
 			}
-			progress(ctx, opBind, obj+"/"+k)
-			err := c.Bind(ctx, nitroclient.ServiceGroupMember{ServiceGroup: in.ServiceGroup, IP: m.IP, Port: nitroclient.Int(m.Port), Weight: nitroclient.Int(m.Weight)})
-			if err != nil && !nitroclient.IsExists(err) {
-				return classify(op(opBind, obj+"/"+k), err)
+			if err := bindMember(ctx, c, in.ServiceGroup, in.Owner, m); err != nil {
+				return err
 			}
 			out.Added = append(out.Added, m)
 			activity.GetLogger(ctx).Info("nitro member bound", "servicegroup", in.ServiceGroup, "member", k)
@@ -398,6 +426,14 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 			if !ok {
 				continue
 			}
+			gone, goneAsked = append(gone, r), append(goneAsked, m)
+		}
+		if err := drain(ctx, c, in.ServiceGroup, gone, in.DrainSeconds); err != nil {
+			return err
+		}
+		for i, r := range gone {
+			k := memberKey(r.IP, r.Port)
+			m := goneAsked[i]
 			progress(ctx, opUnbind, obj+"/"+k)
 			err := c.Delete(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), in.ServiceGroup,
 				nitroclient.Arg{Key: "ip", Value: r.IP}, nitroclient.Arg{Key: "port", Value: fmt.Sprint(int(r.Port))})
@@ -406,6 +442,9 @@ func (a *Activities) EnsureMembers(ctx context.Context, in MembersInput) (Member
 			}
 			out.Removed = append(out.Removed, m)
 			activity.GetLogger(ctx).Info("nitro member unbound", "servicegroup", in.ServiceGroup, "member", k)
+			if err := removeServerIfOurs(ctx, c, r.ServerName, in.Owner); err != nil {
+				return err
+			}
 		}
 		for k, r := range have {
 			if !wanted[k] && !previous[k] {
@@ -489,7 +528,13 @@ func (a *Activities) DeleteServiceGroup(ctx context.Context, in DeleteInput) (Re
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
 		return Result{}, err
 	}
-	return deleteOwned[nitroclient.ServiceGroup](ctx, a, in, func(sg nitroclient.ServiceGroup) string { return sg.Comment })
+	res, err := deleteOwned[nitroclient.ServiceGroup](ctx, a, in, func(sg nitroclient.ServiceGroup) string { return sg.Comment })
+	if err != nil || !res.Changed {
+		return res, err
+	}
+	// The members went with the group; the servers NetScaler made for
+	// them, and we marked, stay unless removed here.
+	return res, a.with(ctx, in.Target, func(c API) error { return removeOurServers(ctx, c, in.Owner) })
 }
 
 // DeleteINAT removes our inbound NAT rule (the name carries the owner).
@@ -500,22 +545,15 @@ func (a *Activities) DeleteINAT(ctx context.Context, in DeleteInput) (Result, er
 	return deleteOwned[nitroclient.INAT](ctx, a, in, nil)
 }
 
-// DeleteRNAT removes our RNAT rule with its NAT IP bindings.
-func (a *Activities) DeleteRNAT(ctx context.Context, in DeleteInput) (Result, error) {
-	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkOwnedName("name", in.Name, in.Owner)); err != nil {
-		return Result{}, err
-	}
-	return deleteOwned[nitroclient.RNAT](ctx, a, in, nil)
-}
-
 // DeleteVServerBinding unbinds the servicegroup from our vserver.
 func (a *Activities) DeleteVServerBinding(ctx context.Context, in VServerBindingInput) (Result, error) {
 	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("vserver", in.VServer),
 		checkName("service_group", in.ServiceGroup)); err != nil {
 		return Result{}, err
 	}
-	return unbindOwned[nitroclient.LBVServer](ctx, a, in.Target, in.Owner, in.VServer, func(v nitroclient.LBVServer) string { return v.Comment },
-		nitroclient.LBVServerServiceGroupBinding{}.ResourceType(), nitroclient.Arg{Key: "servicegroupname", Value: in.ServiceGroup}, in.ServiceGroup)
+	return unbindOwned(ctx, a, in.Target, in.Owner, in.VServer, func(v nitroclient.LBVServer) string { return v.Comment },
+		nitroclient.Arg{Key: "servicegroupname", Value: in.ServiceGroup}, in.ServiceGroup,
+		func(b nitroclient.LBVServerServiceGroupBinding) bool { return b.ServiceGroup == in.ServiceGroup })
 }
 
 // DeleteMonitorBinding unbinds the monitor from our servicegroup.
@@ -524,8 +562,9 @@ func (a *Activities) DeleteMonitorBinding(ctx context.Context, in MonitorBinding
 		checkName("monitor", in.Monitor)); err != nil {
 		return Result{}, err
 	}
-	return unbindOwned[nitroclient.ServiceGroup](ctx, a, in.Target, in.Owner, in.ServiceGroup, func(sg nitroclient.ServiceGroup) string { return sg.Comment },
-		nitroclient.ServiceGroupMonitorBinding{}.ResourceType(), nitroclient.Arg{Key: "monitor_name", Value: in.Monitor}, in.Monitor)
+	return unbindOwned(ctx, a, in.Target, in.Owner, in.ServiceGroup, func(sg nitroclient.ServiceGroup) string { return sg.Comment },
+		nitroclient.Arg{Key: "monitor_name", Value: in.Monitor}, in.Monitor,
+		func(b nitroclient.ServiceGroupMonitorBinding) bool { return b.Monitor == in.Monitor })
 }
 
 // ---- shared steps ----
@@ -535,9 +574,14 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	if a.Secrets == nil {
 		return temporal.NewNonRetryableApplicationError("nitro activities have no secrets resolver", activities.ErrCredentialNotFound, nil)
 	}
-	cred, err := a.Secrets.Resolve(ctx, t.Credential)
+	// The input names the URL and the credential together: the secrets
+	// file, not the input, decides whether this password may go there.
+	cred, err := secrets.ResolveFor(ctx, a.Secrets, t.Credential, secrets.Use{Dest: t.URL, Discloses: true})
 	if errors.Is(err, secrets.ErrNotFound) {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %q not found", t.Credential), activities.ErrCredentialNotFound, nil)
+	}
+	if errors.Is(err, secrets.ErrNotAllowed) || errors.Is(err, secrets.ErrUnbound) || errors.Is(err, secrets.ErrCleartext) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCredentialNotAllowed, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("resolve credential %q: %w", t.Credential, err)
@@ -565,6 +609,9 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	}()
 	stop := keepAlive(ctx, 3*time.Second, "waiting for "+t.URL)
 	defer stop()
+	if err := requirePrimary(ctx, c); err != nil {
+		return err
+	}
 	return fn(c)
 }
 
@@ -609,6 +656,8 @@ func nameOf(r nitroclient.Resource) string {
 	case nitroclient.INAT:
 		return v.Name
 	case nitroclient.RNAT:
+		return v.Name
+	case rnatUsers:
 		return v.Name
 	}
 	panic(fmt.Sprintf("nitro: no name for %T", r))
@@ -741,8 +790,12 @@ func deleteOwned[T nitroclient.Resource](ctx context.Context, a *Activities, in 
 	return res, err
 }
 
-// unbindOwned removes a binding row under a parent we own.
-func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, typ string, arg nitroclient.Arg, child string) (Result, error) {
+// unbindOwned removes a binding row under a parent we own, if bound is
+// true of it: NITRO refuses to unbind what is not bound (2170, 1303), so
+// the rows are read first and only a bound one is removed.
+func unbindOwned[P nitroclient.Resource, B nitroclient.Resource](ctx context.Context, a *Activities, t Target, owner, parent string, comment func(P) string, arg nitroclient.Arg, child string, bound func(B) bool) (Result, error) {
+	var zeroB B
+	typ := zeroB.ResourceType()
 	var zero P
 	res := Result{Object: typ + "/" + parent + "/" + child}
 	err := a.with(ctx, t, func(c API) error {
@@ -758,9 +811,16 @@ func unbindOwned[P nitroclient.Resource](ctx context.Context, a *Activities, t T
 			activity.GetLogger(ctx).Warn("nitro unbind skipped: parent is not ours", "object", res.Object, "comment", comment(have), "owner", owner)
 			return nil
 		}
+		rows, err := nitroclient.Bindings[B](ctx, c, parent)
+		if err != nil {
+			return classify(op(opRead, res.Object), err)
+		}
+		if !slices.ContainsFunc(rows, bound) {
+			return nil
+		}
 		progress(ctx, opUnbind, res.Object)
 		if err := c.Delete(ctx, typ, parent, arg); err != nil {
-			if nitroclient.IsNotFound(err) {
+			if nitroclient.IsNotFound(err) || errors.Is(err, nitroclient.ErrNotBound) {
 				return nil
 			}
 			return classify(op(opUnbind, res.Object), err)
@@ -800,6 +860,12 @@ func classify(op string, err error) error {
 	switch {
 	case errors.Is(err, nitroclient.ErrAuth):
 		return temporal.NewNonRetryableApplicationError(msg, ErrTypeAuthFailed, err)
+	case errors.Is(err, nitroclient.ErrRedirected):
+		return temporal.NewNonRetryableApplicationError(msg, ErrTypeRedirected, err)
+	case errors.Is(err, nitroclient.ErrNotPermitted):
+		return temporal.NewNonRetryableApplicationError(msg+" (the NetScaler user lacks the command policy for this)", ErrTypeNotPermitted, err)
+	case errors.Is(err, nitroclient.ErrNotPropagated):
+		return temporal.NewNonRetryableApplicationError(msg+" (the change is on this node only: check the HA pair's sync, then run again)", ErrTypeNotPropagated, err)
 	case errors.Is(err, nitroclient.ErrBusy):
 		return temporal.NewApplicationError(msg, ErrTypeBusy, err)
 	case errors.Is(err, nitroclient.ErrInvalidArgument):

@@ -39,7 +39,13 @@ type fixture struct {
 func newFixture(t *testing.T, opts nitrofake.Options) *fixture {
 	t.Helper()
 	s := nitrofake.Start(t, opts)
-	a := &nitro.Activities{Secrets: secrets.Static{credRef: {Username: s.Username(), Password: s.Password()}}}
+	// The addresses the publication NATs to are the appliance's own.
+	for _, ip := range []string{"198.51.100.10", "203.0.113.10"} {
+		if err := s.Seed("nsip", map[string]any{"ipaddress": ip, "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &nitro.Activities{Secrets: secrets.Static{credRef: {Username: s.Username(), Password: s.Password(), Endpoints: []string{s.URL()}}}}
 	env := newEnvFor(t, a)
 	return &fixture{s: s, a: a, env: env, t: nitro.Target{URL: s.URL(), Credential: credRef, CA: string(s.CAPEM())}, n: nitro.Names(owner)}
 }
@@ -376,7 +382,7 @@ func TestErrorTypes(t *testing.T) {
 	}{
 		"wrong password": {
 			prep: func(a *nitro.Activities, _ *nitro.Target) {
-				a.Secrets = secrets.Static{credRef: {Username: "nsroot", Password: "nope"}}
+				a.Secrets = secrets.Static{credRef: {Username: "nsroot", Password: "nope", Endpoints: []string{f.s.URL()}}}
 			},
 			fn:       f.a.EnsureServiceGroup,
 			wantType: nitro.ErrTypeAuthFailed,
@@ -398,7 +404,10 @@ func TestErrorTypes(t *testing.T) {
 			wantRetry: true,
 		},
 		"unreachable": {
-			prep:      func(_ *nitro.Activities, tgt *nitro.Target) { tgt.URL = "http://127.0.0.1:1" },
+			prep: func(a *nitro.Activities, tgt *nitro.Target) {
+				tgt.URL = "http://127.0.0.1:1"
+				a.Secrets = secrets.Static{credRef: {Username: "nsroot", Password: "x", Endpoints: []string{tgt.URL}}}
+			},
 			fn:        f.a.EnsureServiceGroup,
 			wantType:  nitro.ErrTypeUnreachable,
 			wantRetry: true,
@@ -406,6 +415,7 @@ func TestErrorTypes(t *testing.T) {
 		"no answer in time": {
 			prep: func(a *nitro.Activities, tgt *nitro.Target) {
 				tgt.URL = hung.URL
+				a.Secrets = secrets.Static{credRef: {Username: "nsroot", Password: "x", Endpoints: []string{hung.URL}}}
 				a.NewClient = func(_ context.Context, t nitro.Target, cred secrets.Secret) (nitro.API, error) {
 					return nitroclient.New(nitroclient.Config{URL: t.URL, Username: cred.Username, Password: cred.Password, RequestTimeout: 50 * time.Millisecond})
 				}
@@ -504,5 +514,57 @@ func TestInvalidInputTouchesNothing(t *testing.T) {
 				t.Errorf("invalid input reached the NetScaler: %v", calls)
 			}
 		})
+	}
+}
+
+// TestCredentialGoesOnlyWhereTheSecretsFileSays runs the attack of issue #10:
+// an input that names the worker's NetScaler credential together with the
+// URL of another NITRO server on loopback. The credential is bound to the
+// first fake only, so the activity refuses before connecting and the second
+// server never sees the password, whatever the auth mode.
+func TestCredentialGoesOnlyWhereTheSecretsFileSays(t *testing.T) {
+	f := newFixture(t, nitrofake.Options{Password: "ns-Bound-Only-1"})
+	thief := nitrofake.Start(t, nitrofake.Options{Password: "thief-side-pw"})
+	tests := map[string]struct {
+		secret secrets.Secret
+		url    string
+		want   string
+	}{
+		"bound elsewhere, session": {secrets.Secret{Username: "nsroot", Password: f.s.Password(), Endpoints: []string{f.s.URL()}}, thief.URL(), nitro.ErrTypeCredentialNotAllowed},
+		"bound elsewhere, header":  {secrets.Secret{Username: "nsroot", Password: f.s.Password(), Endpoints: []string{f.s.URL()}}, thief.URL(), nitro.ErrTypeCredentialNotAllowed},
+		"bound to nothing":         {secrets.Secret{Username: "nsroot", Password: f.s.Password()}, thief.URL(), nitro.ErrTypeCredentialNotAllowed},
+		"plain http off loopback":  {secrets.Secret{Username: "nsroot", Password: f.s.Password(), Endpoints: []string{"http://192.0.2.1"}}, "http://192.0.2.1", nitro.ErrTypeCredentialNotAllowed},
+		"same host, another port":  {secrets.Secret{Username: "nsroot", Password: f.s.Password(), Endpoints: []string{f.s.URL() + "/nitro"}}, thief.URL(), nitro.ErrTypeCredentialNotAllowed},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			a := &nitro.Activities{Secrets: secrets.Static{credRef: tc.secret}}
+			env := newEnvFor(t, a)
+			tgt := nitro.Target{URL: tc.url, Credential: credRef}
+			if strings.HasSuffix(name, "header") {
+				tgt.Auth = "header"
+			}
+			_, err := env.ExecuteActivity(a.EnsureServiceGroup, nitro.ServiceGroupInput{Target: tgt, Owner: owner, Name: f.n.ServiceGroup, ServiceType: "TCP"})
+			if err == nil {
+				t.Fatal("credential sent to an endpoint it is not bound to")
+			}
+			if typ, retry := errKind(t, err); typ != tc.want || retry {
+				t.Errorf("got %s retryable=%v, want non-retryable %s (%v)", typ, retry, tc.want, err)
+			}
+			if strings.Contains(err.Error(), f.s.Password()) {
+				t.Errorf("error leaks the password: %v", err)
+			}
+		})
+	}
+	if thief.SawPassword(f.s.Password()) || thief.LoginAttempts() != 0 {
+		t.Errorf("the second server saw %d login attempts (password included: %v)", thief.LoginAttempts(), thief.SawPassword(f.s.Password()))
+	}
+	if n := len(thief.Calls()); n != 0 {
+		t.Errorf("the second server got %d requests: %v", n, thief.Calls())
+	}
+	// The bound URL still works.
+	var r nitro.Result
+	if err := f.run(t, f.a.EnsureServiceGroup, nitro.ServiceGroupInput{Target: f.t, Owner: owner, Name: f.n.ServiceGroup, ServiceType: "TCP"}, &r); err != nil || !r.Changed {
+		t.Fatalf("bound endpoint: %v %+v", err, r)
 	}
 }

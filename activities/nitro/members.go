@@ -2,6 +2,9 @@ package nitro
 
 import (
 	"context"
+	"time"
+
+	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
 )
 
 // ListMembersInput names one of our servicegroups.
@@ -30,4 +33,48 @@ func (a *Activities) ListMembers(ctx context.Context, in ListMembersInput) ([]Me
 		return nil
 	})
 	return out, err
+}
+
+// VServerStateInput names one of our lbvservers.
+type VServerStateInput struct {
+	Target Target `json:"target"`
+	Owner  string `json:"owner"`
+	Name   string `json:"name"`
+	// WaitSeconds is how long to wait for UP: a monitor needs a few
+	// probes before the first member counts. 0 reads once.
+	WaitSeconds int `json:"wait_seconds,omitempty"`
+}
+
+// VServerState returns the lbvserver's curstate (UP, DOWN, OUT OF SERVICE),
+// reading it until it is UP or WaitSeconds have passed, so a publication
+// whose backends do not answer is reported as such and not as a success.
+func (a *Activities) VServerState(ctx context.Context, in VServerStateInput) (string, error) {
+	if err := validate(checkTarget(in.Target), checkOwner(in.Owner), checkName("name", in.Name)); err != nil {
+		return "", err
+	}
+	deadline := time.Now().Add(time.Duration(in.WaitSeconds) * time.Second)
+	var state string
+	err := a.with(ctx, in.Target, func(c API) error {
+		for {
+			vs, err := nitroclient.Get[nitroclient.LBVServer](ctx, c, in.Name)
+			if err != nil {
+				return classify(op(opRead, "lbvserver/"+in.Name), err)
+			}
+			if d := diff(owned(vs.Comment, in.Owner)); len(d) > 0 {
+				return conflict("lbvserver/"+in.Name, d)
+			}
+			state = vs.CurState
+			if state == nitroclient.CurStateUp || !time.Now().Before(deadline) {
+				return nil
+			}
+			t := time.NewTimer(min(2*time.Second, time.Until(deadline)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	})
+	return state, err
 }

@@ -39,7 +39,7 @@ func TestRealNetScaler(t *testing.T) {
 	}
 	owner := fmt.Sprintf("rackflow-test/%d", time.Now().Unix())
 	n := nitro.Names(owner)
-	a := &nitro.Activities{Secrets: secrets.Static{"real": {Username: user, Password: pass}}}
+	a := &nitro.Activities{Secrets: secrets.Static{"real": {Username: user, Password: pass, Endpoints: []string{url}}}}
 	direct, err := nitroclient.New(nitroclient.Config{URL: url, Username: user, Password: pass, CAPEM: []byte(tgt.CA),
 		InsecureSkipVerifyDANGEROUS: tgt.Insecure, Auth: nitroclient.AuthMode(tgt.Auth)})
 	if err != nil {

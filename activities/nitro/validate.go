@@ -20,14 +20,20 @@ import (
 
 // Service types NITRO accepts for servicegroup and lbvserver that rackflow
 // may ask for (NITRO reference, "Possible values"). LB methods are the one
-// list in api.LBMethods.
-var serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL", "SSL_BRIDGE", "SSL_TCP", "DTLS", "NNTP",
-	"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "SIP_SSL", "RTSP", "RDP", "MYSQL", "MSSQL",
-	"ORACLE", "MONGO", "MONGO_TLS", "RADIUS", "DIAMETER", "SSL_DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
-	"SYSLOGUDP", "USER_TCP", "USER_SSL_TCP", "QUIC", "LDAP"}
+// list in api.LBMethods. Types that terminate TLS on the vserver (SSL,
+// SSL_TCP, DTLS, SIP_SSL, SSL_DIAMETER, MONGO_TLS, USER_SSL_TCP, QUIC) are
+// left out: such a vserver stays DOWN until a certificate is bound
+// (sslvserver_sslcertkey_binding), which rackflow does not do. SSL_BRIDGE
+// passes TLS through to the backends and needs none.
+var serviceTypes = []string{"HTTP", "FTP", "TCP", "UDP", "SSL_BRIDGE", "NNTP",
+	"DNS", "DNS_TCP", "ANY", "SIP_UDP", "SIP_TCP", "RTSP", "RDP", "MYSQL", "MSSQL",
+	"ORACLE", "MONGO", "RADIUS", "DIAMETER", "TFTP", "SMPP", "SYSLOGTCP",
+	"SYSLOGUDP", "USER_TCP", "LDAP"}
 
 // NetScaler entity names: a letter, digit or underscore, then letters,
 // digits and _ # . space : @ = -; at most 127 characters.
+var pinRE = regexp.MustCompile(`^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$`)
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_#. :@=-]{0,126}$`)
 
 // validate joins the failed checks into one non-retryable InvalidInput.
@@ -59,6 +65,12 @@ func checkTarget(t Target) error {
 		return errors.New("target.credential: required")
 	case t.Auth != "" && t.Auth != string(nitroclient.AuthSession) && t.Auth != string(nitroclient.AuthHeader):
 		return fmt.Errorf("target.auth: %q is neither session nor header", t.Auth)
+	case t.Partition != "" && t.Auth == string(nitroclient.AuthHeader):
+		return errors.New("target.partition: needs session auth (a partition switch belongs to a session)")
+	case t.Partition != "" && !nameRE.MatchString(t.Partition):
+		return fmt.Errorf("target.partition: %q is not a partition name", t.Partition)
+	case t.PinSHA256 != "" && !pinRE.MatchString(t.PinSHA256):
+		return errors.New("target.pin_sha256: not a hex SHA-256 (64 hex digits, colons allowed)")
 	}
 	if t.CA != "" {
 		rest := []byte(t.CA)

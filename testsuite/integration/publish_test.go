@@ -27,6 +27,9 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	}
 	dir := t.TempDir()
 	ns := nitrofake.New(nitrofake.Options{Username: "nsroot", Password: "ns-Integration-1"})
+	if err := ns.Seed("nsip", map[string]any{"ipaddress": "203.0.113.31", "netmask": "255.255.255.255", "type": "VIP"}); err != nil {
+		t.Fatal(err)
+	}
 	// Each NITRO request takes a while, as on a busy appliance, so the
 	// kill lands between two steps of the saga.
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,7 +39,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	t.Cleanup(slow.Close)
 
 	secretsPath := filepath.Join(dir, "secrets.yaml")
-	if err := os.WriteFile(secretsPath, []byte("secrets:\n  netscaler/lab: {username: nsroot, password: ns-Integration-1}\n"), 0o600); err != nil {
+	if err := os.WriteFile(secretsPath, []byte("secrets:\n  netscaler/lab: {username: nsroot, password: ns-Integration-1, endpoints: ["+slow.URL+"]}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, w := serverAndWorker(t, dir, secretsPath)
@@ -83,7 +86,7 @@ func TestPublishSurvivesWorkerKill(t *testing.T) {
 	if n := len(ns.Objects("lbvserver")) + len(ns.Objects("servicegroup")) + len(ns.Objects("rnat")); n != 3 {
 		t.Errorf("objects = %d, want exactly one vserver, one servicegroup, one rnat", n)
 	}
-	if saved, ok := ns.SavedConfig(); !ok || saved.Objects["rnat"][names.RNAT] == nil {
+	if saved, ok := ns.SavedConfig(); !ok || saved.Objects["rnat"][nitro.RNATName(in.RNAT.Network, in.RNAT.Netmask)] == nil {
 		t.Error("configuration not saved")
 	}
 }

@@ -354,7 +354,9 @@ secrets:
   %s: {username: %s, password: %s}
   ssh/provision: {private_key_file: keys/worker_ed25519}
   chef/validator: {private_key_file: keys/chef-validator.pem}
-  netscaler/lab: {username: %s, password: %s}
+  # The lab's fake NetScaler listens on loopback (plain http is allowed
+  # there only); the credential may go to no other address.
+  netscaler/lab: {username: %s, password: %s, endpoints: [127.0.0.1]}
 `, h.BMC.Credential, l.BMCUser, l.BMCPassword, l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)

@@ -14,6 +14,7 @@ package nitrofake
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -23,6 +24,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -43,6 +45,35 @@ type Options struct {
 	// Now is the clock sessions expire by; time.Now when nil. A test that
 	// passes a clock it moves expires sessions without sleeping.
 	Now func() time.Time
+	// Version is the release nsversion reports, "major.minor" (e.g.
+	// "12.0"); "13.1" when empty. Below 12.1 there is no named RNAT: rnat
+	// with a name and rnat_nsip_binding are refused as that release does.
+	Version string
+	// NSIP is the appliance's own management address (nsip type NSIP);
+	// 192.0.2.1 when empty. Other owned addresses (VIPs, SNIPs) are added
+	// with Seed("nsip", ...).
+	NSIP string
+	// HA places the node in a high-availability pair; the zero value is a
+	// standalone appliance, which hanode reports as a Primary node 0.
+	HA HA
+	// LBDisabled reports the load-balancing feature as disabled in nsfeature.
+	LBDisabled bool
+	// Partitions are the admin partitions besides "default" that
+	// nspartition?action=Switch can enter; each has its own configuration.
+	Partitions []string
+}
+
+// HA is the node's place in a high-availability pair.
+type HA struct {
+	// PeerIP is the other node's address; empty means standalone.
+	PeerIP string
+	// Secondary makes this node the secondary; the peer is the primary.
+	Secondary bool
+	// NotPropagated: the peer does not take the changes made here. Every
+	// configuration change still succeeds (as on the appliance), and a
+	// request that asked ?warning=yes is told so with warning 1028. A
+	// secondary node answers the same way.
+	NotPropagated bool
 }
 
 // Call is one request the fake answered.
@@ -103,6 +134,25 @@ type Server struct {
 	saveBusy int
 	saved    *Config
 	logins   int
+	// attempts counts every request that presented a password (login
+	// bodies and X-NITRO-PASS headers), accepted or not; presented holds
+	// the passwords themselves, so a test can prove one never arrived.
+	attempts  int
+	presented map[string]bool
+	// parts are the configurations of the admin partitions; sessPart the
+	// partition each session switched to ("" is default).
+	parts    map[string]*Config
+	sessPart map[string]string
+	down     map[string]bool
+	disabled []Disable
+}
+
+// Disable records one servicegroup?action=disable of a member.
+type Disable struct {
+	ServiceGroup, ServerName string
+	Port                     int
+	Delay                    int
+	Graceful                 string
 }
 
 type fault struct {
@@ -138,15 +188,68 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, sessions: map[string]time.Time{}}
-	s.cfg = Config{Objects: map[string]map[string]map[string]any{}, Bindings: map[string][]map[string]any{}}
-	for t := range objects {
-		s.cfg.Objects[t] = map[string]map[string]any{}
+	if opts.Version == "" {
+		opts.Version = "13.1"
 	}
-	for name, typ := range builtinMonitors {
-		s.cfg.Objects["lbmonitor"][name] = map[string]any{"monitorname": name, "type": typ}
+	if opts.NSIP == "" {
+		opts.NSIP = "192.0.2.1"
+	}
+	s := &Server{opts: opts, sessions: map[string]time.Time{}, presented: map[string]bool{},
+		parts: map[string]*Config{}, sessPart: map[string]string{}, down: map[string]bool{}}
+	s.cfg = newConfig(opts.NSIP)
+	for _, p := range opts.Partitions {
+		c := newConfig(opts.NSIP)
+		s.parts[p] = &c
 	}
 	return s
+}
+
+func newConfig(nsip string) Config {
+	c := Config{Objects: map[string]map[string]map[string]any{}, Bindings: map[string][]map[string]any{}}
+	for t := range objects {
+		c.Objects[t] = map[string]map[string]any{}
+	}
+	for name, typ := range builtinMonitors {
+		c.Objects["lbmonitor"][name] = map[string]any{"monitorname": name, "type": typ}
+	}
+	c.Objects["nsip"][nsip] = map[string]any{"ipaddress": nsip, "netmask": "255.255.255.0", "type": "NSIP"}
+	return c
+}
+
+// Partition is a copy of an admin partition's running configuration.
+func (s *Server) Partition(name string) Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.parts[name]; ok {
+		return cloneConfig(*p)
+	}
+	return Config{}
+}
+
+// SetBackendDown makes the monitors of every member with this IP fail (or
+// pass again), so an lbvserver whose members are all down reports
+// curstate DOWN. Members are up by default: the fake has no data plane.
+func (s *Server) SetBackendDown(ip string, down bool) {
+	s.mu.Lock()
+	s.down[ip] = down
+	s.mu.Unlock()
+}
+
+// Disabled lists the member disables (servicegroup?action=disable) so far.
+func (s *Server) Disabled() []Disable {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.disabled)
+}
+
+// CertSHA256 is the hex SHA-256 of a TLS fake's certificate, as an
+// operator pins it (empty for plain HTTP).
+func (s *Server) CertSHA256() string {
+	if s.srv.TLS == nil || s.srv.Certificate() == nil {
+		return ""
+	}
+	sum := sha256.Sum256(s.srv.Certificate().Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // URL is the base URL to give a client, e.g. http://127.0.0.1:PORT.
@@ -209,6 +312,29 @@ func (s *Server) Logins() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.logins
+}
+
+// LoginAttempts counts requests that presented a password, whether the
+// fake accepted it or not.
+func (s *Server) LoginAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts
+}
+
+// SawPassword reports whether any request presented pw, in a login body or
+// an X-NITRO-PASS header.
+func (s *Server) SawPassword(pw string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.presented[pw]
+}
+
+func (s *Server) recordPassword(pw string) {
+	s.mu.Lock()
+	s.attempts++
+	s.presented[pw] = true
+	s.mu.Unlock()
 }
 
 // Sessions counts sessions that are open (not logged out, not expired).
@@ -382,6 +508,9 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 			return fail(errf(codeBadJSON, "Invalid JSON input (Content-Type %q)", ct))
 		}
 	}
+	if pw, ok := r.Header["X-Nitro-Pass"]; ok {
+		s.recordPassword(strings.Join(pw, ","))
+	}
 	if typ == "login" && r.Method == http.MethodPost && name == "" {
 		call.Body = redactLogin(body)
 		return s.login(body)
@@ -394,18 +523,23 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 	if e := s.fault(r); e != nil {
 		return fail(e)
 	}
+	session := ""
+	if c, err := r.Cookie("NITRO_AUTH_TOKEN"); err == nil && auth == "session" {
+		session = c.Value
+	}
+	q := r.URL.Query()
 	switch {
 	case typ == "logout" && r.Method == http.MethodPost:
 		if auth != "session" {
 			return fail(errf(codeNotLoggedIn, "Not logged in or connection timed out"))
 		}
-		c, _ := r.Cookie("NITRO_AUTH_TOKEN")
 		s.mu.Lock()
-		delete(s.sessions, c.Value)
+		delete(s.sessions, session)
+		delete(s.sessPart, session)
 		s.mu.Unlock()
 		return 0, 0, done(), nil
 	case typ == "nsconfig":
-		if r.Method != http.MethodPost || r.URL.Query().Get("action") != "save" {
+		if r.Method != http.MethodPost || q.Get("action") != "save" {
 			return http.StatusNotFound, codeBadObjectName, errBody(errf(codeBadObjectName, "the fake supports only POST nsconfig?action=save")), nil
 		}
 		if _, e := decodeBody("nsconfig", body); e != nil {
@@ -420,9 +554,45 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 		c := cloneConfig(s.cfg)
 		s.saved = &c
 		return 0, 0, done(), nil
+	case typ == "nspartition" && r.Method == http.MethodPost && q.Get("action") == "Switch":
+		// Switching is a property of the session: header auth has none.
+		if auth != "session" {
+			return fail(errf(codeNotLoggedIn, "Not logged in or connection timed out"))
+		}
+		obj, e := decodeBody("nspartition", body)
+		if e != nil {
+			return fail(e)
+		}
+		name, _ := obj["partitionname"].(string)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.parts[name]; !ok && name != "default" {
+			return fail(errf(codeNoEnt, "No such resource [partitionname, %s]", name))
+		}
+		if name == "default" {
+			name = ""
+		}
+		s.sessPart[session] = name
+		return 0, 0, done(), nil
+	case r.Method == http.MethodGet && readOnly[typ] != nil:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		defer s.enter(session)()
+		rows, e := readOnly[typ](s, name)
+		if e != nil {
+			return fail(e)
+		}
+		out := done()
+		if rows != nil {
+			out[typ] = rows
+		}
+		return 0, 0, out, nil
 	}
 	_, isObj := objects[typ]
 	_, isBind := bindings[typ]
+	if typ == "rnat_nsip_binding" && !s.atLeast(12, 1) {
+		isBind = false // no such resource before 12.1
+	}
 	if !isObj && !isBind {
 		return http.StatusNotFound, codeBadObjectName, errBody(errf(codeBadObjectName, "Invalid object name [%s]", typ)), nil
 	}
@@ -430,9 +600,45 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 	if e != nil {
 		return fail(e)
 	}
+	for k := range q {
+		if k != "args" && k != "warning" && k != "action" {
+			return fail(errf(codeInval, "Invalid argument [%s]", k))
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch r.Method {
+	defer s.enter(session)()
+	status, code, out, hdr := s.apply(r.Method, typ, name, q.Get("action"), args, body, isObj, isBind)
+	if code == 0 && r.Method != http.MethodGet && q.Get("warning") == "yes" && (s.opts.HA.NotPropagated || s.opts.HA.Secondary) {
+		// The change is made here; the warning says the peer did not get it.
+		code = codeNotPropagated
+		out = map[string]any{"errorcode": code, "message": "Warning: the command was not propagated to the HA peer node", "severity": "WARNING"}
+		status = http.StatusOK
+		if r.Method == http.MethodPost {
+			status = http.StatusCreated
+		}
+	}
+	return status, code, out, hdr
+}
+
+// enter switches the configuration to the session's partition until the
+// returned function runs. Callers hold s.mu.
+func (s *Server) enter(session string) func() {
+	p := s.sessPart[session]
+	if p == "" {
+		return func() {}
+	}
+	saved := s.cfg
+	s.cfg = *s.parts[p]
+	return func() {
+		*s.parts[p] = s.cfg
+		s.cfg = saved
+	}
+}
+
+func (s *Server) apply(method, typ, name, action string, args map[string]string, body []byte, isObj, isBind bool) (int, int, any, http.Header) {
+	fail := func(e *nitroErr) (int, int, any, http.Header) { return 0, e.code, errBody(e), nil }
+	switch method {
 	case http.MethodGet:
 		rows, e := s.get(typ, name)
 		if e != nil {
@@ -444,8 +650,18 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 		}
 		return 0, 0, out, nil
 	case http.MethodPost:
-		if name != "" || r.URL.RawQuery != "" || !isObj {
-			return http.StatusNotFound, codeBadObjectName, errBody(errf(codeBadObjectName, "unsupported POST %s", r.URL.String())), nil
+		if typ == "servicegroup" && action == "disable" && name == "" {
+			obj, e := decodeBody(typ, body)
+			if e != nil {
+				return fail(e)
+			}
+			if e := s.disableMember(obj); e != nil {
+				return fail(e)
+			}
+			return 0, 0, done(), nil
+		}
+		if name != "" || action != "" || !isObj {
+			return http.StatusNotFound, codeBadObjectName, errBody(errf(codeBadObjectName, "unsupported POST %s?action=%s", typ, action)), nil
 		}
 		obj, e := decodeBody(typ, body)
 		if e != nil {
@@ -476,6 +692,7 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 		if name == "" {
 			return fail(errf(codeArgMissing, "Required argument missing [name]"))
 		}
+		var e *nitroErr
 		if isBind {
 			e = s.unbind(typ, name, args)
 		} else {
@@ -487,6 +704,42 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 		return 0, 0, done(), nil
 	}
 	return http.StatusMethodNotAllowed, 1237, errBody(errf(1237, "Invalid method name. It should be either post, put, get, stat or delete")), nil
+}
+
+// disableMember takes one member out of service, as "disable servicegroup
+// SG SERVER PORT -delay N -graceful YES" does: the fake marks it DISABLED
+// at once and records the request.
+func (s *Server) disableMember(obj map[string]any) *nitroErr {
+	fields := map[string]field{
+		"servicegroupname": {kind: kName, required: true},
+		"servername":       {kind: kName, required: true},
+		"port":             {kind: kInt, min: 1, max: 65535, required: true},
+		"delay":            {kind: kInt, min: 0, max: 4294967295},
+		"graceful":         {kind: kEnum, enum: yesNo},
+	}
+	if e := checkFields(fields, obj, true); e != nil {
+		return e
+	}
+	sg := obj["servicegroupname"].(string)
+	if _, ok := s.cfg.Objects["servicegroup"][sg]; !ok {
+		return errf(codeNoEnt, "No such resource [servicegroupname, %s]", sg)
+	}
+	port, _ := obj["port"].(json.Number).Int64()
+	for _, r := range s.cfg.Bindings["servicegroup_servicegroupmember_binding"] {
+		rp, _ := r["port"].(json.Number).Int64()
+		if r["servicegroupname"] == sg && r["servername"] == obj["servername"] && rp == port {
+			r["state"] = "DISABLED"
+			d := Disable{ServiceGroup: sg, ServerName: obj["servername"].(string), Port: int(port)}
+			if n, ok := obj["delay"].(json.Number); ok {
+				v, _ := n.Int64()
+				d.Delay = int(v)
+			}
+			d.Graceful, _ = obj["graceful"].(string)
+			s.disabled = append(s.disabled, d)
+			return nil
+		}
+	}
+	return errf(codeNoEnt, "No such resource [member %v:%v]", obj["servername"], port)
 }
 
 func redactLogin(body []byte) string {
@@ -519,6 +772,9 @@ func (s *Server) login(body []byte) (int, int, any, http.Header) {
 		default:
 			e = errf(codeInval, "Invalid argument [%s]", k)
 		}
+	}
+	if pw, ok := obj["password"].(string); ok {
+		s.recordPassword(pw)
 	}
 	if e == nil && (obj["username"] == nil || obj["password"] == nil) {
 		e = errf(codeArgMissing, "Required argument missing [username, password]")
@@ -645,6 +901,10 @@ func (s *Server) get(typ, name string) ([]map[string]any, *nitroErr) {
 					out[k] = v
 				}
 			}
+			if typ == "lbvserver" {
+				out["curstate"] = s.curstate(o)
+				out["effectivestate"] = out["curstate"]
+			}
 			return out
 		}
 		if name == "" {
@@ -689,6 +949,34 @@ func (s *Server) get(typ, name string) ([]map[string]any, *nitroErr) {
 	return rows, nil
 }
 
+// tlsTerminating are the service types that need a certificate bound.
+var tlsTerminating = []any{"SSL", "SSL_TCP", "DTLS", "SIP_SSL", "SSL_DIAMETER", "MONGO_TLS", "USER_SSL_TCP", "QUIC", "SSL_FIX", "HTTP_QUIC"}
+
+// curstate is what a monitor would make of an lbvserver: OUT OF SERVICE
+// when disabled, UP when an enabled member of a bound servicegroup is not
+// marked down (SetBackendDown), DOWN otherwise.
+func (s *Server) curstate(vs map[string]any) string {
+	if vs["state"] == "DISABLED" {
+		return "OUT OF SERVICE"
+	}
+	if slices.Contains(tlsTerminating, vs["servicetype"]) {
+		// No sslvserver_sslcertkey_binding in the fake: no certificate,
+		// so the vserver never comes UP, as on the appliance.
+		return "DOWN"
+	}
+	for _, b := range s.cfg.Bindings["lbvserver_servicegroup_binding"] {
+		if b["name"] != vs["name"] {
+			continue
+		}
+		for _, m := range s.cfg.Bindings["servicegroup_servicegroupmember_binding"] {
+			if m["servicegroupname"] == b["servicegroupname"] && m["state"] != "DISABLED" && !s.down[fmt.Sprint(m["ip"])] {
+				return "UP"
+			}
+		}
+	}
+	return "DOWN"
+}
+
 func (s *Server) add(typ string, obj map[string]any) *nitroErr {
 	os := objects[typ]
 	if e := checkFields(os.fields, obj, true); e != nil {
@@ -706,11 +994,24 @@ func (s *Server) add(typ string, obj map[string]any) *nitroErr {
 			return errf(codeArgPrereq, "Argument pre-requisite missing [ipv46 and port go together]")
 		}
 	case "rnat":
+		if !s.atLeast(12, 1) {
+			// Before 12.1 an RNAT rule has no name: "set rnat NETWORK NETMASK".
+			return errf(codeInval, "Invalid argument [name]")
+		}
 		_, nw := obj["network"]
 		_, nm := obj["netmask"]
 		_, acl := obj["aclname"]
 		if nw != nm || nw == acl {
 			return errf(codeArgPrereq, "Argument pre-requisite missing [network with netmask, or aclname]")
+		}
+		for _, o := range s.cfg.Objects["rnat"] {
+			if nw && o["network"] == obj["network"] && o["netmask"] == obj["netmask"] {
+				return errf(codeRNATExists, "RNAT to the target network already exists [%s]", o["name"])
+			}
+		}
+	case "inat":
+		if !s.owned(obj["publicip"].(string)) {
+			return errf(codeNATIPNotOwned, "The IP address is not a NetScaler-owned IP [publicip, %s]", obj["publicip"])
 		}
 	}
 	s.cfg.Objects[typ][name] = obj
@@ -831,22 +1132,27 @@ func (s *Server) bind(typ string, row map[string]any) *nitroErr {
 			return errf(codeExist, "Resource already exists")
 		}
 	}
+	if typ == "rnat_nsip_binding" && !s.owned(row["natip"].(string)) {
+		return errf(codeNATIPNotOwned, "The IP address is not a NetScaler-owned IP [natip, %s]", row["natip"])
+	}
 	if typ == "servicegroup_servicegroupmember_binding" {
 		// Binding by IP uses the server with that address, or creates one
-		// named after it, as NetScaler does.
+		// named after it, as NetScaler does; the row names the server.
 		ip := row["ip"].(string)
-		found := false
-		for _, srv := range s.cfg.Objects["server"] {
+		server := ""
+		for n, srv := range s.cfg.Objects["server"] {
 			if srv["ipaddress"] == ip {
-				found = true
+				server = n
 			}
 		}
-		if !found {
+		if server == "" {
 			if _, taken := s.cfg.Objects["server"][ip]; taken {
 				return errf(codeExist, "Resource already exists [server %s]", ip)
 			}
 			s.cfg.Objects["server"][ip] = map[string]any{"name": ip, "ipaddress": ip}
+			server = ip
 		}
+		row["servername"] = server
 	}
 	s.cfg.Bindings[typ] = append(s.cfg.Bindings[typ], row)
 	return nil
@@ -888,5 +1194,79 @@ func (s *Server) unbind(typ, parent string, args map[string]string) *nitroErr {
 			return nil
 		}
 	}
+	switch typ {
+	case "servicegroup_lbmonitor_binding":
+		return errf(codeMonitorNotBound, "Monitor is not bound [%s]", args["monitor_name"])
+	case "lbvserver_servicegroup_binding":
+		return errf(codeNotBound, "The service/servicegroup is not bound to the vserver [%s]", args["servicegroupname"])
+	}
 	return errf(codeNoEnt, "No such resource [binding %s]", errors.New(fmt.Sprint(args)))
+}
+
+// owned reports whether ip is one of the appliance's own addresses (nsip).
+func (s *Server) owned(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	for _, o := range s.cfg.Objects["nsip"] {
+		if b, err := netip.ParseAddr(fmt.Sprint(o["ipaddress"])); err == nil && a == b {
+			return true
+		}
+	}
+	return false
+}
+
+// atLeast compares Options.Version with major.minor.
+func (s *Server) atLeast(major, minor int) bool {
+	var ma, mi int
+	fmt.Sscanf(s.opts.Version, "%d.%d", &ma, &mi)
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// readOnly are the resources the fake computes rather than stores: a GET
+// answers them; anything else on them is refused like an unknown type.
+var readOnly = map[string]func(s *Server, name string) (any, *nitroErr){
+	// hanode lists node 0 (this node) and, in a pair, node 1 (the peer).
+	"hanode": func(s *Server, name string) (any, *nitroErr) {
+		self := map[string]any{"id": "0", "ipaddress": s.opts.NSIP, "state": "Primary", "hastatus": "UP", "hasync": "ENABLED"}
+		rows := []map[string]any{self}
+		if h := s.opts.HA; h.PeerIP != "" {
+			peer := map[string]any{"id": "1", "ipaddress": h.PeerIP, "state": "Secondary", "hastatus": "UP", "hasync": "ENABLED"}
+			if h.Secondary {
+				self["state"], peer["state"] = "Secondary", "Primary"
+			}
+			rows = append(rows, peer)
+		}
+		if name != "" {
+			for _, r := range rows {
+				if r["id"] == name {
+					return []map[string]any{r}, nil
+				}
+			}
+			return nil, errf(codeNoEnt, "No such resource [id, %s]", name)
+		}
+		return rows, nil
+	},
+	// nsversion is a single object, not an array, as on the appliance.
+	"nsversion": func(s *Server, _ string) (any, *nitroErr) {
+		return map[string]any{"version": fmt.Sprintf("NetScaler NS%s: Build 1.1.nc, Date: Jan  1 2024, 00:00:00   (64-bit)", s.opts.Version), "mode": "1"}, nil
+	},
+	// nsfeature is a single object of booleans.
+	"nsfeature": func(s *Server, _ string) (any, *nitroErr) {
+		return map[string]any{"lb": !s.opts.LBDisabled, "cs": false, "ssl": true, "wl": false}, nil
+	},
+	// server_servicegroup_binding: the servicegroups a server is a member of.
+	"server_servicegroup_binding": func(s *Server, name string) (any, *nitroErr) {
+		if _, ok := s.cfg.Objects["server"][name]; !ok {
+			return nil, errf(codeNoEnt, "No such resource [name, %s]", name)
+		}
+		var rows []map[string]any
+		for _, r := range s.cfg.Bindings["servicegroup_servicegroupmember_binding"] {
+			if r["servername"] == name {
+				rows = append(rows, map[string]any{"name": name, "servicegroupname": r["servicegroupname"], "port": r["port"]})
+			}
+		}
+		return rows, nil
+	},
 }

@@ -36,6 +36,14 @@ const (
 	codeBadJSON         = 1233 // NSERR_NITRO_INVALID_JSON_INPUT
 	codeBadJSONDatatype = 1234 // NSERR_NITRO_INVALID_JSON_DATATYPE
 	codeSvcTypeMismatch = 1304 // NSERR_SVCTYPE_MISMATCH
+	codeNotBound        = 1303 // the service/servicegroup is not bound to the vserver
+	codeMonitorNotBound = 2170 // NSERR_MONITOR_NOT_BOUND
+	codeRNATExists      = 774  // NSERR_RNAT_EXISTS: RNAT to the target network already exists
+	codeNotPropagated   = 1028 // warning: the command did not propagate to the HA peer
+	// codeNATIPNotOwned: an INAT public IP or RNAT NAT IP that is not an
+	// address of the appliance. NetScaler answers with a code of its NAT
+	// range (3888–3902); the fake uses the first and claims no more.
+	codeNATIPNotOwned = 3888
 )
 
 type kind int
@@ -187,6 +195,27 @@ var objects = map[string]objSchema{
 		},
 		defaults: map[string]any{"state": "ENABLED", "td": json.Number("0")},
 	},
+	// nsip: the appliance's own addresses (NSIP, VIP, SNIP, ...).
+	"nsip": {
+		key: "ipaddress",
+		fields: map[string]field{
+			"ipaddress": {kind: kIP, required: true, fixed: true},
+			"netmask":   {kind: kNetmask, required: true},
+			"type":      {kind: kEnum, enum: []string{"SNIP", "VIP", "NSIP", "GSLBsiteIP", "CLIP", "LSN"}},
+			"td":        {kind: kInt, min: 0, max: 4094, fixed: true},
+		},
+		defaults: map[string]any{"type": "SNIP", "td": json.Number("0")},
+	},
+	// policypatset: a named set of strings (rackflow counts the users of a
+	// shared RNAT rule in one).
+	"policypatset": {
+		key: "name",
+		fields: map[string]field{
+			"name":      {kind: kName, required: true, fixed: true},
+			"comment":   {kind: kString, max: 256},
+			"indextype": {kind: kEnum, enum: []string{"Auto-generated", "User-defined"}},
+		},
+	},
 	// rnat as named RNAT4 rules (NetScaler 12.1 and later): add with name,
 	// network and netmask (or aclname); NAT IPs bound through rnat_nsip_binding.
 	"rnat": {
@@ -240,6 +269,17 @@ var bindings = map[string]bindSchema{
 		missingParent: codeNoEnt,
 		refs:          []ref{{field: "monitor_name", typ: "lbmonitor", code: codeNoEnt}},
 		defaults:      map[string]any{"weight": json.Number("1"), "monstate": "ENABLED"},
+	},
+	"policypatset_pattern_binding": {
+		parentType: "policypatset", parentField: "name", keyFields: []string{"String"},
+		fields: map[string]field{
+			"name":    {kind: kName, required: true},
+			"String":  {kind: kString, required: true, max: 255},
+			"index":   {kind: kInt, min: 1, max: 4294967290},
+			"charset": {kind: kEnum, enum: []string{"ASCII", "UTF_8"}},
+			"comment": {kind: kString, max: 256},
+		},
+		missingParent: codeNoEnt,
 	},
 	"rnat_nsip_binding": {
 		parentType: "rnat", parentField: "name", keyFields: []string{"natip"},

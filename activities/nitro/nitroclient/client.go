@@ -13,8 +13,10 @@ package nitroclient
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,12 +51,26 @@ type Config struct {
 	// CAPEM holds the PEM certificates trusted for the NetScaler's HTTPS
 	// certificate; empty means the system roots.
 	CAPEM []byte
+	// ServerName is the name the certificate must be issued for, when it is
+	// not the URL's host: the stock appliance certificate names the
+	// appliance ("default" or its hostname), not the management IP.
+	ServerName string
+	// PinSHA256 is the hex SHA-256 of the appliance's certificate (colons
+	// allowed). When set, that certificate, and only it, is accepted, with
+	// no chain or name check: the way to trust a self-signed appliance
+	// certificate without turning verification off.
+	PinSHA256 string
 	// InsecureSkipVerifyDANGEROUS accepts any certificate: anyone on the path
 	// can read the credentials. Only for labs, and only when asked for.
 	InsecureSkipVerifyDANGEROUS bool
+	// Partition is the admin partition to switch to after login
+	// (nspartition?action=Switch); empty stays in the user's default. It
+	// needs AuthSession: a switch belongs to a session.
+	Partition string
 	// Auth is AuthSession when empty.
 	Auth AuthMode
-	// SessionTimeout is the login's "timeout"; the appliance default when zero.
+	// SessionTimeout is the login's "timeout": an abandoned session (a
+	// killed worker) ends after it. DefaultSessionTimeout when zero.
 	SessionTimeout time.Duration
 	// RequestTimeout bounds each HTTP request; 60s when zero. The context
 	// passed to each call bounds it too.
@@ -62,6 +78,12 @@ type Config struct {
 	// Transport replaces the HTTP transport (tests); TLS fields are then ignored.
 	Transport http.RoundTripper
 }
+
+// DefaultSessionTimeout bounds a session when Config.SessionTimeout is zero:
+// an activity's session never needs longer, and the appliance's own
+// default (30 minutes) would keep a killed worker's sessions counting
+// against the session limit.
+const DefaultSessionTimeout = 5 * time.Minute
 
 // String redacts the password.
 func (c Config) String() string {
@@ -82,6 +104,7 @@ type Client struct {
 	base     *url.URL
 	user     string
 	pass     string
+	part     string
 	auth     AuthMode
 	session  time.Duration
 	hc       *http.Client
@@ -109,6 +132,17 @@ func New(cfg Config) (*Client, error) {
 	if auth != AuthSession && auth != AuthHeader {
 		return nil, fmt.Errorf("nitro: unknown auth mode %q", cfg.Auth)
 	}
+	if cfg.Partition != "" && auth != AuthSession {
+		return nil, errors.New("nitro: a partition needs session auth: a switch belongs to a session")
+	}
+	var pin []byte
+	if cfg.PinSHA256 != "" {
+		b, err := hex.DecodeString(strings.ReplaceAll(cfg.PinSHA256, ":", ""))
+		if err != nil || len(b) != sha256.Size {
+			return nil, errors.New("nitro: PinSHA256 is not a hex SHA-256")
+		}
+		pin = b
+	}
 	rt := cfg.Transport
 	if rt == nil {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -119,7 +153,23 @@ func New(cfg Config) (*Client, error) {
 			}
 			tc.RootCAs = pool
 		}
+		tc.ServerName = cfg.ServerName
 		tc.InsecureSkipVerify = cfg.InsecureSkipVerifyDANGEROUS
+		if pin != nil {
+			// The pin replaces chain and name checks; VerifyConnection
+			// runs whatever InsecureSkipVerify says.
+			tc.InsecureSkipVerify = true
+			tc.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return errors.New("nitro: no certificate to check against the pin")
+				}
+				sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+				if !bytes.Equal(sum[:], pin) {
+					return fmt.Errorf("nitro: certificate SHA-256 %x does not match the pinned one", sum)
+				}
+				return nil
+			}
+		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tc
 		tr.Proxy = nil // a management API is not reached through a proxy
@@ -129,12 +179,17 @@ func New(cfg Config) (*Client, error) {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
+	session := cfg.SessionTimeout
+	if session <= 0 {
+		session = DefaultSessionTimeout
+	}
 	return &Client{
 		base:    &url.URL{Scheme: u.Scheme, Host: u.Host},
 		user:    cfg.Username,
 		pass:    cfg.Password,
+		part:    cfg.Partition,
 		auth:    auth,
-		session: cfg.SessionTimeout,
+		session: session,
 		hc: &http.Client{Transport: rt, Timeout: timeout,
 			// NITRO does not redirect; following one could send credentials elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
@@ -164,8 +219,10 @@ func (c *Client) loginLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nitro login: %w", err)
 	}
-	if nerr := parseError("POST login", resp.StatusCode, raw); nerr != nil {
-		if isSessionCode(nerr.ErrorCode) || nerr.ErrorCode == 0 {
+	if nerr := parseError("POST login", resp, raw); nerr != nil {
+		// Only an errorcode judges the credentials: a redirect or a page
+		// that is not NITRO says nothing about them.
+		if isSessionCode(nerr.ErrorCode) {
 			return fmt.Errorf("%w: %w", ErrAuth, nerr)
 		}
 		return nerr
@@ -185,6 +242,22 @@ func (c *Client) loginLocked(ctx context.Context) error {
 	}
 	if tok == "" {
 		return errors.New("nitro login: answer carried no session token")
+	}
+	if c.part != "" {
+		body := map[string]any{"nspartition": map[string]any{"partitionname": c.part}}
+		resp, raw, err := c.send(ctx, http.MethodPost, "nspartition", "action=Switch", body, tok)
+		if err == nil {
+			if nerr := parseError("POST nspartition?action=Switch", resp, raw); nerr != nil {
+				err = nerr
+			}
+		}
+		if err != nil {
+			// Never work in the wrong partition; and end the session.
+			if _, _, lerr := c.send(ctx, http.MethodPost, "logout", "", map[string]any{"logout": map[string]any{}}, tok); lerr != nil {
+				err = errors.Join(err, lerr)
+			}
+			return fmt.Errorf("nitro switch to partition %q: %w", c.part, err)
+		}
 	}
 	c.token, c.loggedIn = tok, true
 	return nil
@@ -206,7 +279,7 @@ func (c *Client) Logout(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nitro logout: %w", err)
 	}
-	if nerr := parseError("POST logout", resp.StatusCode, raw); nerr != nil && !isSessionCode(nerr.ErrorCode) {
+	if nerr := parseError("POST logout", resp, raw); nerr != nil && !isSessionCode(nerr.ErrorCode) {
 		return nerr
 	}
 	return nil
@@ -215,19 +288,31 @@ func (c *Client) Logout(ctx context.Context) error {
 // Close logs out. It is Logout under the name the activities' client seam uses.
 func (c *Client) Close(ctx context.Context) error { return c.Logout(ctx) }
 
+// Every change asks for warnings (?warning=yes): without it NITRO reports
+// success when an HA peer did not take the change. A warning that says so
+// (1028, 1044) is an error matching ErrNotPropagated; other warnings are
+// not errors.
+const warnQuery = "warning=yes"
+
 // Add creates an object: POST /nitro/v1/config/<type>.
 func (c *Client) Add(ctx context.Context, r Resource) error {
-	return c.do(ctx, http.MethodPost, r.ResourceType(), "", wrap(r), nil)
+	return c.do(ctx, http.MethodPost, r.ResourceType(), warnQuery, wrap(r), nil)
 }
 
 // Update changes an object's fields: PUT /nitro/v1/config/<type>.
 func (c *Client) Update(ctx context.Context, r Resource) error {
-	return c.do(ctx, http.MethodPut, r.ResourceType(), "", wrap(r), nil)
+	return c.do(ctx, http.MethodPut, r.ResourceType(), warnQuery, wrap(r), nil)
 }
 
 // Bind adds a binding row: PUT /nitro/v1/config/<binding type>.
 func (c *Client) Bind(ctx context.Context, r Resource) error {
-	return c.do(ctx, http.MethodPut, r.ResourceType(), "", wrap(r), nil)
+	return c.do(ctx, http.MethodPut, r.ResourceType(), warnQuery, wrap(r), nil)
+}
+
+// Action runs an action on a type: POST /nitro/v1/config/<type>?action=<action>
+// with r as the body, e.g. "disable" on a servicegroup member.
+func (c *Client) Action(ctx context.Context, action string, r Resource) error {
+	return c.do(ctx, http.MethodPost, r.ResourceType(), "action="+url.QueryEscape(action)+"&"+warnQuery, wrap(r), nil)
 }
 
 // Get reads one object, or all binding rows of one parent, into out, a
@@ -251,7 +336,11 @@ func (c *Client) Delete(ctx context.Context, typ, name string, args ...Arg) erro
 	if name == "" {
 		return fmt.Errorf("nitro delete %s: empty name", typ)
 	}
-	return c.do(ctx, http.MethodDelete, typ+"/"+url.PathEscape(name), argsQuery(args), nil, nil)
+	q := warnQuery
+	if a := argsQuery(args); a != "" {
+		q = a + "&" + q
+	}
+	return c.do(ctx, http.MethodDelete, typ+"/"+url.PathEscape(name), q, nil, nil)
 }
 
 // Unbind removes a binding row: DELETE /nitro/v1/config/<binding type>/<parent>?args=...
@@ -331,7 +420,7 @@ func (c *Client) do(ctx context.Context, method, path, query string, body any, o
 		if err != nil {
 			return fmt.Errorf("nitro %s: %w", op, err)
 		}
-		nerr := parseError(op, resp.StatusCode, raw)
+		nerr := parseError(op, resp, raw)
 		if nerr != nil && isSessionCode(nerr.ErrorCode) {
 			if c.auth == AuthSession && attempt == 0 {
 				c.mu.Lock()
@@ -352,6 +441,10 @@ func (c *Client) do(ctx context.Context, method, path, query string, body any, o
 				return fmt.Errorf("nitro %s: decode answer: %w", op, err)
 			}
 			if rows, ok := m[out.typ]; ok {
+				// Singletons (nsversion, nsfeature) come as one object.
+				if t := bytes.TrimSpace(rows); len(t) > 0 && t[0] == '{' {
+					rows = append(append([]byte{'['}, t...), ']')
+				}
 				if err := json.Unmarshal(rows, out.out); err != nil {
 					return fmt.Errorf("nitro %s: decode %s: %w", op, out.typ, err)
 				}
@@ -402,7 +495,11 @@ func (c *Client) send(ctx context.Context, method, path, query string, body any,
 }
 
 // parseError returns the *Error an answer carries, or nil on success.
-func parseError(op string, status int, raw []byte) *Error {
+func parseError(op string, resp *http.Response, raw []byte) *Error {
+	status := resp.StatusCode
+	if status >= 300 && status < 400 {
+		return &Error{Op: op, HTTPStatus: status, Message: fmt.Sprintf("redirected to %q, not followed: NITRO does not redirect; point the URL at the address that serves /nitro/v1", resp.Header.Get("Location"))}
+	}
 	var r struct {
 		ErrorCode *int   `json:"errorcode"`
 		Message   string `json:"message"`
@@ -410,8 +507,11 @@ func parseError(op string, status int, raw []byte) *Error {
 	}
 	perr := json.Unmarshal(raw, &r)
 	if perr == nil && r.ErrorCode != nil {
-		if *r.ErrorCode == 0 || r.Severity == "WARNING" {
-			if status >= 200 && status < 300 {
+		if status >= 200 && status < 300 {
+			switch {
+			case *r.ErrorCode == 0:
+				return nil
+			case r.Severity == "WARNING" && *r.ErrorCode != CodeNotPropagated && *r.ErrorCode != CodeNotPropagatedSync:
 				return nil
 			}
 		}

@@ -3,6 +3,7 @@ package nitroclient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -62,14 +63,14 @@ func TestClientSequence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(nitroclient.LBVServer{Name: "web#vs", ServiceType: "TCP", IPv46: "203.0.113.10", Port: 443, LBMethod: "ROUNDROBIN", CurState: nitroclient.CurStateDown}, vs); diff != "" {
+			if diff := cmp.Diff(nitroclient.LBVServer{Name: "web#vs", ServiceType: "TCP", IPv46: "203.0.113.10", Port: 443, LBMethod: "ROUNDROBIN", CurState: nitroclient.CurStateUp}, vs); diff != "" {
 				t.Errorf("vserver (-want +got):\n%s", diff)
 			}
 			members, err := nitroclient.Bindings[nitroclient.ServiceGroupMember](ctx, c, "web sg")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff([]nitroclient.ServiceGroupMember{{ServiceGroup: "web sg", IP: "10.0.0.1", Port: 8080, Weight: 3}}, members); diff != "" {
+			if diff := cmp.Diff([]nitroclient.ServiceGroupMember{{ServiceGroup: "web sg", IP: "10.0.0.1", Port: 8080, Weight: 3, ServerName: "10.0.0.1"}}, members); diff != "" {
 				t.Errorf("members (-want +got):\n%s", diff)
 			}
 			if err := c.Unbind(ctx, nitroclient.ServiceGroupMember{}.ResourceType(), "web sg", nitroclient.Arg{Key: "ip", Value: "10.0.0.1"}, nitroclient.Arg{Key: "port", Value: "8080"}); err != nil {
@@ -267,12 +268,40 @@ func TestClientErrors(t *testing.T) {
 			s.FailNext("POST", "/nitro/v1/config/rnat", 774)
 			return c.Add(ctx, nitroclient.RNAT{Name: "r"})
 		}, nitroclient.ErrExists, 774},
+		"config being saved": {func() error { s.FailNext("POST", "/nitro/v1/config/nsconfig", 603); return c.Save(ctx) }, nitroclient.ErrBusy, 603},
+		"concurrent saves":   {func() error { s.FailNext("POST", "/nitro/v1/config/nsconfig", 1461); return c.Save(ctx) }, nitroclient.ErrBusy, 1461},
+		"session limit": {func() error {
+			s.FailNext("GET", "/nitro/v1/config/lbmonitor", 445)
+			_, err := nitroclient.Get[nitroclient.LBMonitor](ctx, c, "tcp")
+			return err
+		}, nitroclient.ErrBusy, 445},
+		"not permitted": {func() error {
+			s.FailNext("POST", "/nitro/v1/config/servicegroup", 257)
+			return c.Add(ctx, nitroclient.ServiceGroup{Name: "y", ServiceType: "TCP"})
+		}, nitroclient.ErrNotPermitted, 257},
+		"not authorized": {func() error {
+			s.FailNext("POST", "/nitro/v1/config/servicegroup", 2138)
+			return c.Add(ctx, nitroclient.ServiceGroup{Name: "y", ServiceType: "TCP"})
+		}, nitroclient.ErrNotPermitted, 2138},
+		"nat argument": {func() error {
+			return c.Add(ctx, nitroclient.INAT{Name: "i", PublicIP: "198.51.100.99", PrivateIP: "10.0.0.1"})
+		}, nitroclient.ErrInvalidArgument, 3888},
+		"monitor not bound": {func() error {
+			return c.Unbind(ctx, "servicegroup_lbmonitor_binding", "sg", nitroclient.Arg{Key: "monitor_name", Value: "http"})
+		}, nitroclient.ErrNotBound, 2170},
+		"servicegroup not bound": {func() error {
+			if err := c.Add(ctx, nitroclient.LBVServer{Name: "vs", ServiceType: "TCP"}); err != nil && !errors.Is(err, nitroclient.ErrExists) {
+				return err
+			}
+			return c.Unbind(ctx, "lbvserver_servicegroup_binding", "vs", nitroclient.Arg{Key: "servicegroupname", Value: "sg"})
+		}, nitroclient.ErrNotBound, 1303},
 		"rnat natip missing": {func() error {
 			s.FailNext("DELETE", "/nitro/v1/config/rnat_nsip_binding", 776)
 			return c.Unbind(ctx, "rnat_nsip_binding", "r", nitroclient.Arg{Key: "natip", Value: "1.2.3.4"})
 		}, nitroclient.ErrNotFound, 776},
 	}
-	kinds := []error{nitroclient.ErrExists, nitroclient.ErrNotFound, nitroclient.ErrInvalidArgument, nitroclient.ErrBusy, nitroclient.ErrAuth, nitroclient.ErrInUse}
+	kinds := []error{nitroclient.ErrExists, nitroclient.ErrNotFound, nitroclient.ErrInvalidArgument, nitroclient.ErrBusy, nitroclient.ErrAuth, nitroclient.ErrInUse,
+		nitroclient.ErrNotPermitted, nitroclient.ErrNotBound, nitroclient.ErrRedirected, nitroclient.ErrNotPropagated}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			err := tc.do()
@@ -340,4 +369,165 @@ func TestClientTLS(t *testing.T) {
 			t.Errorf("URL %q accepted", bad)
 		}
 	}
+}
+
+// TestClientLoginRedirectIsNotBadCredentials: an address that answers the
+// login with a redirect (http to https, a portal) has not judged the
+// credentials; the client neither follows it nor calls it ErrAuth.
+func TestClientLoginRedirectIsNotBadCredentials(t *testing.T) {
+	var hits atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(target.Close)
+	redir := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+r.URL.Path, http.StatusFound)
+	}))
+	t.Cleanup(redir.Close)
+	c, err := nitroclient.New(nitroclient.Config{URL: redir.URL, Username: "nsroot", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Login(context.Background())
+	if !errors.Is(err, nitroclient.ErrRedirected) || errors.Is(err, nitroclient.ErrAuth) {
+		t.Fatalf("login redirect: %v, want ErrRedirected and not ErrAuth", err)
+	}
+	if !strings.Contains(err.Error(), target.URL) {
+		t.Errorf("error does not name where it was sent: %v", err)
+	}
+	if hits.Load() != 0 {
+		t.Error("the redirect was followed with the credentials")
+	}
+}
+
+// TestClientSessionTimeoutAtLogin: every login asks for a session timeout,
+// so a killed worker's sessions end on their own.
+func TestClientSessionTimeoutAtLogin(t *testing.T) {
+	tests := map[string]struct {
+		set  time.Duration
+		want string
+	}{
+		"default":  {0, fmt.Sprintf(`"timeout":%d`, int(nitroclient.DefaultSessionTimeout/time.Second))},
+		"explicit": {90 * time.Second, `"timeout":90`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := nitrofake.Start(t, nitrofake.Options{})
+			c, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: s.Username(), Password: s.Password(), SessionTimeout: tc.set})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Login(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Logout(context.Background())
+			login := s.Calls()[0]
+			if !strings.Contains(login.Body, tc.want) {
+				t.Errorf("login body %s lacks %s", login.Body, tc.want)
+			}
+		})
+	}
+}
+
+// TestClientWarnings: every change asks ?warning=yes; a warning that the
+// HA peer did not take the change is an error, as it is on an appliance
+// whose peer is out of reach.
+func TestClientWarnings(t *testing.T) {
+	ctx := context.Background()
+	s := nitrofake.Start(t, nitrofake.Options{HA: nitrofake.HA{PeerIP: "192.0.2.2", NotPropagated: true}})
+	c := newClient(t, s, nitroclient.AuthSession)
+	err := c.Add(ctx, nitroclient.ServiceGroup{Name: "sg", ServiceType: "TCP"})
+	if !errors.Is(err, nitroclient.ErrNotPropagated) || nitroclient.Code(err) != 1028 {
+		t.Fatalf("add on a pair that does not propagate: %v, want ErrNotPropagated/1028", err)
+	}
+	for _, call := range s.Calls() {
+		if call.Mutating() && !strings.Contains(call.Query, "warning=yes") {
+			t.Errorf("change without ?warning=yes: %v", call)
+		}
+	}
+}
+
+// TestClientPartition: with a partition the client switches right after
+// login, and objects land in that partition only.
+func TestClientPartition(t *testing.T) {
+	ctx := context.Background()
+	s := nitrofake.Start(t, nitrofake.Options{Partitions: []string{"tenant1"}})
+	c, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: s.Username(), Password: s.Password(), Partition: "tenant1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Add(ctx, nitroclient.ServiceGroup{Name: "sg", ServiceType: "TCP"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Partition("tenant1").Objects["servicegroup"]["sg"]; !ok {
+		t.Error("not in the partition")
+	}
+	if _, ok := s.Objects("servicegroup")["sg"]; ok {
+		t.Error("landed in the default partition")
+	}
+	bad, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: s.Username(), Password: s.Password(), Partition: "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Login(ctx); !errors.Is(err, nitroclient.ErrNotFound) {
+		t.Errorf("unknown partition: %v", err)
+	}
+	if _, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: "u", Password: "p", Partition: "tenant1", Auth: nitroclient.AuthHeader}); err == nil {
+		t.Error("partition with header auth accepted")
+	}
+	_ = c.Logout(ctx)
+	if n := s.Sessions(); n != 0 {
+		t.Errorf("%d sessions left open", n)
+	}
+}
+
+// TestClientTLSNameAndPin: the appliance's certificate is trusted by a
+// server-name override or by its SHA-256, never by turning checks off.
+func TestClientTLSNameAndPin(t *testing.T) {
+	s := nitrofake.Start(t, nitrofake.Options{TLS: true})
+	pin := s.CertSHA256()
+	wrongPin := strings.Repeat("ab", 32)
+	tests := map[string]struct {
+		cfg    nitroclient.Config
+		wantOK bool
+	}{
+		// httptest's certificate names 127.0.0.1 and example.com.
+		"CA, name override matches":   {nitroclient.Config{CAPEM: s.CAPEM(), ServerName: "example.com"}, true},
+		"CA, name override is wrong":  {nitroclient.Config{CAPEM: s.CAPEM(), ServerName: "ns1.example.net"}, false},
+		"pin matches, no CA":          {nitroclient.Config{PinSHA256: pin}, true},
+		"pin with colons":             {nitroclient.Config{PinSHA256: colons(pin)}, true},
+		"pin does not match":          {nitroclient.Config{PinSHA256: wrongPin}, false},
+		"no CA, no pin: system roots": {nitroclient.Config{}, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.URL, cfg.Username, cfg.Password = s.URL(), s.Username(), s.Password()
+			c, err := nitroclient.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := s.LoginAttempts()
+			_, err = nitroclient.Get[nitroclient.LBMonitor](context.Background(), c, "tcp")
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("err = %v, want ok=%v", err, tc.wantOK)
+			}
+			if !tc.wantOK && s.LoginAttempts() != before {
+				t.Error("credentials sent over an unverified connection")
+			}
+			_ = c.Logout(context.Background())
+		})
+	}
+	if _, err := nitroclient.New(nitroclient.Config{URL: s.URL(), Username: "u", Password: "p", PinSHA256: "nothex"}); err == nil {
+		t.Error("bad pin accepted")
+	}
+}
+
+func colons(h string) string {
+	var b strings.Builder
+	for i := 0; i < len(h); i += 2 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(h[i : i+2])
+	}
+	return b.String()
 }

@@ -14,15 +14,30 @@ var (
 	// exist (258; 461 no such vserver, 462 no such service, 463 no such
 	// service/servicegroup; RNAT 775, 776).
 	ErrNotFound = errors.New("nitro: no such resource")
+	// ErrNotBound: the binding to remove is not there (2170 monitor not
+	// bound, 1303 servicegroup not bound to the vserver). An unbind that
+	// meets it has nothing to do.
+	ErrNotBound = errors.New("nitro: not bound")
 	// ErrInvalidArgument: the request itself is wrong (278 and the CLI
-	// argument codes: 1075 invalid name, 1090–1099, 1106–1112, 1232–1236).
+	// argument codes: 1075 invalid name, 1090–1099, 1106–1112, 1232–1236;
+	// the NAT argument codes 3888–3902).
 	ErrInvalidArgument = errors.New("nitro: invalid argument")
-	// ErrBusy: try again later (293 operation already in progress, 1461
-	// maximum concurrent saves).
+	// ErrBusy: try again later (293 operation already in progress, 603 and
+	// 1461 configuration being saved, 445 too many sessions).
 	ErrBusy = errors.New("nitro: operation in progress")
 	// ErrAuth: the credentials were refused (354, 355, 1025, 1244), or the
 	// session ended again right after a fresh login.
 	ErrAuth = errors.New("nitro: authentication failed")
+	// ErrNotPermitted: the user logged in but may not do this (257
+	// operation not permitted, 2138 not authorized to execute the command).
+	ErrNotPermitted = errors.New("nitro: not permitted")
+	// ErrRedirected: the address answered with an HTTP redirect instead of
+	// NITRO (e.g. http to https, or a login page): the URL is wrong, the
+	// credentials were never judged. The client does not follow it.
+	ErrRedirected = errors.New("nitro: redirected")
+	// ErrNotPropagated: the change was made on this node but NITRO warned
+	// (with ?warning=yes) that it did not reach the HA peer (1028, 1044).
+	ErrNotPropagated = errors.New("nitro: change not propagated to the HA peer")
 	// ErrSessionExpired: the session is gone (444, 471, 1026, 1027). The
 	// client logs in again once by itself; callers see ErrAuth if that fails.
 	ErrSessionExpired = errors.New("nitro: session expired")
@@ -47,6 +62,14 @@ const (
 	CodeRNATNotExists      = 775 // NSERR_RNAT_NOT_EXISTS: RNAT to the target network does not exist
 	CodeRNATNATIPNotExists = 776 // NSERR_RNAT_NATIP_NOT_EXISTS: no RNAT to the network with this NAT IP
 	CodeNotLoggedIn        = 1027
+	CodeMonitorNotBound    = 2170 // NSERR_MONITOR_NOT_BOUND
+	CodeNotBoundToVServer  = 1303 // the servicegroup is not bound to the vserver
+	CodeNotPermitted       = 257  // NSERR_PERM
+	CodeNotAuthorized      = 2138 // not authorized to execute this command
+	CodeSessionLimit       = 445  // too many sessions
+	CodeSaveInProgress     = 603  // configuration being saved
+	CodeNotPropagated      = 1028 // warning: the command did not propagate to the HA peer
+	CodeNotPropagatedSync  = 1044 // warning: the HA peer is out of sync; not propagated
 )
 
 // Error is a failure NITRO reported: its errorcode, message and severity,
@@ -74,11 +97,23 @@ func (e *Error) Is(target error) bool {
 		case 258, 461, 462, 463, 775, 776:
 			return true
 		}
+	case ErrNotBound:
+		return e.ErrorCode == CodeMonitorNotBound || e.ErrorCode == CodeNotBoundToVServer
 	case ErrInvalidArgument:
 		c := e.ErrorCode
-		return c == 278 || c == 1075 || (c >= 1090 && c <= 1099) || (c >= 1106 && c <= 1112) || (c >= 1232 && c <= 1236)
+		return c == 278 || c == 1075 || (c >= 1090 && c <= 1099) || (c >= 1106 && c <= 1112) || (c >= 1232 && c <= 1236) ||
+			(c >= 3888 && c <= 3902)
 	case ErrBusy:
-		return e.ErrorCode == 293 || e.ErrorCode == 1461
+		switch e.ErrorCode {
+		case 293, CodeSaveInProgress, 1461, CodeSessionLimit:
+			return true
+		}
+	case ErrNotPermitted:
+		return e.ErrorCode == CodeNotPermitted || e.ErrorCode == CodeNotAuthorized
+	case ErrRedirected:
+		return e.HTTPStatus >= 300 && e.HTTPStatus < 400
+	case ErrNotPropagated:
+		return e.ErrorCode == CodeNotPropagated || e.ErrorCode == CodeNotPropagatedSync
 	case ErrAuth:
 		switch e.ErrorCode {
 		case 354, 355, 1025, 1244:
