@@ -156,11 +156,22 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		}},
 		{api.StepWaitLive, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
-			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+			if err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
 				Host:     p.host.Name,
 				Target:   p.liveTarget(leaseRes.HostKey),
 				Deadline: p.opts.liveSSH.String(),
-			}).Get(ctx, &live)
+			}).Get(ctx, &live); err != nil {
+				return err
+			}
+			// Before the live system gets anything (the image, later the
+			// chef key): did its host key reach the host and nobody else?
+			if workflow.GetVersion(ctx, "verify-boot-key", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+				return nil
+			}
+			vctx := p.activityCtx(ctx, "check that only "+p.host.Name+" took its live host key", time.Minute, 0, 3)
+			return workflow.ExecuteActivity(vctx, leaseA.VerifyBoot, lease.VerifyInput{
+				Host: p.host.Name, MAC: p.host.MAC, HostKey: leaseRes.HostKey,
+			}).Get(ctx, nil)
 		}},
 		{api.StepWriteImage, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Disk, p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)

@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +154,13 @@ func newFixture(t *testing.T) *fixture {
 			}
 			return remote.WaitResult{HostKey: "ssh-ed25519 AAAAos", Fingerprint: "SHA256:os"}, nil
 		})
+	env.OnActivity(leaseA.VerifyBoot, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in lease.VerifyInput) (lease.VerifyResult, error) {
+			if in.HostKey != "ssh-ed25519 AAAAlive" {
+				return lease.VerifyResult{}, fmt.Errorf("VerifyBoot asked about host key %q, not the one registered", in.HostKey)
+			}
+			return lease.VerifyResult{FetchedFrom: h.Network.IP}, f.maybeFail("VerifyBoot")
+		})
 	env.OnActivity(imageA.WriteImage, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in image.WriteInput) (image.WriteResult, error) {
 			if err := f.maybeFail("WriteImage"); err != nil {
@@ -223,7 +231,7 @@ func TestProvisionHappyPath(t *testing.T) {
 	if res.ImageDigest != testHost().Image.SHA256 || res.OSHostKey != "ssh-ed25519 AAAAos" || res.LiveHostKey != "SHA256:live" {
 		t.Errorf("result = %+v", res)
 	}
-	want := []string{"ResolveHost", "CheckImage", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "WriteImage",
+	want := []string{"ResolveHost", "CheckImage", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "VerifyBoot", "WriteImage",
 		"RegisterLease:disk", "BootFromDisk", "WaitForSSH:os", "Bootstrap"}
 	if d := cmp.Diff(want, f.rec.list()); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
@@ -377,6 +385,33 @@ func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
 	}
 	if f.rec.count("PowerOff") != 1 || f.rec.count("RemoveLease") != 1 {
 		t.Errorf("compensation calls: %v", f.rec.list())
+	}
+}
+
+// TestProvisionSendsNothingToAStolenBoot: when pxe says the live system's
+// one-time host key went to someone else, the run stops before the image
+// (and later the chef key) is sent to whoever answers SSH with that key.
+func TestProvisionSendsNothingToAStolenBoot(t *testing.T) {
+	f := newFixture(t)
+	f.fail["VerifyBoot"] = failure{times: -1, err: activities.NonRetryable(
+		"boot of node07 is not trusted: the live system's host key was asked for a second time", lease.ErrTypeBootUntrusted, nil)}
+	var parked api.ProvisionStatus
+	f.env.RegisterDelayedCallback(func() {
+		parked = f.status(t)
+		_ = f.update(api.UpdateAbort, "boot network under investigation")
+	}, 10*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if !activities.IsType(f.env.GetWorkflowError(), ErrTypeProvisionAborted) {
+		t.Fatalf("workflow error = %v", f.env.GetWorkflowError())
+	}
+	if parked.State != api.StateNeedsAttention || parked.Step != api.StepWaitLive || parked.LastErrorType != lease.ErrTypeBootUntrusted {
+		t.Errorf("parked = %s at %s (%s), want needs-attention at %s (%s)", parked.State, parked.Step, parked.LastErrorType, api.StepWaitLive, lease.ErrTypeBootUntrusted)
+	}
+	if n := f.rec.count("VerifyBoot"); n != 1 {
+		t.Errorf("VerifyBoot calls = %d, want 1 (non-retryable)", n)
+	}
+	if f.rec.count("WriteImage") != 0 || f.rec.count("Bootstrap") != 0 {
+		t.Errorf("calls = %v: nothing may be sent to an untrusted live system", f.rec.list())
 	}
 }
 
