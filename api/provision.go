@@ -45,11 +45,16 @@ const (
 type ProvisionInput struct {
 	// Host is the host's name in the worker's inventory.
 	Host string `json:"host"`
-	// Spec, when set, is used instead of the inventory entry (the starter
-	// sends it so the run uses the inventory the user validated).
+	// Spec, when set, is used instead of the inventory entry — only by a
+	// worker started with --allow-inline-specs: otherwise a workflow starter
+	// could choose where the worker sends its credentials.
 	Spec *Host `json:"spec,omitempty"`
 	// Options tune timeouts; zero values take the defaults.
 	Options ProvisionOptions `json:"options,omitempty"`
+	// Reprovision must be true to provision a host that a completed run
+	// provisioned before: doing so wipes its disk. The workflow checks it,
+	// so a plain `temporal workflow start` cannot wipe a host by accident.
+	Reprovision bool `json:"reprovision,omitempty"`
 }
 
 // ProvisionOptions are the tunable deadlines of a run, as duration strings.

@@ -175,7 +175,10 @@ func deployHost(ctx workflow.Context, d api.DeploySpec, h api.DeployHost, m *api
 			hostKey.ValueSet(h.Host), stepKey.ValueSet(api.StepValidate), stateKey.ValueSet(api.StateRunning)),
 	})
 	var pr api.ProvisionResult
-	if err := workflow.ExecuteChildWorkflow(cctx, api.WorkflowProvisionHost, api.ProvisionInput{Host: h.Host, Options: d.Provision}).Get(ctx, &pr); err != nil {
+	if err := workflow.ExecuteChildWorkflow(cctx, api.WorkflowProvisionHost, api.ProvisionInput{Host: h.Host, Options: d.Provision,
+		// A deploy spec names the image a host must run: reprovisioning a
+		// host that carries another one is what the deploy is for.
+		Reprovision: true}).Get(ctx, &pr); err != nil {
 		m.State = api.MemberFailed
 		m.Error, m.ErrorType = describe(err)
 		return

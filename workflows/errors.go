@@ -7,6 +7,9 @@ const (
 	// ErrTypeProvisionAborted: an operator aborted the run; what it had
 	// done is undone.
 	ErrTypeProvisionAborted = "ProvisionAborted"
+	// ErrTypeWouldWipeProvisionedHost: the host was provisioned before and
+	// the input does not say reprovision: true. Nothing was touched.
+	ErrTypeWouldWipeProvisionedHost = "WouldWipeProvisionedHost"
 	// ErrTypeAttentionDeadlineExceeded: the run needed attention and
 	// nobody answered before the deadline; what it had done is undone.
 	ErrTypeAttentionDeadlineExceeded = "AttentionDeadlineExceeded"

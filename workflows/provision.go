@@ -20,6 +20,7 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/api"
 )
 
@@ -137,6 +138,9 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 				return err
 			}
 			p.status.Host = p.host.Name
+			if err := p.refuseWipe(ctx, in); err != nil {
+				return err
+			}
 			ictx := p.activityCtx(ctx, "check image "+p.host.Image.URL, time.Minute, 0, 3)
 			return workflow.ExecuteActivity(ictx, imageA.CheckImage, p.host.Image).Get(ctx, nil)
 		}},
@@ -332,6 +336,26 @@ func (p *provision) activityCtx(ctx workflow.Context, summary string, startToClo
 }
 
 // runStep runs one step until it succeeds, is skipped, or the run ends.
+// refuseWipe stops a run that would wipe a host a completed run provisioned,
+// unless the input says reprovision: true. The check lives here, not in the
+// starter, so every way of starting the workflow is held to it.
+func (p *provision) refuseWipe(ctx workflow.Context, in api.ProvisionInput) error {
+	if in.Reprovision || workflow.GetVersion(ctx, "wipe-guard", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return nil
+	}
+	actx := p.activityCtx(ctx, "was "+p.host.Name+" provisioned before?", time.Minute, 0, 3)
+	var last runs.CompletedProvision
+	if err := workflow.ExecuteActivity(actx, runsA.LastCompletedProvision, p.host.Name).Get(ctx, &last); err != nil {
+		return err
+	}
+	if !last.Found {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+		"%s was provisioned by run %s (completed %s); provisioning it again wipes its disk: start with \"reprovision\": true (starter provision --reprovision)",
+		p.host.Name, last.RunID, last.ClosedAt.Format(time.RFC3339)), ErrTypeWouldWipeProvisionedHost, nil)
+}
+
 func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func(ctx workflow.Context) error) error {
 	rec := &p.status.Steps[idx]
 	p.status.Step = name
@@ -363,7 +387,7 @@ func (p *provision) runStep(ctx workflow.Context, idx int, name string, run func
 		rec.Error, rec.ErrorType = msg, typ
 		p.status.LastError, p.status.LastErrorType = msg, typ
 		workflow.GetLogger(ctx).Warn("step failed", "host", p.status.Host, "step", name, "try", p.status.Try, "error", msg, "type", typ)
-		if name == api.StepValidate && activities.IsInputError(typ) {
+		if name == api.StepValidate && (activities.IsInputError(typ) || typ == ErrTypeWouldWipeProvisionedHost) {
 			// Bad input: nothing was touched, nothing to wait for.
 			rec.State = "failed"
 			p.status.State = api.StateFailed

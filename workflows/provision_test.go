@@ -21,6 +21,7 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/api"
 )
 
@@ -76,6 +77,8 @@ type fixture struct {
 	fail map[string]failure
 	// waitSSH is the WaitForSSH mock, to slow it down in a test.
 	waitSSH *testsuite.MockCallWrapper
+	// lastCompleted is what LastCompletedProvision finds.
+	lastCompleted runs.CompletedProvision
 }
 
 type failure struct {
@@ -107,6 +110,7 @@ func newFixture(t *testing.T) *fixture {
 	env.RegisterActivity(&remote.Activities{})
 	env.RegisterActivity(&image.Activities{})
 	env.RegisterActivity(&chef.Activities{})
+	env.RegisterActivity(&runs.Activities{})
 	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}}
 	h := testHost()
 
@@ -153,6 +157,11 @@ func newFixture(t *testing.T) *fixture {
 				return remote.WaitResult{HostKey: in.Target.HostKey, Fingerprint: "SHA256:live"}, nil
 			}
 			return remote.WaitResult{HostKey: "ssh-ed25519 AAAAos", Fingerprint: "SHA256:os"}, nil
+		})
+	env.OnActivity(runsA.LastCompletedProvision, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, host string) (runs.CompletedProvision, error) {
+			f.rec.add("LastCompletedProvision")
+			return f.lastCompleted, nil
 		})
 	env.OnActivity(leaseA.VerifyBoot, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in lease.VerifyInput) (lease.VerifyResult, error) {
@@ -231,7 +240,7 @@ func TestProvisionHappyPath(t *testing.T) {
 	if res.ImageDigest != testHost().Image.SHA256 || res.OSHostKey != "ssh-ed25519 AAAAos" || res.LiveHostKey != "SHA256:live" {
 		t.Errorf("result = %+v", res)
 	}
-	want := []string{"ResolveHost", "CheckImage", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "VerifyBoot", "WriteImage",
+	want := []string{"ResolveHost", "LastCompletedProvision", "CheckImage", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "VerifyBoot", "WriteImage",
 		"RegisterLease:disk", "BootFromDisk", "WaitForSSH:os", "Bootstrap"}
 	if d := cmp.Diff(want, f.rec.list()); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
@@ -391,6 +400,34 @@ func TestProvisionAbortWhileRunningCancelsTheStep(t *testing.T) {
 // TestProvisionSendsNothingToAStolenBoot: when pxe says the live system's
 // one-time host key went to someone else, the run stops before the image
 // (and later the chef key) is sent to whoever answers SSH with that key.
+// TestProvisionWillNotWipeAProvisionedHost: a plain `temporal workflow
+// start` for a host a completed run provisioned ends at once, touching
+// nothing; with reprovision: true it goes ahead.
+func TestProvisionWillNotWipeAProvisionedHost(t *testing.T) {
+	f := newFixture(t)
+	f.lastCompleted = runs.CompletedProvision{Found: true, RunID: "run-1", ClosedAt: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	err := f.env.GetWorkflowError()
+	if !activities.IsType(err, ErrTypeWouldWipeProvisionedHost) || !strings.Contains(err.Error(), "run-1") || !strings.Contains(err.Error(), "reprovision") {
+		t.Fatalf("workflow error = %v, want %s naming the run and the way out", err, ErrTypeWouldWipeProvisionedHost)
+	}
+	if d := cmp.Diff([]string{"ResolveHost", "LastCompletedProvision"}, f.rec.list()); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+
+	g := newFixture(t)
+	g.lastCompleted = f.lastCompleted
+	again := input
+	again.Reprovision = true
+	g.env.ExecuteWorkflow(ProvisionHost, again)
+	if err := g.env.GetWorkflowError(); err != nil {
+		t.Fatalf("with reprovision: %v", err)
+	}
+	if g.rec.count("LastCompletedProvision") != 0 || g.rec.count("WriteImage") != 1 {
+		t.Errorf("with reprovision: calls %v", g.rec.list())
+	}
+}
+
 func TestProvisionSendsNothingToAStolenBoot(t *testing.T) {
 	f := newFixture(t)
 	f.fail["VerifyBoot"] = failure{times: -1, err: activities.NonRetryable(

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/rackflow/rackflow/api"
@@ -84,4 +86,27 @@ func statusName(s enumspb.WorkflowExecutionStatus) string {
 	default:
 		return s.String()
 	}
+}
+
+// CompletedProvision is a host's latest completed provisioning run.
+type CompletedProvision struct {
+	Found    bool      `json:"found"`
+	RunID    string    `json:"run_id,omitempty"`
+	ClosedAt time.Time `json:"closed_at,omitzero"`
+}
+
+// LastCompletedProvision finds provision/<host>'s latest completed run
+// (through visibility, so a running provisioning run of the same ID does
+// not hide it).
+func (a *Activities) LastCompletedProvision(ctx context.Context, host string) (CompletedProvision, error) {
+	id := api.ProvisionWorkflowID(host)
+	q := fmt.Sprintf("WorkflowId = %q AND ExecutionStatus = 'Completed'", id)
+	resp, err := a.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: q, PageSize: 1})
+	if err != nil {
+		return CompletedProvision{}, fmt.Errorf("list completed runs of %s: %w", id, err)
+	}
+	for _, e := range resp.GetExecutions() {
+		return CompletedProvision{Found: true, RunID: e.GetExecution().GetRunId(), ClosedAt: e.GetCloseTime().AsTime()}, nil
+	}
+	return CompletedProvision{}, nil
 }

@@ -25,11 +25,11 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	wait := fs.Bool("wait", false, "wait for the run to finish, showing progress")
-	inv := fs.String("inventory", "", "send the host's entry from this inventory instead of the worker's")
+	inv := fs.String("inventory", "", "check the host's entry in this inventory file before starting (the worker uses its own)")
 	reprovision := fs.Bool("reprovision", false, "provision a host that was provisioned before (wipes its disk)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil || len(pos) != 1 {
-		fmt.Fprintln(g.stderr, "usage: starter provision HOST [--wait] [--inventory FILE]")
+		fmt.Fprintln(g.stderr, "usage: starter provision HOST [--wait] [--inventory FILE] [--reprovision]")
 		return ExitUsage
 	}
 	host := pos[0]
@@ -37,34 +37,23 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 		fmt.Fprintf(g.stderr, "starter: %q is not a host name\n", host)
 		return ExitUsage
 	}
-	in := api.ProvisionInput{Host: host}
+	in := api.ProvisionInput{Host: host, Reprovision: *reprovision}
 	if *inv != "" {
 		i, err := api.LoadInventory(*inv)
 		if err != nil {
 			fmt.Fprintf(g.stderr, "starter: %v\n", err)
 			return ExitFailed
 		}
-		h, err := i.Lookup(host)
-		if err != nil {
+		if _, err := i.Lookup(host); err != nil {
 			fmt.Fprintf(g.stderr, "starter: %v\n", err)
 			return ExitFailed
 		}
-		in.Spec = &h
 	}
 	c, ok := conn.get()
 	if !ok {
 		return ExitFailed
 	}
 	id := api.ProvisionWorkflowID(host)
-	if !*reprovision {
-		desc, err := c.DescribeWorkflowExecution(ctx, id, "")
-		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
-			info := desc.GetWorkflowExecutionInfo()
-			fmt.Fprintf(g.stderr, "starter: %s was provisioned at %s (run %s); provisioning again wipes its disk: add --reprovision\n",
-				host, info.GetCloseTime().AsTime().Format(time.RFC3339), info.GetExecution().GetRunId())
-			return ExitRefused
-		}
-	}
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                g.TaskQueue,
