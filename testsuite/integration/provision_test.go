@@ -35,6 +35,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/pxe"
@@ -43,6 +44,7 @@ import (
 	"github.com/rackflow/rackflow/testsuite/histories"
 	"github.com/rackflow/rackflow/testsuite/ipmisim"
 	"github.com/rackflow/rackflow/testsuite/lab"
+	"github.com/rackflow/rackflow/workflows"
 )
 
 var (
@@ -406,6 +408,19 @@ func TestProvisionSurvivesWorkerKill(t *testing.T) {
 		saveHistory(t, h, path)
 	}
 	t.Logf("provisioned %s in %s; WriteImage attempt %d resumed from %d", res.Host, res.Duration, attempt, wr.ResumedFrom)
+
+	// The host is provisioned now: a plain start (as `temporal workflow
+	// start` sends it) must not wipe it; the workflow itself refuses.
+	again, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID: api.ProvisionWorkflowID(s.lab.Options.Host), TaskQueue: api.DefaultTaskQueue,
+	}, api.WorkflowProvisionHost, api.ProvisionInput{Host: s.lab.Options.Host})
+	if err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	err = again.Get(context.Background(), nil)
+	if !activities.IsType(err, workflows.ErrTypeWouldWipeProvisionedHost) || !strings.Contains(err.Error(), run.GetRunID()) {
+		t.Errorf("second provisioning of a provisioned host: %v, want %s naming run %s", err, workflows.ErrTypeWouldWipeProvisionedHost, run.GetRunID())
+	}
 }
 
 // TestProvisionResumesAfterGracefulStop stops the worker with SIGTERM in
