@@ -144,10 +144,11 @@ func InvalidInputf(format string, args ...any) error {
 // read) it returns nil: the caller wraps it, and Temporal retries.
 func CredentialError(err error) error {
 	switch {
+	// No cause: the message says it all, and a cause would print twice.
 	case errors.Is(err, secrets.ErrNotFound):
-		return NonRetryable(err.Error(), ErrTypeCredentialNotFound, err)
+		return NonRetryable(err.Error(), ErrTypeCredentialNotFound, nil)
 	case errors.Is(err, secrets.ErrNotAllowed), errors.Is(err, secrets.ErrUnbound), errors.Is(err, secrets.ErrCleartext):
-		return NonRetryable(err.Error(), ErrTypeCredentialNotAllowed, err)
+		return NonRetryable(err.Error(), ErrTypeCredentialNotAllowed, nil)
 	}
 	return nil
 }
