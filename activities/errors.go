@@ -10,6 +10,8 @@ import (
 	"fmt"
 
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/rackflow/rackflow/secrets"
 )
 
 // Error type names of the application errors more than one package raises,
@@ -26,6 +28,12 @@ const (
 	// ErrTypeInvalidCredential: the secret exists but cannot be used (no
 	// key, no password, a key that does not parse).
 	ErrTypeInvalidCredential = "InvalidCredential"
+	// ErrTypeCredentialNotAllowed: the worker's secrets file does not let
+	// this credential go where the input would send it (it is bound to
+	// other endpoints, a disclosed one to none, or the way there is plain
+	// http beyond loopback). Nothing was sent; the secrets file or the
+	// inventory, not a retry, has to change.
+	ErrTypeCredentialNotAllowed = "CredentialNotAllowed"
 	// ErrTypeLeaseConflict: the boot network already leases the MAC or IP
 	// to another host.
 	ErrTypeLeaseConflict = "LeaseConflict"
@@ -67,7 +75,7 @@ var Legacy = map[string]string{
 // kind above, then the legacy names.
 var NonRetryableTypes = []string{
 	ErrTypeInvalidInput, ErrTypeUnknownHost, ErrTypeCredentialNotFound, ErrTypeInvalidCredential,
-	ErrTypeLeaseConflict, ErrTypeImageChecksumMismatch, ErrTypeImageNotFound, ErrTypeImageTruncated,
+	ErrTypeCredentialNotAllowed, ErrTypeLeaseConflict, ErrTypeImageChecksumMismatch, ErrTypeImageNotFound, ErrTypeImageTruncated,
 	ErrTypeImageSizeMismatch, ErrTypeDiskTooSmall, ErrTypeDiskMounted, ErrTypeHostKeyMismatch,
 	ErrTypeDiskNotFound, ErrTypeImageUnavailable,
 	"BadInput", "CredentialUnusable",
@@ -107,7 +115,7 @@ func IsType(err error, typ string) bool {
 func IsInputError(typ string) bool {
 	switch Canonical(typ) {
 	case ErrTypeInvalidInput, ErrTypeUnknownHost, ErrTypeCredentialNotFound, ErrTypeInvalidCredential,
-		ErrTypeImageNotFound, ErrTypeImageUnavailable, ErrTypeImageSizeMismatch:
+		ErrTypeCredentialNotAllowed, ErrTypeImageNotFound, ErrTypeImageUnavailable, ErrTypeImageSizeMismatch:
 		return true
 	}
 	return false
@@ -127,4 +135,20 @@ func InvalidInput(err error) error {
 // InvalidInputf is InvalidInput(fmt.Errorf(format, args...)).
 func InvalidInputf(format string, args ...any) error {
 	return InvalidInput(fmt.Errorf(format, args...))
+}
+
+// CredentialError is the activity error for a failed secrets.Resolve or
+// secrets.ResolveFor: a missing secret is CredentialNotFound, one the
+// secrets file does not let go to that destination CredentialNotAllowed,
+// both non-retryable. For any other error (a secrets file that cannot be
+// read) it returns nil: the caller wraps it, and Temporal retries.
+func CredentialError(err error) error {
+	switch {
+	// No cause: the message says it all, and a cause would print twice.
+	case errors.Is(err, secrets.ErrNotFound):
+		return NonRetryable(err.Error(), ErrTypeCredentialNotFound, nil)
+	case errors.Is(err, secrets.ErrNotAllowed), errors.Is(err, secrets.ErrUnbound), errors.Is(err, secrets.ErrCleartext):
+		return NonRetryable(err.Error(), ErrTypeCredentialNotAllowed, nil)
+	}
+	return nil
 }

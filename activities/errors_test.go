@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/rackflow/rackflow/activities"
+	"github.com/rackflow/rackflow/secrets"
 )
 
 func TestIsType(t *testing.T) {
@@ -96,6 +97,7 @@ func TestIsInputError(t *testing.T) {
 		"legacy bad input":     {typ: "BadInput", want: true},
 		"legacy credential":    {typ: "CredentialUnusable", want: true},
 		"credential missing":   {typ: activities.ErrTypeCredentialNotFound, want: true},
+		"credential not here":  {typ: activities.ErrTypeCredentialNotAllowed, want: true},
 		"image gone":           {typ: activities.ErrTypeImageNotFound, want: true},
 		"checksum is no input": {typ: activities.ErrTypeImageChecksumMismatch},
 		"retryable kind":       {typ: "DiskWriteFailed"},
@@ -162,5 +164,42 @@ func TestOrDefault(t *testing.T) {
 	}
 	if got := activities.OrDefault(int64(0), 64<<20); got != 64<<20 {
 		t.Errorf("OrDefault(int64 0) = %d, want %d", got, 64<<20)
+	}
+}
+
+func TestCredentialError(t *testing.T) {
+	bound := secrets.Static{"bmc/node07": {Username: "admin", Password: "pw", Endpoints: []string{"10.20.0.7"}}}
+	resolve := func(ref, dest string) error {
+		_, err := secrets.ResolveFor(context.Background(), bound, ref, secrets.Use{Dest: dest, Discloses: true})
+		return err
+	}
+	tests := map[string]struct {
+		err      error
+		wantType string // "" when CredentialError returns nil
+	}{
+		"missing":         {err: resolve("bmc/node08", "10.20.0.8:623"), wantType: activities.ErrTypeCredentialNotFound},
+		"bound elsewhere": {err: resolve("bmc/node07", "10.20.0.8:623"), wantType: activities.ErrTypeCredentialNotAllowed},
+		"cleartext":       {err: resolve("bmc/node07", "http://10.20.0.7/"), wantType: activities.ErrTypeCredentialNotAllowed},
+		"unbound":         {err: fmt.Errorf("x: %w", secrets.ErrUnbound), wantType: activities.ErrTypeCredentialNotAllowed},
+		"unreadable file": {err: errors.New("secrets file: permission denied")},
+		"allowed":         {err: resolve("bmc/node07", "10.20.0.7:623")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := activities.CredentialError(tc.err)
+			gotType := ""
+			var ae *temporal.ApplicationError
+			if errors.As(got, &ae) {
+				gotType = ae.Type()
+				if !ae.NonRetryable() {
+					t.Errorf("%v is retryable", got)
+				}
+			} else if got != nil {
+				t.Fatalf("%T is not an ApplicationError", got)
+			}
+			if diff := cmp.Diff(tc.wantType, gotType); diff != "" {
+				t.Errorf("type of CredentialError(%v) (-want +got):\n%s", tc.err, diff)
+			}
+		})
 	}
 }

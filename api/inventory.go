@@ -47,6 +47,36 @@ type BMC struct {
 	Provider string `yaml:"provider" json:"provider"`
 	// Credential names a secret with username and password.
 	Credential string `yaml:"credential" json:"credential"`
+	// CAFile is a PEM bundle on the worker that a Redfish BMC's
+	// certificate must chain to (its name checked too); empty: the
+	// system roots. Redfish only.
+	CAFile string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`
+	// PinSHA256 is the SHA-256 of a Redfish BMC's certificate (hex, colons
+	// allowed, as `openssl x509 -noout -fingerprint -sha256` prints it).
+	// It is how a BMC's stock self-signed certificate is trusted: that
+	// certificate and no other. Redfish only.
+	PinSHA256 string `yaml:"pin_sha256,omitempty" json:"pin_sha256,omitempty"`
+}
+
+// CredentialDest is where the BMC's credential goes, as secrets.Use.Dest
+// takes it: https://address:port for Redfish, address:port for IPMI.
+// Call it after Defaults.
+func (b BMC) CredentialDest() string {
+	hp := net.JoinHostPort(b.Address, strconv.Itoa(b.Port))
+	if b.Provider == "redfish" {
+		return "https://" + hp
+	}
+	return hp
+}
+
+// NormalizePin returns a certificate pin as 64 lower-case hex digits,
+// without colons, or "" when it is not a SHA-256.
+func NormalizePin(s string) string {
+	p := strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	if !sha256RE.MatchString(p) {
+		return ""
+	}
+	return p
 }
 
 // Network is the host's static address on its provisioning network.
@@ -231,6 +261,15 @@ func (h Host) Validate() error {
 	}
 	if !ValidRef(h.BMC.Credential) {
 		add("bmc.credential", h.BMC.Credential, "must name a secret (letters, digits, _ . / -)")
+	}
+	if h.BMC.CAFile != "" && (!strings.HasPrefix(h.BMC.CAFile, "/") || strings.Contains(h.BMC.CAFile, "..")) {
+		add("bmc.ca_file", h.BMC.CAFile, "must be an absolute path on the worker")
+	}
+	if h.BMC.PinSHA256 != "" && NormalizePin(h.BMC.PinSHA256) == "" {
+		add("bmc.pin_sha256", h.BMC.PinSHA256, "must be the certificate's SHA-256: 64 hex digits, colons allowed")
+	}
+	if (h.BMC.CAFile != "" || h.BMC.PinSHA256 != "") && h.BMC.Provider != "redfish" {
+		add("bmc.provider", h.BMC.Provider, "ca_file and pin_sha256 are for redfish; IPMI has no TLS")
 	}
 	if mac, err := net.ParseMAC(h.MAC); err != nil || len(mac) != 6 {
 		add("mac", h.MAC, "not a 48-bit MAC address like 52:54:00:12:34:56")

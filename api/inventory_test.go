@@ -90,6 +90,9 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		"disk traversal":  {func(h *Host) { h.Disk = "/dev/../etc/passwd" }, []string{"disk"}},
 		"bad credential":  {func(h *Host) { h.BMC.Credential = "../etc/shadow" }, []string{"bmc.credential"}},
 		"bad provider":    {func(h *Host) { h.BMC.Provider = "amt" }, []string{"bmc.provider"}},
+		"pin not sha256":  {func(h *Host) { h.BMC.Provider, h.BMC.PinSHA256 = "redfish", "abc" }, []string{"bmc.pin_sha256"}},
+		"relative ca":     {func(h *Host) { h.BMC.Provider, h.BMC.CAFile = "redfish", "bmc-ca.pem" }, []string{"bmc.ca_file"}},
+		"pin for ipmi":    {func(h *Host) { h.BMC.PinSHA256 = strings.Repeat("ab", 32) }, []string{"bmc.provider"}},
 		"bad run list":    {func(h *Host) { h.Chef.RunList = []string{"db; rm -rf /"} }, []string{"chef.run_list[0]"}},
 		"upper-case name": {func(h *Host) { h.Name = "Node07" }, []string{"name"}},
 		"several at once": {func(h *Host) { h.MAC = "x"; h.Network.IP = "y"; h.Image.SHA256 = "" },
@@ -249,3 +252,34 @@ func TestValidationGaps(t *testing.T) {
 }
 
 const testHostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+func TestBMCCredentialDest(t *testing.T) {
+	tests := map[string]struct {
+		bmc  BMC
+		want string
+	}{
+		"ipmi":         {BMC{Address: "10.20.0.7", Provider: "ipmi"}, "10.20.0.7:623"},
+		"redfish":      {BMC{Address: "10.20.0.7", Provider: "redfish"}, "https://10.20.0.7:443"},
+		"redfish port": {BMC{Address: "bmc07.mgmt", Port: 8443, Provider: "redfish"}, "https://bmc07.mgmt:8443"},
+		"ipv6":         {BMC{Address: "fd00::7", Provider: "ipmi"}, "[fd00::7]:623"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := Host{BMC: tc.bmc}
+			h.Defaults()
+			if diff := cmp.Diff(tc.want, h.BMC.CredentialDest()); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNormalizePin(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	colons := strings.ToUpper(strings.TrimSuffix(strings.Repeat("AB:", 32), ":"))
+	for in, want := range map[string]string{hex: hex, colons: hex, "abc": "", strings.Repeat("zz", 32): ""} {
+		if got := NormalizePin(in); got != want {
+			t.Errorf("NormalizePin(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -60,7 +60,7 @@ echo "starting worker (log: $RUN/worker.log)"
 TEMPORAL_ADDRESS=127.0.0.1:$PORT \
 RACKFLOW_INVENTORY=$RUN/lab/inventory.yaml RACKFLOW_SECRETS=$RUN/lab/secrets.yaml \
 RACKFLOW_PXE_URL=http://$PXE_ADDR RACKFLOW_PXE_TOKEN_FILE=$RUN/pxe.token \
-RACKFLOW_CHEF_DIR=$RUN/lab/chef \
+RACKFLOW_CHEF_DIR=$RUN/lab/chef RACKFLOW_IMAGE_DIR=$RUN/lab/images \
   "$BIN/rackflow-worker" >"$RUN/worker.log" 2>&1 &
 pids+=($!)
 

@@ -10,6 +10,7 @@ package bmc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,9 +28,10 @@ import (
 	"github.com/rackflow/rackflow/secrets"
 )
 
-// Error types of this package's retryable failures. The non-retryable ones
-// are the shared activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound
-// and ErrTypeInvalidCredential.
+// Error types of this package's failures; all but ErrTypeUntrustedCert are
+// retryable. The other non-retryable ones are the shared
+// activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound,
+// ErrTypeCredentialNotAllowed and ErrTypeInvalidCredential.
 const (
 	// ErrTypeUnreachable: the BMC did not answer a call within CallTimeout,
 	// or the network refused the connection.
@@ -45,6 +47,11 @@ const (
 	// ErrTypeStateTimeout: the power state did not reach the wanted one
 	// within SettleTimeout after the command was accepted.
 	ErrTypeStateTimeout = "BMCStateTimeout"
+	// ErrTypeUntrustedCert: a Redfish BMC's TLS certificate failed
+	// verification (not the pinned one, or not signed by bmc.ca_file or a
+	// system root). Not retryable: nothing was sent, and the inventory or
+	// the BMC, not a retry, has to change.
+	ErrTypeUntrustedCert = "BMCUntrustedCert"
 	// ErrTypeBMC: any other failure reported by the BMC or bmclib.
 	ErrTypeBMC = "BMCError"
 )
@@ -290,11 +297,18 @@ func (a *Activities) open(ctx context.Context, in Input, op string) (*session, e
 	}
 	s.release = release
 
-	cred, err := a.Secrets.Resolve(ctx, b.Credential)
+	// IPMI's RAKP and Redfish's login both hand the BMC what it needs to
+	// replay the password, and the input names the address: the secrets
+	// file decides which BMCs this credential may go to.
+	if a.Secrets == nil {
+		s.close()
+		return nil, activities.NonRetryable("bmc activities have no secrets resolver", activities.ErrTypeCredentialNotFound, nil)
+	}
+	cred, err := secrets.ResolveFor(ctx, a.Secrets, b.Credential, secrets.Use{Dest: b.CredentialDest(), Discloses: true})
 	if err != nil {
 		s.close()
-		if errors.Is(err, secrets.ErrNotFound) {
-			return nil, activities.NonRetryable(fmt.Sprintf("bmc credential %q not found", b.Credential), activities.ErrTypeCredentialNotFound, nil)
+		if e := activities.CredentialError(fmt.Errorf("bmc credential: %w", err)); e != nil {
+			return nil, e
 		}
 		return nil, fmt.Errorf("resolve bmc credential %q: %w", b.Credential, err)
 	}
@@ -304,11 +318,18 @@ func (a *Activities) open(ctx context.Context, in Input, op string) (*session, e
 	}
 	s.pass = cred.Password
 
+	conn := Conn{Host: b.Address, Port: b.Port, Provider: b.Provider, User: cred.Username, Password: cred.Password}
+	if b.Provider == "redfish" {
+		if conn.TLS, err = RedfishTLS(b); err != nil {
+			s.close()
+			return nil, activities.NonRetryable(fmt.Sprintf("bmc %s: %v", s.target, err), activities.ErrTypeInvalidInput, nil)
+		}
+	}
 	newClient := a.NewClient
 	if newClient == nil {
 		newClient = BMCLib
 	}
-	c, err := newClient(ctx, b.Address, b.Port, cred.Username, cred.Password, b.Provider)
+	c, err := newClient(ctx, conn)
 	if err != nil {
 		s.close()
 		return nil, temporal.NewApplicationError(fmt.Sprintf("bmc %s: build client: %s", s.target, s.scrub(err.Error())), ErrTypeBMC)
@@ -369,6 +390,11 @@ func (s *session) call(ctx context.Context, what string, f func(context.Context)
 	switch {
 	case errors.Is(cctx.Err(), context.DeadlineExceeded):
 		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable: %s: no answer within %v", s.target, what, s.timeout), ErrTypeUnreachable)
+	case errors.Is(err, ErrUntrustedCert), errors.As(err, new(*tls.CertificateVerificationError)),
+		// bmclib may flatten the chain into text.
+		strings.Contains(msg, ErrUntrustedCert.Error()), strings.Contains(msg, "tls: failed to verify certificate"):
+		// Nothing was sent: the handshake stopped before any login.
+		return activities.NonRetryable(fmt.Sprintf("bmc %s: %s: TLS: %s; trust its certificate with bmc.pin_sha256 or bmc.ca_file", s.target, what, msg), ErrTypeUntrustedCert, nil)
 	case strings.Contains(msg, "Unable to establish IPMI v2 / RMCP+ session"):
 		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable or credentials rejected: %s: ipmitool could not open an IPMI session (it does not say which)", s.target, what), ErrTypeNoSession)
 	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no route to host"),

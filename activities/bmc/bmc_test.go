@@ -199,12 +199,25 @@ func TestFailures(t *testing.T) {
 		"credential reference unknown": {
 			ref:      "bmc/typo",
 			wantType: activities.ErrTypeCredentialNotFound, retryable: false,
-			wantMsg: `bmc credential "bmc/typo" not found`,
+			wantMsg: `bmc credential: secret not found: "bmc/typo"`,
 		},
 		"nothing listening": {
 			cred: secrets.Secret{Username: sim.Username, Password: password}, port: deadPort,
 			wantType: bmc.ErrTypeUnreachable, retryable: true,
 			wantMsg: fmt.Sprintf("bmc 127.0.0.1:%d unreachable: connect: no answer within 1s", deadPort),
+		},
+		// The input names the BMC and the credential together: a
+		// credential the secrets file binds to another BMC is not sent
+		// to this one, though it is the right password for it.
+		"credential bound to another BMC": {
+			cred:     secrets.Secret{Username: sim.Username, Password: password, Endpoints: []string{"10.20.0.7"}},
+			wantType: activities.ErrTypeCredentialNotAllowed, retryable: false,
+			wantMsg: fmt.Sprintf(`bmc credential: secret "bmc/node01" to 127.0.0.1:%d: secret not allowed for this endpoint: the secrets file binds it to 10.20.0.7`, sim.Port()),
+		},
+		"credential bound to nothing": {
+			cred:     secrets.Secret{Username: sim.Username, Password: password, Endpoints: []string{}},
+			wantType: activities.ErrTypeCredentialNotAllowed, retryable: false,
+			wantMsg: "secret bound to no endpoint",
 		},
 		"unknown provider": {
 			cred: secrets.Secret{Username: sim.Username, Password: password}, provider: "snmp",
@@ -216,7 +229,11 @@ func TestFailures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			a := simActivities(sim)
 			a.CallTimeout = time.Second
-			a.Secrets = secrets.Static{credRef: tc.cred}
+			cred := tc.cred
+			if cred.Endpoints == nil {
+				cred.Endpoints = []string{"127.0.0.1"}
+			}
+			a.Secrets = secrets.Static{credRef: cred}
 			in := simInput(sim)
 			if tc.ref != "" {
 				in.BMC.Credential = tc.ref
@@ -363,10 +380,10 @@ func TestPerBMCConcurrencyLimit(t *testing.T) {
 			a := fakeActivities(nil, bmc.NewLimiter(tc.perBMC))
 			// Each activity gets its own fake BMC session, counted from Open
 			// to Close on its BMC's gauge and on the all-BMC gauge.
-			a.NewClient = func(_ context.Context, host string, _ int, _, _, _ string) (bmc.Client, error) {
+			a.NewClient = func(_ context.Context, c bmc.Conn) (bmc.Client, error) {
 				return &countedSession{
 					fakeBMC: &fakeBMC{reads: []string{"Chassis Power is off"}, delay: 30 * time.Millisecond},
-					gauges:  []*gauge{gauges[host], gauges["all"]},
+					gauges:  []*gauge{gauges[c.Host], gauges["all"]},
 				}, nil
 			}
 			envs := make([]*testsuite.TestActivityEnvironment, len(tc.addrs))

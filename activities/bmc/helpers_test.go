@@ -46,7 +46,7 @@ func simInput(s *ipmisim.Sim) bmc.Input {
 // short pauses so tests run fast.
 func simActivities(s *ipmisim.Sim) *bmc.Activities {
 	return &bmc.Activities{
-		Secrets:       secrets.Static{credRef: {Username: s.Username, Password: s.Password}},
+		Secrets:       secrets.Static{credRef: {Username: s.Username, Password: s.Password, Endpoints: []string{s.Addr()}}},
 		CallTimeout:   5 * time.Second,
 		ConfirmDelay:  100 * time.Millisecond,
 		PollInterval:  200 * time.Millisecond,
@@ -197,11 +197,11 @@ func (f *fakeBMC) powerCalls() []string {
 // fakeActivities serves every BMC address from fakes[address].
 func fakeActivities(fakes map[string]*fakeBMC, lim *bmc.Limiter) *bmc.Activities {
 	return &bmc.Activities{
-		Secrets: secrets.Static{credRef: {Username: "admin", Password: "pw"}},
-		NewClient: func(_ context.Context, host string, _ int, _, _, _ string) (bmc.Client, error) {
-			f, ok := fakes[host]
+		Secrets: secrets.Static{credRef: {Username: "admin", Password: "pw", Endpoints: []string{"10.0.0.0/24"}}},
+		NewClient: func(_ context.Context, c bmc.Conn) (bmc.Client, error) {
+			f, ok := fakes[c.Host]
 			if !ok {
-				return nil, errors.New("no fake for " + host)
+				return nil, errors.New("no fake for " + c.Host)
 			}
 			return f, nil
 		},

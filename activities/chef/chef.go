@@ -25,8 +25,8 @@ import (
 
 // ErrTypeBootstrapFailed: the chef run exited non-zero. Retryable; the
 // workflow's policy decides how often. Bootstrap also raises the shared
-// activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound and
-// ErrTypeInvalidCredential, and remote's.
+// activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound,
+// ErrTypeCredentialNotAllowed and ErrTypeInvalidCredential, and remote's.
 const ErrTypeBootstrapFailed = "ChefBootstrapFailed"
 
 // DefaultDir is where chef-client looks for its configuration.
@@ -95,10 +95,14 @@ func (a *Activities) Bootstrap(ctx context.Context, in BootstrapInput) (Bootstra
 	if res == nil {
 		res = a.Dialer.Secrets
 	}
-	sec, err := res.Resolve(ctx, c.ValidatorCredential)
+	// The validator key is copied to the node, which uses it against
+	// server_url: both come from the input, so the secrets file decides
+	// which chef servers this key may be handed out for.
+	sec, err := secrets.ResolveFor(ctx, res, c.ValidatorCredential, secrets.Use{Dest: c.ServerURL, Discloses: true})
+	if e := activities.CredentialError(fmt.Errorf("chef bootstrap of %s: %w", in.Host, err)); e != nil {
+		return BootstrapResult{}, e
+	}
 	switch {
-	case errors.Is(err, secrets.ErrNotFound):
-		return BootstrapResult{}, activities.NonRetryable(fmt.Sprintf("chef bootstrap of %s: %v", in.Host, err), activities.ErrTypeCredentialNotFound, err)
 	case err != nil || sec.PrivateKey == "":
 		msg := fmt.Sprintf("chef bootstrap of %s: validator credential %q holds no private key", in.Host, c.ValidatorCredential)
 		if err != nil {

@@ -54,7 +54,8 @@ func newFixture(t *testing.T) *fixture {
 	f.acts = &chef.Activities{
 		Dialer: &remote.Dialer{Secrets: secrets.Static{
 			"ssh/os":         {PrivateKey: f.login.PEM},
-			"chef/validator": {PrivateKey: f.validator.PEM},
+			"chef/validator": {PrivateKey: f.validator.PEM, Endpoints: []string{"https://chef.lab.example"}},
+			"chef/unbound":   {PrivateKey: f.validator.PEM},
 		}},
 		Dir: f.dir,
 	}
@@ -194,5 +195,47 @@ func TestBootstrapBadCredential(t *testing.T) {
 	var ae *temporal.ApplicationError
 	if !errors.As(err, &ae) || ae.Type() != activities.ErrTypeCredentialNotFound || !ae.NonRetryable() {
 		t.Fatalf("want non-retryable %s, got %v", activities.ErrTypeCredentialNotFound, err)
+	}
+}
+
+// TestBootstrapValidatorBinding: the input names the chef server and the
+// validator key together; the secrets file decides which servers the key
+// is handed out for. A refused bootstrap writes nothing on the host.
+func TestBootstrapValidatorBinding(t *testing.T) {
+	tests := map[string]struct {
+		serverURL, credential string
+		wantType              string // "" = success
+	}{
+		"bound server":            {serverURL: "https://chef.lab.example/organizations/lab", credential: "chef/validator"},
+		"another server":          {serverURL: "https://chef.attacker.example/organizations/lab", credential: "chef/validator", wantType: activities.ErrTypeCredentialNotAllowed},
+		"same host, another port": {serverURL: "https://chef.lab.example:8443/organizations/lab", credential: "chef/validator", wantType: activities.ErrTypeCredentialNotAllowed},
+		"plain http":              {serverURL: "http://chef.lab.example/organizations/lab", credential: "chef/validator", wantType: activities.ErrTypeCredentialNotAllowed},
+		"key bound to no server":  {serverURL: "https://chef.lab.example/organizations/lab", credential: "chef/unbound", wantType: activities.ErrTypeCredentialNotAllowed},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			fake := sshd.StartFake(t, sshd.FakeOptions{
+				AuthorizedKeys: []ssh.PublicKey{f.login.Public()},
+				Env:            []string{"PATH=" + f.bin + ":" + os.Getenv("PATH")},
+			})
+			in := f.input(fake.Addr(), fake.HostKeyLine(), "true")
+			in.Chef.ServerURL, in.Chef.ValidatorCredential = tc.serverURL, tc.credential
+			_, err := bootstrap(t, f.acts, in)
+			gotType := ""
+			if err != nil {
+				var ae *temporal.ApplicationError
+				if !errors.As(err, &ae) || !ae.NonRetryable() {
+					t.Fatalf("want a non-retryable application error, got %v", err)
+				}
+				gotType = ae.Type()
+			}
+			if diff := cmp.Diff(tc.wantType, gotType); diff != "" {
+				t.Fatalf("error type (-want +got):\n%s\nerror: %v", diff, err)
+			}
+			if tc.wantType != "" && len(fake.Commands()) != 0 {
+				t.Errorf("refused bootstrap ran %q on the host", fake.Commands())
+			}
+		})
 	}
 }

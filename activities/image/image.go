@@ -1,8 +1,8 @@
 // Package image writes an OS image onto a host's disk through the host's
 // live system, over SSH. The image may be raw, gzip, zstd or xz (told by its
-// first bytes) at an http(s) URL, a file:// URL or a local path. In push
-// mode the worker reads and decompresses it and streams the raw bytes into
-// dd on the host, hashing as it goes; in pull mode the host fetches it
+// first bytes) at an http(s) URL, or a file:// URL or local path inside the
+// worker's image directory. In push mode the worker reads and decompresses
+// it and streams the raw bytes into dd on the host, hashing as it goes; in pull mode the host fetches it
 // itself with curl or wget and the worker only steers and watches. Either
 // way a retried attempt resumes from its last heartbeat and the disk is
 // read back and hashed on the host before the activity succeeds. It is not
@@ -73,6 +73,11 @@ type Activities struct {
 	// fatal. Heartbeats carry the same progress either way.
 	Report      func(ctx context.Context, p api.ImageProgress) error
 	ReportEvery time.Duration
+	// ImageDir is the only directory local images (file:// URLs and
+	// absolute paths) are read from; ".." and symlinks cannot leave it
+	// (relative symlinks inside it are followed, absolute ones refused).
+	// Empty: local images are refused, only http(s) ones are streamed.
+	ImageDir string
 	// DiskHelper is the path, on the worker, of a rackflow-diskhelper
 	// binary (activities/image/cmd/rackflow-diskhelper), or of a directory of them,
 	// one per architecture (rackflow-diskhelper-arm64...). When set and
@@ -107,7 +112,20 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	if err != nil {
 		return WriteResult{}, err
 	}
+	if j.path != "" {
+		// Refuse a path out of ImageDir before touching the host.
+		f, err := a.openLocal(j.path)
+		if err != nil {
+			return WriteResult{}, err
+		}
+		f.Close()
+	}
 	prev := previousProgress(ctx, in)
+	tr := &tracker{ctx: ctx, p: Progress{Offset: prev.Offset, Total: in.Image.Size, HashState: prev.HashState, Phase: "write", Mode: j.mode, Format: prev.Format}}
+	// A first heartbeat before the dial, the disk check and the helper
+	// upload, which can take a good part of a short heartbeat timeout;
+	// it carries the previous attempt's progress on.
+	tr.beat()
 
 	client, err := a.Dialer.Dial(ctx, in.Target)
 	if err != nil {
@@ -122,7 +140,6 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 
 	// Heartbeat the committed progress regularly, even while a segment
 	// or the read-back runs, so a live attempt is never timed out.
-	tr := &tracker{ctx: ctx, p: Progress{Offset: prev.Offset, Total: in.Image.Size, HashState: prev.HashState, Phase: "write", Mode: j.mode, Format: prev.Format}}
 	tr.beat()
 	defer a.keepAlive(ctx, in.Host, tr)()
 

@@ -86,6 +86,7 @@ func newFixtureData(t testing.TB, data []byte, diskSize int64) *fixture {
 		Dialer:         &remote.Dialer{Secrets: secrets.Static{"ssh/live": {PrivateKey: f.key.PEM}}},
 		SegmentSize:    1 * mib,
 		HeartbeatEvery: 100 * time.Millisecond,
+		ImageDir:       f.dir,
 	}
 	return f
 }
@@ -552,4 +553,77 @@ func settledStdin(f *sshd.Fake) int64 {
 		n = m
 	}
 	return n
+}
+
+// TestLocalImagesStayInImageDir: the input names the image, so a local
+// path must not reach any file the worker can read: only files inside
+// ImageDir are streamed, whatever ".." or a symlink says.
+func TestLocalImagesStayInImageDir(t *testing.T) {
+	f := newFixture(t, mib, 2*mib)
+	outside := t.TempDir()
+	shadow := filepath.Join(outside, "shadow")
+	if err := os.WriteFile(shadow, []byte("root:$6$secret:19000:0:99999:7:::\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(shadow, filepath.Join(f.dir, "escape.raw")); err != nil {
+		t.Fatal(err)
+	}
+	// A relative link inside the directory is followed (an absolute one
+	// is refused by os.Root, wherever it points).
+	if err := os.Symlink("os.raw", filepath.Join(f.dir, "latest.raw")); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(f.dir, shadow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		url      string
+		noDir    bool
+		wantType string // "" = success
+	}{
+		"inside":            {url: f.imagePath},
+		"inside, file url":  {url: "file://" + f.imagePath},
+		"symlink inside":    {url: filepath.Join(f.dir, "latest.raw")},
+		"outside":           {url: shadow, wantType: activities.ErrTypeInvalidInput},
+		"outside, file url": {url: "file://" + shadow, wantType: activities.ErrTypeInvalidInput},
+		"etc shadow":        {url: "/etc/shadow", wantType: activities.ErrTypeInvalidInput},
+		"dot-dot":           {url: filepath.Join(f.dir, "x") + "/../" + rel, wantType: activities.ErrTypeInvalidInput},
+		"dot-dot, encoded":  {url: "file://" + f.dir + "/%2e%2e/" + rel, wantType: activities.ErrTypeInvalidInput},
+		"symlink out":       {url: filepath.Join(f.dir, "escape.raw"), wantType: activities.ErrTypeInvalidInput},
+		"missing inside":    {url: filepath.Join(f.dir, "gone.raw"), wantType: activities.ErrTypeImageNotFound},
+		"no image dir":      {url: f.imagePath, noDir: true, wantType: activities.ErrTypeInvalidInput},
+		"image dir itself":  {url: f.dir, wantType: activities.ErrTypeImageUnavailable},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			acts := *f.acts
+			if tc.noDir {
+				acts.ImageDir = ""
+			}
+			var ts testsuite.WorkflowTestSuite
+			env := ts.NewTestActivityEnvironment()
+			env.RegisterActivity(&acts)
+			img := f.img
+			img.URL = tc.url
+			_, err := env.ExecuteActivity(acts.CheckImage, img)
+			if tc.wantType == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantAppError(t, err, tc.wantType, true)
+		})
+	}
+
+	// WriteImage refuses before it logs in to the host.
+	srv := sshd.StartFake(t, sshd.FakeOptions{AuthorizedKeys: []ssh.PublicKey{f.key.Public()}})
+	in := f.input(srv.Addr(), srv.HostKeyLine())
+	in.Image.URL = filepath.Join(f.dir, "escape.raw")
+	r := execute(t, f.acts, in, nil)
+	wantAppError(t, r.err, activities.ErrTypeInvalidInput, true)
+	if cmds := srv.Commands(); len(cmds) != 0 {
+		t.Errorf("the host was asked to run %q", cmds)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,51 @@ func imagePath(raw string) (string, error) {
 	return "", activities.InvalidInput(fmt.Errorf("image url %q: scheme must be http, https or file", raw))
 }
 
+// localRel returns a local image's path relative to ImageDir. A path
+// outside it, or any local path when ImageDir is empty, is InvalidInput:
+// the input names the image, and must not name any file the worker can
+// read (its secrets file, /etc/shadow), to be streamed to a host.
+func (a *Activities) localRel(path string) (string, error) {
+	if a.ImageDir == "" {
+		return "", activities.InvalidInputf("image %s: this worker serves no local images (no --image-dir); use an http(s) URL", path)
+	}
+	dir, err := filepath.Abs(a.ImageDir)
+	if err != nil {
+		return "", fmt.Errorf("image dir: %w", err)
+	}
+	rel, err := filepath.Rel(dir, filepath.Clean(path))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", activities.InvalidInputf("image %s: not under the image directory %s", path, a.ImageDir)
+	}
+	return rel, nil
+}
+
+// openLocal opens a local image inside ImageDir through an os.Root, so
+// neither ".." nor a symlink leads out of it.
+func (a *Activities) openLocal(path string) (*os.File, error) {
+	rel, err := a.localRel(path)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(a.ImageDir)
+	if err != nil {
+		return nil, fmt.Errorf("image dir: %w", err) // retryable: an operator may fix it
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, activities.NonRetryable(fmt.Sprintf("open image %s: not found", path), activities.ErrTypeImageNotFound, nil)
+	case err != nil && strings.Contains(err.Error(), "path escapes from parent"):
+		// os.Root's error for a symlink out of the directory; it has no
+		// exported sentinel.
+		return nil, activities.InvalidInputf("image %s: leads out of the image directory %s", path, a.ImageDir)
+	case err != nil:
+		return nil, fmt.Errorf("open image: %w", err)
+	}
+	return f, nil
+}
+
 // openSource opens the image file itself at offset (up to end, inclusive,
 // when end >= 0) and returns what the source says the whole file's size
 // is, -1 when it does not say.
@@ -43,12 +89,9 @@ func (a *Activities) openSource(ctx context.Context, img api.Image, offset, end 
 		return nil, 0, err
 	}
 	if path != "" {
-		f, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, 0, activities.NonRetryable(fmt.Sprintf("open image %s: not found", path), activities.ErrTypeImageNotFound, err)
-		}
+		f, err := a.openLocal(path)
 		if err != nil {
-			return nil, 0, fmt.Errorf("open image: %w", err)
+			return nil, 0, err
 		}
 		st, err := f.Stat()
 		if err != nil {

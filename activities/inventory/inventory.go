@@ -1,14 +1,20 @@
 // Package inventory resolves a host name to its validated inventory entry and
 // checks, before anything is powered on, that every credential it references
-// exists on this worker. It reads the inventory file; it never returns a
-// secret value, only the references, because its result is recorded in
-// workflow history.
+// exists on this worker and may be sent where the entry would send it. It
+// reads the inventory file; it never returns a secret value, only the
+// references, because its result is recorded in workflow history.
+//
+// The worker's inventory and secrets file are authoritative: a spec carried
+// inline in the workflow input is refused unless the worker allows it, and
+// even then its credentials only go where the secrets file binds them.
 package inventory
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 
 	"golang.org/x/crypto/ssh"
 
@@ -22,8 +28,13 @@ type Activities struct {
 	// Load returns the current inventory; it is called on each resolution so
 	// an edited inventory file is picked up without a restart.
 	Load func() (*api.Inventory, error)
-	// Secrets checks that references exist.
+	// Secrets checks that references exist and are bound to the entry's
+	// endpoints.
 	Secrets secrets.Resolver
+	// AllowInlineSpecs accepts a host spec in the input in place of the
+	// inventory entry (worker flag --allow-inline-specs). Off, whoever
+	// starts a workflow can only name hosts of the worker's inventory.
+	AllowInlineSpecs bool
 }
 
 // ResolveInput names a host, or carries its spec inline.
@@ -36,6 +47,9 @@ type ResolveInput struct {
 func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host, error) {
 	var h api.Host
 	switch {
+	case in.Spec != nil && !a.AllowInlineSpecs:
+		return api.Host{}, activities.InvalidInputf("the input carries the host's spec inline; this worker provisions only hosts of its own inventory: "+
+			"start with {\"host\": %q} and no spec (or run the worker with --allow-inline-specs)", in.Spec.Name)
 	case in.Spec != nil:
 		h = *in.Spec
 		if in.Host != "" && h.Name != in.Host {
@@ -45,7 +59,7 @@ func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host
 		return api.Host{}, activities.InvalidInput(api.FieldErrors{{Field: "host", Reason: "required"}})
 	default:
 		if a.Load == nil {
-			return api.Host{}, activities.NonRetryable("this worker has no inventory; pass the host's spec in the input", activities.ErrTypeUnknownHost, nil)
+			return api.Host{}, activities.NonRetryable("this worker has no inventory (--inventory)", activities.ErrTypeUnknownHost, nil)
 		}
 		inv, err := a.Load()
 		if err != nil {
@@ -71,19 +85,28 @@ func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	if a.Secrets == nil {
 		return activities.NonRetryable("this worker has no secrets source", activities.ErrTypeCredentialNotFound, nil)
 	}
+	// Each credential with every place the run will send it (the
+	// activities check again, at the moment of use).
 	type need struct {
 		field, ref string
 		key        bool
+		uses       []secrets.Use
 	}
-	needs := []need{{"bmc.credential", h.BMC.Credential, false}, {"ssh.credential", h.SSH.Credential, true}}
+	ip := h.Network.IP
+	needs := []need{
+		{"bmc.credential", h.BMC.Credential, false, []secrets.Use{{Dest: h.BMC.CredentialDest(), Discloses: true}}},
+		{"ssh.credential", h.SSH.Credential, true, []secrets.Use{
+			{Dest: net.JoinHostPort(ip, strconv.Itoa(h.SSH.LivePort))},
+			{Dest: net.JoinHostPort(ip, strconv.Itoa(h.SSH.Port))},
+		}},
+	}
 	if h.Chef != nil {
-		needs = append(needs, need{"chef.validator_credential", h.Chef.ValidatorCredential, true})
+		needs = append(needs, need{"chef.validator_credential", h.Chef.ValidatorCredential, true, []secrets.Use{{Dest: h.Chef.ServerURL, Discloses: true}}})
 	}
 	if h.SSH.Jump != nil {
-		needs = append(needs, need{"ssh.jump.credential", h.SSH.Jump.Credential, true})
+		needs = append(needs, need{"ssh.jump.credential", h.SSH.Jump.Credential, true, []secrets.Use{{Dest: h.SSH.Jump.Address}}})
 	}
-	var missing api.FieldErrors
-	var bad api.FieldErrors
+	var missing, notAllowed, bad api.FieldErrors
 	for _, n := range needs {
 		s, err := a.Secrets.Resolve(ctx, n.ref)
 		if errors.Is(err, secrets.ErrNotFound) {
@@ -92,6 +115,12 @@ func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 		}
 		if err != nil {
 			return fmt.Errorf("resolve %s: %w", n.field, err)
+		}
+		for _, u := range n.uses {
+			if err := s.Allows(u); err != nil {
+				notAllowed = append(notAllowed, api.FieldError{Field: n.field, Value: n.ref, Reason: fmt.Sprintf("may not go to %s: %v", u.Dest, err)})
+				break
+			}
 		}
 		if n.key {
 			if _, err := ssh.ParseRawPrivateKey([]byte(s.PrivateKey)); err != nil {
@@ -104,6 +133,9 @@ func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	}
 	if len(missing) > 0 {
 		return activities.NonRetryable(missing.Error(), activities.ErrTypeCredentialNotFound, missing)
+	}
+	if len(notAllowed) > 0 {
+		return activities.NonRetryable(notAllowed.Error(), activities.ErrTypeCredentialNotAllowed, notAllowed)
 	}
 	if len(bad) > 0 {
 		return activities.NonRetryable(bad.Error(), activities.ErrTypeInvalidCredential, bad)

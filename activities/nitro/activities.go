@@ -55,11 +55,8 @@ const (
 	ErrTypeNitro = "NitroError"
 	// ErrTypeUnreachable: no NITRO answer (connection, TLS, timeout).
 	ErrTypeUnreachable = "NitroUnreachable"
-	// ErrTypeCredentialNotAllowed: the secrets file does not let this
-	// credential go to the target URL (it is bound to other endpoints, to
-	// none, or the URL is plain http beyond loopback). Nothing was sent.
-	// Declared here until the shared activities vocabulary has it.
-	ErrTypeCredentialNotAllowed = "CredentialNotAllowed"
+	// Deprecated: use activities.ErrTypeCredentialNotAllowed, the same name.
+	ErrTypeCredentialNotAllowed = activities.ErrTypeCredentialNotAllowed
 	// ErrTypeNotPrimary: the node is not the primary of its HA pair; the
 	// message names the primary's address. Changes made on a secondary are
 	// lost at the next sync.
@@ -83,7 +80,7 @@ const (
 // NonRetryable lists the error types a RetryPolicy should not retry.
 var NonRetryable = []string{
 	activities.ErrInvalidInput, activities.ErrCredentialNotFound, activities.ErrInvalidCredential,
-	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound, ErrTypeCredentialNotAllowed,
+	ErrTypeConflict, ErrTypeInvalidArgument, ErrTypeAuthFailed, ErrTypeNotFound, activities.ErrTypeCredentialNotAllowed,
 	ErrTypeNotPrimary, ErrTypeNotPropagated, ErrTypeNotPermitted, ErrTypeRedirected, ErrTypeNotOwnedIP, ErrTypeUnsupported,
 }
 
@@ -580,8 +577,8 @@ func (a *Activities) with(ctx context.Context, t Target, fn func(API) error) err
 	if errors.Is(err, secrets.ErrNotFound) {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %q not found", t.Credential), activities.ErrCredentialNotFound, nil)
 	}
-	if errors.Is(err, secrets.ErrNotAllowed) || errors.Is(err, secrets.ErrUnbound) || errors.Is(err, secrets.ErrCleartext) {
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCredentialNotAllowed, nil)
+	if e := activities.CredentialError(err); e != nil {
+		return e
 	}
 	if err != nil {
 		return fmt.Errorf("resolve credential %q: %w", t.Credential, err)

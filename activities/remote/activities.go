@@ -12,14 +12,14 @@ import (
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/api"
-	"github.com/rackflow/rackflow/secrets"
 )
 
 // ErrTypeSSHTimeout: sshd did not accept a login before the deadline.
 // Retryable: the host may just be slow to boot. This package's activities
 // also raise the shared, non-retryable activities.ErrTypeInvalidInput (a bad
 // duration or host key), ErrTypeCredentialNotFound, ErrTypeInvalidCredential
-// (no usable key) and activities.ErrTypeHostKeyMismatch (until the deadline the server
+// (no usable key), ErrTypeCredentialNotAllowed (the key is bound to other
+// addresses) and activities.ErrTypeHostKeyMismatch (until the deadline the server
 // presented another host key than the pinned one).
 const ErrTypeSSHTimeout = "SSHTimeout"
 
@@ -130,11 +130,12 @@ func (a *Activities) WaitForSSH(ctx context.Context, in WaitInput) (WaitResult, 
 // classify returns a non-retryable error for failures that waiting cannot
 // fix, and nil for those it might.
 func classify(err error) error {
+	if e := activities.CredentialError(err); e != nil {
+		return e
+	}
 	switch {
 	case errors.Is(err, ErrBadHostKey), errors.Is(err, ErrNoHostKey):
 		return activities.InvalidInput(err)
-	case errors.Is(err, secrets.ErrNotFound):
-		return activities.NonRetryable(err.Error(), activities.ErrTypeCredentialNotFound, err)
 	case errors.Is(err, ErrBadCredential):
 		return activities.NonRetryable(err.Error(), activities.ErrTypeInvalidCredential, err)
 	}

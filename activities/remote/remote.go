@@ -131,7 +131,10 @@ func (d *Dialer) Signer(ctx context.Context, t Target) (ssh.Signer, error) {
 	if d.Secrets == nil {
 		return nil, errors.New("remote: Dialer has no secrets resolver")
 	}
-	sec, err := d.Secrets.Resolve(ctx, t.Credential)
+	// Public-key login proves the key without sending it, so the key may
+	// be bound to nothing; a key the secrets file binds must not be used
+	// to log in to another address (Target.Addr comes from the input).
+	sec, err := secrets.ResolveFor(ctx, d.Secrets, t.Credential, secrets.Use{Dest: t.Addr})
 	if err != nil {
 		return nil, fmt.Errorf("resolve credential %q: %w", t.Credential, err)
 	}

@@ -30,7 +30,13 @@ type lab struct {
 
 func newLab(t *testing.T) lab {
 	key := sshd.TestKey(t)
-	d := &remote.Dialer{Secrets: secrets.Static{"ssh/provision": {PrivateKey: key.PEM}}}
+	d := &remote.Dialer{Secrets: secrets.Static{
+		"ssh/provision": {PrivateKey: key.PEM},
+		// The same key, bound by the secrets file to other hosts and
+		// to the loopback sshds of these tests.
+		"ssh/elsewhere": {PrivateKey: key.PEM, Endpoints: []string{"10.30.0.17", "10.30.0.0/24"}},
+		"ssh/loopback":  {PrivateKey: key.PEM, Endpoints: []string{"127.0.0.0/8"}},
+	}}
 	return lab{key: key, dialer: d, acts: &remote.Activities{Dialer: d}}
 }
 
@@ -99,6 +105,15 @@ func TestWaitForSSH(t *testing.T) {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/nope", HostKey: srv.HostKeyLine()},
 			errType: activities.ErrTypeCredentialNotFound,
 		},
+		"key bound to this address": {
+			target: remote.Target{Addr: srv.Addr(), Credential: "ssh/loopback", HostKey: srv.HostKeyLine()},
+		},
+		// The input names the address and the credential together: the
+		// secrets file refuses a login with a key bound elsewhere.
+		"key bound to other hosts": {
+			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/elsewhere", HostKey: srv.HostKeyLine()},
+			errType: activities.ErrTypeCredentialNotAllowed,
+		},
 		"malformed pinned key": {
 			target:  remote.Target{Addr: srv.Addr(), Credential: "ssh/provision", HostKey: "ssh-ed25519 !!!"},
 			errType: activities.ErrTypeInvalidInput,
@@ -137,6 +152,9 @@ func TestWaitForSSH(t *testing.T) {
 }
 
 func TestWaitForSSHUntilListening(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real sshd after a pause")
+	}
 	l := newLab(t)
 	_, hostPEM, err := sshd.NewKey()
 	if err != nil {
@@ -299,6 +317,12 @@ func TestDialThroughJumpHost(t *testing.T) {
 	var hk *remote.HostKeyMismatchError
 	if !errors.As(err, &hk) || hk.Addr != jump.Addr() {
 		t.Errorf("jump host with another key pinned: %v, want a host key mismatch for %s", err, jump.Addr())
+	}
+	// The jump host's key is bound to other addresses: no login there.
+	bound := via(jump, jump.HostKey())
+	bound.Jump.Credential = "ssh/elsewhere"
+	if _, err := l.dialer.Dial(context.Background(), bound); !errors.Is(err, secrets.ErrNotAllowed) {
+		t.Errorf("jump key bound elsewhere: %v, want ErrNotAllowed", err)
 	}
 	noKey := via(jump, jump.HostKey())
 	noKey.Jump.HostKey = ""

@@ -212,9 +212,11 @@ func (b *bench) setUp(ctx context.Context) error {
 
 	// The machines: index 0 is the one that runs alone.
 	inv := api.Inventory{}
-	sec := map[string]map[string]string{
+	// Credentials are bound to where they go, as in production: each
+	// BMC's to its address, the validator key to the chef server.
+	sec := map[string]map[string]any{
 		"ssh/provision":  {"private_key_file": filepath.Join(keys, "worker_ed25519")},
-		"chef/validator": {"private_key_file": filepath.Join(keys, "chef-validator.pem")},
+		"chef/validator": {"private_key_file": filepath.Join(keys, "chef-validator.pem"), "endpoints": []string{"https://chef.fleetbench.invalid"}},
 	}
 	for i := 0; i <= b.cfg.hosts; i++ {
 		name := fmt.Sprintf("fleet-%04d", i)
@@ -267,7 +269,7 @@ func (b *bench) setUp(ctx context.Context) error {
 				Command:             "chef-client -j " + filepath.Join(m.chefDir, "first-boot.json"),
 			},
 		})
-		sec["bmc/"+name] = map[string]string{"username": m.bmcUser, "password": m.bmcPass}
+		sec["bmc/"+name] = map[string]any{"username": m.bmcUser, "password": m.bmcPass, "endpoints": []string{bmcHost}}
 	}
 	invPath := filepath.Join(b.dir, "inventory.yaml")
 	if err := writeYAML(invPath, inv, 0o644); err != nil {

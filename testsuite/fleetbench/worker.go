@@ -146,11 +146,11 @@ type httpBMC struct {
 
 var bmcHTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}
 
-func newHTTPBMC(_ context.Context, host string, port int, user, pass, provider string) (bmc.Client, error) {
-	if provider != "redfish" {
-		return nil, fmt.Errorf("fake bmc speaks redfish only, got %q", provider)
+func newHTTPBMC(_ context.Context, c bmc.Conn) (bmc.Client, error) {
+	if c.Provider != "redfish" {
+		return nil, fmt.Errorf("fake bmc speaks redfish only, got %q", c.Provider)
 	}
-	return &httpBMC{base: "http://" + net.JoinHostPort(host, strconv.Itoa(port)), user: user, pass: pass, hc: bmcHTTP}, nil
+	return &httpBMC{base: "http://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), user: c.User, pass: c.Password, hc: bmcHTTP}, nil
 }
 
 func (b *httpBMC) Open(ctx context.Context) error  { _, err := b.GetPowerState(ctx); return err }

@@ -97,6 +97,9 @@ func child(arg string) {
 		panic(err)
 	}
 	acts := &image.Activities{Dialer: &remote.Dialer{Secrets: secrets.Static{a.In.Target.Credential: {PrivateKey: a.Key}}}, VerifyAfterWrite: a.VerifyAfter, MaxBytesPerSecond: a.MaxBps, DiskHelper: a.Helper}
+	if strings.HasPrefix(a.In.Image.URL, "/") {
+		acts.ImageDir = filepath.Dir(a.In.Image.URL) // the bench's own files
+	}
 	var ts testsuite.WorkflowTestSuite
 	ts.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	env := ts.NewTestActivityEnvironment()

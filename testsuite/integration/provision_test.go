@@ -203,6 +203,7 @@ func newStack(t *testing.T, imageSize int64) *stack {
 		"TEMPORAL_ADDRESS=" + s.server.Addr(),
 		"RACKFLOW_INVENTORY=" + l.InventoryPath,
 		"RACKFLOW_SECRETS=" + l.SecretsPath,
+		"RACKFLOW_IMAGE_DIR=" + l.ImageDir,
 		"RACKFLOW_PXE_URL=" + s.pxeURL,
 		"RACKFLOW_PXE_TOKEN=" + token,
 		"RACKFLOW_CHEF_DIR=" + l.ChefDir,

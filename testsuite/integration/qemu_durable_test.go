@@ -52,7 +52,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 		invPath:       string(inv),
 		keyPath:       string(r.keyPEM),
 		validatorPath: r.sec["chef/validator"].PrivateKey,
-		secPath: fmt.Sprintf("secrets:\n  bmc/vm1: {username: %s, password: %s}\n  ssh/provision: {private_key_file: %s}\n  chef/validator: {private_key_file: %s}\n",
+		secPath: fmt.Sprintf("secrets:\n  bmc/vm1: {username: %s, password: %s, endpoints: [127.0.0.1]}\n  ssh/provision: {private_key_file: %s}\n  chef/validator: {private_key_file: %s, endpoints: [\"https://chef.lab.invalid\"]}\n",
 			bmcSec.Username, bmcSec.Password, keyPath, validatorPath),
 	} {
 		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
@@ -72,6 +72,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 		"TEMPORAL_ADDRESS=" + server.Addr(),
 		"RACKFLOW_INVENTORY=" + invPath,
 		"RACKFLOW_SECRETS=" + secPath,
+		"RACKFLOW_IMAGE_DIR=" + filepath.Dir(r.host.Image.URL),
 		"RACKFLOW_PXE_URL=" + pxeURL,
 		"RACKFLOW_PXE_TOKEN=" + r.l.Token,
 		"RACKFLOW_METRICS_ADDR=",

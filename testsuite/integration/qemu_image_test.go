@@ -82,6 +82,7 @@ func TestQEMUWriteImage(t *testing.T) {
 		},
 		DiskHelper:  helper,
 		SegmentSize: 4 << 20,
+		ImageDir:    filepath.Dir(imgPath),
 	}
 	var ts testsuite.WorkflowTestSuite
 	env := ts.NewTestActivityEnvironment()

@@ -135,9 +135,9 @@ func newProvisionRig(t *testing.T, ctx context.Context) *provisionRig {
 	}
 	host.Defaults()
 	sec := secrets.Static{
-		"bmc/vm1":        {Username: bmcSim.Username, Password: bmcSim.Password},
+		"bmc/vm1":        {Username: bmcSim.Username, Password: bmcSim.Password, Endpoints: []string{"127.0.0.1"}},
 		"ssh/provision":  {PrivateKey: string(keyPEM)},
-		"chef/validator": {PrivateKey: string(validatorPEM)},
+		"chef/validator": {PrivateKey: string(validatorPEM), Endpoints: []string{"https://chef.lab.invalid"}},
 	}
 	return &provisionRig{l: l, host: host, sec: sec, keyPEM: keyPEM, bmc: bmcSim, vmDir: vmDir, jump: jump}
 }
@@ -191,11 +191,13 @@ func TestQEMUProvisionHost(t *testing.T) {
 	env := ts.NewTestWorkflowEnvironment()
 	env.SetTestTimeout(8 * time.Minute)
 	workflows.Register(env)
-	env.RegisterActivity(&inventory.Activities{Secrets: sec})
+	// The rig has no inventory file: the host comes inline, as a worker
+	// with --allow-inline-specs takes it.
+	env.RegisterActivity(&inventory.Activities{Secrets: sec, AllowInlineSpecs: true})
 	env.RegisterActivity(&lease.Activities{PXE: l.API, Secrets: sec})
 	env.RegisterActivity(bmc.New(sec, 1))
 	env.RegisterActivity(&remote.Activities{Dialer: dialer})
-	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20})
+	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20, ImageDir: filepath.Dir(host.Image.URL)})
 	env.RegisterActivity(&chef.Activities{Dialer: dialer, Secrets: sec})
 	start := time.Now()
 	env.ExecuteWorkflow(api.WorkflowProvisionHost, api.ProvisionInput{Host: host.Name, Spec: &host, Options: api.ProvisionOptions{

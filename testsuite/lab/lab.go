@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,9 @@ type Options struct {
 // Lab is a prepared host: files written, nothing started.
 type Lab struct {
 	Options
+	// ImageDir holds the image and nothing else: the worker's --image-dir
+	// (RACKFLOW_IMAGE_DIR), the only directory it reads local images from.
+	ImageDir      string
 	ImagePath     string
 	ImageSHA256   string
 	DiskPath      string
@@ -88,13 +92,14 @@ func Prepare(opts Options) (*Lab, error) {
 		opts.DiskSize = opts.ImageSize + 16<<20
 	}
 	l := &Lab{Options: opts, BMCUser: "rackflow", BMCPassword: randomHex(8), NetScalerUser: "nsroot", NetScalerPassword: randomHex(10)}
-	for _, d := range []string{"live", "os", "bin", "chef", "keys"} {
+	for _, d := range []string{"live", "os", "bin", "chef", "keys", "images"} {
 		if err := os.MkdirAll(filepath.Join(opts.Dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
 	var err error
-	if l.ImagePath, l.ImageSHA256, err = writeImage(filepath.Join(opts.Dir, "image.raw"), opts.ImageSize); err != nil {
+	l.ImageDir = filepath.Join(opts.Dir, "images")
+	if l.ImagePath, l.ImageSHA256, err = writeImage(filepath.Join(l.ImageDir, "image.raw"), opts.ImageSize); err != nil {
 		return nil, err
 	}
 	l.DiskPath = filepath.Join(opts.Dir, "disk.img")
@@ -350,16 +355,28 @@ hosts:
 		return err
 	}
 	sec := fmt.Sprintf(`# Lab secrets: the worker resolves these references; history never sees them.
+# endpoints: binds each to where it may be sent; a workflow input naming
+# another BMC, sshd or chef server gets CredentialNotAllowed.
 secrets:
-  %s: {username: %s, password: %s}
-  ssh/provision: {private_key_file: keys/worker_ed25519}
-  chef/validator: {private_key_file: keys/chef-validator.pem}
+  %s: {username: %s, password: %s, endpoints: ["%s"]}
+  ssh/provision: {private_key_file: keys/worker_ed25519, endpoints: [127.0.0.1]}
+  chef/validator: {private_key_file: keys/chef-validator.pem, endpoints: ["%s"]}
   # The lab's fake NetScaler listens on loopback (plain http is allowed
   # there only); the credential may go to no other address.
   netscaler/lab: {username: %s, password: %s, endpoints: [127.0.0.1]}
-`, h.BMC.Credential, l.BMCUser, l.BMCPassword, l.NetScalerUser, l.NetScalerPassword)
+`, h.BMC.Credential, l.BMCUser, l.BMCPassword, h.BMC.CredentialDest(), chefServer(h.Chef.ServerURL), l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)
+}
+
+// chefServer is a chef server URL's scheme and host, what its validator
+// key is bound to.
+func chefServer(serverURL string) string {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return serverURL
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // SetBMCPort records the port the BMC listens on and rewrites the inventory.

@@ -70,14 +70,22 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 			return nil, fmt.Errorf("disk helper: %w", err)
 		}
 	}
+	if cfg.ImageDir != "" {
+		if st, err := os.Stat(cfg.ImageDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("image dir %s: not a directory (%v)", cfg.ImageDir, err)
+		}
+	}
+	if cfg.AllowInlineSpecs {
+		logger.Warn("inline host specs allowed: workflow inputs choose BMCs, images and chef servers; the secrets file's endpoints keep credentials bound")
+	}
 	dialer := &remote.Dialer{Secrets: res}
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
-		inventory: &inventory.Activities{Load: load, Secrets: res},
+		inventory: &inventory.Activities{Load: load, Secrets: res, AllowInlineSpecs: cfg.AllowInlineSpecs},
 		lease:     &lease.Activities{PXE: pxeclient.New(cfg.PXEURL, cfg.PXEToken, nil), Secrets: res},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
-		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper},
+		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper, ImageDir: cfg.ImageDir},
 		chef:      &chef.Activities{Dialer: dialer, Secrets: res, Dir: chefDir},
 		nitro:     &nitro.Activities{Secrets: res},
 		cs:        &cloudstack.Activities{Secrets: res},

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -30,6 +31,7 @@ func TestRunRefusesBadSettingsBeforeConnecting(t *testing.T) {
 		"missing inventory":  {edit: func(c *config.Config) { c.Inventory = filepath.Join(t.TempDir(), "inventory.yaml") }, err: "inventory.yaml"},
 		"missing helper":     {edit: func(c *config.Config) { c.DiskHelper = filepath.Join(t.TempDir(), "rackflow-diskhelper") }, err: "disk helper"},
 		"missing secrets":    {edit: func(c *config.Config) { c.Secrets = filepath.Join(t.TempDir(), "secrets.yaml") }, err: "secrets file"},
+		"missing image dir":  {edit: func(c *config.Config) { c.ImageDir = filepath.Join(t.TempDir(), "images") }, err: "image dir"},
 		"unreadable tls key": {edit: func(c *config.Config) { c.TLSCert, c.TLSKey = "/nonexistent/tls.crt", "/nonexistent/tls.key" }, err: "mTLS key pair"},
 	}
 	for name, tc := range tests {
@@ -72,5 +74,29 @@ func TestServeMetricsStopsOnCancel(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("serveMetrics still serving 5s after cancel")
+	}
+}
+
+// The trust settings reach the activities that enforce them.
+func TestBuildActivitiesWiresTrustSettings(t *testing.T) {
+	tests := map[string]struct {
+		edit func(c *config.Config)
+		want [2]any // inventory.AllowInlineSpecs, image.ImageDir
+	}{
+		"defaults refuse": {edit: func(*config.Config) {}, want: [2]any{false, ""}},
+		"allowed":         {edit: func(c *config.Config) { c.AllowInlineSpecs, c.ImageDir = true, "/" }, want: [2]any{true, "/"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := config.Config{PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
+			tc.edit(&cfg)
+			acts, err := buildActivities(cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, [2]any{acts.inventory.AllowInlineSpecs, acts.image.ImageDir}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -33,6 +33,15 @@ type Config struct {
 	Inventory string
 	// Secrets is the secrets file credential references resolve from.
 	Secrets string
+	// AllowInlineSpecs lets a ProvisionHost input carry its host's spec
+	// in place of the inventory entry. Off, the inventory is the only
+	// source of BMC addresses, images and chef servers; on, whoever may
+	// start workflows chooses them, and only the secrets file's endpoint
+	// bindings keep credentials where they belong.
+	AllowInlineSpecs bool
+	// ImageDir is the only directory local images (file:// or absolute
+	// paths in the inventory) are read from; "" refuses local images.
+	ImageDir string
 	// PXEURL is the pxe service's lease API.
 	PXEURL string
 	// PXEToken is the lease API's bearer token, read from PXETokenFile or
@@ -99,6 +108,9 @@ func Parse(args []string) (Config, error) {
 	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
 	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
 	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
+	inline := env("RACKFLOW_ALLOW_INLINE_SPECS", "false")
+	fs.BoolFunc("allow-inline-specs", "accept a host spec in the ProvisionHost input instead of the inventory entry; its credentials still only go where the secrets file binds them (RACKFLOW_ALLOW_INLINE_SPECS, default false)", func(s string) error { inline = s; return nil })
+	fs.StringVar(&c.ImageDir, "image-dir", env("RACKFLOW_IMAGE_DIR", ""), "directory local images (file:// URLs, absolute paths) must be in; empty refuses local images (RACKFLOW_IMAGE_DIR)")
 	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")
 	fs.StringVar(&c.PXETokenFile, "pxe-token-file", env("RACKFLOW_PXE_TOKEN_FILE", ""), "file holding the pxe API token (or RACKFLOW_PXE_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics", env("RACKFLOW_METRICS_ADDR", "127.0.0.1:9464"), "Prometheus /metrics listen address, empty to disable (RACKFLOW_METRICS_ADDR)")
@@ -140,6 +152,9 @@ func Parse(args []string) (Config, error) {
 			return c, fmt.Errorf("%s: must be a number >= 0, got %q", f.flag, f.raw)
 		}
 		*f.dst = n
+	}
+	if c.AllowInlineSpecs, err = strconv.ParseBool(inline); err != nil {
+		return c, fmt.Errorf("allow-inline-specs: must be true or false, got %q", inline)
 	}
 	if c.ImageMaxMBps, err = strconv.Atoi(maxRate); err != nil || c.ImageMaxMBps < 0 {
 		return c, fmt.Errorf("image-max-mbps: must be a number >= 0, got %q", maxRate)

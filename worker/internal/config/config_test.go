@@ -55,10 +55,17 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			want: func(c *Config) { c.MaxConcurrentActivities, c.ActivityPollers = 400, 8 },
 		},
 		"bad fleet setting": {args: []string{"--workflow-pollers", "-2"}, err: "workflow-pollers"},
+		"inline specs":      {args: []string{"--allow-inline-specs"}, want: func(c *Config) { c.AllowInlineSpecs = true }},
+		"inline specs env":  {env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "true"}, want: func(c *Config) { c.AllowInlineSpecs = true }},
+		"inline specs off by flag": {
+			env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "1"}, args: []string{"--allow-inline-specs=false"}, want: func(c *Config) {},
+		},
+		"bad inline specs": {env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "sometimes"}, err: "allow-inline-specs"},
+		"image dir":        {env: map[string]string{"RACKFLOW_IMAGE_DIR": "/srv/images"}, want: func(c *Config) { c.ImageDir = "/srv/images" }},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "RACKFLOW_LOG_LEVEL"} {
+			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "RACKFLOW_LOG_LEVEL", "RACKFLOW_ALLOW_INLINE_SPECS", "RACKFLOW_IMAGE_DIR"} {
 				t.Setenv(k, "")
 				os.Unsetenv(k)
 			}
