@@ -70,11 +70,15 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 			return nil, fmt.Errorf("disk helper: %w", err)
 		}
 	}
+	pxe, err := pxeclient.New(cfg.PXEURL, cfg.PXEToken, pxeclient.Options{CAFile: cfg.PXECA})
+	if err != nil {
+		return nil, err
+	}
 	dialer := &remote.Dialer{Secrets: res}
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
 		inventory: &inventory.Activities{Load: load, Secrets: res},
-		lease:     &lease.Activities{PXE: pxeclient.New(cfg.PXEURL, cfg.PXEToken, nil), Secrets: res},
+		lease:     &lease.Activities{PXE: pxe, Secrets: res},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
 		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper},

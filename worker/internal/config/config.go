@@ -33,8 +33,12 @@ type Config struct {
 	Inventory string
 	// Secrets is the secrets file credential references resolve from.
 	Secrets string
-	// PXEURL is the pxe service's lease API.
+	// PXEURL is the pxe service's lease API: https, or http on loopback
+	// (the client refuses to send its token in clear over a network).
 	PXEURL string
+	// PXECA is a PEM bundle of the CAs that sign the pxe service's
+	// certificate, for a private CA ("" for the system's roots).
+	PXECA string
 	// PXEToken is the lease API's bearer token, read from PXETokenFile or
 	// RACKFLOW_PXE_TOKEN.
 	PXEToken, PXETokenFile string
@@ -100,6 +104,7 @@ func Parse(args []string) (Config, error) {
 	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
 	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
 	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")
+	fs.StringVar(&c.PXECA, "pxe-ca", env("RACKFLOW_PXE_CA", ""), "CA bundle that signs the pxe service's certificate, for an https pxe-url with a private CA (RACKFLOW_PXE_CA)")
 	fs.StringVar(&c.PXETokenFile, "pxe-token-file", env("RACKFLOW_PXE_TOKEN_FILE", ""), "file holding the pxe API token (or RACKFLOW_PXE_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics", env("RACKFLOW_METRICS_ADDR", "127.0.0.1:9464"), "Prometheus /metrics listen address, empty to disable (RACKFLOW_METRICS_ADDR)")
 	level := env("RACKFLOW_LOG_LEVEL", "info")
