@@ -21,6 +21,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/internal/testpki"
 	"github.com/rackflow/rackflow/pxe/lease"
 )
 
@@ -488,5 +489,91 @@ func TestRunServesDHCP(t *testing.T) {
 	}
 	if r := ask("52:54:00:99:99:99", time.Second); r != nil {
 		t.Errorf("unregistered MAC got a %s", r.MessageType())
+	}
+}
+
+// TestRunSplitListenersWithTLS runs the command as in production: the lease
+// API over TLS on api-addr, the boot routes in plain HTTP on boot-addr, the
+// token from a file of mode 0600. A PUT with the right token to the boot
+// listener is 404; the worker's client reaches the API only with the CA.
+func TestRunSplitListenersWithTLS(t *testing.T) {
+	dir := t.TempDir()
+	pki := testpki.New(t, dir)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("split-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr, bootAddr := freePort(t), freePort(t)
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-api-addr", apiAddr, "-boot-addr", bootAddr, "-tls-cert", pki.Cert, "-tls-key", pki.Key,
+			"-token-file", tokenFile, "-state-file", filepath.Join(dir, "leases.json"), "-public-url", "http://" + bootAddr, "-max-conns", "16"},
+			envFrom(nil), logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs)
+		}
+	})
+	for _, addr := range []string{apiAddr, bootAddr} {
+		ok := false
+		for range 200 {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				ok = true
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("run exited early: %v\n%s", err, logs)
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+		if !ok {
+			t.Fatalf("run never listened on %s:\n%s", addr, logs)
+		}
+	}
+
+	c, err := client.New("https://"+apiAddr, "split-token", client.Options{CAFile: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := lease.Lease{MAC: "52:54:00:12:34:56", IP: "127.0.0.7", Netmask: "255.0.0.0", Profile: lease.ProfileDisk}
+	if _, err := c.Put(ctx, l); err != nil {
+		t.Fatalf("Put over TLS: %v", err)
+	}
+	send := func(method, url, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer split-token")
+		hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.7")}}).DialContext}}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	got := map[string]int{
+		"PUT lease on boot-addr":   send("PUT", "http://"+bootAddr+"/v1/leases/52:54:00:12:34:56", `{"ip":"127.0.0.9","netmask":"255.0.0.0","profile":"live"}`),
+		"GET leases on boot-addr":  send("GET", "http://"+bootAddr+"/v1/leases", ""),
+		"metrics on boot-addr":     send("GET", "http://"+bootAddr+"/metrics", ""),
+		"boot script on boot-addr": send("GET", "http://"+bootAddr+"/boot/52:54:00:12:34:56.ipxe", ""),
+	}
+	want := map[string]int{"PUT lease on boot-addr": 404, "GET leases on boot-addr": 404, "metrics on boot-addr": 404, "boot script on boot-addr": 200}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("boot listener (-want +got):\n%s", diff)
+	}
+	if after, err := c.Get(ctx, l.MAC); err != nil || after.IP != "127.0.0.7" {
+		t.Errorf("lease after the boot-network PUT: %+v, %v; want it unchanged", after, err)
+	}
+	if _, err := newClient(t, "https://"+apiAddr, "split-token").List(ctx); err == nil {
+		t.Error("the API answered a client that does not trust its CA")
 	}
 }
