@@ -28,8 +28,8 @@ const (
 	// LabAPIAddr is the lease API's address: the server namespace's
 	// loopback, off the boot network, as in production.
 	LabAPIAddr = "127.0.0.1:8081"
-	LabVMMAC     = "52:54:00:98:00:11"
-	LabVMIP      = "10.98.0.11"
+	LabVMMAC   = "52:54:00:98:00:11"
+	LabVMIP    = "10.98.0.11"
 	// BootTimeout is how long a boot may take: generous for TCG on 2 busy
 	// cores, where one takes about a minute.
 	BootTimeout = 3 * time.Minute
