@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,27 +23,70 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/pxe/lease"
+	"golang.org/x/net/netutil"
 )
 
-// DefaultAddr is where the API listens when APIServer.Addr is empty.
-const DefaultAddr = "127.0.0.1:8080"
+// Defaults of APIServer's zero fields.
+const (
+	// DefaultAddr is where the API listens when APIServer.Addr is empty.
+	DefaultAddr = "127.0.0.1:8080"
+	// DefaultMaxConns caps each listener's open connections.
+	DefaultMaxConns = 1024
+	// DefaultWriteTimeout bounds writing one response (but a file's).
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultFileMinRate is the slowest rate, in bytes per second, a file
+	// under /files/ is given time for: a 100 MB initrd gets 30s plus 26
+	// minutes, enough for a boot storm sharing one link.
+	DefaultFileMinRate = 64 << 10
+	// maxHeaderBytes bounds a request's header: a bearer token or an iPXE
+	// request fits in a few hundred bytes.
+	maxHeaderBytes = 8 << 10
+)
 
 // APIServer serves the lease API (bearer token) and the boot routes a
 // booting host uses without credentials. Only Store is required.
 //
-// Routes:
+// Management routes, on Addr:
 //
 //	PUT|GET|DELETE /v1/leases/{mac}, GET /v1/leases   bearer token
+//	GET /metrics                    Prometheus
+//
+// Boot routes, on BootAddr (or on Addr when BootAddr is unset):
+//
 //	GET /v1/hostkeys/{token}        one-time private host key (OpenSSH PEM)
 //	GET /boot/{mac}.ipxe            the host's iPXE script
 //	GET /boot/{mac}/authorized_keys the live system's authorized_keys
 //	GET /files/{name...}            kernel, initrd... from BootDir, with ranges
-//	GET /metrics                    Prometheus
+//
+// With BootAddr set, each listener answers only its own routes (404 for
+// the others), so the boot network, which is untrusted, never reaches the
+// lease API. Without it one listener serves both, as before BootAddr
+// existed: put that address on a network only the worker reaches.
 type APIServer struct {
-	// Addr is the TCP listen address; DefaultAddr when empty.
+	// Addr is the TCP listen address of the management routes (and of the
+	// boot routes too when BootAddr and BootListener are unset);
+	// DefaultAddr when empty.
 	Addr string
 	// Listener, when set, is used instead of listening on Addr (tests).
 	Listener net.Listener
+	// BootAddr is the TCP listen address of the boot routes, on the boot
+	// network. Empty (and BootListener nil): Addr serves them.
+	BootAddr string
+	// BootListener, when set, is used instead of listening on BootAddr.
+	BootListener net.Listener
+	// TLSCertFile and TLSKeyFile, both set, serve the management listener
+	// over TLS (PEM files, read once at start). The boot listener stays
+	// plain HTTP: iPXE and the live system fetch from it.
+	TLSCertFile, TLSKeyFile string
+	// MaxConns caps the open connections of each listener; further ones
+	// wait in the kernel's accept queue. DefaultMaxConns when 0.
+	MaxConns int
+	// WriteTimeout bounds writing one response, so a client that stops
+	// reading does not hold its connection; DefaultWriteTimeout when 0.
+	// A file under /files/ gets WriteTimeout plus its size at FileMinRate.
+	WriteTimeout time.Duration
+	// FileMinRate is in bytes per second; DefaultFileMinRate when 0.
+	FileMinRate int64
 	// Token is the bearer token of /v1/leases. Empty denies every request
 	// there: the API fails closed.
 	Token string
@@ -67,9 +111,31 @@ type APIServer struct {
 	Registry *prometheus.Registry
 }
 
+// split reports whether the boot routes have their own listener.
+func (s *APIServer) split() bool { return s.BootAddr != "" || s.BootListener != nil }
+
+// listener is one of the server's listeners with the routes it serves.
+type listener struct {
+	name string // "api" or "boot", for logs
+	ln   net.Listener
+	mux  *http.ServeMux
+	tls  *tls.Config
+}
+
 // Serve listens and serves until ctx is cancelled, then shuts down (giving
 // requests in flight 5 seconds) and returns nil.
 func (s *APIServer) Serve(ctx context.Context) error {
+	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+		return errors.New("pxe api: TLSCertFile and TLSKeyFile go together")
+	}
+	var tlsConf *tls.Config
+	if s.TLSCertFile != "" {
+		pair, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("pxe api: TLS key pair: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
 	h, err := s.handler()
 	if err != nil {
 		return err
@@ -77,55 +143,105 @@ func (s *APIServer) Serve(ctx context.Context) error {
 	if h.bootDir != nil {
 		defer h.bootDir.Close()
 	}
-	ln := s.Listener
-	if ln == nil {
-		addr := s.Addr
-		if addr == "" {
-			addr = DefaultAddr
-		}
-		ln, err = net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("listen pxe api: %w", err)
-		}
+	ls, err := s.listen(h, tlsConf)
+	if err != nil {
+		return err
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: an initrd over a slow link may take minutes.
-		ErrorLog:    slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return ctx },
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
 	}
-	h.log.Info("pxe api listening", "addr", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, len(ls))
+	srvs := make([]*http.Server, len(ls))
+	for i, l := range ls {
+		srv := &http.Server{
+			Handler:           l.mux,
+			TLSConfig:         l.tls,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			// The file route sets its own, longer deadline per request.
+			WriteTimeout:   h.writeTimeout,
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: maxHeaderBytes,
+			ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+			BaseContext:    func(net.Listener) context.Context { return ctx },
+		}
+		srvs[i] = srv
+		ln := netutil.LimitListener(l.ln, maxConns)
+		h.log.Info("pxe "+l.name+" listening", "addr", l.ln.Addr().String(), "tls", l.tls != nil, "max_conns", maxConns)
+		go func() {
+			if l.tls != nil {
+				errc <- srv.ServeTLS(ln, "", "")
+			} else {
+				errc <- srv.Serve(ln)
+			}
+		}()
+	}
+	running := len(srvs)
+	var first error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve pxe api: %w", err)
+		running--
+		first = fmt.Errorf("serve pxe api: %w", err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
+	for _, srv := range srvs {
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
 	}
-	<-errc
-	return nil
+	for range running {
+		<-errc
+	}
+	return first
+}
+
+// listen opens the management listener and, when split, the boot one. In
+// a single-listener setup the management listener carries every route.
+func (s *APIServer) listen(h *handler, tlsConf *tls.Config) ([]listener, error) {
+	open := func(ln net.Listener, addr, def string) (net.Listener, error) {
+		if ln != nil {
+			return ln, nil
+		}
+		if addr == "" {
+			addr = def
+		}
+		return net.Listen("tcp", addr)
+	}
+	api, err := open(s.Listener, s.Addr, DefaultAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen pxe api: %w", err)
+	}
+	ls := []listener{{name: "api", ln: api, mux: h.api, tls: tlsConf}}
+	if !s.split() {
+		return ls, nil
+	}
+	boot, err := open(s.BootListener, s.BootAddr, "")
+	if err != nil {
+		api.Close()
+		return nil, fmt.Errorf("listen pxe boot: %w", err)
+	}
+	return append(ls, listener{name: "boot", ln: boot, mux: h.boot}), nil
 }
 
 type handler struct {
-	*http.ServeMux
-	store     *Store
-	log       *slog.Logger
-	tokenHash [32]byte
-	hasToken  bool
-	publicURL string
-	bootDir   *os.Root
-	kernel    string
-	initrd    string
-	cmdline   string
-	m         *metrics
+	// api serves the management routes, boot the boot routes; the same
+	// mux when one listener serves both.
+	api, boot    *http.ServeMux
+	store        *Store
+	log          *slog.Logger
+	tokenHash    [32]byte
+	hasToken     bool
+	publicURL    string
+	bootDir      *os.Root
+	kernel       string
+	initrd       string
+	cmdline      string
+	writeTimeout time.Duration
+	fileMinRate  int64
+	m            *metrics
 }
 
 func (s *APIServer) handler() (*handler, error) {
@@ -133,18 +249,30 @@ func (s *APIServer) handler() (*handler, error) {
 		return nil, errors.New("pxe api: Store is required")
 	}
 	h := &handler{
-		ServeMux:  http.NewServeMux(),
-		store:     s.Store,
-		log:       s.Logger,
-		tokenHash: sha256.Sum256([]byte(s.Token)),
-		hasToken:  s.Token != "",
-		publicURL: strings.TrimRight(s.PublicURL, "/"),
-		kernel:    s.Kernel,
-		initrd:    s.Initrd,
-		cmdline:   strings.TrimSpace(s.Cmdline),
+		api:          http.NewServeMux(),
+		store:        s.Store,
+		writeTimeout: s.WriteTimeout,
+		fileMinRate:  s.FileMinRate,
+		log:          s.Logger,
+		tokenHash:    sha256.Sum256([]byte(s.Token)),
+		hasToken:     s.Token != "",
+		publicURL:    strings.TrimRight(s.PublicURL, "/"),
+		kernel:       s.Kernel,
+		initrd:       s.Initrd,
+		cmdline:      strings.TrimSpace(s.Cmdline),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.boot = h.api
+	if s.split() {
+		h.boot = http.NewServeMux()
+	}
+	if h.writeTimeout <= 0 {
+		h.writeTimeout = DefaultWriteTimeout
+	}
+	if h.fileMinRate <= 0 {
+		h.fileMinRate = DefaultFileMinRate
 	}
 	if h.kernel == "" {
 		h.kernel = "vmlinuz"
@@ -169,22 +297,23 @@ func (s *APIServer) handler() (*handler, error) {
 	}
 	h.m = m
 
-	h.route("PUT /v1/leases/{mac}", h.auth(h.putLease))
-	h.route("GET /v1/leases/{mac}", h.auth(h.getLease))
-	h.route("DELETE /v1/leases/{mac}", h.auth(h.deleteLease))
-	h.route("GET /v1/leases", h.auth(h.listLeases))
-	h.route("GET /v1/hostkeys/{token}", h.hostKey)
-	h.route("GET /boot/{file}", h.ipxeScript)
-	h.route("GET /boot/{mac}/authorized_keys", h.authorizedKeys)
-	h.route("GET /files/{name...}", h.file)
-	h.route("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
+	h.route(h.api, "PUT /v1/leases/{mac}", h.auth(h.putLease))
+	h.route(h.api, "GET /v1/leases/{mac}", h.auth(h.getLease))
+	h.route(h.api, "DELETE /v1/leases/{mac}", h.auth(h.deleteLease))
+	h.route(h.api, "GET /v1/leases", h.auth(h.listLeases))
+	h.route(h.api, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
+	h.route(h.boot, "GET /v1/hostkeys/{token}", h.hostKey)
+	h.route(h.boot, "GET /boot/{file}", h.ipxeScript)
+	h.route(h.boot, "GET /boot/{mac}/authorized_keys", h.authorizedKeys)
+	h.route(h.boot, "GET /files/{name...}", h.file)
 	return h, nil
 }
 
-// route registers fn with per-request metrics and one log line. The log
-// carries the route pattern, never the path: a host key path holds a token.
-func (h *handler) route(pattern string, fn http.HandlerFunc) {
-	h.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// route registers fn on mux with per-request metrics and one log line. The
+// log carries the route pattern, never the path: a host key path holds a
+// token.
+func (h *handler) route(mux *http.ServeMux, pattern string, fn http.HandlerFunc) {
+	mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w}
 		attrs := &reqAttrs{}
@@ -560,6 +689,13 @@ func (h *handler) file(w http.ResponseWriter, r *http.Request) {
 	if err != nil || !st.Mode().IsRegular() {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
+	}
+	// A file may be hundreds of megabytes to a host sharing its link with
+	// a rack of others: its deadline grows with its size, at a rate no
+	// booting host should fall below.
+	d := h.writeTimeout + time.Duration(float64(st.Size())/float64(h.fileMinRate)*float64(time.Second))
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d)); err != nil {
+		logKV(r, "error", "set write deadline: "+err.Error())
 	}
 	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
 }

@@ -27,10 +27,11 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# rackflow-pxe refuses a token file group or others may read.
 if [ ! -s "$RUN/pxe.token" ]; then
-  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/pxe.token"
-  chmod 600 "$RUN/pxe.token"
+  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/pxe.token")
 fi
+chmod 600 "$RUN/pxe.token"
 
 echo "starting Temporal dev server (log: $RUN/temporal.log)"
 "$BIN/temporal" server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" \
@@ -39,6 +40,8 @@ echo "starting Temporal dev server (log: $RUN/temporal.log)"
   --search-attribute RackflowState=Keyword >"$RUN/temporal.log" 2>&1 &
 pids+=($!)
 
+# One listener for the lease API and the boot routes: all on loopback here
+# (on a real boot network, give the boot routes -boot-addr).
 echo "starting pxe (log: $RUN/pxe.log)"
 "$BIN/rackflow-pxe" -api-addr "$PXE_ADDR" -token-file "$RUN/pxe.token" \
   -state-file "$RUN/leases.json" -public-url "http://$PXE_ADDR" >"$RUN/pxe.log" 2>&1 &

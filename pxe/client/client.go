@@ -1,5 +1,6 @@
 // Package client is the worker's client of the pxe lease API: PUT, GET,
-// DELETE and list leases over HTTP with a bearer token. Errors are typed so a
+// DELETE and list leases over HTTPS (or HTTP on loopback) with a bearer
+// token. Errors are typed so a
 // caller tells bad input (400), conflict (409), not found (404) and a wrong
 // token (401) apart with errors.Is, and a transport failure from all of them.
 //
@@ -10,13 +11,17 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -32,6 +37,9 @@ var (
 	ErrNotFound = lease.ErrNotFound
 	// ErrConflict matches an *APIError with status 409; it is lease.ErrConflict.
 	ErrConflict = lease.ErrConflict
+	// ErrPlainHTTP is New's refusal of an http URL of another machine:
+	// the bearer token would cross the network in clear.
+	ErrPlainHTTP = errors.New("plain http to a non-loopback address")
 )
 
 // APIError is an answer of the API other than success.
@@ -75,24 +83,74 @@ type Client struct {
 	hc    *http.Client
 }
 
-// New returns a client of the service at baseURL (such as
-// "http://127.0.0.1:8080"). A nil httpClient gets one with a 30-second
-// overall timeout and no retries.
-func New(baseURL, token string, httpClient *http.Client) *Client {
-	if httpClient == nil {
-		httpClient = &http.Client{
-			Timeout: 30 * time.Second,
-			Transport: &http.Transport{
-				Proxy:                 http.ProxyFromEnvironment,
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				TLSHandshakeTimeout:   5 * time.Second,
-				ResponseHeaderTimeout: 20 * time.Second,
-				IdleConnTimeout:       90 * time.Second,
-				MaxIdleConnsPerHost:   4,
-			},
-		}
+// Options are New's optional settings; the zero value is the default.
+type Options struct {
+	// HTTPClient sends the requests. Nil: one with a 30-second overall
+	// timeout, no retries, verifying https against CAFile.
+	HTTPClient *http.Client
+	// CAFile is a PEM bundle of the CAs that sign an https service's
+	// certificate, for a private CA; empty: the system's roots. It needs
+	// the default HTTPClient.
+	CAFile string
+}
+
+// New returns a client of the service at baseURL, such as
+// "https://pxe.mgmt:8443" or "http://127.0.0.1:8080". It refuses
+// (ErrPlainHTTP) an http URL whose host is not a loopback address or
+// "localhost": the token would cross the network in clear.
+func New(baseURL, token string, opts Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("pxe url %q is not an http(s) URL", baseURL)
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: httpClient}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("pxe url %s: refusing to send the bearer token in clear: %w; use https (with a CA bundle for a private CA) or a loopback address", baseURL, ErrPlainHTTP)
+	}
+	hc := opts.HTTPClient
+	if hc != nil && opts.CAFile != "" {
+		return nil, errors.New("pxe client: CAFile needs the default HTTPClient; put the CA in your client's transport")
+	}
+	if hc == nil {
+		tr := &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 20 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		}
+		if opts.CAFile != "" {
+			pool, err := loadCA(opts.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		hc = &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc}, nil
+}
+
+// isLoopback reports whether host names this machine without a network
+// in between: a loopback IP literal or "localhost".
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+func loadCA(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pxe CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("pxe CA bundle %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // Put creates or replaces the lease of l.MAC and returns it as stored, with

@@ -62,6 +62,12 @@ func TestLabBootNetworkAttacker(t *testing.T) {
 			t.Errorf("attacker GET %s: %s, want 403", path, code)
 		}
 	}
+	// Even with the token (say, sniffed), the lease API is not on the boot
+	// network: it listens on the server's loopback only.
+	if code := strings.TrimSpace(atk.Run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+		"-X", "PUT", "-H", "Authorization: Bearer "+l.token, "--data", `{"ip":"`+attacker+`"}`, base+"/v1/leases/"+mac)); code != "404" {
+		t.Errorf("attacker PUT of a lease on the boot network with the token: %s, want 404", code)
+	}
 	atk.Run("ip", "link", "set", "eth0", "down")
 	l.cli.SetMAC("eth0", mac)
 	l.cli.Run("busybox", "udhcpc", "-q", "-n", "-f", "-i", "eth0", "-t", "5", "-T", "2", "-s", hook)

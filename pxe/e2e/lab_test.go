@@ -28,8 +28,12 @@ import (
 	"github.com/rackflow/rackflow/testsuite/pxebench"
 )
 
-// pxeLab is rackflow-pxe in namespace srv (address serverIP on eth0), with
-// a veth to namespace cli.
+// labAPIAddr is where the lab's lease API and /metrics listen: srv's
+// loopback, off the boot network, as in production.
+const labAPIAddr = "127.0.0.1:8081"
+
+// pxeLab is rackflow-pxe in namespace srv (boot routes at serverIP on eth0,
+// lease API at labAPIAddr), with a veth to namespace cli.
 type pxeLab struct {
 	t        *testing.T
 	dir      string
@@ -70,7 +74,11 @@ func newPXELab(t *testing.T, tools map[string]string, subnet string) *pxeLab {
 			return c, err
 		},
 	}}
-	l.api = client.New("http://"+l.serverIP+":8080", l.token, l.hc)
+	api, err := client.New("http://"+labAPIAddr, l.token, client.Options{HTTPClient: l.hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.api = api
 	return l
 }
 
@@ -79,14 +87,15 @@ func newPXELab(t *testing.T, tools map[string]string, subnet string) *pxeLab {
 func (l *pxeLab) start(extra ...string) *netns.Process {
 	l.t.Helper()
 	args := append([]string{
-		"-api-addr", l.serverIP + ":8080",
+		"-api-addr", labAPIAddr,
+		"-boot-addr", l.serverIP + ":8080",
 		"-token-file", filepath.Join(l.dir, "token"),
 		"-state-file", l.state,
 		"-public-url", "http://" + l.serverIP + ":8080",
 		"-dhcp-interface", "eth0",
 	}, extra...)
 	p := l.srv.Start(l.bin, args...)
-	for _, line := range []string{"pxe api listening", "dhcp: serving"} {
+	for _, line := range []string{"pxe api listening", "pxe boot listening", "dhcp: serving"} {
 		p.WaitFor(line, 20*time.Second)
 	}
 	return p
@@ -96,7 +105,7 @@ func (l *pxeLab) start(extra ...string) *netns.Process {
 // absent.
 func (l *pxeLab) metric(sample string) float64 {
 	l.t.Helper()
-	body := httpGet(l.t, l.hc, "http://"+l.serverIP+":8080/metrics", http.StatusOK)
+	body := httpGet(l.t, l.hc, "http://"+labAPIAddr+"/metrics", http.StatusOK)
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			f, _ := strconv.ParseFloat(v, 64)

@@ -115,7 +115,11 @@ func runWorker(args []string) error {
 	})
 	workflows.Register(w)
 	w.RegisterActivity(&inventory.Activities{Load: func() (*api.Inventory, error) { return api.LoadInventory(path) }, Secrets: res})
-	w.RegisterActivity(&lease.Activities{PXE: pxeclient.New(*pxeURL, token, nil), Secrets: res})
+	pxe, err := pxeclient.New(*pxeURL, token, pxeclient.Options{})
+	if err != nil {
+		return err
+	}
+	w.RegisterActivity(&lease.Activities{PXE: pxe, Secrets: res})
 	w.RegisterActivity(bmcActs)
 	w.RegisterActivity(&remote.Activities{Dialer: dialer})
 	w.RegisterActivity(&image.Activities{Dialer: dialer, SegmentSize: 128 << 20})

@@ -37,7 +37,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 
 	// The lease API, on the host's loopback, forwarded into the server
 	// namespace.
-	pxeURL := forward(t, r.l, qemu.LabServerIP+":8080")
+	pxeURL := forward(t, r.l, qemu.LabAPIAddr)
 
 	inv, err := yaml.Marshal(api.Inventory{Hosts: []api.Host{r.host}})
 	if err != nil {

@@ -25,8 +25,11 @@ import (
 const (
 	LabServerIP  = "10.98.0.1"
 	LabPublicURL = "http://" + LabServerIP + ":8080"
-	LabVMMAC     = "52:54:00:98:00:11"
-	LabVMIP      = "10.98.0.11"
+	// LabAPIAddr is the lease API's address: the server namespace's
+	// loopback, off the boot network, as in production.
+	LabAPIAddr = "127.0.0.1:8081"
+	LabVMMAC   = "52:54:00:98:00:11"
+	LabVMIP    = "10.98.0.11"
 	// BootTimeout is how long a boot may take: generous for TCG on 2 busy
 	// cores, where one takes about a minute.
 	BootTimeout = 3 * time.Minute
@@ -140,7 +143,8 @@ func StartLab(t *testing.T, ctx context.Context, live LiveOptions, cmdline strin
 		t.Fatal(err)
 	}
 	server := srv.Start(bin,
-		"-api-addr", LabServerIP+":8080",
+		"-api-addr", LabAPIAddr,
+		"-boot-addr", LabServerIP+":8080",
 		"-token-file", tokenFile,
 		"-state-file", filepath.Join(dir, "leases.json"),
 		"-public-url", LabPublicURL,
@@ -176,7 +180,11 @@ func StartLab(t *testing.T, ctx context.Context, live LiveOptions, cmdline strin
 		return c, err
 	}
 	l.HTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DialContext: l.Dial}}
-	l.API = client.New(LabPublicURL, token, l.HTTP)
+	api, err := client.New("http://"+LabAPIAddr, token, client.Options{HTTPClient: l.HTTP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.API = api
 	return l
 }
 

@@ -7,7 +7,14 @@
 //
 // Settings come from, lowest precedence first: defaults, a YAML file
 // (-config or RACKFLOW_PXE_CONFIG), RACKFLOW_PXE_* environment variables,
-// flags. Run with -h for the list.
+// flags. Run with -h for the list. The lease API's token comes from a file
+// readable by its owner only (token-file) or RACKFLOW_PXE_TOKEN, never from
+// a flag (ps shows those) or the YAML file.
+//
+// The lease API and /metrics listen on api-addr, the boot routes on
+// boot-addr: put api-addr on the management network (with tls-cert and
+// tls-key) and boot-addr on the boot network. Without boot-addr, api-addr
+// serves every route, as before boot-addr existed.
 package main
 
 import (
@@ -54,7 +61,10 @@ func main() {
 // YAML share one table.
 type config struct {
 	APIAddr       string `yaml:"api_addr"`
-	Token         string `yaml:"token"`
+	BootAddr      string `yaml:"boot_addr"`
+	TLSCert       string `yaml:"tls_cert"`
+	TLSKey        string `yaml:"tls_key"`
+	MaxConns      string `yaml:"max_conns"`
 	TokenFile     string `yaml:"token_file"`
 	StateFile     string `yaml:"state_file"`
 	BootDir       string `yaml:"boot_dir"`
@@ -81,6 +91,13 @@ type config struct {
 	TFTPAddr          string `yaml:"tftp_addr"`
 	TFTPInterface     string `yaml:"tftp_interface"`
 	TFTPMaxTransfers  string `yaml:"tftp_max_transfers"`
+
+	// Token is the lease API's bearer token, from RACKFLOW_PXE_TOKEN or
+	// TokenFile.
+	Token string `yaml:"-"`
+	// YAMLToken is a "token:" key of the YAML file, which is refused: a
+	// config file is rarely kept secret.
+	YAMLToken string `yaml:"token"`
 }
 
 type setting struct {
@@ -90,9 +107,12 @@ type setting struct {
 
 func (c *config) settings() []setting {
 	return []setting{
-		{"api-addr", "listen address of the lease API and HTTP boot routes", &c.APIAddr},
-		{"token", "bearer token of the lease API (prefer token-file)", &c.Token},
-		{"token-file", "file holding the bearer token", &c.TokenFile},
+		{"api-addr", "listen address of the lease API and /metrics (management network), and of the boot routes too when boot-addr is empty", &c.APIAddr},
+		{"boot-addr", `listen address of the boot routes (/boot/, /v1/hostkeys/, /files/) on the boot network, e.g. "10.0.0.2:8080"; empty: api-addr serves them`, &c.BootAddr},
+		{"tls-cert", "PEM certificate (chain) of api-addr, which then speaks HTTPS; with tls-key", &c.TLSCert},
+		{"tls-key", "PEM private key of tls-cert", &c.TLSKey},
+		{"max-conns", "open connections per listener at most; more wait to be accepted (default 1024)", &c.MaxConns},
+		{"token-file", "file holding the lease API's bearer token, mode 0600 (or the token itself in RACKFLOW_PXE_TOKEN)", &c.TokenFile},
 		{"state-file", "JSON file the leases persist to (mode 0600)", &c.StateFile},
 		{"boot-dir", "directory served under /files/ (kernel, initrd)", &c.BootDir},
 		{"public-url", `how booting hosts reach this service, e.g. "http://10.0.0.2:8080"`, &c.PublicURL},
@@ -128,8 +148,12 @@ var errUsage = errors.New("usage")
 
 // loadConfig merges defaults, the YAML file, the environment and the flags.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	if err := refuseTokenFlag(args); err != nil {
+		return config{}, err
+	}
 	cfg := config{
 		APIAddr:       pxe.DefaultAddr,
+		MaxConns:      strconv.Itoa(pxe.DefaultMaxConns),
 		StateFile:     "/var/lib/rackflow-pxe/leases.json",
 		Kernel:        "vmlinuz",
 		Initrd:        "initrd.img",
@@ -176,15 +200,31 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 
-	if cfg.Token == "" && cfg.TokenFile != "" {
-		data, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return cfg, fmt.Errorf("read token file: %w", err)
+	if cfg.YAMLToken != "" {
+		return cfg, errors.New("config: the YAML key token is no longer read (a config file is rarely secret): put the token in a file of mode 0600 named by token_file, or in RACKFLOW_PXE_TOKEN")
+	}
+	if v := getenv("RACKFLOW_PXE_TOKEN"); v != "" {
+		if cfg.Token = strings.TrimSpace(v); cfg.Token == "" {
+			return cfg, errors.New("config: RACKFLOW_PXE_TOKEN holds only blanks")
 		}
-		cfg.Token = strings.TrimSpace(string(data))
+	} else if cfg.TokenFile != "" {
+		tok, err := readTokenFile(cfg.TokenFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Token = tok
 	}
 	if cfg.Token == "" {
-		return cfg, errors.New("config: a token is required (token-file, RACKFLOW_PXE_TOKEN_FILE or token)")
+		return cfg, errors.New("config: a token is required: token-file (RACKFLOW_PXE_TOKEN_FILE) naming a file of mode 0600, or RACKFLOW_PXE_TOKEN")
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return cfg, errors.New("config: tls-cert and tls-key go together")
+	}
+	if cfg.BootAddr != "" && cfg.BootAddr == cfg.APIAddr {
+		return cfg, fmt.Errorf("config: boot-addr and api-addr are both %s: give the boot routes their own address, or leave boot-addr empty", cfg.BootAddr)
+	}
+	if n, err := strconv.Atoi(cfg.MaxConns); err != nil || n < 1 {
+		return cfg, fmt.Errorf("config: max-conns %q: want a whole number above 0", cfg.MaxConns)
 	}
 	if cfg.StateFile == "" {
 		return cfg, errors.New("config: state-file is required")
@@ -206,6 +246,49 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// refuseTokenFlag stops a command line that still passes -token: a token
+// on the command line shows in ps to every user of the machine.
+func refuseTokenFlag(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			return nil
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "token" {
+			return fmt.Errorf("%w: -token is gone (ps shows the command line to every user): use -token-file with a file of mode 0600, or RACKFLOW_PXE_TOKEN", errUsage)
+		}
+	}
+	return nil
+}
+
+// readTokenFile reads the token from path, which only its owner may read.
+func readTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("config: read token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("config: read token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("config: token file %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("config: token file %s is mode %04o, readable by group or others: chmod 600 %s", path, perm, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("config: read token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("config: token file %s is empty", path)
+	}
+	return tok, nil
 }
 
 // checkDHCP checks the DHCP settings and fills ipxe-script-url's default.
@@ -286,17 +369,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.BootAddr == "" {
+		log.Warn("boot-addr not set: api-addr serves the lease API and the boot routes alike; keep it off the boot network or set boot-addr", "api_addr", cfg.APIAddr)
+	}
+	maxConns, _ := strconv.Atoi(cfg.MaxConns)
 	api := &pxe.APIServer{
-		Addr:      cfg.APIAddr,
-		Token:     cfg.Token,
-		Store:     store,
-		Logger:    log.With("server", "http"),
-		PublicURL: cfg.PublicURL,
-		BootDir:   cfg.BootDir,
-		Kernel:    cfg.Kernel,
-		Initrd:    cfg.Initrd,
-		Cmdline:   cfg.Cmdline,
-		Registry:  reg,
+		Addr:        cfg.APIAddr,
+		BootAddr:    cfg.BootAddr,
+		TLSCertFile: cfg.TLSCert,
+		TLSKeyFile:  cfg.TLSKey,
+		MaxConns:    maxConns,
+		Token:       cfg.Token,
+		Store:       store,
+		Logger:      log.With("server", "http"),
+		PublicURL:   cfg.PublicURL,
+		BootDir:     cfg.BootDir,
+		Kernel:      cfg.Kernel,
+		Initrd:      cfg.Initrd,
+		Cmdline:     cfg.Cmdline,
+		Registry:    reg,
 	}
 	prune, _ := time.ParseDuration(cfg.PruneInterval)
 	dhcpSrv, err := newDHCPServer(cfg, store, log.With("server", "dhcp"), reg)

@@ -21,6 +21,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
+	"github.com/rackflow/rackflow/pxe/internal/testpki"
 	"github.com/rackflow/rackflow/pxe/lease"
 )
 
@@ -49,6 +50,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}{
 		"yaml only": {
 			args: []string{"-config", yamlFile},
+			env:  map[string]string{},
 			want: func(c *config) {
 				c.APIAddr, c.StateFile, c.BootDir, c.TokenFile, c.Token = "127.0.0.1:9000", "/yaml/leases.json", "/yaml/boot", tokenFile, "from-file"
 			},
@@ -61,19 +63,28 @@ func TestConfigPrecedence(t *testing.T) {
 				c.APIAddr, c.StateFile, c.BootDir, c.TokenFile, c.Token = "127.0.0.1:9000", "/flag/leases.json", "/env/boot", tokenFile, "from-env"
 			},
 		},
-		"defaults with a token flag": {
-			args: []string{"-token", "t"},
+		"defaults with a token in the environment": {
 			want: func(c *config) { c.Token = "t" },
 		},
-		"no token":           {wantErr: "token is required"},
-		"unknown yaml key":   {args: []string{"-config", badYAML, "-token", "t"}, wantErr: "api_adr"},
-		"bad public url":     {args: []string{"-token", "t", "-public-url", "10.0.0.2:8080"}, wantErr: "public-url"},
-		"bad prune":          {args: []string{"-token", "t", "-prune-interval", "soon"}, wantErr: "prune-interval"},
-		"stray argument":     {args: []string{"-token", "t", "extra"}, wantErr: "unexpected arguments"},
-		"missing token file": {args: []string{"-token-file", filepath.Join(dir, "nope")}, wantErr: "read token file"},
+		"separate listeners, TLS and a connection cap": {
+			args: []string{"-api-addr", "127.0.0.1:9443", "-boot-addr", "10.0.0.2:8080", "-tls-cert", "/etc/pxe/tls.crt",
+				"-tls-key", "/etc/pxe/tls.key", "-max-conns", "64"},
+			want: func(c *config) {
+				c.Token, c.APIAddr, c.BootAddr, c.TLSCert, c.TLSKey, c.MaxConns = "t", "127.0.0.1:9443", "10.0.0.2:8080", "/etc/pxe/tls.crt", "/etc/pxe/tls.key", "64"
+			},
+		},
+		"no token":              {env: map[string]string{}, wantErr: "token is required"},
+		"blank env token":       {env: map[string]string{"RACKFLOW_PXE_TOKEN": " \n"}, wantErr: "RACKFLOW_PXE_TOKEN holds only blanks"},
+		"unknown yaml key":      {args: []string{"-config", badYAML}, wantErr: "api_adr"},
+		"bad public url":        {args: []string{"-public-url", "10.0.0.2:8080"}, wantErr: "public-url"},
+		"bad prune":             {args: []string{"-prune-interval", "soon"}, wantErr: "prune-interval"},
+		"stray argument":        {args: []string{"extra"}, wantErr: "unexpected arguments"},
+		"missing token file":    {args: []string{"-token-file", filepath.Join(dir, "nope")}, env: map[string]string{}, wantErr: "read token file"},
+		"tls cert without key":  {args: []string{"-tls-cert", "/etc/pxe/tls.crt"}, wantErr: "tls-cert and tls-key go together"},
+		"boot-addr is api-addr": {args: []string{"-api-addr", "127.0.0.1:9000", "-boot-addr", "127.0.0.1:9000"}, wantErr: "own address"},
+		"bad max-conns":         {args: []string{"-max-conns", "0"}, wantErr: "max-conns"},
 		"dhcp and tftp from env, script url from public url": {
-			args: []string{"-token", "t"},
-			env: map[string]string{"RACKFLOW_PXE_DHCP_INTERFACE": "br-mgmt", "RACKFLOW_PXE_PUBLIC_URL": "http://10.0.0.2:8080/",
+			env: map[string]string{"RACKFLOW_PXE_TOKEN": "t", "RACKFLOW_PXE_DHCP_INTERFACE": "br-mgmt", "RACKFLOW_PXE_PUBLIC_URL": "http://10.0.0.2:8080/",
 				"RACKFLOW_PXE_DHCP_LEASE_TIME": "10m", "RACKFLOW_PXE_DHCP_PROXY": "true", "RACKFLOW_PXE_BOOT_FILE_BIOS": "ipxe.pxe",
 				"RACKFLOW_PXE_TFTP_ROOT": "/srv/tftp", "RACKFLOW_PXE_TFTP_ADDR": "10.0.0.2:69"},
 			want: func(c *config) {
@@ -82,36 +93,40 @@ func TestConfigPrecedence(t *testing.T) {
 			},
 		},
 		"explicit script url wins": {
-			args: []string{"-token", "t", "-dhcp-interface", "eth1", "-dhcp-server-ip", "10.0.0.2", "-ipxe-script-url", "http://boot.example/s/{mac}"},
+			args: []string{"-dhcp-interface", "eth1", "-dhcp-server-ip", "10.0.0.2", "-ipxe-script-url", "http://boot.example/s/{mac}"},
 			want: func(c *config) {
 				c.Token, c.DHCPInterface, c.DHCPServerIP, c.IPXEScriptURL = "t", "eth1", "10.0.0.2", "http://boot.example/s/{mac}"
 			},
 		},
 		"dhcp settings unchecked while dhcp is off": {
-			args: []string{"-token", "t", "-dhcp-lease-time", "soon"},
+			args: []string{"-dhcp-lease-time", "soon"},
 			want: func(c *config) { c.Token, c.DHCPLeaseTime = "t", "soon" },
 		},
-		"dhcp without any script url": {args: []string{"-token", "t", "-dhcp-interface", "eth1"}, wantErr: "public-url"},
+		"dhcp without any script url": {args: []string{"-dhcp-interface", "eth1"}, wantErr: "public-url"},
 		"dhcp bad lease time": {
-			args:    []string{"-token", "t", "-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-lease-time", "5s"},
+			args:    []string{"-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-lease-time", "5s"},
 			wantErr: "dhcp-lease-time",
 		},
 		"dhcp bad proxy": {
-			args:    []string{"-token", "t", "-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-proxy", "maybe"},
+			args:    []string{"-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-proxy", "maybe"},
 			wantErr: "dhcp-proxy",
 		},
 		"dhcp ipv6 server ip": {
-			args:    []string{"-token", "t", "-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-server-ip", "fd00::2"},
+			args:    []string{"-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-dhcp-server-ip", "fd00::2"},
 			wantErr: "dhcp-server-ip",
 		},
 		"dhcp bad http boot file": {
-			args:    []string{"-token", "t", "-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-boot-file-http", "ipxe.efi"},
+			args:    []string{"-dhcp-interface", "eth1", "-public-url", "http://10.0.0.2", "-boot-file-http", "ipxe.efi"},
 			wantErr: "boot-file-http",
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := loadConfig(tc.args, envFrom(tc.env), io.Discard)
+			env := tc.env
+			if env == nil {
+				env = map[string]string{"RACKFLOW_PXE_TOKEN": "t"}
+			}
+			got, err := loadConfig(tc.args, envFrom(env), io.Discard)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want one mentioning %q", err, tc.wantErr)
@@ -121,11 +136,65 @@ func TestConfigPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := config{APIAddr: pxe.DefaultAddr, StateFile: "/var/lib/rackflow-pxe/leases.json", Kernel: "vmlinuz",
+			want := config{APIAddr: pxe.DefaultAddr, MaxConns: "1024", StateFile: "/var/lib/rackflow-pxe/leases.json", Kernel: "vmlinuz",
 				Initrd: "initrd.img", PruneInterval: "1m", LogLevel: "info", DHCPLeaseTime: "1h", DHCPProxy: "false"}
 			tc.want(&want)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestTokenMisuseRefused: the token never comes from the command line (ps
+// shows it to every user) or the YAML file, nor from a file others may read,
+// and an empty one is no token. Each refusal says what to do instead.
+func TestTokenMisuseRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	yamlToken := file("token.yaml", "token: from-yaml\n", 0o600)
+	tests := map[string]struct {
+		args      []string
+		wantErr   []string // all in the error; none: accepted
+		wantToken string
+	}{
+		"token flag":              {args: []string{"-token", "t"}, wantErr: []string{"-token is gone", "-token-file", "RACKFLOW_PXE_TOKEN"}},
+		"token flag with =":       {args: []string{"--token=t", "-state-file", "/x"}, wantErr: []string{"-token is gone"}},
+		"token flag after others": {args: []string{"-state-file", "/x", "-token", "t"}, wantErr: []string{"-token is gone"}},
+		"yaml token key":          {args: []string{"-config", yamlToken}, wantErr: []string{"token_file", "RACKFLOW_PXE_TOKEN"}},
+		"world-readable file":     {args: []string{"-token-file", file("t644", "tok\n", 0o644)}, wantErr: []string{"mode 0644", "chmod 600 " + filepath.Join(dir, "t644")}},
+		"group-readable file":     {args: []string{"-token-file", file("t640", "tok\n", 0o640)}, wantErr: []string{"mode 0640", "chmod 600"}},
+		"group-writable file":     {args: []string{"-token-file", file("t620", "tok\n", 0o620)}, wantErr: []string{"chmod 600"}},
+		"empty file":              {args: []string{"-token-file", file("empty", " \n", 0o600)}, wantErr: []string{"is empty"}},
+		"a directory":             {args: []string{"-token-file", dir}, wantErr: []string{"not a regular file"}},
+		"owner-only file":         {args: []string{"-token-file", file("t600", "tok\n", 0o600)}, wantToken: "tok"},
+		"read-only file":          {args: []string{"-token-file", file("t400", "tok4\n", 0o400)}, wantToken: "tok4"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := loadConfig(tc.args, envFrom(nil), io.Discard)
+			if len(tc.wantErr) == 0 {
+				if err != nil || cfg.Token != tc.wantToken {
+					t.Fatalf("token %q, err %v; want %q", cfg.Token, err, tc.wantToken)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, token %q; want an error with %q", cfg.Token, tc.wantErr)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
 			}
 		})
 	}
@@ -146,6 +215,15 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+func newClient(t *testing.T, base, token string) *client.Client {
+	t.Helper()
+	c, err := client.New(base, token, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func freePort(t *testing.T) string {
@@ -201,7 +279,7 @@ func TestRunServesAndStops(t *testing.T) {
 
 	base, logs, cancel, done := start()
 	ctx := context.Background()
-	c := client.New(base, "run-token", nil)
+	c := newClient(t, base, "run-token")
 	// The lease is at 127.0.0.7, where the request below comes from: boot
 	// routes answer only a lease's own address.
 	l, err := c.Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "127.0.0.7", Netmask: "255.0.0.0", Profile: lease.ProfileDisk})
@@ -224,14 +302,14 @@ func TestRunServesAndStops(t *testing.T) {
 	}
 
 	base, _, cancel, done = start()
-	got, err := client.New(base, "run-token", nil).Get(ctx, l.MAC)
+	got, err := newClient(t, base, "run-token").Get(ctx, l.MAC)
 	if err != nil {
 		t.Fatalf("lease after restart: %v", err)
 	}
 	if diff := cmp.Diff(l, got); diff != "" {
 		t.Errorf("lease after restart (-before +after):\n%s", diff)
 	}
-	if _, err := client.New(base, "wrong", nil).List(ctx); !errors.Is(err, client.ErrUnauthorized) {
+	if _, err := newClient(t, base, "wrong").List(ctx); !errors.Is(err, client.ErrUnauthorized) {
 		t.Errorf("wrong token: %v, want ErrUnauthorized", err)
 	}
 	stop(cancel, done)
@@ -348,7 +426,7 @@ func TestRunServesDHCP(t *testing.T) {
 	dhcpAddr := freeUDPPort(t)
 	base, _ := startRun(t, "-dhcp-interface", "lo", "-dhcp-addr", dhcpAddr, "-dhcp-lease-time", "7m")
 	ctx := context.Background()
-	if _, err := client.New(base, "run-token", nil).Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7",
+	if _, err := newClient(t, base, "run-token").Put(ctx, lease.Lease{MAC: "52:54:00:12:34:56", IP: "10.0.0.7",
 		Netmask: "255.255.255.0", Gateway: "10.0.0.1", Profile: lease.ProfileLive}); err != nil {
 		t.Fatal(err)
 	}
@@ -411,5 +489,91 @@ func TestRunServesDHCP(t *testing.T) {
 	}
 	if r := ask("52:54:00:99:99:99", time.Second); r != nil {
 		t.Errorf("unregistered MAC got a %s", r.MessageType())
+	}
+}
+
+// TestRunSplitListenersWithTLS runs the command as in production: the lease
+// API over TLS on api-addr, the boot routes in plain HTTP on boot-addr, the
+// token from a file of mode 0600. A PUT with the right token to the boot
+// listener is 404; the worker's client reaches the API only with the CA.
+func TestRunSplitListenersWithTLS(t *testing.T) {
+	dir := t.TempDir()
+	pki := testpki.New(t, dir)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("split-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr, bootAddr := freePort(t), freePort(t)
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-api-addr", apiAddr, "-boot-addr", bootAddr, "-tls-cert", pki.Cert, "-tls-key", pki.Key,
+			"-token-file", tokenFile, "-state-file", filepath.Join(dir, "leases.json"), "-public-url", "http://" + bootAddr, "-max-conns", "16"},
+			envFrom(nil), logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs)
+		}
+	})
+	for _, addr := range []string{apiAddr, bootAddr} {
+		ok := false
+		for range 200 {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				ok = true
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("run exited early: %v\n%s", err, logs)
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+		if !ok {
+			t.Fatalf("run never listened on %s:\n%s", addr, logs)
+		}
+	}
+
+	c, err := client.New("https://"+apiAddr, "split-token", client.Options{CAFile: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := lease.Lease{MAC: "52:54:00:12:34:56", IP: "127.0.0.7", Netmask: "255.0.0.0", Profile: lease.ProfileDisk}
+	if _, err := c.Put(ctx, l); err != nil {
+		t.Fatalf("Put over TLS: %v", err)
+	}
+	send := func(method, url, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer split-token")
+		hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.7")}}).DialContext}}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	got := map[string]int{
+		"PUT lease on boot-addr":   send("PUT", "http://"+bootAddr+"/v1/leases/52:54:00:12:34:56", `{"ip":"127.0.0.9","netmask":"255.0.0.0","profile":"live"}`),
+		"GET leases on boot-addr":  send("GET", "http://"+bootAddr+"/v1/leases", ""),
+		"metrics on boot-addr":     send("GET", "http://"+bootAddr+"/metrics", ""),
+		"boot script on boot-addr": send("GET", "http://"+bootAddr+"/boot/52:54:00:12:34:56.ipxe", ""),
+	}
+	want := map[string]int{"PUT lease on boot-addr": 404, "GET leases on boot-addr": 404, "metrics on boot-addr": 404, "boot script on boot-addr": 200}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("boot listener (-want +got):\n%s", diff)
+	}
+	if after, err := c.Get(ctx, l.MAC); err != nil || after.IP != "127.0.0.7" {
+		t.Errorf("lease after the boot-network PUT: %+v, %v; want it unchanged", after, err)
+	}
+	if _, err := newClient(t, "https://"+apiAddr, "split-token").List(ctx); err == nil {
+		t.Error("the API answered a client that does not trust its CA")
 	}
 }

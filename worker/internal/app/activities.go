@@ -78,11 +78,15 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 	if cfg.AllowInlineSpecs {
 		logger.Warn("inline host specs allowed: workflow inputs choose BMCs, images and chef servers; the secrets file's endpoints keep credentials bound")
 	}
+	pxe, err := pxeclient.New(cfg.PXEURL, cfg.PXEToken, pxeclient.Options{CAFile: cfg.PXECA})
+	if err != nil {
+		return nil, err
+	}
 	dialer := &remote.Dialer{Secrets: res}
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
 		inventory: &inventory.Activities{Load: load, Secrets: res, AllowInlineSpecs: cfg.AllowInlineSpecs},
-		lease:     &lease.Activities{PXE: pxeclient.New(cfg.PXEURL, cfg.PXEToken, nil), Secrets: res},
+		lease:     &lease.Activities{PXE: pxe, Secrets: res},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
 		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper, ImageDir: cfg.ImageDir},

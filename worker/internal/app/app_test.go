@@ -22,7 +22,7 @@ import (
 // Bad settings stop the worker before it dials: the address points at
 // nothing, so a Run that dialled first would fail with a connect error.
 func TestRunRefusesBadSettingsBeforeConnecting(t *testing.T) {
-	base := config.Config{Settings: temporalconn.Settings{Address: "127.0.0.1:1", Namespace: "default"}, TaskQueue: "rackflow", PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
+	base := config.Config{Settings: temporalconn.Settings{Address: "127.0.0.1:1", Namespace: "default"}, TaskQueue: "rackflow", PXEURL: "http://127.0.0.1:8080", PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
 	tests := map[string]struct {
 		edit func(c *config.Config)
 		err  string
@@ -32,6 +32,8 @@ func TestRunRefusesBadSettingsBeforeConnecting(t *testing.T) {
 		"missing helper":     {edit: func(c *config.Config) { c.DiskHelper = filepath.Join(t.TempDir(), "rackflow-diskhelper") }, err: "disk helper"},
 		"missing secrets":    {edit: func(c *config.Config) { c.Secrets = filepath.Join(t.TempDir(), "secrets.yaml") }, err: "secrets file"},
 		"missing image dir":  {edit: func(c *config.Config) { c.ImageDir = filepath.Join(t.TempDir(), "images") }, err: "image dir"},
+		"pxe token in clear": {edit: func(c *config.Config) { c.PXEURL = "http://10.0.0.2:8080" }, err: "refusing to send the bearer token in clear"},
+		"missing pxe CA":     {edit: func(c *config.Config) { c.PXEURL, c.PXECA = "https://pxe.mgmt:8443", "/nonexistent/ca.pem" }, err: "pxe CA bundle"},
 		"unreadable tls key": {edit: func(c *config.Config) { c.TLSCert, c.TLSKey = "/nonexistent/tls.crt", "/nonexistent/tls.key" }, err: "mTLS key pair"},
 	}
 	for name, tc := range tests {
@@ -88,7 +90,7 @@ func TestBuildActivitiesWiresTrustSettings(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			cfg := config.Config{PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
+			cfg := config.Config{PXEURL: "http://127.0.0.1:8080", PXEToken: "t", BMCConcurrency: 1, ImageSegmentMiB: 64}
 			tc.edit(&cfg)
 			acts, err := buildActivities(cfg, slog.New(slog.DiscardHandler))
 			if err != nil {

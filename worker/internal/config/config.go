@@ -42,8 +42,12 @@ type Config struct {
 	// ImageDir is the only directory local images (file:// or absolute
 	// paths in the inventory) are read from; "" refuses local images.
 	ImageDir string
-	// PXEURL is the pxe service's lease API.
+	// PXEURL is the pxe service's lease API: https, or http on loopback
+	// (the client refuses to send its token in clear over a network).
 	PXEURL string
+	// PXECA is a PEM bundle of the CAs that sign the pxe service's
+	// certificate, for a private CA ("" for the system's roots).
+	PXECA string
 	// PXEToken is the lease API's bearer token, read from PXETokenFile or
 	// RACKFLOW_PXE_TOKEN.
 	PXEToken, PXETokenFile string
@@ -112,6 +116,7 @@ func Parse(args []string) (Config, error) {
 	fs.BoolFunc("allow-inline-specs", "accept a host spec in the ProvisionHost input instead of the inventory entry; its credentials still only go where the secrets file binds them (RACKFLOW_ALLOW_INLINE_SPECS, default false)", func(s string) error { inline = s; return nil })
 	fs.StringVar(&c.ImageDir, "image-dir", env("RACKFLOW_IMAGE_DIR", ""), "directory local images (file:// URLs, absolute paths) must be in; empty refuses local images (RACKFLOW_IMAGE_DIR)")
 	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")
+	fs.StringVar(&c.PXECA, "pxe-ca", env("RACKFLOW_PXE_CA", ""), "CA bundle that signs the pxe service's certificate, for an https pxe-url with a private CA (RACKFLOW_PXE_CA)")
 	fs.StringVar(&c.PXETokenFile, "pxe-token-file", env("RACKFLOW_PXE_TOKEN_FILE", ""), "file holding the pxe API token (or RACKFLOW_PXE_TOKEN)")
 	fs.StringVar(&c.MetricsAddr, "metrics", env("RACKFLOW_METRICS_ADDR", "127.0.0.1:9464"), "Prometheus /metrics listen address, empty to disable (RACKFLOW_METRICS_ADDR)")
 	level := env("RACKFLOW_LOG_LEVEL", "info")

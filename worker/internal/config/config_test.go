@@ -62,10 +62,20 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		},
 		"bad inline specs": {env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "sometimes"}, err: "allow-inline-specs"},
 		"image dir":        {env: map[string]string{"RACKFLOW_IMAGE_DIR": "/srv/images"}, want: func(c *Config) { c.ImageDir = "/srv/images" }},
+		"pxe over https with a CA from env": {
+			env:  map[string]string{"RACKFLOW_PXE_CA": "/etc/rackflow/pxe-ca.pem"},
+			args: []string{"--pxe-url", "https://pxe.mgmt:8443"},
+			want: func(c *Config) { c.PXEURL, c.PXECA = "https://pxe.mgmt:8443", "/etc/rackflow/pxe-ca.pem" },
+		},
+		"pxe CA flag wins": {
+			env:  map[string]string{"RACKFLOW_PXE_CA": "/env/ca.pem"},
+			args: []string{"--pxe-ca", "/flag/ca.pem"},
+			want: func(c *Config) { c.PXECA = "/flag/ca.pem" },
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "RACKFLOW_LOG_LEVEL", "RACKFLOW_ALLOW_INLINE_SPECS", "RACKFLOW_IMAGE_DIR"} {
+			for _, k := range []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "RACKFLOW_TASK_QUEUE", "TEMPORAL_API_KEY", "RACKFLOW_IMAGE_MAX_MBPS", "RACKFLOW_PXE_TOKEN", "RACKFLOW_MAX_CONCURRENT_ACTIVITIES", "RACKFLOW_LOG_LEVEL", "RACKFLOW_ALLOW_INLINE_SPECS", "RACKFLOW_IMAGE_DIR", "RACKFLOW_PXE_CA"} {
 				t.Setenv(k, "")
 				os.Unsetenv(k)
 			}
