@@ -74,10 +74,15 @@ func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.Co
 	if gw == "" {
 		gw = p.net.Gateway
 	}
-	return guestnet.ConfigureInput{
+	ci := guestnet.ConfigureInput{
 		Target: p.guest, MAC: nic.MAC, Address: fmt.Sprintf("%s/%d", nic.IP, ones), Gateway: gw,
 		CIDRs: in.CIDRs, PolicyRouting: in.PolicyRouting, Table: in.Table, Persist: true,
-	}, nil
+	}
+	// The guest side refuses to touch the interface carrying these.
+	if pn, ok := p.primary(); ok {
+		ci.PrimaryMAC, ci.PrimaryIP = pn.MAC, pn.IP
+	}
+	return ci, nil
 }
 
 func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
