@@ -18,12 +18,19 @@ const (
 func VMNetWorkflowID(vm, network string) string { return "vmnet/" + vm + "/" + network }
 
 // CloudStack names the API endpoint; Credential is a reference to a secret
-// whose username is the API key and password the secret key.
+// whose username is the API key and password the secret key. The worker's
+// secrets file decides whether that secret may be sent to URL.
 type CloudStack struct {
 	URL        string `json:"url" yaml:"url"`
 	Credential string `json:"credential" yaml:"credential"`
-	VerifySSL  bool   `json:"verify_ssl,omitempty" yaml:"verify_ssl,omitempty"`
+	// VerifySSL checks the server's TLS certificate. Absent means true;
+	// only an explicit false (labs with self-signed certificates) turns
+	// the check off. Older inputs that set it keep their meaning.
+	VerifySSL *bool `json:"verify_ssl,omitempty" yaml:"verify_ssl,omitempty"`
 }
+
+// Insecure reports whether the input turned TLS verification off.
+func (c CloudStack) Insecure() bool { return c.VerifySSL != nil && !*c.VerifySSL }
 
 // GuestSSH says how to reach the VM over SSH. HostKey pins its host key.
 type GuestSSH struct {

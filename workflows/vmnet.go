@@ -74,21 +74,36 @@ func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.Co
 	if gw == "" {
 		gw = p.net.Gateway
 	}
-	return guestnet.ConfigureInput{
+	ci := guestnet.ConfigureInput{
 		Target: p.guest, MAC: nic.MAC, Address: fmt.Sprintf("%s/%d", nic.IP, ones), Gateway: gw,
 		CIDRs: in.CIDRs, PolicyRouting: in.PolicyRouting, Table: in.Table, Persist: true,
-	}, nil
+	}
+	// The guest side refuses to touch the interface carrying these.
+	if pn, ok := p.primary(); ok {
+		ci.PrimaryMAC, ci.PrimaryIP = pn.MAC, pn.IP
+	}
+	return ci, nil
 }
 
 func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
-	p.target = cloudstack.Target{URL: in.CloudStack.URL, Credential: in.CloudStack.Credential, VerifySSL: in.CloudStack.VerifySSL}
+	p.target = cloudstack.Target{URL: in.CloudStack.URL, Credential: in.CloudStack.Credential, Insecure: in.CloudStack.Insecure()}
 	user := in.Guest.User
 	if user == "" {
 		user = "root"
 	}
 	p.guest = remote.Target{Addr: in.Guest.Address, User: user, Credential: in.Guest.Credential, HostKey: in.Guest.HostKey}
 	vmF := workflow.ExecuteActivity(csCtx(ctx, "look up VM "+in.VM, false), csA.LookupVM, cloudstack.LookupVMInput{Target: p.target, VM: in.VM})
-	netF := workflow.ExecuteActivity(csCtx(ctx, "look up network "+in.Network, false), csA.LookupNetwork, cloudstack.LookupNetworkInput{Target: p.target, Network: in.Network})
+	netIn := cloudstack.LookupNetworkInput{Target: p.target, Network: in.Network}
+	// Version 1 looks the network up in the VM's zone, after the VM:
+	// network names are unique per zone at best. Runs started before
+	// looked both up at once.
+	if workflow.GetVersion(ctx, versionNetworkInVMZone, workflow.DefaultVersion, 1) >= 1 {
+		if err := vmF.Get(ctx, &p.vm); err != nil {
+			return err
+		}
+		netIn.ZoneID = p.vm.ZoneID
+	}
+	netF := workflow.ExecuteActivity(csCtx(ctx, "look up network "+in.Network, false), csA.LookupNetwork, netIn)
 	if err := vmF.Get(ctx, &p.vm); err != nil {
 		return err
 	}
@@ -97,6 +112,33 @@ func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
 	}
 	if p.vm.ZoneID != p.net.ZoneID {
 		return activities.InvalidInputf("VM %s is in zone %s but network %s is in zone %s", p.vm.Name, p.vm.ZoneID, p.net.Name, p.net.ZoneID)
+	}
+	return nil
+}
+
+// versionNetworkInVMZone is the GetVersion change ID of the zone-scoped
+// network lookup.
+const versionNetworkInVMZone = "vmnet-network-in-vm-zone"
+
+// primary is the VM's default NIC: it carries the primary IP and the
+// default route, and nothing here configures or removes it.
+func (p vmnetPlan) primary() (cloudstack.Nic, bool) {
+	for _, n := range p.vm.Nics {
+		if n.IsDefault {
+			return n, true
+		}
+	}
+	return cloudstack.Nic{}, false
+}
+
+// refuseDefaultNetwork fails when the network asked for is the one of the
+// VM's default NIC: "ensuring" that NIC would find it, and configuring it
+// would strip the guest's default route and primary address.
+func (p vmnetPlan) refuseDefaultNetwork() error {
+	if n, ok := p.primary(); ok && n.NetworkID == p.net.ID {
+		err := fmt.Errorf("network %s is VM %s's default network (NIC %s, primary IP %s): rackflow adds a NIC on another network and never reconfigures or removes the primary one",
+			p.net.Name, p.vm.Name, n.ID, n.IP)
+		return activities.NonRetryable(err.Error(), cloudstack.ErrTypeDefaultNetwork, err)
 	}
 	return nil
 }
@@ -118,6 +160,9 @@ func SetupVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, e
 			return err
 		}
 		res.VMID, res.NetworkID = p.vm.ID, p.net.ID
+		if err := p.refuseDefaultNetwork(); err != nil {
+			return err
+		}
 
 		var nr cloudstack.NicResult
 		if err := workflow.ExecuteActivity(csCtx(ctx, fmt.Sprintf("NIC for %s on %s", p.vm.Name, p.net.Name), true), csA.EnsureNic,
@@ -187,8 +232,8 @@ func TeardownVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult
 	if nic == nil {
 		return res, nil // nothing to tear down
 	}
-	if nic.IsDefault {
-		return res, activities.InvalidInputf("NIC %s is %s's default NIC: refusing to remove it", nic.ID, p.vm.Name)
+	if err := p.refuseDefaultNetwork(); err != nil {
+		return res, err
 	}
 	res.NicID, res.MAC, res.IP = nic.ID, nic.MAC, nic.IP
 	ci, err := p.configure(in, *nic)

@@ -32,6 +32,7 @@ type vmnetWorld struct {
 	lab    *guestlab.Lab
 	vmID   string
 	secnet string
+	dmz    string
 	in     api.VMNetInput
 	ts     testsuite.WorkflowTestSuite
 }
@@ -49,7 +50,7 @@ func newVMNetWorld(t *testing.T) *vmnetWorld {
 	secnet := cs.AddNetwork(csfake.Network{Name: "secnet", ZoneID: zone, CIDR: "10.51.0.0/24", Gateway: guestlab.SecGateway})
 	vm := cs.AddVM(csfake.VM{Name: "web01", ZoneID: zone, Nics: []csfake.Nic{{NetworkID: dmz, MAC: guestlab.Eth0MAC, IP: "10.50.0.10", IsDefault: true}}})
 	cs.PlanNic(vm, secnet, csfake.NicPlan{MAC: guestlab.Eth1MAC, IP: "10.51.0.10"})
-	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, in: api.VMNetInput{
+	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, dmz: dmz, in: api.VMNetInput{
 		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
 		Guest:      api.GuestSSH{Address: lab.Target.Addr, User: lab.Target.User, Credential: lab.Target.Credential, HostKey: lab.Target.HostKey},
 		CloudStack: api.CloudStack{URL: cs.URL(), Credential: csCred},
@@ -62,7 +63,7 @@ func (w *vmnetWorld) run(t *testing.T, wf any, in api.VMNetInput) (api.VMNetResu
 	env.SetTestTimeout(3 * time.Minute)
 	Register(env)
 	env.RegisterActivity(&cloudstack.Activities{
-		Secrets:      secrets.Static{csCred: {Username: w.cs.APIKey(), Password: w.cs.SecretKey()}},
+		Secrets:      secrets.Static{csCred: {Username: w.cs.APIKey(), Password: w.cs.SecretKey(), Endpoints: []string{w.cs.URL()}}},
 		PollInterval: 10 * time.Millisecond,
 	})
 	env.RegisterActivity(&guestnet.Activities{Dialer: &remote.Dialer{Secrets: w.lab.Secrets}})
@@ -206,5 +207,29 @@ func TestSetupVMNetworkRejectsBadInputBeforeChangingAnything(t *testing.T) {
 	}
 	if w.cs.Calls("addNicToVirtualMachine") != 0 || w.nics(t) != 1 {
 		t.Error("a NIC was added for bad input")
+	}
+}
+
+// TestSetupVMNetworkRefusesTheDefaultNetwork: asked for the network of the
+// VM's primary NIC, setup refuses before touching anything, teardown too:
+// the guest keeps its default route and primary address, CloudStack its
+// default NIC.
+func TestSetupVMNetworkRefusesTheDefaultNetwork(t *testing.T) {
+	w := newVMNetWorld(t)
+	in := w.in
+	in.Network = "dmz"
+	in.Verify = ""
+	before := w.guest(t)
+	for name, wf := range map[string]any{"setup": SetupVMNetwork, "teardown": TeardownVMNetwork} {
+		_, err := w.run(t, wf, in)
+		if !activities.IsType(err, cloudstack.ErrTypeDefaultNetwork) || !strings.Contains(err.Error(), "default network") {
+			t.Errorf("%s: err = %v, want %s", name, err, cloudstack.ErrTypeDefaultNetwork)
+		}
+	}
+	if after := w.guest(t); after != before {
+		t.Errorf("the guest changed:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+	if w.nics(t) != 1 || w.cs.Calls("addNicToVirtualMachine") != 0 || w.cs.Calls("removeNicFromVirtualMachine") != 0 {
+		t.Error("CloudStack was asked to change the VM")
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/secrets"
@@ -61,6 +62,9 @@ type LookupNetworkInput struct {
 	Target Target `json:"target"`
 	// Network is the network's id (UUID) or its name.
 	Network string `json:"network"`
+	// ZoneID, when set, limits a lookup by name to that zone (the VM's):
+	// names are unique per zone at best.
+	ZoneID string `json:"zone_id,omitempty"`
 }
 
 // NetworkInfo is what LookupNetwork found.
@@ -120,15 +124,28 @@ func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, er
 	if err != nil {
 		return VMInfo{}, appError("lookup VM "+in.VM, err)
 	}
-	p := c.VirtualMachine.NewListVirtualMachinesParams()
-	p.SetListall(true)
 	byID := cs.IsID(in.VM)
-	if byID {
-		p.SetId(in.VM)
-	} else {
-		p.SetName(in.VM)
-	}
-	r, err := c.VirtualMachine.ListVirtualMachines(p)
+	// isvnf=false: VNF appliances are not what a NIC is added to, and
+	// cloudstack-go v2.19.0 cannot decode their vnfnics (objects, where it
+	// expects strings), so one appliance matching the name would fail the
+	// whole list. CloudStack before 4.19 ignores the parameter.
+	vms, err := listPages(func(page int) ([]*cs.VirtualMachine, int, error) {
+		p := c.VirtualMachine.NewListVirtualMachinesParams()
+		p.SetListall(true)
+		p.SetIsvnf(false)
+		p.SetPage(page)
+		p.SetPagesize(PageSize)
+		if byID {
+			p.SetId(in.VM)
+		} else {
+			p.SetName(in.VM)
+		}
+		r, err := call(c.VirtualMachine.ListVirtualMachines(p))
+		if err != nil {
+			return nil, 0, err
+		}
+		return r.VirtualMachines, r.Count, nil
+	})
 	if err != nil {
 		if ae, ok := ParseError(err); ok && ae.entityMissing() {
 			return VMInfo{}, nonRetryable(ErrTypeNotFound, "lookup VM %s: no such VM", in.VM)
@@ -137,7 +154,7 @@ func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, er
 	}
 	// CloudStack's name filter may match more than the exact name.
 	var found []*cs.VirtualMachine
-	for _, vm := range r.VirtualMachines {
+	for _, vm := range vms {
 		if (byID && vm.Id == in.VM) || (!byID && vm.Name == in.VM) {
 			found = append(found, vm)
 		}
@@ -157,7 +174,7 @@ func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, er
 
 	zp := c.Zone.NewListZonesParams()
 	zp.SetId(vm.Zoneid)
-	zr, err := c.Zone.ListZones(zp)
+	zr, err := call(c.Zone.ListZones(zp))
 	if err != nil {
 		return VMInfo{}, appError("lookup zone "+vm.Zoneid+" of VM "+in.VM, err)
 	}
@@ -185,15 +202,32 @@ func (a *Activities) LookupNetwork(ctx context.Context, in LookupNetworkInput) (
 	if err != nil {
 		return NetworkInfo{}, appError("lookup network "+in.Network, err)
 	}
-	p := c.Network.NewListNetworksParams()
-	p.SetListall(true)
 	byID := cs.IsID(in.Network)
-	if byID {
-		p.SetId(in.Network)
-	} else {
-		p.SetName(in.Network)
+	if in.ZoneID != "" && !cs.IsID(in.ZoneID) {
+		return NetworkInfo{}, activities.InvalidInputf("lookup network: zone_id %q is not a CloudStack id", in.ZoneID)
 	}
-	r, err := c.Network.ListNetworks(p)
+	// listNetworks ignores "name" before CloudStack 4.22 (it lists every
+	// network); "keyword" is a substring match on name and display text
+	// everywhere, so ask by keyword and keep the exact name.
+	nets, err := listPages(func(page int) ([]*cs.Network, int, error) {
+		p := c.Network.NewListNetworksParams()
+		p.SetListall(true)
+		p.SetPage(page)
+		p.SetPagesize(PageSize)
+		if in.ZoneID != "" {
+			p.SetZoneid(in.ZoneID)
+		}
+		if byID {
+			p.SetId(in.Network)
+		} else {
+			p.SetKeyword(in.Network)
+		}
+		r, err := call(c.Network.ListNetworks(p))
+		if err != nil {
+			return nil, 0, err
+		}
+		return r.Networks, r.Count, nil
+	})
 	if err != nil {
 		if ae, ok := ParseError(err); ok && ae.entityMissing() {
 			return NetworkInfo{}, nonRetryable(ErrTypeNotFound, "lookup network %s: no such network", in.Network)
@@ -201,17 +235,23 @@ func (a *Activities) LookupNetwork(ctx context.Context, in LookupNetworkInput) (
 		return NetworkInfo{}, appError("lookup network "+in.Network, err)
 	}
 	var found []*cs.Network
-	for _, n := range r.Networks {
+	for _, n := range nets {
 		if (byID && n.Id == in.Network) || (!byID && n.Name == in.Network) {
-			found = append(found, n)
+			if in.ZoneID == "" || n.Zoneid == in.ZoneID {
+				found = append(found, n)
+			}
 		}
+	}
+	where := ""
+	if in.ZoneID != "" {
+		where = " in zone " + in.ZoneID
 	}
 	switch len(found) {
 	case 0:
-		return NetworkInfo{}, nonRetryable(ErrTypeNotFound, "lookup network %s: no such network", in.Network)
+		return NetworkInfo{}, nonRetryable(ErrTypeNotFound, "lookup network %s: no such network%s", in.Network, where)
 	case 1:
 	default:
-		return NetworkInfo{}, nonRetryable(ErrTypeAmbiguous, "lookup network %s: %d networks have that name; use the id", in.Network, len(found))
+		return NetworkInfo{}, nonRetryable(ErrTypeAmbiguous, "lookup network %s: %d networks%s have that name; use the id", in.Network, len(found), where)
 	}
 	n := found[0]
 	info := NetworkInfo{ID: n.Id, Name: n.Name, ZoneID: n.Zoneid, CIDR: n.Cidr, Gateway: n.Gateway, Netmask: n.Netmask, Type: n.Type}
@@ -247,8 +287,14 @@ func (a *Activities) EnsureNic(ctx context.Context, in EnsureNicInput) (NicResul
 		log.Info("resuming addNicToVirtualMachine job of an earlier attempt", "vm_id", in.VMID, "network_id", in.NetworkID, "job_id", prog.JobID)
 	} else {
 		nic, ok, err := a.findNic(c, in.VMID, in.NetworkID, "")
+		if ae, isAPI := ParseError(err); isAPI && ae.VMGone() {
+			return NicResult{}, nonRetryable(ErrTypeNotFound, "%s: the VM no longer exists", action)
+		}
 		if err != nil {
 			return NicResult{}, appError(action, err)
+		}
+		if ok && nic.IsDefault {
+			return NicResult{}, nonRetryable(ErrTypeDefaultNetwork, "%s: network %s is the VM's default network (NIC %s, IP %s): rackflow adds a second NIC on another network and never reconfigures the primary one", action, in.NetworkID, nic.ID, nic.IP)
 		}
 		if ok {
 			if err := checkIP(nic, in.IP); err != nil {
@@ -257,11 +303,14 @@ func (a *Activities) EnsureNic(ctx context.Context, in EnsureNicInput) (NicResul
 			log.Info("VM already has a NIC on the network", "vm_id", in.VMID, "network_id", in.NetworkID, "nic_id", nic.ID, "mac", nic.MAC, "ip", nic.IP)
 			return NicResult{Nic: nic}, nil
 		}
+		if err := a.requireRunning(c, in.VMID, action); err != nil {
+			return NicResult{}, err
+		}
 		p := c.VirtualMachine.NewAddNicToVirtualMachineParams(in.NetworkID, in.VMID)
 		if in.IP != "" {
 			p.SetIpaddress(in.IP)
 		}
-		r, err := c.VirtualMachine.AddNicToVirtualMachine(p)
+		r, err := call(c.VirtualMachine.AddNicToVirtualMachine(p))
 		if err != nil {
 			return a.nicExistsOr(c, in, "", appError(action, err), err)
 		}
@@ -331,9 +380,9 @@ func (a *Activities) RemoveNic(ctx context.Context, in RemoveNicInput) error {
 	// A job an earlier attempt started is waited for, not started again.
 	prog, _ := activities.PreviousProgress[JobProgress](ctx)
 	if prog.JobID == "" {
-		_, ok, err := a.findNic(c, in.VMID, "", in.NicID)
-		if ae, isAPI := ParseError(err); isAPI && ae.entityMissing() {
-			log.Info("VM is gone, so is its NIC", "vm_id", in.VMID, "nic_id", in.NicID)
+		nic, ok, err := a.findNic(c, in.VMID, "", in.NicID)
+		if ae, isAPI := ParseError(err); isAPI && (ae.VMGone() || ae.nicGone()) {
+			log.Info("VM or NIC already gone", "vm_id", in.VMID, "nic_id", in.NicID)
 			return nil
 		}
 		if err != nil {
@@ -343,7 +392,10 @@ func (a *Activities) RemoveNic(ctx context.Context, in RemoveNicInput) error {
 			log.Info("NIC already absent", "vm_id", in.VMID, "nic_id", in.NicID)
 			return nil
 		}
-		r, err := c.VirtualMachine.RemoveNicFromVirtualMachine(c.VirtualMachine.NewRemoveNicFromVirtualMachineParams(in.NicID, in.VMID))
+		if nic.IsDefault {
+			return nonRetryable(ErrTypeDefaultNetwork, "%s: it is the VM's default NIC (IP %s): rackflow never removes it", action, nic.IP)
+		}
+		r, err := call(c.VirtualMachine.RemoveNicFromVirtualMachine(c.VirtualMachine.NewRemoveNicFromVirtualMachineParams(in.NicID, in.VMID)))
 		if err != nil {
 			return appError(action, err)
 		}
@@ -357,6 +409,10 @@ func (a *Activities) RemoveNic(ctx context.Context, in RemoveNicInput) error {
 		log.Info("resuming removeNicFromVirtualMachine job of an earlier attempt", "vm_id", in.VMID, "nic_id", in.NicID, "job_id", prog.JobID)
 	}
 	if _, err := a.waitJob(ctx, c, &prog); err != nil {
+		if ae, isAPI := ParseError(err); isAPI && ae.VMGone() {
+			log.Info("VM is gone, so is its NIC", "vm_id", in.VMID, "nic_id", in.NicID, "job_id", prog.JobID)
+			return nil
+		}
 		// Gone anyway (removed by someone else meanwhile)?
 		if _, ok, lerr := a.findNic(c, in.VMID, "", in.NicID); lerr == nil && !ok {
 			log.Info("NIC absent after failed removal job", "vm_id", in.VMID, "nic_id", in.NicID, "job_id", prog.JobID, "error", err)
@@ -377,7 +433,7 @@ func (a *Activities) findNic(c *cs.CloudStackClient, vmID, networkID, nicID stri
 	if nicID != "" {
 		p.SetNicid(nicID)
 	}
-	r, err := c.Nic.ListNics(p)
+	r, err := call(c.Nic.ListNics(p))
 	if err != nil {
 		return Nic{}, false, err
 	}
@@ -396,7 +452,7 @@ func (a *Activities) waitJob(ctx context.Context, c *cs.CloudStackClient, prog *
 		interval = 2 * time.Second
 	}
 	for {
-		r, err := c.Asyncjob.QueryAsyncJobResult(c.Asyncjob.NewQueryAsyncJobResultParams(prog.JobID))
+		r, err := call(c.Asyncjob.QueryAsyncJobResult(c.Asyncjob.NewQueryAsyncJobResultParams(prog.JobID)))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -450,4 +506,62 @@ func validateIDs(ids map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// PageSize is the pagesize of list calls; CloudStack's default.page.size
+// is 500 too, and some installations lower it.
+const PageSize = 500
+
+// maxPages bounds a listing, so a server that keeps answering full pages
+// cannot keep an activity busy for ever.
+const maxPages = 100
+
+// listPages calls list for pages 1, 2, ... until it has count items (the
+// total CloudStack reports with every page) or a page comes back short.
+func listPages[T any](list func(page int) ([]T, int, error)) ([]T, error) {
+	var all []T
+	for page := 1; page <= maxPages; page++ {
+		items, count, err := list(page)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+		if len(items) < PageSize || len(all) >= count {
+			return all, nil
+		}
+	}
+	return nil, fmt.Errorf("more than %d pages of %d", maxPages, PageSize)
+}
+
+// requireRunning refuses to add a NIC to a VM that is not Running: the
+// guest has to see the NIC hot-plugged and be configured over SSH.
+func (a *Activities) requireRunning(c *cs.CloudStackClient, vmID, action string) error {
+	p := c.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetId(vmID)
+	p.SetListall(true)
+	p.SetIsvnf(false)
+	r, err := call(c.VirtualMachine.ListVirtualMachines(p))
+	if ae, ok := ParseError(err); ok && ae.VMGone() {
+		return nonRetryable(ErrTypeNotFound, "%s: the VM no longer exists", action)
+	}
+	if err != nil {
+		return appError(action, err)
+	}
+	for _, vm := range r.VirtualMachines {
+		if vm.Id != vmID {
+			continue
+		}
+		switch vm.State {
+		case "Running":
+			return nil
+		case "Starting", "Migrating", "Stopping":
+			err := fmt.Errorf("%s: VM %s is %s, not Running: a NIC is added only to a running VM", action, vm.Name, vm.State)
+			return temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeVMNotRunning, temporal.ApplicationErrorOptions{Cause: err})
+		case "Stopped":
+			return nonRetryable(ErrTypeVMNotRunning, "%s: VM %s is Stopped: start it first; rackflow adds a NIC only to a running VM, whose guest it then configures over SSH", action, vm.Name)
+		default:
+			return nonRetryable(ErrTypeVMNotRunning, "%s: VM %s is %s, not Running: a NIC is added only to a running VM", action, vm.Name, vm.State)
+		}
+	}
+	return nonRetryable(ErrTypeNotFound, "%s: the VM no longer exists", action)
 }

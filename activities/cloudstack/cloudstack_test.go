@@ -2,6 +2,7 @@ package cloudstack_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/log"
@@ -27,7 +29,8 @@ type world struct {
 	srv                 *csfake.Server
 	acts                *cloudstack.Activities
 	target              cloudstack.Target
-	zone, basic         string
+	zone, basic, zone2  string
+	secnet2             string
 	dmz, secnet, flat   string
 	flat2               string
 	web, old, twinA     string
@@ -40,18 +43,29 @@ type world struct {
 const credRef = "cloudstack/rackflow"
 
 func newWorld(t *testing.T, jobPolls int) *world {
-	srv := csfake.Start(t, csfake.Options{JobPolls: jobPolls})
+	// A page size of 2 makes every list call page, as a CloudStack with
+	// more VMs or networks than default.page.size does.
+	srv := csfake.Start(t, csfake.Options{JobPolls: jobPolls, PageSize: 2})
 	w := &world{srv: srv}
 	w.zone = srv.AddZone(csfake.Zone{Name: "zone1", NetworkType: "Advanced"})
+	w.zone2 = srv.AddZone(csfake.Zone{Name: "zone2", NetworkType: "Advanced"})
 	w.basic = srv.AddZone(csfake.Zone{Name: "legacy", NetworkType: "Basic"})
 	w.dmz = srv.AddNetwork(csfake.Network{Name: "dmz", ZoneID: w.zone, CIDR: "10.50.0.0/24", Gateway: "10.50.0.1", Type: "Isolated"})
 	w.secnet = srv.AddNetwork(csfake.Network{Name: "secnet", ZoneID: w.zone, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1"})
 	w.flat = srv.AddNetwork(csfake.Network{Name: "flat", ZoneID: w.basic, CIDR: "10.60.0.0/24", Gateway: "10.60.0.1"})
 	w.flat2 = srv.AddNetwork(csfake.Network{Name: "flat2", ZoneID: w.basic, CIDR: "10.61.0.0/24", Gateway: "10.61.0.1"})
+	// Networks whose names contain "secnet" (listNetworks' keyword is a
+	// substring match), and a "secnet" of the same name in another zone.
+	srv.AddNetwork(csfake.Network{Name: "secnet-old", ZoneID: w.zone, CIDR: "10.53.0.0/24", Gateway: "10.53.0.1"})
+	srv.AddNetwork(csfake.Network{Name: "old-secnet", ZoneID: w.zone, CIDR: "10.54.0.0/24", Gateway: "10.54.0.1"})
+	w.secnet2 = srv.AddNetwork(csfake.Network{Name: "secnet", ZoneID: w.zone2, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1"})
 	w.webDefaultNic = csfake.NewUUID()
 	w.web = srv.AddVM(csfake.VM{Name: "web01", ZoneID: w.zone, Nics: []csfake.Nic{{ID: w.webDefaultNic, NetworkID: w.dmz, MAC: "52:54:00:50:00:0a", IP: "10.50.0.10", IsDefault: true}}})
 	// "web01-old" also matches CloudStack's substring name filter for "web01".
 	srv.AddVM(csfake.VM{Name: "web01-old", ZoneID: w.zone, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.11", IsDefault: true}}})
+	// A VNF appliance whose name contains "web01": cloudstack-go v2.19.0
+	// fails to decode a list holding it.
+	srv.AddVM(csfake.VM{Name: "web01-fw", ZoneID: w.zone, VNF: true, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.2", IsDefault: true}}})
 	w.old = srv.AddVM(csfake.VM{Name: "old01", ZoneID: w.basic, Nics: []csfake.Nic{{NetworkID: w.flat, IP: "10.60.0.5", IsDefault: true}}})
 	w.twinA = srv.AddVM(csfake.VM{Name: "twin", ZoneID: w.zone})
 	srv.AddVM(csfake.VM{Name: "twin", ZoneID: w.zone})
@@ -59,9 +73,9 @@ func newWorld(t *testing.T, jobPolls int) *world {
 
 	w.acts = &cloudstack.Activities{
 		Secrets: secrets.Static{
-			credRef:            {Username: srv.APIKey(), Password: srv.SecretKey()},
-			"cloudstack/bad":   {Username: srv.APIKey(), Password: "wrong-secret"},
-			"cloudstack/nokey": {Password: srv.SecretKey()},
+			credRef:            {Username: srv.APIKey(), Password: srv.SecretKey(), Endpoints: []string{srv.URL()}},
+			"cloudstack/bad":   {Username: srv.APIKey(), Password: "wrong-secret", Endpoints: []string{srv.URL()}},
+			"cloudstack/nokey": {Password: srv.SecretKey(), Endpoints: []string{srv.URL()}},
 		},
 		PollInterval: 5 * time.Millisecond,
 	}
@@ -173,20 +187,75 @@ func TestLookupVM(t *testing.T) {
 func TestLookupNetwork(t *testing.T) {
 	w := newWorld(t, 0)
 	want := cloudstack.NetworkInfo{ID: w.secnet, Name: "secnet", ZoneID: w.zone, CIDR: "10.51.0.0/24", Gateway: "10.51.0.1", Netmask: "255.255.255.0", Type: "Shared"}
-	for name, ref := range map[string]string{"by name": "secnet", "by id": w.secnet} {
+	tests := map[string]struct {
+		network, zone string
+		want          cloudstack.NetworkInfo
+		errType       string
+	}{
+		"by name in the VM's zone": {network: "secnet", zone: w.zone, want: want},
+		"by id":                    {network: w.secnet, want: want},
+		"by id and zone":           {network: w.secnet, zone: w.zone, want: want},
+		"same name in two zones":   {network: "secnet", errType: cloudstack.ErrTypeAmbiguous},
+		"partial name":             {network: "sec", zone: w.zone, errType: cloudstack.ErrTypeNotFound},
+		"id in another zone":       {network: w.secnet2, zone: w.zone, errType: cloudstack.ErrTypeNotFound},
+		"bad zone id":              {network: "secnet", zone: "zone1", errType: activities.ErrTypeInvalidInput},
+	}
+	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: ref})
+			got, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: tc.network, ZoneID: tc.zone})
+			if tc.errType != "" {
+				if ae := appErr(t, err); ae.Type() != tc.errType || !ae.NonRetryable() {
+					t.Fatalf("got %s (non-retryable %v), want non-retryable %s: %v", ae.Type(), ae.NonRetryable(), tc.errType, err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("NetworkInfo (-want +got):\n%s", diff)
 			}
 		})
 	}
-	_, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: "sec"})
-	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeNotFound {
-		t.Errorf("partial name: got %s, want %s", ae.Type(), cloudstack.ErrTypeNotFound)
+	// By name: keyword, never name (which CloudStack before 4.22 ignores),
+	// and every page read.
+	var asked []string
+	for _, r := range w.srv.Requests() {
+		if strings.HasPrefix(r, "listNetworks ") && strings.Contains(r, "keyword=secnet ") {
+			asked = append(asked, r)
+		}
+		if strings.Contains(r, " name=") && strings.HasPrefix(r, "listNetworks") {
+			t.Errorf("listNetworks asked by name: %s", r)
+		}
+	}
+	wantPages := []string{
+		"listNetworks keyword=secnet listall=true page=1 pagesize=500 zoneid=" + w.zone,
+		"listNetworks keyword=secnet listall=true page=1 pagesize=500",
+	}
+	if diff := cmp.Diff(wantPages, asked, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("listNetworks by keyword (-want +got):\n%s", diff)
+	}
+}
+
+// TestListsPage: with default.page.size below the number of matches, a
+// lookup reads every page.
+func TestListsPage(t *testing.T) {
+	w := newWorld(t, 0)
+	// More VMs named web01-* than a page of 500 would hold would be slow
+	// to build; instead the activity's own page size is what is checked:
+	// a short page ends the listing, a full one asks for the next.
+	for i := range cloudstack.PageSize + 1 {
+		w.srv.AddNetwork(csfake.Network{Name: fmt.Sprintf("secnet-%03d", i), ZoneID: w.zone, CIDR: "10.55.0.0/24", Gateway: "10.55.0.1"})
+	}
+	got, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: w.target, Network: "secnet", ZoneID: w.zone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != w.secnet {
+		t.Errorf("found %s, want %s", got.ID, w.secnet)
+	}
+	if n := w.srv.Calls("listNetworks"); n != 2 {
+		t.Errorf("listNetworks calls = %d, want 2 pages", n)
 	}
 }
 
@@ -207,6 +276,15 @@ func TestErrorClassification(t *testing.T) {
 		"rule conflict":         {537, 4360, "conflict", cloudstack.ErrTypeConflict, true, 0},
 		"account limit":         {532, 4280, "Maximum number of resources", cloudstack.ErrTypeLimit, true, 0},
 		"unavailable":           {534, 4380, "router down", cloudstack.ErrTypeUnavailable, false, 0},
+		// 530 is CloudRuntimeException: retried, unless its text is one a
+		// retry meets again.
+		"530 VM gone":            {530, 4250, "Virtual machine id does not exist", cloudstack.ErrTypeNotFound, true, 0},
+		"530 duplicate MAC":      {530, 4250, "A NIC with this MAC address exists for network: 5f3c", cloudstack.ErrTypeConflict, true, 0},
+		"530 duplicate hostname": {530, 4250, "Network secnet already has a vm with host name: web01", cloudstack.ErrTypeConflict, true, 0},
+		"530 capacity":           {530, 4250, "Insufficient capacity when adding NIC to VM instance {...}: no IP", cloudstack.ErrTypeCapacity, true, 0},
+		"530 permission":         {530, 4250, "Account rackflow does not have permission to operate within domain", cloudstack.ErrTypeAccount, true, 0},
+		"401 bad signature":      {401, 0, "unable to verify user credentials and/or request signature", cloudstack.ErrTypeAuthFailed, true, 0},
+		"401 role denies":        {401, 9999, "The given command 'addNicToVirtualMachine' either does not exist, is not available for user.", cloudstack.ErrTypeNotPermitted, true, 0},
 	}
 	w := newWorld(t, 0)
 	for name, tc := range tests {
@@ -425,10 +503,14 @@ func TestRemoveNic(t *testing.T) {
 	if got := w.srv.Calls("removeNicFromVirtualMachine"); got != 1 {
 		t.Errorf("removeNicFromVirtualMachine calls = %d, want 1", got)
 	}
-	// The default NIC cannot be removed: CloudStack says why, not retryable.
+	// The default NIC is never removed: refused before CloudStack is asked.
+	removes := w.srv.Calls("removeNicFromVirtualMachine")
 	_, err = w.env(nil).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: w.web, NicID: w.webDefaultNic})
-	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeInvalidParameter || !ae.NonRetryable() || !strings.Contains(err.Error(), "nic is default") {
+	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeDefaultNetwork || !ae.NonRetryable() || !strings.Contains(err.Error(), "default NIC") {
 		t.Errorf("removing the default NIC: %v", err)
+	}
+	if w.srv.Calls("removeNicFromVirtualMachine") != removes {
+		t.Error("removeNicFromVirtualMachine was called for the default NIC")
 	}
 	// A VM that is gone has no NIC left to remove.
 	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: csfake.NewUUID(), NicID: csfake.NewUUID()}); err != nil {
@@ -461,4 +543,75 @@ func nicIDs(ns []csfake.Nic) []string {
 		ids = append(ids, n.ID)
 	}
 	return ids
+}
+
+// TestRoleDeniedSaysNotPermitted: a key whose role may not add NICs is
+// told so, not that its credentials are bad.
+func TestRoleDeniedSaysNotPermitted(t *testing.T) {
+	w := newWorld(t, 0)
+	w.srv.Deny("addNicToVirtualMachine")
+	_, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: w.secnet})
+	ae := appErr(t, err)
+	if ae.Type() != cloudstack.ErrTypeNotPermitted || !ae.NonRetryable() {
+		t.Fatalf("got %s (non-retryable %v): %v", ae.Type(), ae.NonRetryable(), err)
+	}
+	if !strings.Contains(ae.Error(), "not permitted") || strings.Contains(ae.Error(), "bad credentials") {
+		t.Errorf("message %q should say not permitted, not bad credentials", ae.Error())
+	}
+	_, err = run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: cloudstack.Target{URL: w.srv.URL(), Credential: "cloudstack/bad"}, VM: "web01"})
+	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeAuthFailed || !strings.Contains(ae.Error(), "bad credentials") {
+		t.Errorf("bad signature: %v", err)
+	}
+}
+
+// TestEnsureNicRefuses: no NIC is added to a VM that is not Running, none
+// is "ensured" on the VM's default network, and a VM expunged while the
+// job runs is reported gone, not retried.
+func TestEnsureNicRefuses(t *testing.T) {
+	tests := map[string]struct {
+		prepare   func(w *world)
+		network   func(w *world) string
+		errType   string
+		retryable bool
+		msg       string
+	}{
+		"stopped":         {prepare: func(w *world) { w.srv.SetVMState(w.web, "Stopped") }, errType: cloudstack.ErrTypeVMNotRunning, msg: "is Stopped: start it first"},
+		"starting":        {prepare: func(w *world) { w.srv.SetVMState(w.web, "Starting") }, errType: cloudstack.ErrTypeVMNotRunning, retryable: true, msg: "is Starting"},
+		"default network": {network: func(w *world) string { return w.dmz }, errType: cloudstack.ErrTypeDefaultNetwork, msg: "default network"},
+		"expunged during the job": {
+			prepare: func(w *world) { w.srv.BeforeNext("queryAsyncJobResult", func() { w.srv.ExpungeVM(w.web) }) },
+			errType: cloudstack.ErrTypeNotFound, msg: "Virtual machine id does not exist",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 0)
+			if tc.prepare != nil {
+				tc.prepare(w)
+			}
+			netID := w.secnet
+			if tc.network != nil {
+				netID = tc.network(w)
+			}
+			_, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, cloudstack.EnsureNicInput{Target: w.target, VMID: w.web, NetworkID: netID})
+			ae := appErr(t, err)
+			if ae.Type() != tc.errType || ae.NonRetryable() == tc.retryable || !strings.Contains(ae.Error(), tc.msg) {
+				t.Fatalf("got %s (non-retryable %v): %v; want %s retryable=%v saying %q", ae.Type(), ae.NonRetryable(), err, tc.errType, tc.retryable, tc.msg)
+			}
+			if name != "expunged during the job" && w.srv.Calls("addNicToVirtualMachine") != 0 {
+				t.Error("addNicToVirtualMachine was called")
+			}
+		})
+	}
+}
+
+// TestRemoveNicOfExpungedVM: a VM expunged while the removal job is
+// pending has no NIC left; that is success.
+func TestRemoveNicOfExpungedVM(t *testing.T) {
+	w := newWorld(t, 1)
+	nic := w.srv.AttachNic(w.web, csfake.Nic{NetworkID: w.secnet, IP: "10.51.0.10"})
+	w.srv.BeforeNext("queryAsyncJobResult", func() { w.srv.ExpungeVM(w.web) })
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveNic, cloudstack.RemoveNicInput{Target: w.target, VMID: w.web, NicID: nic}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,6 +1,7 @@
 package cloudstack
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"regexp"
@@ -24,6 +25,27 @@ const (
 	// ErrTypeAuthFailed: CloudStack answered 401 (bad key, bad signature,
 	// expired request). Not retryable.
 	ErrTypeAuthFailed = "CloudStackAuthFailed"
+	// ErrTypeNotPermitted: CloudStack answered 401 because the key's role
+	// may not run the command ("either does not exist, is not available
+	// for user"); the key itself is good. Not retryable: a CloudStack
+	// admin has to allow the command for the role.
+	ErrTypeNotPermitted = "CloudStackNotPermitted"
+	// ErrTypeCredentialNotAllowed: the secrets file does not let the
+	// credential go to the target URL (bound to other endpoints, to none,
+	// or plain http beyond loopback). Nothing was sent. Not retryable.
+	// Same name as activities/nitro's, until the shared vocabulary has it.
+	ErrTypeCredentialNotAllowed = "CredentialNotAllowed"
+	// ErrTypeTLS: the server's certificate did not verify. Not retryable:
+	// fix the certificate (or, in a lab, set verify_ssl: false).
+	ErrTypeTLS = "CloudStackTLSVerifyFailed"
+	// ErrTypeVMNotRunning: the VM is not Running, so no NIC is added (the
+	// guest could not be configured). Not retryable when Stopped or gone
+	// for good; retryable in a passing state (Starting, Migrating...).
+	ErrTypeVMNotRunning = "CloudStackVMNotRunning"
+	// ErrTypeDefaultNetwork: the network asked for is the one of the VM's
+	// default NIC, which carries its primary IP and default route; rackflow
+	// never configures or removes it. Not retryable.
+	ErrTypeDefaultNetwork = "CloudStackDefaultNetwork"
 	// ErrTypeInvalidParameter: 430/431, CloudStack rejected a parameter
 	// (missing, malformed, or an id of nothing). Not retryable.
 	ErrTypeInvalidParameter = "CloudStackInvalidParameter"
@@ -61,6 +83,7 @@ const (
 var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{
 	ErrTypeAuthFailed, ErrTypeInvalidParameter, ErrTypeUnsupported, ErrTypeNotFound,
 	ErrTypeAmbiguous, ErrTypeBasicZone, ErrTypeConflict, ErrTypeAccount, ErrTypeLimit,
+	ErrTypeNotPermitted, ErrTypeCredentialNotAllowed, ErrTypeTLS, ErrTypeDefaultNetwork,
 })
 
 // CloudStack's HTTP error codes (ApiErrorCode).
@@ -148,15 +171,56 @@ func ParseError(err error) (*APIError, bool) {
 	return &APIError{HTTPCode: code, CSCode: cs, Text: m[3]}, true
 }
 
+// VMGone reports CloudStack's answer about a VM that no longer exists: a
+// 431 for a virtualmachineid of nothing, or the 530 "Virtual machine id does not exist"
+// a job or command on a just-expunged VM fails with.
+func (e *APIError) VMGone() bool {
+	return (e.entityMissing() && strings.Contains(e.Text, "parameter virtualmachineid value=")) ||
+		(e.HTTPCode == CodeInternalError && strings.Contains(strings.ToLower(e.Text), "virtual machine id does not exist"))
+}
+
+// nicGone reports CloudStack's answer to a nicid of nothing.
+func (e *APIError) nicGone() bool {
+	return e.entityMissing() && strings.Contains(e.Text, "parameter nicid value=")
+}
+
+// notPermitted reports a 401 for a command the key's role may not run: the
+// ApiServer's PermissionDeniedException answer, not a bad signature.
+func (e *APIError) notPermitted() bool {
+	return e.HTTPCode == CodeUnauthorized && strings.Contains(e.Text, "is not available for user")
+}
+
+// deterministic530 lists texts of CloudStack's 530 (CloudRuntimeException)
+// answers that the same call will meet again: retrying cannot help.
+var deterministic530 = []struct{ text, typ string }{
+	{"has a NetworkType of Basic", ErrTypeBasicZone},                     // addNicToVirtualMachine, Basic zone
+	{"A NIC with this MAC address exists", ErrTypeConflict},              // duplicate MAC on the network
+	{"already has a vm with host name", ErrTypeConflict},                 // duplicate hostname on the network
+	{"Insufficient capacity when adding NIC", ErrTypeCapacity},           // no address left on the network
+	{"A MAC address cannot be generated", ErrTypeLimit},                  // the network's MAC range is used up
+	{"permission", ErrTypeAccount},                                       // PermissionDenied wrapped as a runtime error
+	{"is in zone:", ErrTypeInvalidParameter},                             // network in another zone
+	{"Virtual machine id does not exist", ErrTypeNotFound},               // the VM is gone
+	{"NIC cannot be added to VM with VM Snapshots", ErrTypeConflict},     // delete the snapshots first
+	{"NIC cannot be removed from VM with VM Snapshots", ErrTypeConflict}, // likewise
+}
+
 // appError turns err into the activity error a workflow should see. action
 // says what failed ("add NIC to VM x").
 func appError(action string, err error) error {
+	err = redact(err)
 	msg := action + ": " + err.Error()
 	switch {
 	case errors.Is(err, secrets.ErrNotFound):
 		return activities.NonRetryable(msg, activities.ErrTypeCredentialNotFound, err)
+	case errors.Is(err, secrets.ErrNotAllowed), errors.Is(err, secrets.ErrUnbound), errors.Is(err, secrets.ErrCleartext):
+		return activities.NonRetryable(msg, ErrTypeCredentialNotAllowed, err)
 	case errors.Is(err, errBadCredential):
 		return activities.NonRetryable(msg, activities.ErrTypeInvalidCredential, err)
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return activities.NonRetryable(msg+" (the certificate does not verify; fix it, or for a lab set verify_ssl: false)", ErrTypeTLS, err)
 	}
 	ae, ok := ParseError(err)
 	if !ok {
@@ -166,16 +230,25 @@ func appError(action string, err error) error {
 	// Details carry the parsed error across Temporal's serialization:
 	// a workflow reads it with ApplicationError.Details(&apiErr).
 	opts := temporal.ApplicationErrorOptions{Cause: ae, NonRetryable: !ae.Retryable(), Details: []any{*ae}}
-	var typ string
-	switch {
-	case strings.Contains(ae.Text, "has a NetworkType of Basic"):
-		// An addNicToVirtualMachine job in a Basic zone fails with a 530.
-		typ, opts.NonRetryable = ErrTypeBasicZone, true
-		return temporal.NewApplicationErrorWithOptions(msg, typ, opts)
+	if ae.HTTPCode == CodeInternalError {
+		lower := strings.ToLower(ae.Text)
+		for _, d := range deterministic530 {
+			if strings.Contains(lower, strings.ToLower(d.text)) {
+				opts.NonRetryable = true
+				return temporal.NewApplicationErrorWithOptions(msg, d.typ, opts)
+			}
+		}
 	}
+	var typ string
 	switch ae.HTTPCode {
 	case CodeUnauthorized:
 		typ = ErrTypeAuthFailed
+		if ae.notPermitted() {
+			typ = ErrTypeNotPermitted
+			msg = action + ": not permitted: the API key's role may not run this command; ask a CloudStack admin to allow it (" + ae.Text + ")"
+		} else {
+			msg = action + ": bad credentials: CloudStack did not accept the API key or signature (" + ae.Text + ")"
+		}
 	case CodeMalformedParam, CodeParamError:
 		typ = ErrTypeInvalidParameter
 	case CodeUnsupportedAction:

@@ -32,10 +32,12 @@ func TestRealCloudStack(t *testing.T) {
 	}
 	w := &world{}
 	w.acts = &cloudstack.Activities{
-		Secrets:      secrets.Static{"cloudstack/real": {Username: env["CLOUDSTACK_API_KEY"], Password: env["CLOUDSTACK_SECRET_KEY"]}},
+		Secrets: secrets.Static{"cloudstack/real": {
+			Username: env["CLOUDSTACK_API_KEY"], Password: env["CLOUDSTACK_SECRET_KEY"], Endpoints: []string{env["CLOUDSTACK_API_URL"]},
+		}},
 		PollInterval: 2 * time.Second,
 	}
-	target := cloudstack.Target{URL: env["CLOUDSTACK_API_URL"], Credential: "cloudstack/real", VerifySSL: os.Getenv("CLOUDSTACK_VERIFY_SSL") != "false"}
+	target := cloudstack.Target{URL: env["CLOUDSTACK_API_URL"], Credential: "cloudstack/real", Insecure: os.Getenv("CLOUDSTACK_VERIFY_SSL") == "false"}
 
 	vm, err := run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: target, VM: env["CLOUDSTACK_TEST_VM"]})
 	if err != nil {

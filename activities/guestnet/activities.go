@@ -77,6 +77,17 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		err := fmt.Errorf("no interface in %s has MAC %s (yet)", in.Target.Addr, p.mac)
 		return ConfigureResult{}, temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeInterfaceNotFound, temporal.ApplicationErrorOptions{Cause: err})
 	}
+	link, err := g.link(iface)
+	if err != nil {
+		return ConfigureResult{}, failed("read "+iface, err)
+	}
+	sess, err := g.session()
+	if err != nil {
+		return ConfigureResult{}, failed("read the SSH session", err)
+	}
+	if err := p.guard(iface, link, sess); err != nil {
+		return ConfigureResult{}, err
+	}
 	res := ConfigureResult{Interface: iface}
 	do := func(action, cmd string) error {
 		if _, err := g.run(cmd, nil); err != nil {
@@ -87,10 +98,6 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return nil
 	}
 
-	link, err := g.link(iface)
-	if err != nil {
-		return res, failed("read "+iface, err)
-	}
 	if !link.up() {
 		if err := do("link up", "ip link set dev "+iface+" up"); err != nil {
 			return res, err
@@ -99,6 +106,22 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 	if !link.has(p.addr) {
 		if err := do("address "+p.addr.String(), "ip addr add "+p.addr.String()+" dev "+iface); err != nil {
 			return res, err
+		}
+	}
+
+	// Loose reverse-path filtering on the new NIC: with strict filtering
+	// (1, many distributions' default) a packet arriving on it from a
+	// source the main table routes elsewhere is dropped.
+	rp, err := g.rpFilter(iface)
+	if err != nil {
+		return res, failed("read rp_filter of "+iface, err)
+	}
+	if rp != "2" {
+		if err := do("rp_filter 2", "sysctl -q -w net.ipv4.conf."+iface+".rp_filter=2"); err != nil {
+			return res, err
+		}
+		if rp, err = g.rpFilter(iface); err != nil || rp != "2" {
+			return res, failed("set rp_filter of "+iface, fmt.Errorf("reads %q after setting 2 (%v)", rp, err))
 		}
 	}
 
@@ -217,6 +240,26 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 	}
 	defer done()
 
+	// Never unconfigure the interface carrying the primary IP or the
+	// session: check before touching anything.
+	iface, err := g.findIface(p.mac)
+	if err != nil {
+		return failed("find interface", err)
+	}
+	if iface != "" {
+		link, err := g.link(iface)
+		if err != nil {
+			return failed("read "+iface, err)
+		}
+		sess, err := g.session()
+		if err != nil {
+			return failed("read the SSH session", err)
+		}
+		if err := p.guardInterface(iface, link, sess); err != nil {
+			return err
+		}
+	}
+
 	removed, err := g.removeFiles(etc, p)
 	if err != nil {
 		return failed("remove persistent configuration", err)
@@ -241,10 +284,6 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		}
 	}
 
-	iface, err := g.findIface(p.mac)
-	if err != nil {
-		return failed("find interface", err)
-	}
 	if iface == "" {
 		log.Info("no interface with the MAC left; nothing more to undo", "addr", in.Target.Addr, "mac", p.mac)
 		return nil
@@ -358,4 +397,43 @@ func (a *Activities) VerifyPath(ctx context.Context, in VerifyInput) (VerifyResu
 	}
 	activity.GetLogger(ctx).Info("path verified", "addr", in.Target.Addr, "dest", in.Dest, "interface", iface, "source", src)
 	return VerifyResult{Interface: iface, Source: src}, nil
+}
+
+// guard refuses a configuration that would cut the guest off: one on the
+// interface carrying the primary IP or the SSH session (guardInterface),
+// or routes through the new NIC that capture the SSH peer's address.
+func (p plan) guard(iface string, link ipLink, sess session) error {
+	if err := p.guardInterface(iface, link, sess); err != nil {
+		return err
+	}
+	for _, c := range p.cidrs {
+		if c.Contains(sess.peer) {
+			err := fmt.Errorf("the SSH session comes from %s, inside %s, which would be routed through %s: the routes would cut this session and the worker's way back into the guest; leave %s out of the CIDRs or reach the guest through another address",
+				sess.peer, c, iface, sess.peer)
+			return activities.NonRetryable(err.Error(), ErrTypeRouteCapture, err)
+		}
+	}
+	return nil
+}
+
+// guardInterface refuses to touch the interface that carries the VM's
+// primary IP (or MAC) or the address the SSH session arrived on.
+func (p plan) guardInterface(iface string, link ipLink, sess session) error {
+	why := ""
+	for _, a := range link.v4() {
+		switch {
+		case p.primaryIP.IsValid() && a == p.primaryIP.String():
+			why = "carries the VM's primary IP " + a
+		case a == sess.local.String():
+			why = "carries " + a + ", the address this SSH session arrived on"
+		}
+		if why != "" {
+			break
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	err := fmt.Errorf("interface %s (MAC %s) %s: rackflow never changes routes or addresses on it", iface, p.mac, why)
+	return activities.NonRetryable(err.Error(), ErrTypePrimaryInterface, err)
 }

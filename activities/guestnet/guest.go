@@ -248,3 +248,33 @@ func (g guest) routeGet(dst netip.Addr) (ipRoute, error) {
 	}
 	return rs[0], nil
 }
+
+// session is the SSH connection as the guest sees it ($SSH_CONNECTION):
+// the peer's address (the worker, or the jump host in between) and the
+// guest address the session arrived on.
+type session struct {
+	peer, local netip.Addr
+}
+
+func (g guest) session() (session, error) {
+	out, err := g.run(`printf '%s\n' "$SSH_CONNECTION"`, nil)
+	if err != nil {
+		return session{}, err
+	}
+	f := strings.Fields(out)
+	if len(f) != 4 {
+		return session{}, fmt.Errorf("read $SSH_CONNECTION: %q", out)
+	}
+	peer, err1 := netip.ParseAddr(f[0])
+	local, err2 := netip.ParseAddr(f[2])
+	if err1 != nil || err2 != nil {
+		return session{}, fmt.Errorf("read $SSH_CONNECTION: %q", out)
+	}
+	return session{peer: peer.Unmap(), local: local.Unmap()}, nil
+}
+
+// rpFilter reads net.ipv4.conf.<iface>.rp_filter.
+func (g guest) rpFilter(iface string) (string, error) {
+	out, err := g.run("cat /proc/sys/net/ipv4/conf/"+iface+"/rp_filter", nil)
+	return strings.TrimSpace(out), err
+}

@@ -160,7 +160,7 @@ func TestLabNetplan(t *testing.T) {
 	wantPath := "/etc/netplan/90-rackflow-52540051000a.yaml"
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "netplan:" + wantPath,
-		Actions: []string{"link up", "address 10.51.0.10/24", "route 10.52.0.0/24 via 10.51.0.1 table main", "write " + wantPath},
+		Actions: []string{"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main", "write " + wantPath},
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
 		t.Errorf("first run (-want +got):\n%s", diff)
@@ -280,7 +280,7 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "ifupdown:" + wantPath,
 		Actions: []string{
-			"link up", "address 10.51.0.10/24", "route 10.52.0.0/24 via 10.51.0.1 table 100",
+			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table 100",
 			"rule from 10.51.0.10/32 lookup 100 pref 1000", "rule to 10.52.0.0/24 lookup 100 pref 1000",
 			"write " + wantPath,
 		},
@@ -354,7 +354,7 @@ func TestLabNoSecondDefaultRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"remove default route via eth1", "route 10.52.0.0/24 via 10.51.0.1 table main"}
+	want := []string{"rp_filter 2", "remove default route via eth1", "route 10.52.0.0/24 via 10.51.0.1 table main"}
 	if diff := cmp.Diff(want, res.Actions); diff != "" {
 		t.Errorf("actions (-want +got):\n%s", diff)
 	}
@@ -424,5 +424,83 @@ func TestInputValidation(t *testing.T) {
 		if ae := appErr(t, err); ae.Type() != activities.ErrTypeInvalidInput {
 			t.Errorf("dest %q: %v", dest, err)
 		}
+	}
+}
+
+// TestLabNeverCutsTheGuestOff: the guest lab's SSH session comes from
+// 10.50.0.1 to eth0's 10.50.0.10. Routing a CIDR holding the peer through
+// the new NIC, or configuring the interface that carries the session or the
+// primary IP, is refused before anything changes; and the new NIC gets
+// loose reverse-path filtering.
+func TestLabNeverCutsTheGuestOff(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourNone)
+	initial := h.state(t)
+	tests := map[string]struct {
+		mutate  func(in *guestnet.ConfigureInput)
+		errType string
+		msg     string
+	}{
+		"CIDR holds the SSH peer": {
+			mutate:  func(in *guestnet.ConfigureInput) { in.CIDRs = []string{guestlab.DBNet, "10.50.0.0/30"} },
+			errType: guestnet.ErrTypeRouteCapture, msg: "the SSH session comes from " + guestlab.SSHPeer,
+		},
+		"CIDR holds the SSH peer (policy routing)": {
+			mutate: func(in *guestnet.ConfigureInput) {
+				in.CIDRs, in.PolicyRouting, in.Table = []string{"10.50.0.0/16"}, true, 100
+			},
+			errType: guestnet.ErrTypeRouteCapture, msg: "inside 10.50.0.0/16",
+		},
+		"MAC of the session's interface": {
+			mutate: func(in *guestnet.ConfigureInput) {
+				in.MAC, in.Address, in.Gateway = guestlab.Eth0MAC, "10.50.0.10/24", guestlab.DMZGateway
+			},
+			errType: guestnet.ErrTypePrimaryInterface, msg: "the address this SSH session arrived on",
+		},
+		"primary MAC asked for": {
+			mutate:  func(in *guestnet.ConfigureInput) { in.PrimaryMAC = in.MAC },
+			errType: guestnet.ErrTypePrimaryInterface, msg: "primary NIC",
+		},
+		"interface carries the primary IP": {
+			mutate: func(in *guestnet.ConfigureInput) {
+				h.lab.GuestRun("ip", "addr", "add", "10.51.0.99/24", "dev", "eth1")
+				in.PrimaryIP = "10.51.0.99"
+			},
+			errType: guestnet.ErrTypePrimaryInterface, msg: "primary IP 10.51.0.99",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := baseInput(h.lab)
+			tc.mutate(&in)
+			before := h.state(t)
+			fns := []any{h.acts.ConfigureRoutes, h.acts.RemoveRoutes}
+			if tc.errType == guestnet.ErrTypeRouteCapture {
+				fns = fns[:1] // removing routes cannot capture anything
+			}
+			for _, fn := range fns {
+				_, err := h.env().ExecuteActivity(fn, in)
+				if ae := appErr(t, err); ae.Type() != tc.errType || !ae.NonRetryable() || !strings.Contains(ae.Error(), tc.msg) {
+					t.Errorf("got %v, want non-retryable %s saying %q", err, tc.errType, tc.msg)
+				}
+			}
+			if after := h.state(t); after != before {
+				t.Errorf("the guest changed:\n--- before\n%s\n--- after\n%s", before, after)
+			}
+		})
+	}
+	h.lab.GuestRun("ip", "addr", "flush", "dev", "eth1")
+	if st := h.state(t); st != initial {
+		t.Fatalf("lab not back to its initial state:\n%s", st)
+	}
+
+	h.lab.GuestRun("sysctl", "-q", "-w", "net.ipv4.conf.eth1.rp_filter=1")
+	if _, err := h.configure(t, baseInput(h.lab)); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(h.lab.GuestRun("cat", "/proc/sys/net/ipv4/conf/eth1/rp_filter")); got != "2" {
+		t.Errorf("eth1 rp_filter = %s, want 2", got)
+	}
+	if got := strings.TrimSpace(h.lab.GuestRun("ip", "-4", "route", "show", "default")); got != "default via 10.50.0.1 dev eth0" {
+		t.Errorf("default route: %q", got)
 	}
 }

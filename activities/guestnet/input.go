@@ -45,12 +45,24 @@ const (
 	ErrTypeDestinationUnreachable = "GuestDestinationUnreachable"
 	// ErrTypeCommandFailed: a command in the guest failed. Retryable.
 	ErrTypeCommandFailed = "GuestCommandFailed"
+	// ErrTypePrimaryInterface: the interface with the MAC carries the
+	// VM's primary IP, or the address the SSH session came in on; rackflow
+	// never changes routes or addresses there. Not retryable.
+	ErrTypePrimaryInterface = "GuestPrimaryInterface"
+	// ErrTypeRouteCapture: the SSH session's peer (the worker, or the jump
+	// host it comes through) lies inside a CIDR that would be routed
+	// through the new NIC, so the routes would cut the session and the
+	// worker's way back in. Not retryable: change the CIDRs or reach the
+	// guest another way.
+	ErrTypeRouteCapture = "GuestRouteCapture"
 )
 
 // NonRetryable lists this package's non-retryable error types and the shared
 // ones (bad input, credentials, host keys), for
 // RetryPolicy.NonRetryableErrorTypes.
-var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{ErrTypePersistUnsupported, ErrTypePathNotThroughNic})
+var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{
+	ErrTypePersistUnsupported, ErrTypePathNotThroughNic, ErrTypePrimaryInterface, ErrTypeRouteCapture,
+})
 
 // DefaultRulePriority is the `ip rule` priority when the input gives none:
 // ahead of the main table's 32766.
@@ -78,6 +90,12 @@ type ConfigureInput struct {
 	RulePriority int `json:"rule_priority,omitempty"`
 	// Persist writes the configuration so it survives a reboot.
 	Persist bool `json:"persist,omitempty"`
+	// PrimaryMAC and PrimaryIP are the VM's default NIC as CloudStack
+	// reports it. The interface carrying either is never configured or
+	// unconfigured, whatever MAC is asked for. Optional; the interface the
+	// SSH session arrived on is protected the same way in any case.
+	PrimaryMAC string `json:"primary_mac,omitempty"`
+	PrimaryIP  string `json:"primary_ip,omitempty"`
 }
 
 // ConfigureResult says what ConfigureRoutes found and did.
@@ -119,6 +137,10 @@ type plan struct {
 	table    string // "main" or the number
 	priority int
 	persist  bool
+	// primaryMAC ("" when not given) and primaryIP (invalid when not
+	// given) of the VM's default NIC.
+	primaryMAC string
+	primaryIP  netip.Addr
 }
 
 func parseMAC(s string) (string, error) {
@@ -184,6 +206,22 @@ func (in ConfigureInput) plan() (plan, error) {
 		return p, activities.InvalidInputf("rule priority %d: want 1-32765", in.RulePriority)
 	}
 	p.persist = in.Persist
+	if in.PrimaryMAC != "" {
+		if p.primaryMAC, err = parseMAC(in.PrimaryMAC); err != nil {
+			return p, err
+		}
+		if p.primaryMAC == p.mac {
+			return p, activities.NonRetryable(fmt.Sprintf("mac %s is the VM's primary NIC: rackflow configures only a second NIC", p.mac), ErrTypePrimaryInterface, nil)
+		}
+	}
+	if in.PrimaryIP != "" {
+		if p.primaryIP, err = netip.ParseAddr(in.PrimaryIP); err != nil || !p.primaryIP.Is4() {
+			return p, activities.InvalidInputf("primary_ip %q is not an IPv4 address", in.PrimaryIP)
+		}
+		if p.primaryIP == p.addr.Addr() {
+			return p, activities.NonRetryable(fmt.Sprintf("address %s is the VM's primary IP: rackflow configures only a second NIC", p.addr.Addr()), ErrTypePrimaryInterface, nil)
+		}
+	}
 	return p, nil
 }
 

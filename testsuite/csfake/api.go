@@ -48,8 +48,8 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"listVirtualMachines":         {optional: []string{"id", "name", "listall", "zoneid", "page", "pagesize"}, run: (*Server).listVirtualMachines},
-	"listNetworks":                {optional: []string{"id", "name", "listall", "zoneid", "page", "pagesize"}, run: (*Server).listNetworks},
+	"listVirtualMachines":         {optional: []string{"id", "name", "keyword", "listall", "zoneid", "isvnf", "page", "pagesize"}, run: (*Server).listVirtualMachines},
+	"listNetworks":                {optional: []string{"id", "name", "keyword", "listall", "zoneid", "page", "pagesize"}, run: (*Server).listNetworks},
 	"listZones":                   {optional: []string{"id", "name", "available", "page", "pagesize"}, run: (*Server).listZones},
 	"listNics":                    {required: []string{"virtualmachineid"}, optional: []string{"networkid", "nicid", "page", "pagesize"}, run: (*Server).listNics},
 	"addNicToVirtualMachine":      {required: []string{"networkid", "virtualmachineid"}, optional: []string{"ipaddress", "macaddress"}, run: (*Server).addNic},
@@ -58,6 +58,9 @@ var commands = map[string]command{
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.hits++
+	s.mu.Unlock()
 	if r.URL.Path != "/client/api" {
 		http.NotFound(w, r)
 		return
@@ -106,6 +109,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	s.calls[cmdName]++
 	s.logRequest(cmdName, p)
+	if s.denied[cmdName] {
+		// ApiServer.commandAvailable: a PermissionDeniedException from the
+		// role checker, answered as UNAUTHORIZED.
+		writeError(w, respName, &apiError{Code: 401, CSCode: csServerAPI, Text: fmt.Sprintf("The given command '%s' either does not exist, is not available for user.", cmdName)})
+		return
+	}
 	if e := s.failNext[cmdName]; e != nil {
 		delete(s.failNext, cmdName)
 		writeError(w, respName, e)
@@ -218,12 +227,12 @@ func (s *Server) checkParams(name string, cmd command, p url.Values) *apiError {
 			return &apiError{Code: 431, CSCode: csServerAPI, Text: fmt.Sprintf("fake CloudStack: unknown parameter %s for command %s", k, name)}
 		case uuidParams[k] && !s.exists(k, v):
 			return invalidValue(lname, k, v)
-		case k == "listall" || k == "available":
+		case k == "listall" || k == "available" || k == "isvnf":
 			if v != "true" && v != "false" {
 				return &apiError{Code: 431, CSCode: csServerAPI, Text: fmt.Sprintf("Unable to execute API command %s due to invalid value. Invalid parameter %s value=%s due to incorrect boolean value format", lname, k, v)}
 			}
 		case k == "page" || k == "pagesize":
-			if _, err := strconv.Atoi(v); err != nil {
+			if n, err := strconv.Atoi(v); err != nil || n < 1 {
 				return invalidValue(lname, k, v)
 			}
 		case k == "ipaddress":
@@ -295,6 +304,26 @@ func list(key string, items []any) map[string]any {
 	return map[string]any{"count": len(items), key: items}
 }
 
+// page is one page of items, as CloudStack pages a list: page (from 1) of
+// pagesize (default.page.size when absent), with count the total.
+func (s *Server) page(key string, items []any, p url.Values) map[string]any {
+	size := s.opts.PageSize
+	if v := p.Get("pagesize"); v != "" {
+		size, _ = strconv.Atoi(v)
+	}
+	n := 1
+	if v := p.Get("page"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	total := len(items)
+	lo := min((n-1)*size, total)
+	hi := min(lo+size, total)
+	if total == 0 || lo == hi {
+		return map[string]any{}
+	}
+	return map[string]any{"count": total, key: items[lo:hi]}
+}
+
 func (s *Server) listVirtualMachines(p url.Values) (any, *apiError) {
 	if id := p.Get("id"); id != "" && s.vms[id] == nil {
 		return nil, invalidValue("listvirtualmachines", "id", id)
@@ -305,13 +334,20 @@ func (s *Server) listVirtualMachines(p url.Values) (any, *apiError) {
 		if vm == nil || !match(p, "id", vm.ID) || !match(p, "zoneid", vm.ZoneID) {
 			continue
 		}
+		// isvnf absent lists both kinds.
+		if v := p.Get("isvnf"); v != "" && (v == "true") != vm.VNF {
+			continue
+		}
 		// CloudStack's name filter is a substring match.
 		if n := p.Get("name"); n != "" && !strings.Contains(vm.Name, n) {
 			continue
 		}
+		if kw := p.Get("keyword"); kw != "" && !strings.Contains(strings.ToLower(vm.Name), strings.ToLower(kw)) {
+			continue
+		}
 		out = append(out, s.vmJSON(vm))
 	}
-	return list("virtualmachine", out), nil
+	return s.page("virtualmachine", out, p), nil
 }
 
 func (s *Server) listNetworks(p url.Values) (any, *apiError) {
@@ -324,12 +360,15 @@ func (s *Server) listNetworks(p url.Values) (any, *apiError) {
 		if !match(p, "id", n.ID) || !match(p, "zoneid", n.ZoneID) {
 			continue
 		}
-		if name := p.Get("name"); name != "" && !strings.Contains(n.Name, name) {
+		// "name" is ignored, as CloudStack before 4.22 ignores it;
+		// "keyword" is a case-insensitive substring of name or display
+		// text (the fake's display text is the name).
+		if kw := p.Get("keyword"); kw != "" && !strings.Contains(strings.ToLower(n.Name), strings.ToLower(kw)) {
 			continue
 		}
 		out = append(out, s.networkJSON(n))
 	}
-	return list("network", out), nil
+	return s.page("network", out, p), nil
 }
 
 func (s *Server) listZones(p url.Values) (any, *apiError) {
@@ -383,10 +422,26 @@ func (s *Server) vmJSON(vm *VM) map[string]any {
 	if z := s.zones[vm.ZoneID]; z != nil {
 		zname = z.Name
 	}
-	return map[string]any{
+	out := map[string]any{
 		"id": vm.ID, "name": vm.Name, "displayname": vm.Name, "instancename": vm.InstanceName,
 		"zoneid": vm.ZoneID, "zonename": zname, "state": vm.State, "nic": nics,
 	}
+	if vm.VNF {
+		// As CloudStack 4.19+ lists a VNF appliance: vnfnics are objects.
+		var vnics []any
+		for i := range vm.Nics {
+			n := &vm.Nics[i]
+			vnics = append(vnics, map[string]any{
+				"deviceid": n.DeviceID, "name": fmt.Sprintf("eth%d", n.DeviceID), "required": true,
+				"management": i == 0, "description": "", "networkid": n.NetworkID,
+			})
+		}
+		out["vmtype"] = "User"
+		out["templatetype"] = "VNF"
+		out["vnfnics"] = vnics
+		out["vnfdetails"] = map[string]any{"access_methods": "ssh_password", "username": "admin"}
+	}
+	return out
 }
 
 func (s *Server) networkJSON(n *Network) map[string]any {

@@ -12,6 +12,12 @@
 // commands rackflow uses (listVirtualMachines, listNetworks, listZones,
 // listNics, addNicToVirtualMachine, removeNicFromVirtualMachine,
 // queryAsyncJobResult). It is not a CloudStack simulator.
+//
+// Where CloudStack is lax it is lax too, since a client that relies on the
+// strict reading would break on the real thing: listNetworks ignores "name"
+// (as CloudStack before 4.22 does), lists are paged (default.page.size,
+// Options.PageSize), and listVirtualMachines returns VNF appliances, whose
+// vnfnics are objects, unless isvnf=false.
 package csfake
 
 import (
@@ -68,6 +74,9 @@ type VM struct {
 	// State is "Running" when empty.
 	State string
 	Nics  []Nic
+	// VNF makes it a VNF appliance (CloudStack 4.19+): listed with
+	// vnfnics and vnfdetails, and left out by isvnf=false.
+	VNF bool
 }
 
 // Options configures a Server. The zero value listens on a free
@@ -81,6 +90,9 @@ type Options struct {
 	// JobPolls is how many queryAsyncJobResult calls see a job pending
 	// before it runs; 0 runs it at the first poll.
 	JobPolls int
+	// PageSize is CloudStack's default.page.size, the page length of a
+	// list call that gives no pagesize; 500 when zero.
+	PageSize int
 }
 
 // Server is the fake. Its methods are safe for concurrent use.
@@ -99,6 +111,8 @@ type Server struct {
 	failNext map[string]*apiError
 	failJob  map[string]*apiError
 	before   map[string]func()
+	denied   map[string]bool
+	hits     int
 	nextMAC  int
 	nextInst int
 	reqLog   []string
@@ -122,6 +136,9 @@ func New(opts Options) (*Server, error) {
 	if opts.SecretKey == "" {
 		opts.SecretKey = randHex(32)
 	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 500
+	}
 	l, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("csfake: listen: %w", err)
@@ -131,6 +148,7 @@ func New(opts Options) (*Server, error) {
 		zones: map[string]*Zone{}, networks: map[string]*Network{}, vms: map[string]*VM{},
 		jobs: map[string]*job{}, plans: map[[2]string]NicPlan{}, calls: map[string]int{},
 		failNext: map[string]*apiError{}, failJob: map[string]*apiError{}, before: map[string]func(){},
+		denied: map[string]bool{},
 	}, nil
 }
 
@@ -356,4 +374,35 @@ func (s *Server) BeforeNext(command string, fn func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.before[command] = fn
+}
+
+// Deny makes the key's role refuse command, as CloudStack's role-based API
+// checker does: 401 "either does not exist, is not available for user",
+// with a valid signature.
+func (s *Server) Deny(command string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied[command] = true
+}
+
+// Hits is how many HTTP requests arrived, signed or not, well-formed or not.
+func (s *Server) Hits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hits
+}
+
+// SetVMState sets a VM's state ("Stopped", "Running"...).
+func (s *Server) SetVMState(id, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.vms[id].State = state
+}
+
+// ExpungeVM removes a VM, as an expunge would: later commands naming it
+// fail as CloudStack's do.
+func (s *Server) ExpungeVM(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.vms, id)
 }

@@ -179,3 +179,57 @@ func TestBasicZoneRefusesNic(t *testing.T) {
 		t.Errorf("job status %d result %s, want a Basic zone failure", q.Jobstatus, q.Jobresult)
 	}
 }
+
+// TestLaxWhereCloudStackIsLax: the fake lists VNF appliances unless
+// isvnf=false (cloudstack-go v2.19.0 cannot decode them), ignores
+// listNetworks' name as CloudStack before 4.22 does, and pages.
+func TestLaxWhereCloudStackIsLax(t *testing.T) {
+	w := newWorld(t, csfake.Options{PageSize: 1})
+	w.srv.AddVM(csfake.VM{Name: "web01-fw", ZoneID: w.zone, VNF: true, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.2", IsDefault: true}}})
+	c := w.client(w.srv.SecretKey())
+
+	p := c.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetName("web01")
+	p.SetPagesize(10)
+	if _, err := c.VirtualMachine.ListVirtualMachines(p); err == nil || !strings.Contains(err.Error(), "vnfnics") {
+		t.Errorf("listing a VNF appliance: err = %v, want cloudstack-go's vnfnics decoding error", err)
+	}
+	p.SetIsvnf(false)
+	r, err := c.VirtualMachine.ListVirtualMachines(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Count != 1 || r.VirtualMachines[0].Name != "web01" {
+		t.Errorf("isvnf=false listed %d: %+v", r.Count, r.VirtualMachines)
+	}
+
+	np := c.Network.NewListNetworksParams()
+	np.SetName("secnet")
+	nr, err := c.Network.ListNetworks(np)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nr.Count != 2 || len(nr.Networks) != 1 {
+		t.Errorf("by ignored name with page size 1: count %d, %d on the page; want 2 and 1", nr.Count, len(nr.Networks))
+	}
+	np = c.Network.NewListNetworksParams()
+	np.SetKeyword("SECN")
+	if nr, err = c.Network.ListNetworks(np); err != nil || nr.Count != 1 || nr.Networks[0].Id != w.secnet {
+		t.Errorf("by keyword: %+v, %v", nr, err)
+	}
+}
+
+// TestDeniedCommand: a role that may not run a command gets CloudStack's
+// 401 for it, with a good signature.
+func TestDeniedCommand(t *testing.T) {
+	w := newWorld(t, csfake.Options{})
+	w.srv.Deny("addNicToVirtualMachine")
+	c := w.client(w.srv.SecretKey())
+	_, err := c.VirtualMachine.AddNicToVirtualMachine(c.VirtualMachine.NewAddNicToVirtualMachineParams(w.secnet, w.vm))
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "is not available for user") {
+		t.Errorf("denied command: %v", err)
+	}
+	if _, err := c.Nic.ListNics(c.Nic.NewListNicsParams(w.vm)); err != nil {
+		t.Errorf("an allowed command: %v", err)
+	}
+}

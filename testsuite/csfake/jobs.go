@@ -74,8 +74,11 @@ func (s *Server) addNic(p url.Values) (any, *apiError) {
 	ip, mac := p.Get("ipaddress"), strings.ToLower(p.Get("macaddress"))
 	return s.newJob("addNicToVirtualMachine", "org.apache.cloudstack.api.command.user.vm.AddNicToVMCmd", vmID, func() (any, *apiError) {
 		vm, net := s.vms[vmID], s.networks[netID]
-		if vm == nil || net == nil {
-			return nil, &apiError{Code: 530, Text: "VM or network vanished"}
+		if vm == nil {
+			return nil, &apiError{Code: 530, CSCode: csRuntime, Text: "Virtual machine id does not exist"}
+		}
+		if net == nil {
+			return nil, &apiError{Code: 431, CSCode: csInvalidVal, Text: "unable to find a network with id " + netID}
 		}
 		if z := s.zones[vm.ZoneID]; z != nil && strings.EqualFold(z.NetworkType, "Basic") {
 			return nil, &apiError{Code: 530, Text: fmt.Sprintf("Zone %s, has a NetworkType of Basic. Can't add a new NIC to a VM on a Basic Network", vm.ZoneID)}
@@ -86,6 +89,22 @@ func (s *Server) addNic(p url.Values) (any, *apiError) {
 		for _, n := range vm.Nics {
 			if n.NetworkID == net.ID {
 				return nil, &apiError{Code: 530, Text: fmt.Sprintf("A NIC already exists for VM:%s in network: %s", vm.InstanceName, net.ID)}
+			}
+		}
+		if mac != "" {
+			for _, other := range s.vms {
+				for _, n := range other.Nics {
+					if n.NetworkID == net.ID && n.MAC == mac {
+						return nil, &apiError{Code: 530, CSCode: csRuntime, Text: "A NIC with this MAC address exists for network: " + net.ID}
+					}
+				}
+			}
+		}
+		for _, other := range s.vms {
+			for _, n := range other.Nics {
+				if other.ID != vm.ID && other.Name == vm.Name && n.NetworkID == net.ID {
+					return nil, &apiError{Code: 530, CSCode: csRuntime, Text: fmt.Sprintf("Network %s already has a vm with host name: %s", net.Name, vm.Name)}
+				}
 			}
 		}
 		plan := s.plans[[2]string{vmID, netID}]
@@ -149,7 +168,7 @@ func (s *Server) removeNic(p url.Values) (any, *apiError) {
 	return s.newJob("removeNicFromVirtualMachine", "org.apache.cloudstack.api.command.user.vm.RemoveNicFromVMCmd", vmID, func() (any, *apiError) {
 		vm := s.vms[vmID]
 		if vm == nil {
-			return nil, &apiError{Code: 530, Text: "VM vanished"}
+			return nil, &apiError{Code: 530, CSCode: csRuntime, Text: "Virtual machine id does not exist"}
 		}
 		for i, n := range vm.Nics {
 			if n.ID != nicID {

@@ -14,8 +14,10 @@
 //
 // The test process reaches the guest's sshd through a forwarder: a listener
 // on 127.0.0.1 in the test's namespace whose connections are dialled from
-// inside the guest namespace to the guest's own loopback. No interface or
-// address is added to the test's namespace.
+// inside the dmz namespace to the guest's eth0 address, as a worker reaches
+// a VM on its primary address: the guest sees the session come from
+// 10.50.0.1 (SSHPeer) to 10.50.0.10. No interface or address is added to the
+// test's namespace.
 //
 // It is not for production; it needs root, iproute2, openssh-server,
 // util-linux (unshare) and coreutils (cp).
@@ -30,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +57,8 @@ const (
 	DBAddr      = "10.52.0.20:5432"
 	// Credential is the secret name of the guest's root key in Secrets.
 	Credential = "ssh/guest"
+	// SSHPeer is where the guest sees SSH sessions come from.
+	SSHPeer = DMZGateway
 )
 
 // Flavours of the guest's network configuration.
@@ -148,21 +153,24 @@ func Start(t *testing.T, opts Options) *Lab {
 
 	key := sshd.TestKey(t)
 	fwd := l.forward(t)
+	_, port, _ := net.SplitHostPort(fwd)
 	srv := sshd.Start(t, sshd.Options{
-		ListenAddr:     fwd,
+		// Inside the guest namespace; the forwarder's port is free there
+		// as the namespace is new.
+		ListenAddr:     net.JoinHostPort("0.0.0.0", port),
 		AuthorizedKeys: []ssh.PublicKey{key.Public()},
 		Wrapper: []string{"ip", "netns", "exec", l.Guest.Name,
 			"unshare", "--mount", "--propagation", "private",
 			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd && exec "$@"`, l.Etc},
 	})
-	l.Target = remote.Target{Addr: srv.Addr(), User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
+	l.Target = remote.Target{Addr: fwd, User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
 	l.Secrets = secrets.Static{Credential: {PrivateKey: key.PEM}}
 	return l
 }
 
 // forward listens on 127.0.0.1:PORT in the test's namespace and connects
-// each connection to 127.0.0.1:PORT inside the guest namespace, where sshd
-// listens. It returns the address.
+// each connection, from inside the dmz namespace, to the guest's eth0
+// address and PORT, where sshd listens. It returns the address.
 func (l *Lab) forward(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -170,6 +178,8 @@ func (l *Lab) forward(t *testing.T) string {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	guestAddr := net.JoinHostPort(strings.Split(GuestDMZ, "/")[0], port)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -200,8 +210,8 @@ func (l *Lab) forward(t *testing.T) string {
 				return
 			}
 			var up net.Conn
-			err = l.Guest.Do(func() (err error) {
-				up, err = net.DialTimeout("tcp", addr, 2*time.Second)
+			err = l.DMZ.Do(func() (err error) {
+				up, err = net.DialTimeout("tcp", guestAddr, 2*time.Second)
 				return err
 			})
 			if err != nil {

@@ -41,8 +41,8 @@ func TestSetupVMNetworkSurvivesWorkerKillDuringAddNic(t *testing.T) {
 		t.Fatal(err)
 	}
 	secretsPath := filepath.Join(dir, "secrets.yaml")
-	sec := fmt.Sprintf("secrets:\n  %s: {private_key_file: guest_key}\n  cloudstack/lab: {username: %s, password: %s}\n",
-		guestlab.Credential, cs.APIKey(), cs.SecretKey())
+	sec := fmt.Sprintf("secrets:\n  %s: {private_key_file: guest_key}\n  cloudstack/lab: {username: %s, password: %s, endpoints: [%q]}\n",
+		guestlab.Credential, cs.APIKey(), cs.SecretKey(), cs.URL())
 	if err := os.WriteFile(secretsPath, []byte(sec), 0o600); err != nil {
 		t.Fatal(err)
 	}
