@@ -33,7 +33,11 @@ func TestVerifyBootAgainstPXE(t *testing.T) {
 	defer cancel()
 	go (&pxe.APIServer{Listener: ln, Token: "t0ken", Store: store, PublicURL: base}).Serve(ctx)
 
-	a := &lease.Activities{PXE: client.New(base, "t0ken", nil)}
+	pc, err := client.New(base, "t0ken", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &lease.Activities{PXE: pc}
 	var env testsuite.WorkflowTestSuite
 	act := env.NewTestActivityEnvironment()
 	act.RegisterActivity(a)
