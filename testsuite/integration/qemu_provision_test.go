@@ -200,7 +200,7 @@ func TestQEMUProvisionHost(t *testing.T) {
 	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20, ImageDir: filepath.Dir(host.Image.URL)})
 	env.RegisterActivity(&chef.Activities{Dialer: dialer, Secrets: sec})
 	start := time.Now()
-	env.ExecuteWorkflow(api.WorkflowProvisionHost, api.ProvisionInput{Host: host.Name, Spec: &host, Options: api.ProvisionOptions{
+	env.ExecuteWorkflow(api.WorkflowProvisionHost, api.ProvisionInput{Host: host.Name, Spec: &host, Reprovision: true /* a fresh VM: nothing to guard; the test env has no visibility to ask */, Options: api.ProvisionOptions{
 		LiveSSHDeadline: "4m", OSSSHDeadline: "4m", StepAttempts: 2, RetryInterval: "2s",
 	}})
 	if !env.IsWorkflowCompleted() {
