@@ -22,8 +22,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/rackflow/rackflow/pxe/internal/testpki"
 	"github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/testsuite/testpki"
 )
 
 // startSplit runs a server with the boot routes on their own loopback

@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
-	"github.com/rackflow/rackflow/pxe/internal/testpki"
 	"github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/testsuite/testpki"
 	"golang.org/x/crypto/ssh"
 )
 

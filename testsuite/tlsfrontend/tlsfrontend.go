@@ -5,17 +5,9 @@
 package tlsfrontend
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,6 +17,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/rackflow/rackflow/testsuite/testpki"
 )
 
 // Frontend is a TLS gRPC server on loopback that answers every call with
@@ -44,44 +38,15 @@ type Call struct {
 // CA written to dir, with a client pair signed by the same CA.
 func Start(t *testing.T, dir, name string) *Frontend {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca := testpki.NewCA(t, dir)
+	f := &Frontend{seen: make(chan Call, 16), CA: ca.File}
+	f.ClientCert, f.ClientKey = ca.Issue(t, "client", "rackflow-client", nil, nil, x509.ExtKeyUsageClientAuth)
+	sc, sk := ca.Issue(t, "server", name, []string{name}, nil, x509.ExtKeyUsageServerAuth)
+	pair, err := tls.LoadX509KeyPair(sc, sk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(cn string, usage x509.ExtKeyUsage, dns []string) (certPEM, keyPEM []byte) {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kd, _ := x509.MarshalECPrivateKey(k)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-	}
-	f := &Frontend{seen: make(chan Call, 16), CA: filepath.Join(dir, "ca.pem"),
-		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client.key")}
-	write := func(path string, b []byte) {
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(f.CA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	cc, ck := issue("rackflow-client", x509.ExtKeyUsageClientAuth, nil)
-	write(f.ClientCert, cc)
-	write(f.ClientKey, ck)
-	sc, sk := issue(name, x509.ExtKeyUsageServerAuth, []string{name})
-	pair, err := tls.X509KeyPair(sc, sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	tc := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	tc := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		var c Call
 		if md, ok := metadata.FromIncomingContext(stream.Context()); ok && len(md.Get("authorization")) > 0 {

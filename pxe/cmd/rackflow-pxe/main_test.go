@@ -21,8 +21,8 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/client"
-	"github.com/rackflow/rackflow/pxe/internal/testpki"
 	"github.com/rackflow/rackflow/pxe/lease"
+	"github.com/rackflow/rackflow/testsuite/testpki"
 )
 
 func envFrom(m map[string]string) func(string) string {
