@@ -437,7 +437,16 @@ func TestLabDhclient(t *testing.T) {
 		if diff := cmp.Diff(want, pick(b.env, keys...)); diff != "" {
 			t.Errorf("lease as dhclient sees it (-want +got):\n%s", diff)
 		}
-		leases, err := os.ReadFile(filepath.Join(dir, "leases"))
+		// dhclient runs the BOUND script before it writes the lease file, so
+		// the file may lag the event by a moment: wait for it, bounded.
+		var leases []byte
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			leases, err = os.ReadFile(filepath.Join(dir, "leases"))
+			if (err == nil && strings.Contains(string(leases), "fixed-address "+labIP)) || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil || !strings.Contains(string(leases), "fixed-address "+labIP) {
 			t.Errorf("dhclient lease file lacks fixed-address %s (err %v):\n%s", labIP, err, leases)
 		}
