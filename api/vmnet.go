@@ -34,7 +34,10 @@ func (c CloudStack) Insecure() bool { return c.VerifySSL != nil && !*c.VerifySSL
 
 // GuestSSH says how to reach the VM over SSH. HostKey pins its host key.
 type GuestSSH struct {
-	Address    string `json:"address" yaml:"address"` // host:port
+	Address string `json:"address" yaml:"address"` // host:port
+	// User logs in; root when empty. Another user (a cloud image's default
+	// user, as root SSH is forbidden there) runs the changes through
+	// `sudo -n`, so it needs a passwordless sudoers rule.
 	User       string `json:"user,omitempty" yaml:"user,omitempty"`
 	Credential string `json:"credential" yaml:"credential"`
 	HostKey    string `json:"host_key" yaml:"host_key"`
@@ -82,6 +85,8 @@ type VMNetResult struct {
 	VerifiedSource string `json:"verified_source,omitempty"`
 }
 
+var guestUserRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
 var idOrNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
 
 // Validate checks the input before any call.
@@ -124,6 +129,9 @@ func (in VMNetInput) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(in.Guest.Address); err != nil {
 		add("guest.address", in.Guest.Address, "must be host:port")
+	}
+	if in.Guest.User != "" && !guestUserRE.MatchString(in.Guest.User) {
+		add("guest.user", in.Guest.User, "must be a login name (lower case letters, digits, _ and -)")
 	}
 	if !ValidRef(in.Guest.Credential) {
 		add("guest.credential", in.Guest.Credential, "must name a secret holding a private key")

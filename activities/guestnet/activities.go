@@ -45,7 +45,11 @@ func (a *Activities) dial(ctx context.Context, t remote.Target) (guest, func(), 
 	if err != nil {
 		return guest{}, nil, remote.AppError(err)
 	}
-	return guest{ctx: ctx, client: c}, func() { c.Close() }, nil
+	user := t.User
+	if user == "" {
+		user = "root"
+	}
+	return guest{ctx: ctx, client: c, user: user}, func() { c.Close() }, nil
 }
 
 // ConfigureRoutes sets up the NIC with in.MAC: link up, in.Address on it, no
@@ -68,6 +72,9 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return ConfigureResult{}, err
 	}
 	defer done()
+	if err := g.becomeRoot(); err != nil {
+		return ConfigureResult{}, failed("become root", err)
+	}
 
 	iface, err := g.findIface(p.mac)
 	if err != nil {
@@ -90,7 +97,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 	}
 	res := ConfigureResult{Interface: iface}
 	do := func(action, cmd string) error {
-		if _, err := g.run(cmd, nil); err != nil {
+		if _, err := g.priv(cmd, nil); err != nil {
 			return failed(action+" on "+iface, err)
 		}
 		res.Actions = append(res.Actions, action)
@@ -199,7 +206,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 			res.Actions = append(res.Actions, "write "+f.path)
 			log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
 			if mech == MechNetworkManager {
-				if _, err := g.run("nmcli connection reload", nil); err != nil {
+				if _, err := g.priv("nmcli connection reload", nil); err != nil {
 					return res, failed("nmcli connection reload", err)
 				}
 			}
@@ -239,6 +246,9 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		return err
 	}
 	defer done()
+	if err := g.becomeRoot(); err != nil {
+		return failed("become root", err)
+	}
 
 	// Never unconfigure the interface carrying the primary IP or the
 	// session: check before touching anything.
@@ -267,7 +277,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 	for _, f := range removed {
 		log.Info("guest network file removed", "addr", in.Target.Addr, "mac", p.mac, "path", f)
 		if strings.Contains(f, "/NetworkManager/") {
-			if _, err := g.run("nmcli connection reload", nil); err != nil {
+			if _, err := g.priv("nmcli connection reload", nil); err != nil {
 				return failed("nmcli connection reload", err)
 			}
 		}
@@ -278,7 +288,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 			return failed("read rules", err)
 		}
 		for ; n > 0; n-- {
-			if _, err := g.run("ip rule del "+r.args(), nil); err != nil {
+			if _, err := g.priv("ip rule del "+r.args(), nil); err != nil {
 				return failed("remove rule "+r.args(), err)
 			}
 		}
@@ -296,7 +306,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		if !hasRoute(table, c, p.gw, iface) {
 			continue
 		}
-		if _, err := g.run(fmt.Sprintf("ip route del %s via %s dev %s table %s", c, p.gw, iface, p.table), nil); err != nil {
+		if _, err := g.priv(fmt.Sprintf("ip route del %s via %s dev %s table %s", c, p.gw, iface, p.table), nil); err != nil {
 			return failed("remove route "+c.String(), err)
 		}
 	}
@@ -305,7 +315,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		return failed("read "+iface, err)
 	}
 	if link.has(p.addr) {
-		if _, err := g.run("ip addr del "+p.addr.String()+" dev "+iface, nil); err != nil {
+		if _, err := g.priv("ip addr del "+p.addr.String()+" dev "+iface, nil); err != nil {
 			return failed("remove address", err)
 		}
 		if link, err = g.link(iface); err != nil {
@@ -313,7 +323,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		}
 	}
 	if link.up() && len(link.v4()) == 0 {
-		if _, err := g.run("ip link set dev "+iface+" down", nil); err != nil {
+		if _, err := g.priv("ip link set dev "+iface+" down", nil); err != nil {
 			return failed("link down", err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,9 +91,14 @@ func (h harness) state(t *testing.T) string {
 // private /etc.
 func (h harness) guestSSH(t *testing.T, cmd string) string {
 	t.Helper()
+	return h.guestSSHAs(t, h.lab.Target, cmd)
+}
+
+func (h harness) guestSSHAs(t *testing.T, tg remote.Target, cmd string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := (&remote.Dialer{Secrets: h.lab.Secrets}).Dial(ctx, h.lab.Target)
+	c, err := (&remote.Dialer{Secrets: h.lab.Secrets}).Dial(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,6 +403,7 @@ func TestInputValidation(t *testing.T) {
 		"address sans prefix": func(in *guestnet.ConfigureInput) { in.Address = "10.51.0.10" },
 		"main table":          func(in *guestnet.ConfigureInput) { in.PolicyRouting, in.Table = true, 254 },
 		"no table":            func(in *guestnet.ConfigureInput) { in.PolicyRouting = true },
+		"user with shell":     func(in *guestnet.ConfigureInput) { in.Target.User = "cloud;reboot" },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -502,5 +509,72 @@ func TestLabNeverCutsTheGuestOff(t *testing.T) {
 	}
 	if got := strings.TrimSpace(h.lab.GuestRun("ip", "-4", "route", "show", "default")); got != "default via 10.50.0.1 dev eth0" {
 		t.Errorf("default route: %q", got)
+	}
+}
+
+// TestLabNonRootGuest: stock cloud images forbid root SSH; their default
+// user runs the changes through `sudo -n`. A user with a sudoers drop-in
+// gets the same result as root, files owned by root; a user without one is
+// refused up front, non-retryably, with the fix in the message, and the
+// guest is left as it was.
+func TestLabNonRootGuest(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourIfupdown)
+	initial := h.state(t)
+
+	plain := baseInput(h.lab)
+	plain.Target = h.lab.AddUser(t, "plain", false)
+	plain.Persist, plain.PolicyRouting, plain.Table = true, true, 100
+	for name, fn := range map[string]any{"configure": h.acts.ConfigureRoutes, "remove": h.acts.RemoveRoutes} {
+		_, err := h.env().ExecuteActivity(fn, plain)
+		t.Logf("%s as plain: %v", name, err)
+		ae := appErr(t, err)
+		if ae.Type() != guestnet.ErrTypeSudoRefused || !ae.NonRetryable() ||
+			!strings.Contains(ae.Error(), "user plain may not run commands as root without a password") ||
+			!strings.Contains(ae.Error(), "add a sudoers rule") {
+			t.Errorf("%s as a user without sudo: %v, want non-retryable %s", name, err, guestnet.ErrTypeSudoRefused)
+		}
+	}
+	if st := h.state(t); st != initial {
+		t.Fatalf("the refused user changed the guest:\n%s", st)
+	}
+
+	in := plain
+	in.Target = h.lab.AddUser(t, "cloud", true)
+	if who := strings.TrimSpace(h.guestSSHAs(t, in.Target, "id -un; sudo -n id -un")); who != "cloud\nroot" {
+		t.Fatalf("lab user: %q", who)
+	}
+	res, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPath := "/etc/network/interfaces.d/rackflow-52540051000a"
+	if !res.Changed || res.Interface != "eth1" || res.Persisted != "ifupdown:"+wantPath {
+		t.Errorf("first run as cloud: %+v", res)
+	}
+	fi, err := os.Stat(filepath.Join(h.lab.Etc, "network", "interfaces.d", "rackflow-52540051000a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Errorf("persistent file owned by uid %d, want root", st.Uid)
+	}
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "table", "100"); strings.TrimSpace(got) != "10.52.0.0/24 via 10.51.0.1 dev eth1" {
+		t.Errorf("table 100: %q", got)
+	}
+	again, err := h.configure(t, in)
+	if err != nil || again.Changed {
+		t.Errorf("re-run as cloud: %+v, %v", again, err)
+	}
+	v, err := h.env().ExecuteActivity(h.acts.VerifyPath, guestnet.VerifyInput{Target: in.Target, Dest: guestlab.DBAddr, MAC: guestlab.Eth1MAC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vr guestnet.VerifyResult
+	if err := v.Get(&vr); err != nil || vr.Source != "10.51.0.10" {
+		t.Errorf("verify as cloud: %+v %v", vr, err)
+	}
+	h.remove(t, in)
+	if diff := cmp.Diff(initial, h.state(t)); diff != "" {
+		t.Errorf("guest state after RemoveRoutes as cloud (-initial +now):\n%s", diff)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -55,13 +56,18 @@ const (
 	// worker's way back in. Not retryable: change the CIDRs or reach the
 	// guest another way.
 	ErrTypeRouteCapture = "GuestRouteCapture"
+	// ErrTypeSudoRefused: the login is not root and may not run commands
+	// as root through `sudo -n` (no sudoers rule, a rule that asks for a
+	// password, or no sudo). Checked before any change. Not retryable: a
+	// sudoers rule, or another user, is needed.
+	ErrTypeSudoRefused = "GuestSudoRefused"
 )
 
 // NonRetryable lists this package's non-retryable error types and the shared
 // ones (bad input, credentials, host keys), for
 // RetryPolicy.NonRetryableErrorTypes.
 var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{
-	ErrTypePersistUnsupported, ErrTypePathNotThroughNic, ErrTypePrimaryInterface, ErrTypeRouteCapture,
+	ErrTypePersistUnsupported, ErrTypePathNotThroughNic, ErrTypePrimaryInterface, ErrTypeRouteCapture, ErrTypeSudoRefused,
 })
 
 // DefaultRulePriority is the `ip rule` priority when the input gives none:
@@ -151,10 +157,24 @@ func parseMAC(s string) (string, error) {
 	return hw.String(), nil
 }
 
+// userRe is a login name sudo and sshd accept (POSIX portable, as
+// useradd's default NAME_REGEX).
+var userRe = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+func validUser(u string) error {
+	if u != "" && !userRe.MatchString(u) {
+		return activities.InvalidInputf("user %q is not a login name (lower case letters, digits, _ and -)", u)
+	}
+	return nil
+}
+
 func (in ConfigureInput) plan() (plan, error) {
 	var p plan
 	if in.Target.Addr == "" {
 		return p, activities.InvalidInputf("target has no address")
+	}
+	if err := validUser(in.Target.User); err != nil {
+		return p, err
 	}
 	mac, err := parseMAC(in.MAC)
 	if err != nil {

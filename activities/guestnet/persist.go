@@ -153,7 +153,7 @@ func renderIfupdown(iface string, p plan) string {
 // ensureFile writes f when its content differs and reports whether it did.
 func (g guest) ensureFile(f persistFile) (bool, error) {
 	q := remote.Quote(f.path)
-	cur, err := g.run("cat "+q+" 2>/dev/null", nil)
+	cur, err := g.priv("cat "+q+" 2>/dev/null", nil)
 	if _, missing := exited(err); err != nil && !missing {
 		return false, err
 	}
@@ -162,14 +162,14 @@ func (g guest) ensureFile(f persistFile) (bool, error) {
 	}
 	dir := f.path[:strings.LastIndex(f.path, "/")]
 	tmp := remote.Quote(f.path + ".rackflow-tmp")
-	_, err = g.run(fmt.Sprintf("mkdir -p %s && umask 077 && cat > %s && chmod %s %s && mv -f %s %s",
+	_, err = g.priv(fmt.Sprintf("mkdir -p %s && umask 077 && cat > %s && chmod %s %s && mv -f %s %s",
 		remote.Quote(dir), tmp, f.mode, tmp, tmp, q), []byte(f.content))
 	return true, err
 }
 
 // checkIfupdown makes sure /etc/network/interfaces reads interfaces.d.
 func (g guest) checkIfupdown(etc string) error {
-	_, err := g.run(`grep -Eq '^[[:space:]]*(source|source-directory)[[:space:]]+.*interfaces\.d' `+remote.Quote(etc+"/network/interfaces"), nil)
+	_, err := g.priv(`grep -Eq '^[[:space:]]*(source|source-directory)[[:space:]]+.*interfaces\.d' `+remote.Quote(etc+"/network/interfaces"), nil)
 	if _, no := exited(err); no {
 		err := fmt.Errorf("%s/network/interfaces does not source interfaces.d; rackflow will not edit it", etc)
 		return activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
@@ -182,7 +182,7 @@ func (g guest) checkIfupdown(etc string) error {
 func (g guest) removeFiles(etc string, p plan) ([]string, error) {
 	var removed []string
 	for _, path := range []string{netplanPath(etc, p.id()), nmPath(etc, p.id()), ifupdownPath(etc, p.id())} {
-		out, err := g.run(fmt.Sprintf("if [ -e %[1]s ]; then rm -f %[1]s && echo removed; fi", remote.Quote(path)), nil)
+		out, err := g.priv(fmt.Sprintf("if [ -e %[1]s ]; then rm -f %[1]s && echo removed; fi", remote.Quote(path)), nil)
 		if err != nil {
 			return removed, err
 		}

@@ -19,8 +19,12 @@
 // 10.50.0.1 (SSHPeer) to 10.50.0.10. No interface or address is added to the
 // test's namespace.
 //
+// Besides root, a test can add guest users (AddUser) that log in with the
+// same key, with or without a sudoers drop-in, as a stock cloud image's
+// default user (root SSH forbidden, passwordless sudo) or a plain one.
+//
 // It is not for production; it needs root, iproute2, openssh-server,
-// util-linux (unshare) and coreutils (cp).
+// util-linux (unshare), coreutils (cp) and sudo.
 package guestlab
 
 import (
@@ -87,6 +91,9 @@ type Lab struct {
 	// Etc is the host path of the guest's private /etc.
 	Etc string
 
+	nextU   int
+	keysDir string // where sshd's authorized_keys is
+
 	mu    sync.Mutex
 	peers []string
 }
@@ -94,7 +101,7 @@ type Lab struct {
 // Require fails t unless the lab's tools are there (skips under -short).
 func Require(t testing.TB) {
 	t.Helper()
-	netns.Require(t, map[string]string{"unshare": "util-linux", "ss": "iproute2", "bash": "bash", "timeout": "coreutils"})
+	netns.Require(t, map[string]string{"unshare": "util-linux", "ss": "iproute2", "bash": "bash", "timeout": "coreutils", "sudo": "sudo"})
 	if _, err := os.Stat(sshd.Binary); err != nil {
 		t.Fatal(sshd.ErrNotInstalled)
 	}
@@ -163,6 +170,7 @@ func Start(t *testing.T, opts Options) *Lab {
 			"unshare", "--mount", "--propagation", "private",
 			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd && exec "$@"`, l.Etc},
 	})
+	l.keysDir = filepath.Dir(srv.Config().Path)
 	l.Target = remote.Target{Addr: fwd, User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
 	l.Secrets = secrets.Static{Credential: {PrivateKey: key.PEM}}
 	return l
@@ -297,6 +305,55 @@ func (l *Lab) GuestState(ctx context.Context) (string, error) {
 		out += fmt.Sprintf("$ %v\n%s", args, o)
 	}
 	return out, nil
+}
+
+// AddUser creates a user in the guest's /etc (passwd, shadow, group; no
+// password, not locked, shell /bin/sh, home /tmp) who logs in with the
+// lab's key, and returns its Target. With sudo, a drop-in
+// /etc/sudoers.d/rackflow-NAME lets it run anything as root without a
+// password, as cloud-init sets up an image's default user; without, sudo
+// has no rule for it.
+func (l *Lab) AddUser(t *testing.T, name string, sudo bool) remote.Target {
+	t.Helper()
+	// sshd reads authorized_keys as the user: let it through the test's
+	// 0700 temporary directories (search only; the host key stays 0600).
+	for d := l.keysDir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	l.nextU++
+	uid := 4100 + l.nextU
+	l.mu.Unlock()
+	appendFile(t, filepath.Join(l.Etc, "passwd"), fmt.Sprintf("%s:x:%d:%d:rackflow lab:/tmp:/bin/sh\n", name, uid, uid))
+	appendFile(t, filepath.Join(l.Etc, "group"), fmt.Sprintf("%s:x:%d:\n", name, uid))
+	appendFile(t, filepath.Join(l.Etc, "shadow"), name+":*:20000:0:99999:7:::\n")
+	if sudo {
+		// visudo's rules for a drop-in: owned by root, mode 0440.
+		p := filepath.Join(l.Etc, "sudoers.d", "rackflow-"+name)
+		if err := os.WriteFile(p, []byte(name+" ALL=(root) NOPASSWD: ALL\n"), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("visudo", "-c", "-f", p).CombinedOutput(); err != nil {
+			t.Fatalf("visudo -c %s: %v: %s", p, err, out)
+		}
+	}
+	tg := l.Target
+	tg.User = name
+	return tg
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func mkdir(t *testing.T, dir string) {
