@@ -105,14 +105,57 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return nil
 	}
 
+	// Persist first and apply through the guest's renderer, so that what
+	// runs is what the renderer owns: networkd keeps its own rules and
+	// routes over a restart (it removes foreign ones), and ifupdown knows
+	// the interface is up. The `ip` steps below then only fill in what no
+	// renderer did (none running) and check the result.
+	if p.persist {
+		mech, err := g.detect(etc)
+		if err != nil {
+			return res, failed("detect network configuration", err)
+		}
+		if mech == "" {
+			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
+			return res, activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
+		}
+		if mech == MechIfupdown {
+			if err := g.checkIfupdown(etc, iface, p); err != nil {
+				return res, err
+			}
+		}
+		files := render(mech, etc, iface, p)
+		wrote := false
+		for _, f := range files {
+			w, err := g.ensureFile(f)
+			if err != nil {
+				return res, failed("write "+f.path, err)
+			}
+			if w {
+				wrote = true
+				res.Actions = append(res.Actions, "write "+f.path)
+				log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
+			}
+		}
+		res.Persisted = mech + ":" + files[0].path
+		if err := g.apply(mech, iface, p, wrote, do); err != nil {
+			return res, err
+		}
+		if link, err = g.link(iface); err != nil {
+			return res, failed("read "+iface, err)
+		}
+	}
+
 	if !link.up() {
 		if err := do("link up", "ip link set dev "+iface+" up"); err != nil {
 			return res, err
 		}
 	}
-	if !link.has(p.addr) {
-		if err := do("address "+p.addr.String(), "ip addr add "+p.addr.String()+" dev "+iface); err != nil {
-			return res, err
+	for _, a := range p.addrs() {
+		if !link.has(a) {
+			if err := do("address "+a.String(), "ip addr add "+a.String()+" dev "+iface); err != nil {
+				return res, err
+			}
 		}
 	}
 
@@ -124,7 +167,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return res, failed("read rp_filter of "+iface, err)
 	}
 	if rp != "2" {
-		if err := do("rp_filter 2", "sysctl -q -w net.ipv4.conf."+iface+".rp_filter=2"); err != nil {
+		if err := do("rp_filter 2", "sysctl -q -w net/ipv4/conf/"+iface+"/rp_filter=2"); err != nil {
 			return res, err
 		}
 		if rp, err = g.rpFilter(iface); err != nil || rp != "2" {
@@ -182,36 +225,6 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		}
 	}
 
-	if p.persist {
-		mech, err := g.detect(etc)
-		if err != nil {
-			return res, failed("detect network configuration", err)
-		}
-		if mech == "" {
-			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
-			return res, activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
-		}
-		if mech == MechIfupdown {
-			if err := g.checkIfupdown(etc); err != nil {
-				return res, err
-			}
-		}
-		f := render(mech, etc, iface, p)
-		wrote, err := g.ensureFile(f)
-		if err != nil {
-			return res, failed("write "+f.path, err)
-		}
-		res.Persisted = mech + ":" + f.path
-		if wrote {
-			res.Actions = append(res.Actions, "write "+f.path)
-			log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
-			if mech == MechNetworkManager {
-				if _, err := g.priv("nmcli connection reload", nil); err != nil {
-					return res, failed("nmcli connection reload", err)
-				}
-			}
-		}
-	}
 	res.Changed = len(res.Actions) > 0
 	log.Info("guest routes configured", "addr", in.Target.Addr, "interface", iface, "mac", p.mac, "changed", res.Changed, "persisted", res.Persisted)
 	return res, nil
@@ -270,17 +283,18 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		}
 	}
 
+	if err := g.unapply(etc, iface, p); err != nil {
+		return err
+	}
 	removed, err := g.removeFiles(etc, p)
 	if err != nil {
 		return failed("remove persistent configuration", err)
 	}
 	for _, f := range removed {
 		log.Info("guest network file removed", "addr", in.Target.Addr, "mac", p.mac, "path", f)
-		if strings.Contains(f, "/NetworkManager/") {
-			if _, err := g.priv("nmcli connection reload", nil); err != nil {
-				return failed("nmcli connection reload", err)
-			}
-		}
+	}
+	if err := g.reapply(removed); err != nil {
+		return err
 	}
 	for _, r := range p.rules() {
 		n, err := g.countRule(r)
@@ -314,9 +328,15 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 	if err != nil {
 		return failed("read "+iface, err)
 	}
-	if link.has(p.addr) {
-		if _, err := g.priv("ip addr del "+p.addr.String()+" dev "+iface, nil); err != nil {
-			return failed("remove address", err)
+	// Secondary addresses first: deleting the primary one of a subnet
+	// takes its secondaries with it (without promote_secondaries).
+	addrs := p.addrs()
+	for i := len(addrs) - 1; i >= 0; i-- {
+		if !link.has(addrs[i]) {
+			continue
+		}
+		if _, err := g.priv("ip addr del "+addrs[i].String()+" dev "+iface, nil); err != nil {
+			return failed("remove address "+addrs[i].String(), err)
 		}
 		if link, err = g.link(iface); err != nil {
 			return failed("read "+iface, err)

@@ -128,15 +128,18 @@ func baseInput(lab *guestlab.Lab) guestnet.ConfigureInput {
 
 const wantNetplan = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
 # No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
 network:
   version: 2
   ethernets:
-    rackflow-52540051000a:
+    00-rackflow-52540051000a:
       match:
         macaddress: "52:54:00:51:00:0a"
+      set-name: "eth1"
       dhcp4: false
       dhcp6: false
       accept-ra: false
+      link-local: []
       addresses:
         - "10.51.0.10/24"
       routes:
@@ -166,7 +169,10 @@ func TestLabNetplan(t *testing.T) {
 	wantPath := "/etc/netplan/90-rackflow-52540051000a.yaml"
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "netplan:" + wantPath,
-		Actions: []string{"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main", "write " + wantPath},
+		Actions: []string{
+			"write " + wantPath, "write /etc/sysctl.d/90-rackflow-52540051000a.conf", "netplan generate",
+			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main",
+		},
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
 		t.Errorf("first run (-want +got):\n%s", diff)
@@ -261,16 +267,41 @@ func checkNetplanGenerates(t *testing.T, content string) {
 
 const wantIfupdown = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
 # No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
+# The name eth1 is pinned to the MAC by /etc/systemd/network/10-rackflow-52540051000a.link.
 allow-hotplug eth1
-iface eth1 inet static
-    address 10.51.0.10/24
+iface eth1 inet manual
+    up ip link set dev eth1 up
+    up ip addr replace 10.51.0.10/24 dev eth1
     up ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+    up ip rule del from 10.51.0.10/32 lookup 100 pref 1000 2>/dev/null || true
     up ip rule add from 10.51.0.10/32 lookup 100 pref 1000
+    up ip rule del to 10.52.0.0/24 lookup 100 pref 1000 2>/dev/null || true
     up ip rule add to 10.52.0.0/24 lookup 100 pref 1000
-    down ip rule del from 10.51.0.10/32 lookup 100 pref 1000
-    down ip rule del to 10.52.0.0/24 lookup 100 pref 1000
-    down ip route del 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+    down ip rule del from 10.51.0.10/32 lookup 100 pref 1000 2>/dev/null || true
+    down ip rule del to 10.52.0.0/24 lookup 100 pref 1000 2>/dev/null || true
+    down ip route del 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100 2>/dev/null || true
+    down ip addr del 10.51.0.10/24 dev eth1 2>/dev/null || true
 `
+
+const wantLink = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
+# No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
+[Match]
+MACAddress=52:54:00:51:00:0a
+
+[Link]
+Name=eth1
+`
+
+// TestLabIfupdownPolicyRouting: on an ifupdown guest the stanza, a .link
+// file pinning the name to the MAC and a sysctl.d file are written, and
+// ifup (the renderer) applies the stanza; a re-run changes nothing; the
+// routes and rules survive ifupdown taking the interface down and up again
+// (what a `systemctl restart networking` or a reboot does); RemoveRoutes
+// takes it down through ifdown and leaves the guest as it was.
+// header3 is the header every rackflow file starts with.
+func header3() string { return strings.Join(strings.SplitAfter(wantLink, "\n")[:3], "") }
 
 func TestLabIfupdownPolicyRouting(t *testing.T) {
 	h := newHarness(t, guestlab.FlavourIfupdown)
@@ -286,9 +317,8 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "ifupdown:" + wantPath,
 		Actions: []string{
-			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table 100",
-			"rule from 10.51.0.10/32 lookup 100 pref 1000", "rule to 10.52.0.0/24 lookup 100 pref 1000",
-			"write " + wantPath,
+			"write " + wantPath, "write /etc/systemd/network/10-rackflow-52540051000a.link",
+			"write /etc/sysctl.d/90-rackflow-52540051000a.conf", "ifup eth1", "rp_filter 2",
 		},
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
@@ -301,9 +331,25 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	if diff := cmp.Diff(wantIfupdown, string(got)); diff != "" {
 		t.Errorf("interfaces.d file (-want +got):\n%s", diff)
 	}
-	// ifupdown itself reads the stanza through the guest's interfaces file.
+	for name, want := range map[string]string{
+		"systemd/network/10-rackflow-52540051000a.link": wantLink,
+		"sysctl.d/90-rackflow-52540051000a.conf":        header3() + "net/ipv4/conf/eth1/rp_filter = 2\n",
+	} {
+		got, err := os.ReadFile(filepath.Join(h.lab.Etc, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, string(got)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+	// ifupdown itself reads the stanza through the guest's interfaces
+	// file, and has the interface up.
+	if st := strings.TrimSpace(h.guestSSH(t, "ifquery --state eth1")); st != "eth1=eth1" {
+		t.Errorf("ifquery --state eth1 = %q, want eth1=eth1", st)
+	}
 	q := h.guestSSH(t, "ifquery eth1")
-	for _, want := range []string{"address: 10.51.0.10\n", "netmask: 255.255.255.0", "up: ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100"} {
+	for _, want := range []string{"up: ip addr replace 10.51.0.10/24 dev eth1", "up: ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100"} {
 		if !strings.Contains(q, want) {
 			t.Errorf("ifquery eth1 lacks %q:\n%s", want, q)
 		}
@@ -329,6 +375,18 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	}
 	if n := strings.Count(h.lab.GuestRun("ip", "rule", "show"), "lookup 100"); n != 2 {
 		t.Errorf("%d rules for table 100 after two runs, want 2", n)
+	}
+
+	// The renderer restarts: ifupdown takes eth1 down and brings it up
+	// from the persisted stanza. Routes and rules come back as they were.
+	configured := h.state(t)
+	h.guestSSH(t, "ifdown eth1")
+	if st := h.state(t); strings.Contains(st, "10.52.0.0/24") {
+		t.Errorf("ifdown left the routes:\n%s", st)
+	}
+	h.guestSSH(t, "ifup eth1")
+	if diff := cmp.Diff(configured, h.state(t)); diff != "" {
+		t.Errorf("after ifdown/ifup (-configured +now):\n%s", diff)
 	}
 
 	v, err := h.verify(t)

@@ -150,7 +150,11 @@ func Start(t *testing.T, opts Options) *Lab {
 	case FlavourNetplan:
 		mkdir(t, filepath.Join(l.Etc, "netplan"))
 	case FlavourIfupdown:
-		mkdir(t, filepath.Join(l.Etc, "network", "interfaces.d"))
+		// As the ifupdown package installs it: the hook directories
+		// ifup's run-parts reads, empty here.
+		for _, d := range []string{"interfaces.d", "if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+			mkdir(t, filepath.Join(l.Etc, "network", d))
+		}
 		writeFile(t, filepath.Join(l.Etc, "network", "interfaces"),
 			"source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n")
 	case FlavourNone:
@@ -168,7 +172,7 @@ func Start(t *testing.T, opts Options) *Lab {
 		AuthorizedKeys: []ssh.PublicKey{key.Public()},
 		Wrapper: []string{"ip", "netns", "exec", l.Guest.Name,
 			"unshare", "--mount", "--propagation", "private",
-			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd && exec "$@"`, l.Etc},
+			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd /run/network && exec "$@"`, l.Etc},
 	})
 	l.keysDir = filepath.Dir(srv.Config().Path)
 	l.Target = remote.Target{Addr: fwd, User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
