@@ -245,12 +245,28 @@ func checkNetplanGenerates(t *testing.T, content string) {
 	if err := os.WriteFile(filepath.Join(root, "etc", "netplan", "90-rackflow.yaml"), []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A cloud image's catch-all: DHCP on every ethN but the primary. Its
+	// file sorts before rackflow's, its id after "00-".
+	catchAll := "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth[1-9]*\"\n      dhcp4: true\n"
+	if err := os.WriteFile(filepath.Join(root, "etc", "netplan", "50-cloud-init.yaml"), []byte(catchAll), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("netplan", "generate", "--root-dir", root).CombinedOutput(); err != nil {
 		t.Fatalf("netplan generate rejects the file: %v: %s", err, out)
 	}
+	// networkd takes the first .network file by name that matches the
+	// device: rackflow's must come before the catch-all's.
 	files, _ := filepath.Glob(filepath.Join(root, "run", "systemd", "network", "*.network"))
-	if len(files) != 1 {
-		t.Fatalf("netplan generated %v, want one .network file", files)
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+	}
+	if diff := cmp.Diff([]string{"10-netplan-00-rackflow-52540051000a.network", "10-netplan-all-eth.network"}, names); diff != "" {
+		t.Fatalf("generated .network files in networkd's order (-want +got):\n%s", diff)
+	}
+	link, err := os.ReadFile(filepath.Join(root, "run", "systemd", "network", "10-netplan-00-rackflow-52540051000a.link"))
+	if err != nil || !strings.Contains(string(link), "MACAddress=52:54:00:51:00:0a") || !strings.Contains(string(link), "Name=eth1") {
+		t.Errorf("netplan's .link file pinning eth1 to the MAC: %v\n%s", err, link)
 	}
 	nw, _ := os.ReadFile(files[0])
 	s := string(nw)
