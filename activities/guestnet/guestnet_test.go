@@ -135,7 +135,6 @@ network:
     00-rackflow-52540051000a:
       match:
         macaddress: "52:54:00:51:00:0a"
-      set-name: "eth1"
       dhcp4: false
       dhcp6: false
       accept-ra: false
@@ -170,7 +169,8 @@ func TestLabNetplan(t *testing.T) {
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "netplan:" + wantPath,
 		Actions: []string{
-			"write " + wantPath, "write /etc/sysctl.d/90-rackflow-52540051000a.conf", "netplan generate",
+			"write " + wantPath, "write /etc/systemd/network/10-rackflow-52540051000a.link",
+			"write /etc/sysctl.d/90-rackflow-52540051000a.conf", "netplan generate",
 			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main",
 		},
 	}
@@ -189,6 +189,9 @@ func TestLabNetplan(t *testing.T) {
 		t.Errorf("netplan file mode %v, want 0600", fi.Mode().Perm())
 	}
 	checkNetplanGenerates(t, string(got))
+	if link, err := os.ReadFile(filepath.Join(h.lab.Etc, "systemd", "network", "10-rackflow-52540051000a.link")); err != nil || string(link) != wantLink {
+		t.Errorf(".link file pinning eth1 to the MAC: %v\n%s", err, link)
+	}
 	if _, err := os.Stat("/etc/netplan/90-rackflow-52540051000a.yaml"); err == nil {
 		t.Fatal("the test host's own /etc/netplan was written")
 	}
@@ -263,10 +266,6 @@ func checkNetplanGenerates(t *testing.T, content string) {
 	}
 	if diff := cmp.Diff([]string{"10-netplan-00-rackflow-52540051000a.network", "10-netplan-all-eth.network"}, names); diff != "" {
 		t.Fatalf("generated .network files in networkd's order (-want +got):\n%s", diff)
-	}
-	link, err := os.ReadFile(filepath.Join(root, "run", "systemd", "network", "10-netplan-00-rackflow-52540051000a.link"))
-	if err != nil || !strings.Contains(string(link), "MACAddress=52:54:00:51:00:0a") || !strings.Contains(string(link), "Name=eth1") {
-		t.Errorf("netplan's .link file pinning eth1 to the MAC: %v\n%s", err, link)
 	}
 	nw, _ := os.ReadFile(files[0])
 	s := string(nw)
@@ -650,5 +649,50 @@ func TestLabNonRootGuest(t *testing.T) {
 	h.remove(t, in)
 	if diff := cmp.Diff(initial, h.state(t)); diff != "" {
 		t.Errorf("guest state after RemoveRoutes as cloud (-initial +now):\n%s", diff)
+	}
+}
+
+// TestLabNetplanNetworkd: a netplan guest whose real systemd-networkd runs,
+// with a cloud image's DHCP catch-all for every ethN but the primary. When
+// networkd gives the NIC to the catch-all rather than to rackflow's file,
+// ConfigureRoutes says so, non-retryably, naming the file that won, instead
+// of configuring routes by hand that networkd would remove on its next
+// restart; RemoveRoutes takes rackflow's files away again.
+//
+// In this lab networkd never matches rackflow's file: netplan 0.106 renders
+// `match: macaddress` as PermanentMACAddress=, and a veth has no permanent
+// address (a virtio NIC has). So the lab proves the refusal with the real
+// networkd, not the happy path; docs/cloudstack.md says so.
+func TestLabNetplanNetworkd(t *testing.T) {
+	lab := guestlab.Start(t, guestlab.Options{Flavour: guestlab.FlavourNetplan, Networkd: true})
+	h := harness{lab: lab, acts: &guestnet.Activities{Dialer: &remote.Dialer{Secrets: lab.Secrets}}}
+	defer func() {
+		if t.Failed() {
+			t.Logf("networkd log:\n%s", lab.NetworkdLog())
+		}
+	}()
+	catchAll := "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth[1-9]*\"\n      dhcp4: true\n"
+	if err := os.WriteFile(filepath.Join(lab.Etc, "netplan", "50-cloud-init.yaml"), []byte(catchAll), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lab.RootSSH(t, "netplan generate && networkctl reload")
+	if st := lab.RootSSH(t, "networkctl --no-pager status eth1"); !strings.Contains(st, "10-netplan-all-eth.network") {
+		t.Fatalf("the catch-all does not manage eth1:\n%s", st)
+	}
+
+	in := baseInput(lab)
+	in.Persist, in.PolicyRouting, in.Table = true, true, 100
+	_, err := h.configure(t, in)
+	ae := appErr(t, err)
+	if ae.Type() != guestnet.ErrTypeRendererConflict || !ae.NonRetryable() ||
+		!strings.Contains(ae.Error(), `configures eth1 with "/run/systemd/network/10-netplan-all-eth.network", not rackflow's`) {
+		t.Fatalf("got %v, want non-retryable %s naming the catch-all", err, guestnet.ErrTypeRendererConflict)
+	}
+	if st := h.state(t); strings.Contains(st, "lookup 100") || strings.Contains(st, "table 100") {
+		t.Errorf("routes or rules configured by hand next to networkd:\n%s", st)
+	}
+	h.remove(t, in)
+	if out := lab.RootSSH(t, "ls /etc/netplan /run/systemd/network"); strings.Contains(out, "rackflow") {
+		t.Errorf("rackflow's files left:\n%s", out)
 	}
 }

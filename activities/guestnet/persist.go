@@ -56,15 +56,18 @@ func (g guest) detect(etc string) (string, error) {
 
 // render returns the files mech needs for the NIC, named iface now: the
 // renderer's own file, pinned to the MAC, and the sysctl.d file that keeps
-// rp_filter at 2. ifupdown binds its stanza to the name, so a systemd
-// .link file pins the name to the MAC (KVM may name a re-plugged NIC
-// otherwise after a stop/start); netplan pins it itself (set-name, which
-// it renders into a .link file); NetworkManager matches the MAC.
+// rp_filter at 2. ifupdown's stanza and the sysctl key name the
+// interface, so for ifupdown and netplan a systemd .link file pins the
+// name to the MAC (KVM may name a re-plugged NIC otherwise after a
+// stop/start). Not netplan's set-name: netplan renders it as a match on
+// PermanentMACAddress, which a NIC whose address was set has not.
+// NetworkManager matches the MAC.
 func render(mech, etc, iface string, p plan) []persistFile {
 	sysctl := persistFile{path: sysctlPath(etc, p.id()), mode: "644", content: renderSysctl(iface, p)}
 	switch mech {
 	case MechNetplan:
-		return []persistFile{{path: netplanPath(etc, p.id()), mode: "600", content: renderNetplan(iface, p)}, sysctl}
+		return []persistFile{{path: netplanPath(etc, p.id()), mode: "600", content: renderNetplan(iface, p)},
+			{path: linkPath(etc, p.id()), mode: "644", content: renderLink(iface, p)}, sysctl}
 	case MechNetworkManager:
 		return []persistFile{{path: nmPath(etc, p.id()), mode: "600", content: renderNM(p)}, sysctl}
 	default:
@@ -92,7 +95,7 @@ func (p plan) rules() []rule {
 	return rs
 }
 
-// renderNetplan matches the NIC by MAC, keeps its name (set-name), gives
+// renderNetplan matches the NIC by MAC, gives
 // it its static addresses, the routes and the rules; no gateway4, no DHCP,
 // so no default route. The rules are in the file, so networkd owns them
 // and keeps them over a restart instead of removing them as foreign.
@@ -100,7 +103,7 @@ func renderNetplan(iface string, p plan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, header, p.mac)
 	fmt.Fprintf(&b, "network:\n  version: 2\n  ethernets:\n    %s:\n", netplanID(p))
-	fmt.Fprintf(&b, "      match:\n        macaddress: %q\n      set-name: %q\n", p.mac, iface)
+	fmt.Fprintf(&b, "      match:\n        macaddress: %q\n", p.mac)
 	b.WriteString("      dhcp4: false\n      dhcp6: false\n      accept-ra: false\n      link-local: []\n")
 	b.WriteString("      addresses:\n")
 	for _, a := range p.addrs() {

@@ -54,12 +54,15 @@ func (g guest) apply(mech, iface string, p plan, wrote bool, do func(action, cmd
 			if err := do("networkctl reconfigure "+iface, "networkctl reconfigure "+remote.Quote(iface)); err != nil {
 				return err
 			}
-			// Event-driven wait until networkd has configured the NIC.
-			if _, err := g.priv(fmt.Sprintf("/lib/systemd/systemd-networkd-wait-online -q -i %s --timeout=%d", remote.Quote(iface), WaitOnline), nil); err != nil {
-				return failed("wait for networkd to configure "+iface, err)
-			}
+			// The reload has chosen the file; configuring goes on after.
 			if file, _, err = g.networkdFileOf(iface); err != nil {
 				return failed("networkctl status "+iface, err)
+			}
+			if file == networkdFile(p) {
+				// Event-driven wait until networkd has configured the NIC.
+				if _, err := g.priv(fmt.Sprintf("/lib/systemd/systemd-networkd-wait-online -q -i %s --timeout=%d", remote.Quote(iface), WaitOnline), nil); err != nil {
+					return failed("wait for networkd to configure "+iface, err)
+				}
 			}
 		}
 		if file != networkdFile(p) {

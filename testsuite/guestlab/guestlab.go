@@ -79,7 +79,15 @@ type Options struct {
 	// installed), an /etc/network/interfaces that sources interfaces.d, or
 	// neither.
 	Flavour string
+	// Networkd runs a real systemd-networkd (and the D-Bus system bus
+	// networkctl talks to it over) in the guest, in the sessions' mount
+	// namespace, as on a netplan cloud image. It needs a read-only /sys in
+	// the guest (networkd then does not wait for udev, as in a container).
+	Networkd bool
 }
+
+// NetworkdBinary is systemd-networkd on Debian.
+const NetworkdBinary = "/lib/systemd/systemd-networkd"
 
 // Lab is a running lab.
 type Lab struct {
@@ -92,6 +100,7 @@ type Lab struct {
 	Etc string
 
 	nextU   int
+	state   string // pid files and logs of the guest's daemons (Networkd)
 	keysDir string // where sshd's authorized_keys is
 
 	mu    sync.Mutex
@@ -162,6 +171,17 @@ func Start(t *testing.T, opts Options) *Lab {
 		t.Fatalf("guestlab: unknown flavour %q", opts.Flavour)
 	}
 
+	setup := `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd /run/network`
+	if opts.Networkd {
+		if _, err := os.Stat(NetworkdBinary); err != nil {
+			t.Fatal("guestlab: Networkd needs systemd-networkd (Debian package systemd)")
+		}
+		l.state = t.TempDir()
+		setup += ` && umount /sys && mount -t sysfs -o ro rackflow-guest-sys /sys` +
+			` && mkdir -p /run/dbus /run/systemd && dbus-daemon --system --fork --nopidfile --print-pid > ` + l.state + `/dbus.pid` +
+			` && ` + l.networkdStart()
+		t.Cleanup(func() { l.killState("networkd.pid"); l.killState("dbus.pid") })
+	}
 	key := sshd.TestKey(t)
 	fwd := l.forward(t)
 	_, port, _ := net.SplitHostPort(fwd)
@@ -172,7 +192,7 @@ func Start(t *testing.T, opts Options) *Lab {
 		AuthorizedKeys: []ssh.PublicKey{key.Public()},
 		Wrapper: []string{"ip", "netns", "exec", l.Guest.Name,
 			"unshare", "--mount", "--propagation", "private",
-			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd /run/network && exec "$@"`, l.Etc},
+			"sh", "-c", setup + ` && exec "$@"`, l.Etc},
 	})
 	l.keysDir = filepath.Dir(srv.Config().Path)
 	l.Target = remote.Target{Addr: fwd, User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
@@ -358,6 +378,65 @@ func appendFile(t *testing.T, path, s string) {
 	if _, err := f.WriteString(s); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// networkdStart is the shell line that starts networkd in the background,
+// its pid in the state directory.
+func (l *Lab) networkdStart() string {
+	return `(container=rackflow-guestlab setsid sh -c 'echo $$ > ` + l.state + `/networkd.pid; exec ` + NetworkdBinary + `' >> ` + l.state + `/networkd.log 2>&1 < /dev/null &)`
+}
+
+func (l *Lab) killState(name string) {
+	b, err := os.ReadFile(filepath.Join(l.state, name))
+	if err != nil {
+		return
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+}
+
+// RestartNetworkd stops the guest's networkd and starts it again, as a
+// `systemctl restart systemd-networkd` would, and returns once it has
+// configured iface again (systemd-networkd-wait-online). It runs as root
+// over SSH, in the guest's mount namespace.
+func (l *Lab) RestartNetworkd(t *testing.T, iface string) {
+	t.Helper()
+	if l.state == "" {
+		t.Fatal("guestlab: RestartNetworkd needs Options.Networkd")
+	}
+	// kill -0 polls for the exit: networkd is not this shell's child.
+	l.rootSSH(t, `pid=$(cat `+l.state+`/networkd.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; `+
+		l.networkdStart()+`; /lib/systemd/systemd-networkd-wait-online -q -i `+iface+` --timeout=30`)
+}
+
+// NetworkdLog is what the guest's networkd logged.
+func (l *Lab) NetworkdLog() string {
+	b, _ := os.ReadFile(filepath.Join(l.state, "networkd.log"))
+	return string(b)
+}
+
+// RootSSH runs a shell line in the guest as root over SSH (in the guest's
+// mount namespace) and returns its output, failing the test on error.
+func (l *Lab) RootSSH(t *testing.T, cmd string) string { t.Helper(); return l.rootSSH(t, cmd) }
+
+func (l *Lab) rootSSH(t *testing.T, cmd string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := (&remote.Dialer{Secrets: l.Secrets}).Dial(ctx, l.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out, errOut, code, err := remote.Run(ctx, c, cmd, nil)
+	if err != nil || code != 0 {
+		t.Fatalf("guest %q: exit %d %v: %s", cmd, code, err, errOut)
+	}
+	return string(out)
 }
 
 func mkdir(t *testing.T, dir string) {
