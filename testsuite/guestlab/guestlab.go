@@ -399,20 +399,6 @@ func (l *Lab) killState(name string) {
 	}
 }
 
-// RestartNetworkd stops the guest's networkd and starts it again, as a
-// `systemctl restart systemd-networkd` would, and returns once it has
-// configured iface again (systemd-networkd-wait-online). It runs as root
-// over SSH, in the guest's mount namespace.
-func (l *Lab) RestartNetworkd(t *testing.T, iface string) {
-	t.Helper()
-	if l.state == "" {
-		t.Fatal("guestlab: RestartNetworkd needs Options.Networkd")
-	}
-	// kill -0 polls for the exit: networkd is not this shell's child.
-	l.rootSSH(t, `pid=$(cat `+l.state+`/networkd.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; `+
-		l.networkdStart()+`; /lib/systemd/systemd-networkd-wait-online -q -i `+iface+` --timeout=30`)
-}
-
 // NetworkdLog is what the guest's networkd logged.
 func (l *Lab) NetworkdLog() string {
 	b, _ := os.ReadFile(filepath.Join(l.state, "networkd.log"))
