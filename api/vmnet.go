@@ -34,7 +34,10 @@ func (c CloudStack) Insecure() bool { return c.VerifySSL != nil && !*c.VerifySSL
 
 // GuestSSH says how to reach the VM over SSH. HostKey pins its host key.
 type GuestSSH struct {
-	Address    string `json:"address" yaml:"address"` // host:port
+	Address string `json:"address" yaml:"address"` // host:port
+	// User logs in; root when empty. Another user (a cloud image's default
+	// user, as root SSH is forbidden there) runs the changes through
+	// `sudo -n`, so it needs a passwordless sudoers rule.
 	User       string `json:"user,omitempty" yaml:"user,omitempty"`
 	Credential string `json:"credential" yaml:"credential"`
 	HostKey    string `json:"host_key" yaml:"host_key"`
@@ -51,6 +54,12 @@ type VMNetInput struct {
 	Network string `json:"network" yaml:"network"`
 	// IP asks for a fixed address on the network (optional).
 	IP string `json:"ip,omitempty" yaml:"ip,omitempty"`
+	// SecondaryIPs are more addresses on the network for the new NIC
+	// (CloudStack secondary IPs, addIpToNic), configured in the guest too.
+	SecondaryIPs []string `json:"secondary_ips,omitempty" yaml:"secondary_ips,omitempty"`
+	// Project is the CloudStack project (its id) the VM and network belong
+	// to; CloudStack does not list a project's resources without it.
+	Project string `json:"project,omitempty" yaml:"project,omitempty"`
 	// CIDRs of the other area to route through the new NIC.
 	CIDRs []string `json:"cidrs" yaml:"cidrs"`
 	// Gateway on the new network; the network's when empty.
@@ -82,6 +91,10 @@ type VMNetResult struct {
 	VerifiedSource string `json:"verified_source,omitempty"`
 }
 
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+var guestUserRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
 var idOrNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
 
 // Validate checks the input before any call.
@@ -96,6 +109,19 @@ func (in VMNetInput) Validate() error {
 	}
 	if in.IP != "" && !validIPv4(in.IP) {
 		add("ip", in.IP, "not an IPv4 address")
+	}
+	seen := map[string]bool{in.IP: in.IP != ""}
+	for i, ip := range in.SecondaryIPs {
+		switch {
+		case !validIPv4(ip):
+			add(fmt.Sprintf("secondary_ips[%d]", i), ip, "not an IPv4 address")
+		case seen[ip]:
+			add(fmt.Sprintf("secondary_ips[%d]", i), ip, "given twice")
+		}
+		seen[ip] = true
+	}
+	if in.Project != "" && !uuidRE.MatchString(in.Project) {
+		add("project", in.Project, "must be the CloudStack project's id (a UUID)")
 	}
 	if len(in.CIDRs) == 0 {
 		add("cidrs", "", "at least one destination CIDR is required")
@@ -124,6 +150,9 @@ func (in VMNetInput) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(in.Guest.Address); err != nil {
 		add("guest.address", in.Guest.Address, "must be host:port")
+	}
+	if in.Guest.User != "" && !guestUserRE.MatchString(in.Guest.User) {
+		add("guest.user", in.Guest.User, "must be a login name (lower case letters, digits, _ and -)")
 	}
 	if !ValidRef(in.Guest.Credential) {
 		add("guest.credential", in.Guest.Credential, "must name a secret holding a private key")

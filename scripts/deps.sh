@@ -27,6 +27,7 @@ declare -A need=(
   [zstd]=zstd
   [xz]=xz-utils
   [openssl]=openssl
+  [sudo]=sudo
 )
 # sshd lives in /usr/sbin, which may not be on PATH for non-root shells.
 export PATH="$PATH:/usr/sbin:/sbin"

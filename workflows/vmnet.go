@@ -77,6 +77,7 @@ func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.Co
 	ci := guestnet.ConfigureInput{
 		Target: p.guest, MAC: nic.MAC, Address: fmt.Sprintf("%s/%d", nic.IP, ones), Gateway: gw,
 		CIDRs: in.CIDRs, PolicyRouting: in.PolicyRouting, Table: in.Table, Persist: true,
+		SecondaryIPs: in.SecondaryIPs,
 	}
 	// The guest side refuses to touch the interface carrying these.
 	if pn, ok := p.primary(); ok {
@@ -86,7 +87,7 @@ func (p vmnetPlan) configure(in api.VMNetInput, nic cloudstack.Nic) (guestnet.Co
 }
 
 func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
-	p.target = cloudstack.Target{URL: in.CloudStack.URL, Credential: in.CloudStack.Credential, Insecure: in.CloudStack.Insecure()}
+	p.target = cloudstack.Target{URL: in.CloudStack.URL, Credential: in.CloudStack.Credential, Insecure: in.CloudStack.Insecure(), ProjectID: in.Project}
 	user := in.Guest.User
 	if user == "" {
 		user = "root"
@@ -115,6 +116,10 @@ func (p *vmnetPlan) lookup(ctx workflow.Context, in api.VMNetInput) error {
 	}
 	return nil
 }
+
+// versionSecondaryIPs is the GetVersion change ID of the secondary IPs
+// step.
+const versionSecondaryIPs = "vmnet-secondary-ips"
 
 // versionNetworkInVMZone is the GetVersion change ID of the zone-scoped
 // network lookup.
@@ -175,6 +180,27 @@ func SetupVMNetwork(ctx workflow.Context, in api.VMNetInput) (api.VMNetResult, e
 				return workflow.ExecuteActivity(csCtx(ctx, "undo: remove NIC "+nr.Nic.ID, true), csA.RemoveNic,
 					cloudstack.RemoveNicInput{Target: p.target, VMID: p.vm.ID, NicID: nr.Nic.ID}).Get(ctx, nil)
 			})
+		}
+
+		// Version 1 adds the secondary IPs the input asks for; only such
+		// inputs schedule the activity, and runs before it had none.
+		if len(in.SecondaryIPs) > 0 && workflow.GetVersion(ctx, versionSecondaryIPs, workflow.DefaultVersion, 1) >= 1 {
+			var sr cloudstack.SecondaryIPsResult
+			sin := cloudstack.SecondaryIPsInput{Target: p.target, VMID: p.vm.ID, NicID: nr.Nic.ID, IPs: in.SecondaryIPs}
+			if err := workflow.ExecuteActivity(csCtx(ctx, fmt.Sprintf("secondary IPs %v on NIC %s", in.SecondaryIPs, nr.Nic.ID), true),
+				csA.EnsureSecondaryIPs, sin).Get(ctx, &sr); err != nil {
+				return err
+			}
+			if len(sr.Added) > 0 {
+				added := sin
+				added.IPs = nil
+				for _, x := range sr.Added {
+					added.IPs = append(added.IPs, x.IP)
+				}
+				undo.add("remove secondary IPs", func(ctx workflow.Context) error {
+					return workflow.ExecuteActivity(csCtx(ctx, fmt.Sprintf("undo: remove secondary IPs %v", added.IPs), true), csA.RemoveSecondaryIPs, added).Get(ctx, nil)
+				})
+			}
 		}
 
 		ci, err := p.configure(in, nr.Nic)

@@ -37,7 +37,11 @@ type vmnetWorld struct {
 	ts     testsuite.WorkflowTestSuite
 }
 
-func newVMNetWorld(t *testing.T) *vmnetWorld {
+func newVMNetWorld(t *testing.T) *vmnetWorld { return newVMNetWorldIn(t, false) }
+
+// newVMNetWorldIn builds the world; with project, the VM and the secnet
+// network belong to a CloudStack project, which the input names.
+func newVMNetWorldIn(t *testing.T, project bool) *vmnetWorld {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("lab test: network namespaces and sshd")
@@ -46,14 +50,18 @@ func newVMNetWorld(t *testing.T) *vmnetWorld {
 	lab := guestlab.Start(t, guestlab.Options{Flavour: guestlab.FlavourNetplan})
 	cs := csfake.Start(t, csfake.Options{JobPolls: 3})
 	zone := cs.AddZone(csfake.Zone{Name: "zone1", NetworkType: "Advanced"})
-	dmz := cs.AddNetwork(csfake.Network{Name: "dmz", ZoneID: zone, CIDR: "10.50.0.0/24", Gateway: guestlab.DMZGateway, Type: "Isolated"})
-	secnet := cs.AddNetwork(csfake.Network{Name: "secnet", ZoneID: zone, CIDR: "10.51.0.0/24", Gateway: guestlab.SecGateway})
-	vm := cs.AddVM(csfake.VM{Name: "web01", ZoneID: zone, Nics: []csfake.Nic{{NetworkID: dmz, MAC: guestlab.Eth0MAC, IP: "10.50.0.10", IsDefault: true}}})
+	var proj string
+	if project {
+		proj = cs.AddProject(csfake.Project{Name: "shop"})
+	}
+	dmz := cs.AddNetwork(csfake.Network{Name: "dmz", ZoneID: zone, CIDR: "10.50.0.0/24", Gateway: guestlab.DMZGateway, Type: "Isolated", ProjectID: proj})
+	secnet := cs.AddNetwork(csfake.Network{Name: "secnet", ZoneID: zone, CIDR: "10.51.0.0/24", Gateway: guestlab.SecGateway, Type: "Isolated", ProjectID: proj})
+	vm := cs.AddVM(csfake.VM{Name: "web01", ZoneID: zone, ProjectID: proj, Nics: []csfake.Nic{{NetworkID: dmz, MAC: guestlab.Eth0MAC, IP: "10.50.0.10", IsDefault: true}}})
 	cs.PlanNic(vm, secnet, csfake.NicPlan{MAC: guestlab.Eth1MAC, IP: "10.51.0.10"})
 	return &vmnetWorld{cs: cs, lab: lab, vmID: vm, secnet: secnet, dmz: dmz, in: api.VMNetInput{
 		VM: "web01", Network: "secnet", CIDRs: []string{guestlab.DBNet}, Verify: guestlab.DBAddr,
 		Guest:      api.GuestSSH{Address: lab.Target.Addr, User: lab.Target.User, Credential: lab.Target.Credential, HostKey: lab.Target.HostKey},
-		CloudStack: api.CloudStack{URL: cs.URL(), Credential: csCred},
+		CloudStack: api.CloudStack{URL: cs.URL(), Credential: csCred}, Project: proj,
 	}}
 }
 
@@ -231,5 +239,55 @@ func TestSetupVMNetworkRefusesTheDefaultNetwork(t *testing.T) {
 	}
 	if w.nics(t) != 1 || w.cs.Calls("addNicToVirtualMachine") != 0 || w.cs.Calls("removeNicFromVirtualMachine") != 0 {
 		t.Error("CloudStack was asked to change the VM")
+	}
+}
+
+// TestSetupVMNetworkProjectAndSecondaryIPs: the VM and network live in a
+// CloudStack project, which the input names (without it CloudStack lists
+// neither); the input asks for a secondary IP, which CloudStack gives the
+// new NIC through addIpToNic and the guest carries on eth1. When a later
+// step fails, the rollback removes the secondary IP (removeIpFromNic) and
+// the NIC.
+func TestSetupVMNetworkProjectAndSecondaryIPs(t *testing.T) {
+	w := newVMNetWorldIn(t, true)
+	in := w.in
+	in.SecondaryIPs = []string{"10.51.0.11"}
+
+	noProject := in
+	noProject.Project = ""
+	if _, err := w.run(t, SetupVMNetwork, noProject); !activities.IsType(err, cloudstack.ErrTypeNotFound) {
+		t.Fatalf("without the project: %v, want %s", err, cloudstack.ErrTypeNotFound)
+	}
+
+	res, err := w.run(t, SetupVMNetwork, in)
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	vm, _ := w.cs.VM(w.vmID)
+	if len(vm.Nics) != 2 || len(vm.Nics[1].Secondary) != 1 || vm.Nics[1].Secondary[0].IP != "10.51.0.11" {
+		t.Errorf("CloudStack NICs: %+v", vm.Nics)
+	}
+	if got := w.lab.GuestRun("ip", "-4", "-o", "addr", "show", "dev", "eth1"); !strings.Contains(got, "10.51.0.11/24") || res.VerifiedSource != "10.51.0.10" {
+		t.Errorf("guest eth1: %s (verified from %s)", got, res.VerifiedSource)
+	}
+	if _, err := w.run(t, TeardownVMNetwork, in); err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	if st := w.guest(t); strings.Contains(st, "10.51.0.11") {
+		t.Errorf("secondary address left in the guest:\n%s", st)
+	}
+
+	in.Verify = "10.52.0.20:5999" // nothing listens: verification fails
+	if _, err := w.run(t, SetupVMNetwork, in); err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("err = %v, want a rolled-back failure", err)
+	}
+	if w.cs.Calls("removeIpFromNic") != 1 {
+		t.Errorf("removeIpFromNic calls = %d, want 1 (the rollback)", w.cs.Calls("removeIpFromNic"))
+	}
+	if n := w.nics(t); n != 1 {
+		t.Errorf("VM has %d NICs after rollback, want 1", n)
+	}
+	if st := w.guest(t); strings.Contains(st, "10.51.0.1") {
+		t.Errorf("guest addresses left after rollback:\n%s", st)
 	}
 }

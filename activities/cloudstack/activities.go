@@ -135,6 +135,9 @@ func (a *Activities) LookupVM(ctx context.Context, in LookupVMInput) (VMInfo, er
 		p.SetIsvnf(false)
 		p.SetPage(page)
 		p.SetPagesize(PageSize)
+		if in.Target.ProjectID != "" {
+			p.SetProjectid(in.Target.ProjectID)
+		}
 		if byID {
 			p.SetId(in.VM)
 		} else {
@@ -216,6 +219,9 @@ func (a *Activities) LookupNetwork(ctx context.Context, in LookupNetworkInput) (
 		p.SetPagesize(PageSize)
 		if in.ZoneID != "" {
 			p.SetZoneid(in.ZoneID)
+		}
+		if in.Target.ProjectID != "" {
+			p.SetProjectid(in.Target.ProjectID)
 		}
 		if byID {
 			p.SetId(in.Network)
@@ -303,7 +309,7 @@ func (a *Activities) EnsureNic(ctx context.Context, in EnsureNicInput) (NicResul
 			log.Info("VM already has a NIC on the network", "vm_id", in.VMID, "network_id", in.NetworkID, "nic_id", nic.ID, "mac", nic.MAC, "ip", nic.IP)
 			return NicResult{Nic: nic}, nil
 		}
-		if err := a.requireRunning(c, in.VMID, action); err != nil {
+		if err := a.requireRunning(c, in.Target, in.VMID, action); err != nil {
 			return NicResult{}, err
 		}
 		p := c.VirtualMachine.NewAddNicToVirtualMachineParams(in.NetworkID, in.VMID)
@@ -447,6 +453,12 @@ func (a *Activities) findNic(c *cs.CloudStackClient, vmID, networkID, nicID stri
 
 // waitJob polls an async job until it ends, heartbeating prog each poll.
 func (a *Activities) waitJob(ctx context.Context, c *cs.CloudStackClient, prog *JobProgress) (json.RawMessage, error) {
+	return a.waitJobBeat(ctx, c, prog, func(p JobProgress) { activity.RecordHeartbeat(ctx, p) })
+}
+
+// waitJobBeat is waitJob with the heartbeat left to beat, for activities
+// whose progress holds more than the job.
+func (a *Activities) waitJobBeat(ctx context.Context, c *cs.CloudStackClient, prog *JobProgress, beat func(JobProgress)) (json.RawMessage, error) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = 2 * time.Second
@@ -460,7 +472,7 @@ func (a *Activities) waitJob(ctx context.Context, c *cs.CloudStackClient, prog *
 			return nil, fmt.Errorf("query job: %w", err)
 		}
 		prog.Polls++
-		activity.RecordHeartbeat(ctx, *prog)
+		beat(*prog)
 		switch r.Jobstatus {
 		case 1:
 			return r.Jobresult, nil
@@ -535,9 +547,12 @@ func listPages[T any](list func(page int) ([]T, int, error)) ([]T, error) {
 
 // requireRunning refuses to add a NIC to a VM that is not Running: the
 // guest has to see the NIC hot-plugged and be configured over SSH.
-func (a *Activities) requireRunning(c *cs.CloudStackClient, vmID, action string) error {
+func (a *Activities) requireRunning(c *cs.CloudStackClient, t Target, vmID, action string) error {
 	p := c.VirtualMachine.NewListVirtualMachinesParams()
 	p.SetId(vmID)
+	if t.ProjectID != "" {
+		p.SetProjectid(t.ProjectID)
+	}
 	p.SetListall(true)
 	p.SetIsvnf(false)
 	r, err := call(c.VirtualMachine.ListVirtualMachines(p))

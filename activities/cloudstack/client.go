@@ -39,6 +39,12 @@ type Target struct {
 	// carried "verify_ssl", false by default: it is ignored, so an activity
 	// they scheduled verifies too.)
 	Insecure bool `json:"insecure_skip_verify,omitempty"`
+	// ProjectID, when set, is the CloudStack project (its UUID) the VM and
+	// network belong to. CloudStack lists a project's VMs and networks only
+	// when asked with its projectid, so every listVirtualMachines and
+	// listNetworks carries it; the calls on ids (listNics, the NIC and IP
+	// jobs) need none.
+	ProjectID string `json:"project_id,omitempty"`
 }
 
 // ClientFunc builds a cloudstack-go client for one activity call. ctx is the
@@ -47,6 +53,8 @@ type ClientFunc func(ctx context.Context, t Target, apiKey, secretKey string) (*
 
 // ResponseTimeout bounds the wait for one API response's headers.
 const ResponseTimeout = 30 * time.Second
+
+var errBadProject = errors.New("not a CloudStack project id (UUID)")
 
 var errBadCredential = errors.New("credential lacks the API key (username) or secret key (password)")
 
@@ -119,6 +127,9 @@ func stripQuery(s string) string {
 func (a *Activities) client(ctx context.Context, t Target) (*cs.CloudStackClient, error) {
 	if a.Secrets == nil {
 		return nil, errors.New("cloudstack: Activities has no secrets resolver")
+	}
+	if t.ProjectID != "" && !cs.IsID(t.ProjectID) {
+		return nil, fmt.Errorf("project %q: %w", t.ProjectID, errBadProject)
 	}
 	// The input names the URL and the credential together: the secrets
 	// file, not the input, decides whether this key may go there. The API

@@ -615,3 +615,125 @@ func TestRemoveNicOfExpungedVM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProjectResources: a VM and network of a CloudStack project are found,
+// and a NIC added, only when the target names the project; every list call
+// carries projectid then. Without it CloudStack (and the fake) lists none
+// of the project's resources.
+func TestProjectResources(t *testing.T) {
+	w := newWorld(t, 1)
+	proj := w.srv.AddProject(csfake.Project{Name: "shop"})
+	pnet := w.srv.AddNetwork(csfake.Network{Name: "shopsec", ZoneID: w.zone, CIDR: "10.71.0.0/24", Gateway: "10.71.0.1", Type: "Isolated", ProjectID: proj})
+	pvm := w.srv.AddVM(csfake.VM{Name: "shop01", ZoneID: w.zone, ProjectID: proj, Nics: []csfake.Nic{{NetworkID: w.dmz, IP: "10.50.0.30", IsDefault: true}}})
+
+	_, err := run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: w.target, VM: "shop01"})
+	if ae := appErr(t, err); ae.Type() != cloudstack.ErrTypeNotFound {
+		t.Errorf("project VM without the project: %v, want %s", err, cloudstack.ErrTypeNotFound)
+	}
+
+	pt := w.target
+	pt.ProjectID = proj
+	before := len(w.srv.Requests())
+	vm, err := run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: pt, VM: "shop01"})
+	if err != nil || vm.ID != pvm {
+		t.Fatalf("project VM by name: %+v %v", vm, err)
+	}
+	n, err := run[cloudstack.NetworkInfo](t, w.env(nil), w.acts.LookupNetwork, cloudstack.LookupNetworkInput{Target: pt, Network: "shopsec", ZoneID: w.zone})
+	if err != nil || n.ID != pnet {
+		t.Fatalf("project network by name: %+v %v", n, err)
+	}
+	res, err := run[cloudstack.NicResult](t, w.env(nil), w.acts.EnsureNic, cloudstack.EnsureNicInput{Target: pt, VMID: pvm, NetworkID: pnet})
+	if err != nil || !res.Added {
+		t.Fatalf("NIC on the project VM: %+v %v", res, err)
+	}
+	lists := 0
+	for _, r := range w.srv.Requests()[before:] {
+		if strings.HasPrefix(r, "listVirtualMachines ") || strings.HasPrefix(r, "listNetworks ") {
+			lists++
+			if !strings.Contains(r, " projectid="+proj) {
+				t.Errorf("list call without the project: %s", r)
+			}
+		}
+	}
+	if lists != 3 { // lookup VM, lookup network, the Running check
+		t.Errorf("%d list calls, want 3", lists)
+	}
+
+	bad := w.target
+	bad.ProjectID = "shop"
+	_, err = run[cloudstack.VMInfo](t, w.env(nil), w.acts.LookupVM, cloudstack.LookupVMInput{Target: bad, VM: "shop01"})
+	if ae := appErr(t, err); ae.Type() != activities.ErrTypeInvalidInput || !ae.NonRetryable() {
+		t.Errorf("project that is no id: %v", err)
+	}
+}
+
+// TestSecondaryIPs: the NIC gets the asked secondary addresses through
+// addIpToNic jobs; a re-run adds none; a retried attempt resumes the job its
+// predecessor started and still reports the address as added; removal
+// takes away exactly those addresses.
+func TestSecondaryIPs(t *testing.T) {
+	w := newWorld(t, 2)
+	nic := w.srv.AttachNic(w.web, csfake.Nic{NetworkID: w.secnet, MAC: "52:54:00:51:00:0a", IP: "10.51.0.10"})
+	in := cloudstack.SecondaryIPsInput{Target: w.target, VMID: w.web, NicID: nic, IPs: []string{"10.51.0.11", "10.51.0.12"}}
+	secondary := func() []string {
+		var ips []string
+		for _, n := range w.nics(t, w.web) {
+			for _, x := range n.Secondary {
+				ips = append(ips, x.IP)
+			}
+		}
+		return ips
+	}
+
+	res, err := run[cloudstack.SecondaryIPsResult](t, w.env(nil), w.acts.EnsureSecondaryIPs, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"10.51.0.11", "10.51.0.12"}, secondary()); diff != "" {
+		t.Errorf("secondary IPs (-want +got):\n%s", diff)
+	}
+	if len(res.Added) != 2 || res.Added[0].IP != "10.51.0.11" || res.Added[0].ID == "" {
+		t.Errorf("added: %+v", res.Added)
+	}
+	again, err := run[cloudstack.SecondaryIPsResult](t, w.env(nil), w.acts.EnsureSecondaryIPs, in)
+	if err != nil || len(again.Added) != 0 || w.srv.Calls("addIpToNic") != 2 {
+		t.Errorf("re-run: %+v %v, %d addIpToNic calls", again, err, w.srv.Calls("addIpToNic"))
+	}
+
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveSecondaryIPs, in); err != nil {
+		t.Fatal(err)
+	}
+	if got := secondary(); len(got) != 0 {
+		t.Errorf("left after removal: %v", got)
+	}
+	if _, err := w.env(nil).ExecuteActivity(w.acts.RemoveSecondaryIPs, in); err != nil || w.srv.Calls("removeIpFromNic") != 2 {
+		t.Errorf("second removal: %v, %d removeIpFromNic calls", err, w.srv.Calls("removeIpFromNic"))
+	}
+
+	// An attempt died after starting the job for the first address.
+	c := cs.NewClient(w.srv.URL(), w.srv.APIKey(), w.srv.SecretKey(), false)
+	p := c.Nic.NewAddIpToNicParams(nic)
+	p.SetIpaddress("10.51.0.11")
+	r, err := c.Nic.AddIpToNic(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type progress struct {
+		JobID string `json:"job_id"`
+		IP    string `json:"ip"`
+	}
+	res, err = run[cloudstack.SecondaryIPsResult](t, w.env(progress{JobID: r.JobID, IP: "10.51.0.11"}), w.acts.EnsureSecondaryIPs, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added []string
+	for _, x := range res.Added {
+		added = append(added, x.IP)
+	}
+	if diff := cmp.Diff([]string{"10.51.0.11", "10.51.0.12"}, added); diff != "" {
+		t.Errorf("added after resuming (-want +got):\n%s", diff)
+	}
+	if n := w.srv.Calls("addIpToNic"); n != 4 {
+		t.Errorf("addIpToNic calls = %d, want 4 (2, the dead attempt's, 1 more)", n)
+	}
+}

@@ -215,6 +215,8 @@ func appError(action string, err error) error {
 		return activities.NonRetryable(msg, activities.ErrTypeCredentialNotFound, err)
 	case errors.Is(err, secrets.ErrNotAllowed), errors.Is(err, secrets.ErrUnbound), errors.Is(err, secrets.ErrCleartext):
 		return activities.NonRetryable(msg, ErrTypeCredentialNotAllowed, err)
+	case errors.Is(err, errBadProject):
+		return activities.NonRetryable(msg, activities.ErrTypeInvalidInput, err)
 	case errors.Is(err, errBadCredential):
 		return activities.NonRetryable(msg, activities.ErrTypeInvalidCredential, err)
 	}

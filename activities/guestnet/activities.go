@@ -45,7 +45,11 @@ func (a *Activities) dial(ctx context.Context, t remote.Target) (guest, func(), 
 	if err != nil {
 		return guest{}, nil, remote.AppError(err)
 	}
-	return guest{ctx: ctx, client: c}, func() { c.Close() }, nil
+	user := t.User
+	if user == "" {
+		user = "root"
+	}
+	return guest{ctx: ctx, client: c, user: user}, func() { c.Close() }, nil
 }
 
 // ConfigureRoutes sets up the NIC with in.MAC: link up, in.Address on it, no
@@ -68,6 +72,9 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return ConfigureResult{}, err
 	}
 	defer done()
+	if err := g.becomeRoot(); err != nil {
+		return ConfigureResult{}, failed("become root", err)
+	}
 
 	iface, err := g.findIface(p.mac)
 	if err != nil {
@@ -90,7 +97,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 	}
 	res := ConfigureResult{Interface: iface}
 	do := func(action, cmd string) error {
-		if _, err := g.run(cmd, nil); err != nil {
+		if _, err := g.priv(cmd, nil); err != nil {
 			return failed(action+" on "+iface, err)
 		}
 		res.Actions = append(res.Actions, action)
@@ -98,14 +105,57 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return nil
 	}
 
+	// Persist first and apply through the guest's renderer, so that what
+	// runs is what the renderer owns: networkd keeps its own rules and
+	// routes over a restart (it removes foreign ones), and ifupdown knows
+	// the interface is up. The `ip` steps below then only fill in what no
+	// renderer did (none running) and check the result.
+	if p.persist {
+		mech, err := g.detect(etc)
+		if err != nil {
+			return res, failed("detect network configuration", err)
+		}
+		if mech == "" {
+			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
+			return res, activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
+		}
+		if mech == MechIfupdown {
+			if err := g.checkIfupdown(etc, iface, p); err != nil {
+				return res, err
+			}
+		}
+		files := render(mech, etc, iface, p)
+		wrote := false
+		for _, f := range files {
+			w, err := g.ensureFile(f)
+			if err != nil {
+				return res, failed("write "+f.path, err)
+			}
+			if w {
+				wrote = true
+				res.Actions = append(res.Actions, "write "+f.path)
+				log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
+			}
+		}
+		res.Persisted = mech + ":" + files[0].path
+		if err := g.apply(mech, iface, p, wrote, do); err != nil {
+			return res, err
+		}
+		if link, err = g.link(iface); err != nil {
+			return res, failed("read "+iface, err)
+		}
+	}
+
 	if !link.up() {
 		if err := do("link up", "ip link set dev "+iface+" up"); err != nil {
 			return res, err
 		}
 	}
-	if !link.has(p.addr) {
-		if err := do("address "+p.addr.String(), "ip addr add "+p.addr.String()+" dev "+iface); err != nil {
-			return res, err
+	for _, a := range p.addrs() {
+		if !link.has(a) {
+			if err := do("address "+a.String(), "ip addr add "+a.String()+" dev "+iface); err != nil {
+				return res, err
+			}
 		}
 	}
 
@@ -117,7 +167,7 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		return res, failed("read rp_filter of "+iface, err)
 	}
 	if rp != "2" {
-		if err := do("rp_filter 2", "sysctl -q -w net.ipv4.conf."+iface+".rp_filter=2"); err != nil {
+		if err := do("rp_filter 2", "sysctl -q -w net/ipv4/conf/"+iface+"/rp_filter=2"); err != nil {
 			return res, err
 		}
 		if rp, err = g.rpFilter(iface); err != nil || rp != "2" {
@@ -175,36 +225,6 @@ func (a *Activities) ConfigureRoutes(ctx context.Context, in ConfigureInput) (Co
 		}
 	}
 
-	if p.persist {
-		mech, err := g.detect(etc)
-		if err != nil {
-			return res, failed("detect network configuration", err)
-		}
-		if mech == "" {
-			err := fmt.Errorf("guest %s has no netplan, NetworkManager or ifupdown configuration to persist to", in.Target.Addr)
-			return res, activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
-		}
-		if mech == MechIfupdown {
-			if err := g.checkIfupdown(etc); err != nil {
-				return res, err
-			}
-		}
-		f := render(mech, etc, iface, p)
-		wrote, err := g.ensureFile(f)
-		if err != nil {
-			return res, failed("write "+f.path, err)
-		}
-		res.Persisted = mech + ":" + f.path
-		if wrote {
-			res.Actions = append(res.Actions, "write "+f.path)
-			log.Info("guest network persisted", "addr", in.Target.Addr, "interface", iface, "mechanism", mech, "path", f.path)
-			if mech == MechNetworkManager {
-				if _, err := g.run("nmcli connection reload", nil); err != nil {
-					return res, failed("nmcli connection reload", err)
-				}
-			}
-		}
-	}
 	res.Changed = len(res.Actions) > 0
 	log.Info("guest routes configured", "addr", in.Target.Addr, "interface", iface, "mac", p.mac, "changed", res.Changed, "persisted", res.Persisted)
 	return res, nil
@@ -239,6 +259,9 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		return err
 	}
 	defer done()
+	if err := g.becomeRoot(); err != nil {
+		return failed("become root", err)
+	}
 
 	// Never unconfigure the interface carrying the primary IP or the
 	// session: check before touching anything.
@@ -260,17 +283,18 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		}
 	}
 
+	if err := g.unapply(etc, iface, p); err != nil {
+		return err
+	}
 	removed, err := g.removeFiles(etc, p)
 	if err != nil {
 		return failed("remove persistent configuration", err)
 	}
 	for _, f := range removed {
 		log.Info("guest network file removed", "addr", in.Target.Addr, "mac", p.mac, "path", f)
-		if strings.Contains(f, "/NetworkManager/") {
-			if _, err := g.run("nmcli connection reload", nil); err != nil {
-				return failed("nmcli connection reload", err)
-			}
-		}
+	}
+	if err := g.reapply(removed); err != nil {
+		return err
 	}
 	for _, r := range p.rules() {
 		n, err := g.countRule(r)
@@ -278,7 +302,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 			return failed("read rules", err)
 		}
 		for ; n > 0; n-- {
-			if _, err := g.run("ip rule del "+r.args(), nil); err != nil {
+			if _, err := g.priv("ip rule del "+r.args(), nil); err != nil {
 				return failed("remove rule "+r.args(), err)
 			}
 		}
@@ -296,7 +320,7 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 		if !hasRoute(table, c, p.gw, iface) {
 			continue
 		}
-		if _, err := g.run(fmt.Sprintf("ip route del %s via %s dev %s table %s", c, p.gw, iface, p.table), nil); err != nil {
+		if _, err := g.priv(fmt.Sprintf("ip route del %s via %s dev %s table %s", c, p.gw, iface, p.table), nil); err != nil {
 			return failed("remove route "+c.String(), err)
 		}
 	}
@@ -304,16 +328,22 @@ func (a *Activities) RemoveRoutes(ctx context.Context, in ConfigureInput) error 
 	if err != nil {
 		return failed("read "+iface, err)
 	}
-	if link.has(p.addr) {
-		if _, err := g.run("ip addr del "+p.addr.String()+" dev "+iface, nil); err != nil {
-			return failed("remove address", err)
+	// Secondary addresses first: deleting the primary one of a subnet
+	// takes its secondaries with it (without promote_secondaries).
+	addrs := p.addrs()
+	for i := len(addrs) - 1; i >= 0; i-- {
+		if !link.has(addrs[i]) {
+			continue
+		}
+		if _, err := g.priv("ip addr del "+addrs[i].String()+" dev "+iface, nil); err != nil {
+			return failed("remove address "+addrs[i].String(), err)
 		}
 		if link, err = g.link(iface); err != nil {
 			return failed("read "+iface, err)
 		}
 	}
 	if link.up() && len(link.v4()) == 0 {
-		if _, err := g.run("ip link set dev "+iface+" down", nil); err != nil {
+		if _, err := g.priv("ip link set dev "+iface+" down", nil); err != nil {
 			return failed("link down", err)
 		}
 	}

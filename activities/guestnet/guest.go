@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
@@ -21,6 +22,58 @@ import (
 type guest struct {
 	ctx    context.Context
 	client *ssh.Client
+	// user is the login; sudo is set (by becomeRoot) when it is not root,
+	// and privileged commands then run through `sudo -n`.
+	user string
+	sudo bool
+}
+
+// becomeRoot finds out whether the login is root and, when it is not,
+// whether it may run commands as root through `sudo -n` (no password, no
+// prompt: a prompt would hang the session). A user without such a rule
+// gets a non-retryable GuestSudoRefused before anything is changed.
+func (g *guest) becomeRoot() error {
+	out, err := g.run("id -u", nil)
+	if err != nil {
+		return failed("read the login's uid", err)
+	}
+	if strings.TrimSpace(out) == "0" {
+		g.sudo = false
+		return nil
+	}
+	g.sudo = true
+	_, err = g.priv("true", nil)
+	return err
+}
+
+// priv runs cmd as root: as is for root, through `sudo -n sh -c` for
+// another user. A sudo refusal (no rule, a rule that wants a password, no
+// sudo at all) is a non-retryable GuestSudoRefused.
+func (g guest) priv(cmd string, stdin []byte) (string, error) {
+	if !g.sudo {
+		return g.run(cmd, stdin)
+	}
+	out, err := g.run("sudo -n -- sh -c "+remote.Quote(cmd), stdin)
+	if ee, ok := exited(err); ok && sudoRefused(ee) {
+		msg := fmt.Sprintf("user %s may not run commands as root without a password (`sudo -n` said: %s): add a sudoers rule, e.g. /etc/sudoers.d/rackflow containing %q (cloud images give their default user one), or log in as a user that has one",
+			g.user, strings.TrimSpace(ee.StderrTail), g.user+" ALL=(root) NOPASSWD: ALL")
+		return out, activities.NonRetryable(msg, ErrTypeSudoRefused, nil)
+	}
+	return out, err
+}
+
+// sudoRefused reports whether a command run through sudo failed in sudo
+// itself, for want of a rule or a password, rather than in the command.
+func sudoRefused(ee *remote.ExitError) bool {
+	if ee.Status == 127 && strings.Contains(ee.StderrTail, "sudo") {
+		return true // no sudo in the guest
+	}
+	for _, s := range []string{"sudo: a password is required", "is not in the sudoers file", "may not run sudo", "is not allowed to execute", "sudo: a terminal is required"} {
+		if strings.Contains(ee.StderrTail, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // run runs cmd and returns its stdout; a non-zero exit is a
@@ -41,7 +94,12 @@ func exited(err error) (*remote.ExitError, bool) {
 	return ee, errors.As(err, &ee)
 }
 
+// failed is a retryable GuestCommandFailed saying what failed; a sudo
+// refusal keeps its own, non-retryable kind.
 func failed(action string, err error) error {
+	if activities.IsType(err, ErrTypeSudoRefused) {
+		return err
+	}
 	msg := action + ": " + err.Error()
 	return temporal.NewApplicationErrorWithOptions(msg, ErrTypeCommandFailed, temporal.ApplicationErrorOptions{Cause: err})
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,9 +91,14 @@ func (h harness) state(t *testing.T) string {
 // private /etc.
 func (h harness) guestSSH(t *testing.T, cmd string) string {
 	t.Helper()
+	return h.guestSSHAs(t, h.lab.Target, cmd)
+}
+
+func (h harness) guestSSHAs(t *testing.T, tg remote.Target, cmd string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := (&remote.Dialer{Secrets: h.lab.Secrets}).Dial(ctx, h.lab.Target)
+	c, err := (&remote.Dialer{Secrets: h.lab.Secrets}).Dial(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,15 +128,17 @@ func baseInput(lab *guestlab.Lab) guestnet.ConfigureInput {
 
 const wantNetplan = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
 # No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
 network:
   version: 2
   ethernets:
-    rackflow-52540051000a:
+    00-rackflow-52540051000a:
       match:
         macaddress: "52:54:00:51:00:0a"
       dhcp4: false
       dhcp6: false
       accept-ra: false
+      link-local: []
       addresses:
         - "10.51.0.10/24"
       routes:
@@ -160,7 +168,11 @@ func TestLabNetplan(t *testing.T) {
 	wantPath := "/etc/netplan/90-rackflow-52540051000a.yaml"
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "netplan:" + wantPath,
-		Actions: []string{"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main", "write " + wantPath},
+		Actions: []string{
+			"write " + wantPath, "write /etc/systemd/network/10-rackflow-52540051000a.link",
+			"write /etc/sysctl.d/90-rackflow-52540051000a.conf", "netplan generate",
+			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table main",
+		},
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
 		t.Errorf("first run (-want +got):\n%s", diff)
@@ -177,6 +189,9 @@ func TestLabNetplan(t *testing.T) {
 		t.Errorf("netplan file mode %v, want 0600", fi.Mode().Perm())
 	}
 	checkNetplanGenerates(t, string(got))
+	if link, err := os.ReadFile(filepath.Join(h.lab.Etc, "systemd", "network", "10-rackflow-52540051000a.link")); err != nil || string(link) != wantLink {
+		t.Errorf(".link file pinning eth1 to the MAC: %v\n%s", err, link)
+	}
 	if _, err := os.Stat("/etc/netplan/90-rackflow-52540051000a.yaml"); err == nil {
 		t.Fatal("the test host's own /etc/netplan was written")
 	}
@@ -233,12 +248,24 @@ func checkNetplanGenerates(t *testing.T, content string) {
 	if err := os.WriteFile(filepath.Join(root, "etc", "netplan", "90-rackflow.yaml"), []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A cloud image's catch-all: DHCP on every ethN but the primary. Its
+	// file sorts before rackflow's, its id after "00-".
+	catchAll := "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth[1-9]*\"\n      dhcp4: true\n"
+	if err := os.WriteFile(filepath.Join(root, "etc", "netplan", "50-cloud-init.yaml"), []byte(catchAll), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("netplan", "generate", "--root-dir", root).CombinedOutput(); err != nil {
 		t.Fatalf("netplan generate rejects the file: %v: %s", err, out)
 	}
+	// networkd takes the first .network file by name that matches the
+	// device: rackflow's must come before the catch-all's.
 	files, _ := filepath.Glob(filepath.Join(root, "run", "systemd", "network", "*.network"))
-	if len(files) != 1 {
-		t.Fatalf("netplan generated %v, want one .network file", files)
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+	}
+	if diff := cmp.Diff([]string{"10-netplan-00-rackflow-52540051000a.network", "10-netplan-all-eth.network"}, names); diff != "" {
+		t.Fatalf("generated .network files in networkd's order (-want +got):\n%s", diff)
 	}
 	nw, _ := os.ReadFile(files[0])
 	s := string(nw)
@@ -255,16 +282,41 @@ func checkNetplanGenerates(t *testing.T, content string) {
 
 const wantIfupdown = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
 # No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
+# The name eth1 is pinned to the MAC by /etc/systemd/network/10-rackflow-52540051000a.link.
 allow-hotplug eth1
-iface eth1 inet static
-    address 10.51.0.10/24
+iface eth1 inet manual
+    up ip link set dev eth1 up
+    up ip addr replace 10.51.0.10/24 dev eth1
     up ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+    up ip rule del from 10.51.0.10/32 lookup 100 pref 1000 2>/dev/null || true
     up ip rule add from 10.51.0.10/32 lookup 100 pref 1000
+    up ip rule del to 10.52.0.0/24 lookup 100 pref 1000 2>/dev/null || true
     up ip rule add to 10.52.0.0/24 lookup 100 pref 1000
-    down ip rule del from 10.51.0.10/32 lookup 100 pref 1000
-    down ip rule del to 10.52.0.0/24 lookup 100 pref 1000
-    down ip route del 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100
+    down ip rule del from 10.51.0.10/32 lookup 100 pref 1000 2>/dev/null || true
+    down ip rule del to 10.52.0.0/24 lookup 100 pref 1000 2>/dev/null || true
+    down ip route del 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100 2>/dev/null || true
+    down ip addr del 10.51.0.10/24 dev eth1 2>/dev/null || true
 `
+
+const wantLink = `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
+# No gateway and no default route here: the default route stays on the primary NIC.
+# rackflow owns this file: configuration management must leave it alone.
+[Match]
+MACAddress=52:54:00:51:00:0a
+
+[Link]
+Name=eth1
+`
+
+// TestLabIfupdownPolicyRouting: on an ifupdown guest the stanza, a .link
+// file pinning the name to the MAC and a sysctl.d file are written, and
+// ifup (the renderer) applies the stanza; a re-run changes nothing; the
+// routes and rules survive ifupdown taking the interface down and up again
+// (what a `systemctl restart networking` or a reboot does); RemoveRoutes
+// takes it down through ifdown and leaves the guest as it was.
+// header3 is the header every rackflow file starts with.
+func header3() string { return strings.Join(strings.SplitAfter(wantLink, "\n")[:3], "") }
 
 func TestLabIfupdownPolicyRouting(t *testing.T) {
 	h := newHarness(t, guestlab.FlavourIfupdown)
@@ -280,9 +332,8 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	want := guestnet.ConfigureResult{
 		Interface: "eth1", Changed: true, Persisted: "ifupdown:" + wantPath,
 		Actions: []string{
-			"link up", "address 10.51.0.10/24", "rp_filter 2", "route 10.52.0.0/24 via 10.51.0.1 table 100",
-			"rule from 10.51.0.10/32 lookup 100 pref 1000", "rule to 10.52.0.0/24 lookup 100 pref 1000",
-			"write " + wantPath,
+			"write " + wantPath, "write /etc/systemd/network/10-rackflow-52540051000a.link",
+			"write /etc/sysctl.d/90-rackflow-52540051000a.conf", "ifup eth1", "rp_filter 2",
 		},
 	}
 	if diff := cmp.Diff(want, res); diff != "" {
@@ -295,9 +346,25 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	if diff := cmp.Diff(wantIfupdown, string(got)); diff != "" {
 		t.Errorf("interfaces.d file (-want +got):\n%s", diff)
 	}
-	// ifupdown itself reads the stanza through the guest's interfaces file.
+	for name, want := range map[string]string{
+		"systemd/network/10-rackflow-52540051000a.link": wantLink,
+		"sysctl.d/90-rackflow-52540051000a.conf":        header3() + "net/ipv4/conf/eth1/rp_filter = 2\n",
+	} {
+		got, err := os.ReadFile(filepath.Join(h.lab.Etc, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, string(got)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+	// ifupdown itself reads the stanza through the guest's interfaces
+	// file, and has the interface up.
+	if st := strings.TrimSpace(h.guestSSH(t, "ifquery --state eth1")); st != "eth1=eth1" {
+		t.Errorf("ifquery --state eth1 = %q, want eth1=eth1", st)
+	}
 	q := h.guestSSH(t, "ifquery eth1")
-	for _, want := range []string{"address: 10.51.0.10\n", "netmask: 255.255.255.0", "up: ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100"} {
+	for _, want := range []string{"up: ip addr replace 10.51.0.10/24 dev eth1", "up: ip route replace 10.52.0.0/24 via 10.51.0.1 dev eth1 table 100"} {
 		if !strings.Contains(q, want) {
 			t.Errorf("ifquery eth1 lacks %q:\n%s", want, q)
 		}
@@ -323,6 +390,18 @@ func TestLabIfupdownPolicyRouting(t *testing.T) {
 	}
 	if n := strings.Count(h.lab.GuestRun("ip", "rule", "show"), "lookup 100"); n != 2 {
 		t.Errorf("%d rules for table 100 after two runs, want 2", n)
+	}
+
+	// The renderer restarts: ifupdown takes eth1 down and brings it up
+	// from the persisted stanza. Routes and rules come back as they were.
+	configured := h.state(t)
+	h.guestSSH(t, "ifdown eth1")
+	if st := h.state(t); strings.Contains(st, "10.52.0.0/24") {
+		t.Errorf("ifdown left the routes:\n%s", st)
+	}
+	h.guestSSH(t, "ifup eth1")
+	if diff := cmp.Diff(configured, h.state(t)); diff != "" {
+		t.Errorf("after ifdown/ifup (-configured +now):\n%s", diff)
 	}
 
 	v, err := h.verify(t)
@@ -397,6 +476,7 @@ func TestInputValidation(t *testing.T) {
 		"address sans prefix": func(in *guestnet.ConfigureInput) { in.Address = "10.51.0.10" },
 		"main table":          func(in *guestnet.ConfigureInput) { in.PolicyRouting, in.Table = true, 254 },
 		"no table":            func(in *guestnet.ConfigureInput) { in.PolicyRouting = true },
+		"user with shell":     func(in *guestnet.ConfigureInput) { in.Target.User = "cloud;reboot" },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -502,5 +582,117 @@ func TestLabNeverCutsTheGuestOff(t *testing.T) {
 	}
 	if got := strings.TrimSpace(h.lab.GuestRun("ip", "-4", "route", "show", "default")); got != "default via 10.50.0.1 dev eth0" {
 		t.Errorf("default route: %q", got)
+	}
+}
+
+// TestLabNonRootGuest: stock cloud images forbid root SSH; their default
+// user runs the changes through `sudo -n`. A user with a sudoers drop-in
+// gets the same result as root, files owned by root; a user without one is
+// refused up front, non-retryably, with the fix in the message, and the
+// guest is left as it was.
+func TestLabNonRootGuest(t *testing.T) {
+	h := newHarness(t, guestlab.FlavourIfupdown)
+	initial := h.state(t)
+
+	plain := baseInput(h.lab)
+	plain.Target = h.lab.AddUser(t, "plain", false)
+	plain.Persist, plain.PolicyRouting, plain.Table = true, true, 100
+	for name, fn := range map[string]any{"configure": h.acts.ConfigureRoutes, "remove": h.acts.RemoveRoutes} {
+		_, err := h.env().ExecuteActivity(fn, plain)
+		t.Logf("%s as plain: %v", name, err)
+		ae := appErr(t, err)
+		if ae.Type() != guestnet.ErrTypeSudoRefused || !ae.NonRetryable() ||
+			!strings.Contains(ae.Error(), "user plain may not run commands as root without a password") ||
+			!strings.Contains(ae.Error(), "add a sudoers rule") {
+			t.Errorf("%s as a user without sudo: %v, want non-retryable %s", name, err, guestnet.ErrTypeSudoRefused)
+		}
+	}
+	if st := h.state(t); st != initial {
+		t.Fatalf("the refused user changed the guest:\n%s", st)
+	}
+
+	in := plain
+	in.Target = h.lab.AddUser(t, "cloud", true)
+	if who := strings.TrimSpace(h.guestSSHAs(t, in.Target, "id -un; sudo -n id -un")); who != "cloud\nroot" {
+		t.Fatalf("lab user: %q", who)
+	}
+	res, err := h.configure(t, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPath := "/etc/network/interfaces.d/rackflow-52540051000a"
+	if !res.Changed || res.Interface != "eth1" || res.Persisted != "ifupdown:"+wantPath {
+		t.Errorf("first run as cloud: %+v", res)
+	}
+	fi, err := os.Stat(filepath.Join(h.lab.Etc, "network", "interfaces.d", "rackflow-52540051000a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Errorf("persistent file owned by uid %d, want root", st.Uid)
+	}
+	if got := h.lab.GuestRun("ip", "-4", "route", "show", "table", "100"); strings.TrimSpace(got) != "10.52.0.0/24 via 10.51.0.1 dev eth1" {
+		t.Errorf("table 100: %q", got)
+	}
+	again, err := h.configure(t, in)
+	if err != nil || again.Changed {
+		t.Errorf("re-run as cloud: %+v, %v", again, err)
+	}
+	v, err := h.env().ExecuteActivity(h.acts.VerifyPath, guestnet.VerifyInput{Target: in.Target, Dest: guestlab.DBAddr, MAC: guestlab.Eth1MAC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vr guestnet.VerifyResult
+	if err := v.Get(&vr); err != nil || vr.Source != "10.51.0.10" {
+		t.Errorf("verify as cloud: %+v %v", vr, err)
+	}
+	h.remove(t, in)
+	if diff := cmp.Diff(initial, h.state(t)); diff != "" {
+		t.Errorf("guest state after RemoveRoutes as cloud (-initial +now):\n%s", diff)
+	}
+}
+
+// TestLabNetplanNetworkd: a netplan guest whose real systemd-networkd runs,
+// with a cloud image's DHCP catch-all for every ethN but the primary. When
+// networkd gives the NIC to the catch-all rather than to rackflow's file,
+// ConfigureRoutes says so, non-retryably, naming the file that won, instead
+// of configuring routes by hand that networkd would remove on its next
+// restart; RemoveRoutes takes rackflow's files away again.
+//
+// In this lab networkd never matches rackflow's file: netplan 0.106 renders
+// `match: macaddress` as PermanentMACAddress=, and a veth has no permanent
+// address (a virtio NIC has). So the lab proves the refusal with the real
+// networkd, not the happy path; docs/cloudstack.md says so.
+func TestLabNetplanNetworkd(t *testing.T) {
+	lab := guestlab.Start(t, guestlab.Options{Flavour: guestlab.FlavourNetplan, Networkd: true})
+	h := harness{lab: lab, acts: &guestnet.Activities{Dialer: &remote.Dialer{Secrets: lab.Secrets}}}
+	defer func() {
+		if t.Failed() {
+			t.Logf("networkd log:\n%s", lab.NetworkdLog())
+		}
+	}()
+	catchAll := "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth[1-9]*\"\n      dhcp4: true\n"
+	if err := os.WriteFile(filepath.Join(lab.Etc, "netplan", "50-cloud-init.yaml"), []byte(catchAll), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lab.RootSSH(t, "netplan generate && networkctl reload")
+	if st := lab.RootSSH(t, "networkctl --no-pager status eth1"); !strings.Contains(st, "10-netplan-all-eth.network") {
+		t.Fatalf("the catch-all does not manage eth1:\n%s", st)
+	}
+
+	in := baseInput(lab)
+	in.Persist, in.PolicyRouting, in.Table = true, true, 100
+	_, err := h.configure(t, in)
+	ae := appErr(t, err)
+	if ae.Type() != guestnet.ErrTypeRendererConflict || !ae.NonRetryable() ||
+		!strings.Contains(ae.Error(), `configures eth1 with "/run/systemd/network/10-netplan-all-eth.network", not rackflow's`) {
+		t.Fatalf("got %v, want non-retryable %s naming the catch-all", err, guestnet.ErrTypeRendererConflict)
+	}
+	if st := h.state(t); strings.Contains(st, "lookup 100") || strings.Contains(st, "table 100") {
+		t.Errorf("routes or rules configured by hand next to networkd:\n%s", st)
+	}
+	h.remove(t, in)
+	if out := lab.RootSSH(t, "ls /etc/netplan /run/systemd/network"); strings.Contains(out, "rackflow") {
+		t.Errorf("rackflow's files left:\n%s", out)
 	}
 }

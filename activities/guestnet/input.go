@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -55,13 +56,24 @@ const (
 	// worker's way back in. Not retryable: change the CIDRs or reach the
 	// guest another way.
 	ErrTypeRouteCapture = "GuestRouteCapture"
+	// ErrTypeSudoRefused: the login is not root and may not run commands
+	// as root through `sudo -n` (no sudoers rule, a rule that asks for a
+	// password, or no sudo). Checked before any change. Not retryable: a
+	// sudoers rule, or another user, is needed.
+	ErrTypeSudoRefused = "GuestSudoRefused"
+	// ErrTypeRendererConflict: another configuration of the guest's
+	// renderer claims the NIC (a catch-all netplan/networkd file that
+	// sorts first, another ifupdown stanza for the interface). Not
+	// retryable: that file has to change.
+	ErrTypeRendererConflict = "GuestRendererConflict"
 )
 
 // NonRetryable lists this package's non-retryable error types and the shared
 // ones (bad input, credentials, host keys), for
 // RetryPolicy.NonRetryableErrorTypes.
 var NonRetryable = slices.Concat(activities.NonRetryableTypes, []string{
-	ErrTypePersistUnsupported, ErrTypePathNotThroughNic, ErrTypePrimaryInterface, ErrTypeRouteCapture,
+	ErrTypePersistUnsupported, ErrTypePathNotThroughNic, ErrTypePrimaryInterface, ErrTypeRouteCapture, ErrTypeSudoRefused,
+	ErrTypeRendererConflict,
 })
 
 // DefaultRulePriority is the `ip rule` priority when the input gives none:
@@ -76,6 +88,11 @@ type ConfigureInput struct {
 	// Address is the NIC's IPv4 address with prefix length,
 	// "10.51.0.10/24" (CloudStack's NIC IP and netmask).
 	Address string `json:"address"`
+	// SecondaryIPs are more IPv4 addresses of the NIC (CloudStack's
+	// secondary IPs, addIpToNic), on Address's network and with its prefix
+	// length. They are added, persisted and removed with Address, and with
+	// PolicyRouting traffic from them uses the table too.
+	SecondaryIPs []string `json:"secondary_ips,omitempty"`
 	// Gateway on the NIC's network through which CIDRs are reached.
 	Gateway string `json:"gateway"`
 	// CIDRs are the destinations routed through Gateway. 0.0.0.0/0 is
@@ -129,8 +146,9 @@ type VerifyResult struct {
 
 // plan is a validated ConfigureInput.
 type plan struct {
-	mac      string       // lower case
-	addr     netip.Prefix // 10.51.0.10/24
+	mac      string         // lower case
+	addr     netip.Prefix   // 10.51.0.10/24
+	extra    []netip.Prefix // secondary addresses, with addr's prefix length
 	gw       netip.Addr
 	cidrs    []netip.Prefix // masked, deduplicated
 	policy   bool
@@ -151,10 +169,24 @@ func parseMAC(s string) (string, error) {
 	return hw.String(), nil
 }
 
+// userRe is a login name sudo and sshd accept (POSIX portable, as
+// useradd's default NAME_REGEX).
+var userRe = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+func validUser(u string) error {
+	if u != "" && !userRe.MatchString(u) {
+		return activities.InvalidInputf("user %q is not a login name (lower case letters, digits, _ and -)", u)
+	}
+	return nil
+}
+
 func (in ConfigureInput) plan() (plan, error) {
 	var p plan
 	if in.Target.Addr == "" {
 		return p, activities.InvalidInputf("target has no address")
+	}
+	if err := validUser(in.Target.User); err != nil {
+		return p, err
 	}
 	mac, err := parseMAC(in.MAC)
 	if err != nil {
@@ -165,11 +197,22 @@ func (in ConfigureInput) plan() (plan, error) {
 	if err != nil || !p.addr.Addr().Is4() || p.addr.Bits() < 1 || p.addr.Bits() > 30 {
 		return p, activities.InvalidInputf("address %q is not an IPv4 address with a prefix length of 1-30 (e.g. 10.51.0.10/24)", in.Address)
 	}
+	for _, s := range in.SecondaryIPs {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil || !a.Is4() || !p.addr.Masked().Contains(a) || a == p.addr.Addr() {
+			return p, activities.InvalidInputf("secondary IP %q is not another IPv4 address on the NIC's network %s", s, p.addr.Masked())
+		}
+		x := netip.PrefixFrom(a, p.addr.Bits())
+		if slices.Contains(p.extra, x) {
+			return p, activities.InvalidInputf("secondary IP %s given twice", a)
+		}
+		p.extra = append(p.extra, x)
+	}
 	p.gw, err = netip.ParseAddr(in.Gateway)
 	if err != nil || !p.gw.Is4() {
 		return p, activities.InvalidInputf("gateway %q is not an IPv4 address", in.Gateway)
 	}
-	if !p.addr.Masked().Contains(p.gw) || p.gw == p.addr.Addr() {
+	if !p.addr.Masked().Contains(p.gw) || p.gw == p.addr.Addr() || slices.Contains(p.extra, netip.PrefixFrom(p.gw, p.addr.Bits())) {
 		return p, activities.InvalidInputf("gateway %s is not another address on the NIC's network %s", p.gw, p.addr.Masked())
 	}
 	if len(in.CIDRs) == 0 {
@@ -218,12 +261,15 @@ func (in ConfigureInput) plan() (plan, error) {
 		if p.primaryIP, err = netip.ParseAddr(in.PrimaryIP); err != nil || !p.primaryIP.Is4() {
 			return p, activities.InvalidInputf("primary_ip %q is not an IPv4 address", in.PrimaryIP)
 		}
-		if p.primaryIP == p.addr.Addr() {
+		if p.primaryIP == p.addr.Addr() || slices.Contains(p.extra, netip.PrefixFrom(p.primaryIP, p.addr.Bits())) {
 			return p, activities.NonRetryable(fmt.Sprintf("address %s is the VM's primary IP: rackflow configures only a second NIC", p.addr.Addr()), ErrTypePrimaryInterface, nil)
 		}
 	}
 	return p, nil
 }
+
+// addrs are the NIC's address and its secondary ones.
+func (p plan) addrs() []netip.Prefix { return append([]netip.Prefix{p.addr}, p.extra...) }
 
 // id is the MAC without colons, used in file and connection names.
 func (p plan) id() string { return strings.ReplaceAll(p.mac, ":", "") }

@@ -6,34 +6,41 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/remote"
 )
 
-// Persistence mechanisms.
+// Persistence mechanisms: the guest's network renderer.
 const (
 	MechNetplan        = "netplan"
 	MechNetworkManager = "networkmanager"
 	MechIfupdown       = "ifupdown"
 )
 
-// persistFile is one mechanism's file for a NIC.
+// persistFile is one file rackflow owns in the guest for a NIC.
 type persistFile struct {
-	mech    string
 	path    string
 	mode    string // chmod mode
 	content string
 }
 
 const header = "# Written by rackflow for the NIC with MAC %s: routes to the security area.\n" +
-	"# No gateway and no default route here: the default route stays on the primary NIC.\n"
+	"# No gateway and no default route here: the default route stays on the primary NIC.\n" +
+	"# rackflow owns this file: configuration management must leave it alone.\n"
 
-// paths of each mechanism's file for the NIC with id (MAC without colons).
+// paths of the files for the NIC with id (MAC without colons).
 func netplanPath(etc, id string) string { return etc + "/netplan/90-rackflow-" + id + ".yaml" }
 func nmPath(etc, id string) string {
 	return etc + "/NetworkManager/system-connections/rackflow-" + id + ".nmconnection"
 }
 func ifupdownPath(etc, id string) string { return etc + "/network/interfaces.d/rackflow-" + id }
+func linkPath(etc, id string) string     { return etc + "/systemd/network/10-rackflow-" + id + ".link" }
+func sysctlPath(etc, id string) string   { return etc + "/sysctl.d/90-rackflow-" + id + ".conf" }
+
+// netplanID is the netplan definition's id. networkd gives a device the
+// first .network file (by name) that matches it, and netplan names them
+// 10-netplan-<id>.network: an id starting "00-" sorts before a catch-all's
+// ("all-en", "eth", "zz-all-en"), so a DHCP catch-all does not win the NIC.
+func netplanID(p plan) string { return "00-rackflow-" + p.id() }
 
 // detect finds how the guest configures its network: netplan (an
 // /etc/netplan directory and the netplan binary), NetworkManager (nmcli and
@@ -47,38 +54,61 @@ func (g guest) detect(etc string) (string, error) {
 	return strings.TrimSpace(out), err
 }
 
-// render returns the persistent configuration for mech.
-func render(mech, etc, iface string, p plan) persistFile {
+// render returns the files mech needs for the NIC, named iface now: the
+// renderer's own file, pinned to the MAC, and the sysctl.d file that keeps
+// rp_filter at 2. ifupdown's stanza and the sysctl key name the
+// interface, so for ifupdown and netplan a systemd .link file pins the
+// name to the MAC (KVM may name a re-plugged NIC otherwise after a
+// stop/start). Not netplan's set-name: netplan renders it as a match on
+// PermanentMACAddress, which a NIC whose address was set has not.
+// NetworkManager matches the MAC.
+func render(mech, etc, iface string, p plan) []persistFile {
+	sysctl := persistFile{path: sysctlPath(etc, p.id()), mode: "644", content: renderSysctl(iface, p)}
 	switch mech {
 	case MechNetplan:
-		return persistFile{mech: mech, path: netplanPath(etc, p.id()), mode: "600", content: renderNetplan(p)}
+		return []persistFile{{path: netplanPath(etc, p.id()), mode: "600", content: renderNetplan(iface, p)},
+			{path: linkPath(etc, p.id()), mode: "644", content: renderLink(iface, p)}, sysctl}
 	case MechNetworkManager:
-		return persistFile{mech: mech, path: nmPath(etc, p.id()), mode: "600", content: renderNM(p)}
+		return []persistFile{{path: nmPath(etc, p.id()), mode: "600", content: renderNM(p)}, sysctl}
 	default:
-		return persistFile{mech: MechIfupdown, path: ifupdownPath(etc, p.id()), mode: "644", content: renderIfupdown(iface, p)}
+		return []persistFile{
+			{path: ifupdownPath(etc, p.id()), mode: "644", content: renderIfupdown(iface, p)},
+			{path: linkPath(etc, p.id()), mode: "644", content: renderLink(iface, p)},
+			sysctl,
+		}
 	}
 }
 
+// rules are the policy routing rules: traffic from each of the NIC's
+// addresses (so replies leave the way requests came) and to each CIDR.
 func (p plan) rules() []rule {
 	if !p.policy {
 		return nil
 	}
-	rs := []rule{{priority: p.priority, from: netip.PrefixFrom(p.addr.Addr(), 32), table: p.table}}
+	var rs []rule
+	for _, a := range p.addrs() {
+		rs = append(rs, rule{priority: p.priority, from: netip.PrefixFrom(a.Addr(), 32), table: p.table})
+	}
 	for _, c := range p.cidrs {
 		rs = append(rs, rule{priority: p.priority, to: c, table: p.table})
 	}
 	return rs
 }
 
-// renderNetplan matches the NIC by MAC, gives it its static address and
-// the routes; no gateway4, no DHCP, so no default route.
-func renderNetplan(p plan) string {
+// renderNetplan matches the NIC by MAC, gives
+// it its static addresses, the routes and the rules; no gateway4, no DHCP,
+// so no default route. The rules are in the file, so networkd owns them
+// and keeps them over a restart instead of removing them as foreign.
+func renderNetplan(iface string, p plan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, header, p.mac)
-	fmt.Fprintf(&b, "network:\n  version: 2\n  ethernets:\n    rackflow-%s:\n", p.id())
+	fmt.Fprintf(&b, "network:\n  version: 2\n  ethernets:\n    %s:\n", netplanID(p))
 	fmt.Fprintf(&b, "      match:\n        macaddress: %q\n", p.mac)
-	b.WriteString("      dhcp4: false\n      dhcp6: false\n      accept-ra: false\n")
-	fmt.Fprintf(&b, "      addresses:\n        - %q\n", p.addr.String())
+	b.WriteString("      dhcp4: false\n      dhcp6: false\n      accept-ra: false\n      link-local: []\n")
+	b.WriteString("      addresses:\n")
+	for _, a := range p.addrs() {
+		fmt.Fprintf(&b, "        - %q\n", a.String())
+	}
 	b.WriteString("      routes:\n")
 	for _, c := range p.cidrs {
 		fmt.Fprintf(&b, "        - to: %q\n          via: %q\n", c.String(), p.gw.String())
@@ -109,9 +139,13 @@ func renderNM(p plan) string {
 	sum[6] = sum[6]&0x0f | 0x50 // a name-based (version 5 style) UUID: stable per MAC
 	sum[8] = sum[8]&0x3f | 0x80
 	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
-	fmt.Fprintf(&b, "[connection]\nid=rackflow-%s\nuuid=%s\ntype=ethernet\nautoconnect=true\n\n", p.id(), uuid)
+	fmt.Fprintf(&b, "[connection]\nid=rackflow-%s\nuuid=%s\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n\n", p.id(), uuid)
 	fmt.Fprintf(&b, "[ethernet]\nmac-address=%s\n\n", strings.ToUpper(p.mac))
-	fmt.Fprintf(&b, "[ipv4]\nmethod=manual\naddress1=%s\nnever-default=true\nignore-auto-routes=true\n", p.addr)
+	b.WriteString("[ipv4]\nmethod=manual\n")
+	for i, a := range p.addrs() {
+		fmt.Fprintf(&b, "address%d=%s\n", i+1, a)
+	}
+	b.WriteString("never-default=true\nignore-auto-routes=true\n")
 	for i, c := range p.cidrs {
 		fmt.Fprintf(&b, "route%d=%s,%s\n", i+1, c, p.gw)
 		if p.policy {
@@ -129,31 +163,61 @@ func renderNM(p plan) string {
 	return b.String()
 }
 
-// renderIfupdown is an interfaces.d stanza: static address, no gateway,
-// routes and rules added on up and removed on down.
+// renderIfupdown is an interfaces.d stanza of method manual whose every
+// command is idempotent (addr/route replace, a rule deleted before it is
+// added), so ifup brings it up whether or not the live state is there
+// already, and a re-run of ifup changes nothing.
 func renderIfupdown(iface string, p plan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, header, p.mac)
-	fmt.Fprintf(&b, "allow-hotplug %s\niface %s inet static\n    address %s\n", iface, iface, p.addr)
+	fmt.Fprintf(&b, "# The name %s is pinned to the MAC by %s.\n", iface, linkPath("/etc", p.id()))
+	fmt.Fprintf(&b, "allow-hotplug %s\niface %s inet manual\n", iface, iface)
+	fmt.Fprintf(&b, "    up ip link set dev %s up\n", iface)
+	for _, a := range p.addrs() {
+		fmt.Fprintf(&b, "    up ip addr replace %s dev %s\n", a, iface)
+	}
 	for _, c := range p.cidrs {
 		fmt.Fprintf(&b, "    up ip route replace %s via %s dev %s table %s\n", c, p.gw, iface, p.table)
 	}
 	for _, r := range p.rules() {
-		fmt.Fprintf(&b, "    up ip rule add %s\n", r.args())
+		fmt.Fprintf(&b, "    up ip rule del %s 2>/dev/null || true\n    up ip rule add %s\n", r.args(), r.args())
 	}
 	for _, r := range p.rules() {
-		fmt.Fprintf(&b, "    down ip rule del %s\n", r.args())
+		fmt.Fprintf(&b, "    down ip rule del %s 2>/dev/null || true\n", r.args())
 	}
 	for _, c := range p.cidrs {
-		fmt.Fprintf(&b, "    down ip route del %s via %s dev %s table %s\n", c, p.gw, iface, p.table)
+		fmt.Fprintf(&b, "    down ip route del %s via %s dev %s table %s 2>/dev/null || true\n", c, p.gw, iface, p.table)
 	}
+	extra := p.addrs()
+	for i := len(extra) - 1; i >= 0; i-- {
+		fmt.Fprintf(&b, "    down ip addr del %s dev %s 2>/dev/null || true\n", extra[i], iface)
+	}
+	return b.String()
+}
+
+// renderLink pins the NIC's name to its MAC for udev: a KVM stop/start
+// can give a hot-plugged NIC another PCI slot, hence another name.
+func renderLink(iface string, p plan) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, header, p.mac)
+	fmt.Fprintf(&b, "[Match]\nMACAddress=%s\n\n[Link]\nName=%s\n", p.mac, iface)
+	return b.String()
+}
+
+// renderSysctl keeps loose reverse-path filtering on the NIC over a
+// reboot (systemd-sysctl applies it when udev adds the device). The key
+// uses slashes, as an interface name may hold a dot.
+func renderSysctl(iface string, p plan) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, header, p.mac)
+	fmt.Fprintf(&b, "net/ipv4/conf/%s/rp_filter = 2\n", iface)
 	return b.String()
 }
 
 // ensureFile writes f when its content differs and reports whether it did.
 func (g guest) ensureFile(f persistFile) (bool, error) {
 	q := remote.Quote(f.path)
-	cur, err := g.run("cat "+q+" 2>/dev/null", nil)
+	cur, err := g.priv("cat "+q+" 2>/dev/null", nil)
 	if _, missing := exited(err); err != nil && !missing {
 		return false, err
 	}
@@ -162,27 +226,22 @@ func (g guest) ensureFile(f persistFile) (bool, error) {
 	}
 	dir := f.path[:strings.LastIndex(f.path, "/")]
 	tmp := remote.Quote(f.path + ".rackflow-tmp")
-	_, err = g.run(fmt.Sprintf("mkdir -p %s && umask 077 && cat > %s && chmod %s %s && mv -f %s %s",
+	_, err = g.priv(fmt.Sprintf("mkdir -p %s && umask 077 && cat > %s && chmod %s %s && mv -f %s %s",
 		remote.Quote(dir), tmp, f.mode, tmp, tmp, q), []byte(f.content))
 	return true, err
 }
 
-// checkIfupdown makes sure /etc/network/interfaces reads interfaces.d.
-func (g guest) checkIfupdown(etc string) error {
-	_, err := g.run(`grep -Eq '^[[:space:]]*(source|source-directory)[[:space:]]+.*interfaces\.d' `+remote.Quote(etc+"/network/interfaces"), nil)
-	if _, no := exited(err); no {
-		err := fmt.Errorf("%s/network/interfaces does not source interfaces.d; rackflow will not edit it", etc)
-		return activities.NonRetryable(err.Error(), ErrTypePersistUnsupported, err)
-	}
-	return err
+// ownedPaths are every file rackflow may write for the NIC.
+func ownedPaths(etc string, p plan) []string {
+	return []string{netplanPath(etc, p.id()), nmPath(etc, p.id()), ifupdownPath(etc, p.id()), linkPath(etc, p.id()), sysctlPath(etc, p.id())}
 }
 
-// removeFiles deletes every mechanism's file for the NIC; it reports the
+// removeFiles deletes every file rackflow owns for the NIC; it reports the
 // ones that existed.
 func (g guest) removeFiles(etc string, p plan) ([]string, error) {
 	var removed []string
-	for _, path := range []string{netplanPath(etc, p.id()), nmPath(etc, p.id()), ifupdownPath(etc, p.id())} {
-		out, err := g.run(fmt.Sprintf("if [ -e %[1]s ]; then rm -f %[1]s && echo removed; fi", remote.Quote(path)), nil)
+	for _, path := range ownedPaths(etc, p) {
+		out, err := g.priv(fmt.Sprintf("if [ -e %[1]s ]; then rm -f %[1]s && echo removed; fi", remote.Quote(path)), nil)
 		if err != nil {
 			return removed, err
 		}

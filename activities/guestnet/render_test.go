@@ -18,14 +18,15 @@ func TestRenderNetworkManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := render(MechNetworkManager, "/etc", "eth1", p)
-	want := `# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.
-# No gateway and no default route here: the default route stays on the primary NIC.
-[connection]
+	files := render(MechNetworkManager, "/etc", "eth1", p)
+	got := files[0]
+	head := "# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.\n# No gateway and no default route here: the default route stays on the primary NIC.\n# rackflow owns this file: configuration management must leave it alone.\n"
+	want := head + `[connection]
 id=rackflow-52540051000a
-uuid=` + got.content[len("# Written by rackflow for the NIC with MAC 52:54:00:51:00:0a: routes to the security area.\n# No gateway and no default route here: the default route stays on the primary NIC.\n[connection]\nid=rackflow-52540051000a\nuuid="):][:36] + `
+uuid=` + got.content[len(head+"[connection]\nid=rackflow-52540051000a\nuuid="):][:36] + `
 type=ethernet
 autoconnect=true
+autoconnect-priority=100
 
 [ethernet]
 mac-address=52:54:00:51:00:0A
@@ -52,8 +53,11 @@ method=ignore
 	if got.path != "/etc/NetworkManager/system-connections/rackflow-52540051000a.nmconnection" || got.mode != "600" {
 		t.Errorf("path %s mode %s", got.path, got.mode)
 	}
+	if len(files) != 2 || files[1].path != "/etc/sysctl.d/90-rackflow-52540051000a.conf" || files[1].content != head+"net/ipv4/conf/eth1/rp_filter = 2\n" {
+		t.Errorf("sysctl.d file: %+v", files[1:])
+	}
 	// The UUID is stable per MAC, so a re-run writes the same file.
-	if again := render(MechNetworkManager, "/etc", "eth1", p); again.content != got.content {
+	if again := render(MechNetworkManager, "/etc", "eth1", p); again[0].content != got.content {
 		t.Error("keyfile differs between two renders")
 	}
 }

@@ -40,6 +40,7 @@ var commonParams = map[string]bool{
 // rejects a malformed or unknown one.
 var uuidParams = map[string]bool{
 	"id": true, "zoneid": true, "networkid": true, "virtualmachineid": true, "nicid": true, "jobid": true,
+	"projectid": true,
 }
 
 type command struct {
@@ -48,13 +49,15 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"listVirtualMachines":         {optional: []string{"id", "name", "keyword", "listall", "zoneid", "isvnf", "page", "pagesize"}, run: (*Server).listVirtualMachines},
-	"listNetworks":                {optional: []string{"id", "name", "keyword", "listall", "zoneid", "page", "pagesize"}, run: (*Server).listNetworks},
+	"listVirtualMachines":         {optional: []string{"id", "name", "keyword", "listall", "zoneid", "isvnf", "page", "pagesize", "projectid"}, run: (*Server).listVirtualMachines},
+	"listNetworks":                {optional: []string{"id", "name", "keyword", "listall", "zoneid", "page", "pagesize", "projectid"}, run: (*Server).listNetworks},
 	"listZones":                   {optional: []string{"id", "name", "available", "page", "pagesize"}, run: (*Server).listZones},
 	"listNics":                    {required: []string{"virtualmachineid"}, optional: []string{"networkid", "nicid", "page", "pagesize"}, run: (*Server).listNics},
 	"addNicToVirtualMachine":      {required: []string{"networkid", "virtualmachineid"}, optional: []string{"ipaddress", "macaddress"}, run: (*Server).addNic},
 	"removeNicFromVirtualMachine": {required: []string{"nicid", "virtualmachineid"}, run: (*Server).removeNic},
 	"queryAsyncJobResult":         {required: []string{"jobid"}, run: (*Server).queryJob},
+	"addIpToNic":                  {required: []string{"nicid"}, optional: []string{"ipaddress"}, run: (*Server).addIP},
+	"removeIpFromNic":             {required: []string{"id"}, run: (*Server).removeIP},
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -251,10 +254,15 @@ func invalidValue(cmd, k, v string) *apiError {
 // exists reports whether a UUID parameter names an entity. id is checked
 // by the command itself (it names different kinds).
 func (s *Server) exists(k, v string) bool {
+	if k == "projectid" && v == "-1" {
+		return true // every project the caller may see
+	}
 	if !uuidRe.MatchString(v) {
 		return false
 	}
 	switch k {
+	case "projectid":
+		return s.projects[v] != nil
 	case "zoneid":
 		return s.zones[v] != nil
 	case "networkid":
@@ -331,7 +339,7 @@ func (s *Server) listVirtualMachines(p url.Values) (any, *apiError) {
 	var out []any
 	for _, id := range s.vmOrder {
 		vm := s.vms[id]
-		if vm == nil || !match(p, "id", vm.ID) || !match(p, "zoneid", vm.ZoneID) {
+		if vm == nil || !match(p, "id", vm.ID) || !match(p, "zoneid", vm.ZoneID) || !inProject(p, vm.ProjectID, false) {
 			continue
 		}
 		// isvnf absent lists both kinds.
@@ -357,7 +365,7 @@ func (s *Server) listNetworks(p url.Values) (any, *apiError) {
 	var out []any
 	for _, id := range sortedKeys(s.networks) {
 		n := s.networks[id]
-		if !match(p, "id", n.ID) || !match(p, "zoneid", n.ZoneID) {
+		if !match(p, "id", n.ID) || !match(p, "zoneid", n.ZoneID) || !inProject(p, n.ProjectID, n.Type == "Shared") {
 			continue
 		}
 		// "name" is ignored, as CloudStack before 4.22 ignores it;
@@ -399,6 +407,23 @@ func (s *Server) listNics(p url.Values) (any, *apiError) {
 	return list("nic", out), nil
 }
 
+// inProject is CloudStack's project scoping of a list: without projectid
+// only the account's own resources (a project's are left out), with
+// projectid=-1 every project's, with a project id only that project's.
+// A shared network without a project is listed either way.
+func inProject(p url.Values, owner string, shared bool) bool {
+	want := p.Get("projectid")
+	switch {
+	case owner == "" && shared:
+		return true
+	case want == "":
+		return owner == ""
+	case want == "-1":
+		return owner != ""
+	}
+	return owner == want
+}
+
 func match(p url.Values, k, v string) bool {
 	want := p.Get(k)
 	return want == "" || want == v
@@ -426,6 +451,9 @@ func (s *Server) vmJSON(vm *VM) map[string]any {
 		"id": vm.ID, "name": vm.Name, "displayname": vm.Name, "instancename": vm.InstanceName,
 		"zoneid": vm.ZoneID, "zonename": zname, "state": vm.State, "nic": nics,
 	}
+	if vm.ProjectID != "" {
+		out["projectid"] = vm.ProjectID
+	}
 	if vm.VNF {
 		// As CloudStack 4.19+ lists a VNF appliance: vnfnics are objects.
 		var vnics []any
@@ -449,13 +477,17 @@ func (s *Server) networkJSON(n *Network) map[string]any {
 	return map[string]any{
 		"id": n.ID, "name": n.Name, "zoneid": n.ZoneID, "cidr": pfx.Masked().String(),
 		"gateway": n.Gateway, "netmask": netmask(pfx.Bits()), "type": n.Type,
-		"state": "Implemented", "traffictype": "Guest",
+		"state": "Implemented", "traffictype": "Guest", "projectid": n.ProjectID,
 	}
 }
 
 func (s *Server) nicJSON(vm *VM, n *Nic) map[string]any {
+	sec := []any{}
+	for _, x := range n.Secondary {
+		sec = append(sec, map[string]any{"id": x.ID, "ipaddress": x.IP})
+	}
 	m := map[string]any{
-		"id": n.ID, "networkid": n.NetworkID, "macaddress": n.MAC, "ipaddress": n.IP,
+		"id": n.ID, "networkid": n.NetworkID, "macaddress": n.MAC, "ipaddress": n.IP, "secondaryip": sec,
 		"isdefault": n.IsDefault, "deviceid": strconv.Itoa(n.DeviceID), "virtualmachineid": vm.ID,
 		"traffictype": "Guest",
 	}

@@ -10,8 +10,11 @@
 // unknown parameter fails loudly (431) instead of being ignored, so a client
 // that sends what it did not mean to is caught. It implements only the
 // commands rackflow uses (listVirtualMachines, listNetworks, listZones,
-// listNics, addNicToVirtualMachine, removeNicFromVirtualMachine,
-// queryAsyncJobResult). It is not a CloudStack simulator.
+// listNics, addNicToVirtualMachine, removeNicFromVirtualMachine, addIpToNic,
+// removeIpFromNic, queryAsyncJobResult). It is not a CloudStack simulator.
+// Projects are scoped as CloudStack scopes them: a project's VMs and
+// networks are listed only when the call names the project (projectid, or
+// -1 for all projects), never by default.
 //
 // Where CloudStack is lax it is lax too, since a client that relies on the
 // strict reading would break on the real thing: listNetworks ignores "name"
@@ -42,11 +45,22 @@ type Zone struct {
 	NetworkType string
 }
 
+// Project is a CloudStack project. Its VMs and networks are listed only
+// when a list call names it (projectid), as CloudStack does
+// (apache/cloudstack#3343): without projectid a project VM is not found.
+type Project struct {
+	ID   string
+	Name string
+}
+
 // Network is a guest network.
 type Network struct {
 	ID     string
 	Name   string
 	ZoneID string
+	// ProjectID makes it a project's network; "" is the caller's account's
+	// (or a shared network, which every list shows).
+	ProjectID string
 	// CIDR is the guest CIDR, e.g. "10.51.0.0/24".
 	CIDR    string
 	Gateway string
@@ -62,6 +76,15 @@ type Nic struct {
 	IP        string
 	IsDefault bool
 	DeviceID  int
+	// Secondary are its secondary IPs (addIpToNic).
+	Secondary []SecondaryIP
+}
+
+// SecondaryIP is a NIC's secondary address, with the id removeIpFromNic
+// takes.
+type SecondaryIP struct {
+	ID string
+	IP string
 }
 
 // VM is a user VM.
@@ -71,6 +94,8 @@ type VM struct {
 	// InstanceName is CloudStack's "i-2-10-VM"; made up when empty.
 	InstanceName string
 	ZoneID       string
+	// ProjectID puts the VM in a project: listed only with that projectid.
+	ProjectID string
 	// State is "Running" when empty.
 	State string
 	Nics  []Nic
@@ -102,6 +127,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	zones    map[string]*Zone
+	projects map[string]*Project
 	networks map[string]*Network
 	vms      map[string]*VM
 	vmOrder  []string
@@ -145,7 +171,7 @@ func New(opts Options) (*Server, error) {
 	}
 	return &Server{
 		opts: opts, l: l,
-		zones: map[string]*Zone{}, networks: map[string]*Network{}, vms: map[string]*VM{},
+		zones: map[string]*Zone{}, projects: map[string]*Project{}, networks: map[string]*Network{}, vms: map[string]*VM{},
 		jobs: map[string]*job{}, plans: map[[2]string]NicPlan{}, calls: map[string]int{},
 		failNext: map[string]*apiError{}, failJob: map[string]*apiError{}, before: map[string]func(){},
 		denied: map[string]bool{},
@@ -203,6 +229,17 @@ func (s *Server) AddZone(z Zone) string {
 	}
 	s.zones[z.ID] = &z
 	return z.ID
+}
+
+// AddProject adds a project and returns its id.
+func (s *Server) AddProject(p Project) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.ID == "" {
+		p.ID = NewUUID()
+	}
+	s.projects[p.ID] = &p
+	return p.ID
 }
 
 // AddNetwork adds a network and returns its id.
@@ -272,6 +309,9 @@ func (s *Server) VM(id string) (VM, bool) {
 	}
 	c := *vm
 	c.Nics = append([]Nic(nil), vm.Nics...)
+	for i := range c.Nics {
+		c.Nics[i].Secondary = append([]SecondaryIP(nil), c.Nics[i].Secondary...)
+	}
 	return c, true
 }
 

@@ -233,3 +233,108 @@ func TestDeniedCommand(t *testing.T) {
 		t.Errorf("an allowed command: %v", err)
 	}
 }
+
+// TestProjectScoping: as in CloudStack (apache/cloudstack#3343), a project's
+// VM and network are not listed unless the call names the project.
+func TestProjectScoping(t *testing.T) {
+	w := newWorld(t, csfake.Options{})
+	proj := w.srv.AddProject(csfake.Project{Name: "shop"})
+	pnet := w.srv.AddNetwork(csfake.Network{Name: "shopnet", ZoneID: w.zone, CIDR: "10.70.0.0/24", Gateway: "10.70.0.1", Type: "Isolated", ProjectID: proj})
+	pvm := w.srv.AddVM(csfake.VM{Name: "shop01", ZoneID: w.zone, ProjectID: proj, Nics: []csfake.Nic{{NetworkID: pnet, IP: "10.70.0.10", IsDefault: true}}})
+	c := w.client(w.srv.SecretKey())
+
+	vms := func(project, id string) []string {
+		p := c.VirtualMachine.NewListVirtualMachinesParams()
+		p.SetListall(true)
+		if project != "" {
+			p.SetProjectid(project)
+		}
+		if id != "" {
+			p.SetId(id)
+		}
+		r, err := c.VirtualMachine.ListVirtualMachines(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, vm := range r.VirtualMachines {
+			names = append(names, vm.Name)
+		}
+		return names
+	}
+	if got := vms("", ""); !cmp.Equal(got, []string{"web01"}) {
+		t.Errorf("without projectid: %v, want only web01", got)
+	}
+	if got := vms("", pvm); len(got) != 0 {
+		t.Errorf("project VM by id without projectid: %v, want none", got)
+	}
+	if got := vms(proj, pvm); !cmp.Equal(got, []string{"shop01"}) {
+		t.Errorf("with projectid: %v", got)
+	}
+	if got := vms("-1", ""); !cmp.Equal(got, []string{"shop01"}) {
+		t.Errorf("projectid=-1: %v", got)
+	}
+	np := c.Network.NewListNetworksParams()
+	np.SetKeyword("shopnet")
+	if r, err := c.Network.ListNetworks(np); err != nil || r.Count != 0 {
+		t.Errorf("project network without projectid: %+v %v", r, err)
+	}
+	np.SetProjectid(proj)
+	if r, err := c.Network.ListNetworks(np); err != nil || r.Count != 1 {
+		t.Errorf("project network with projectid: %+v %v", r, err)
+	}
+	bad := c.VirtualMachine.NewListVirtualMachinesParams()
+	bad.SetProjectid(csfake.NewUUID())
+	if _, err := c.VirtualMachine.ListVirtualMachines(bad); err == nil || !strings.Contains(err.Error(), "431") {
+		t.Errorf("unknown project: %v", err)
+	}
+}
+
+// TestSecondaryIPJobs: addIpToNic and removeIpFromNic are async jobs.
+func TestSecondaryIPJobs(t *testing.T) {
+	w := newWorld(t, csfake.Options{JobPolls: 1})
+	nic := w.srv.AttachNic(w.vm, csfake.Nic{NetworkID: w.secnet, IP: "10.51.0.10"})
+	c := w.client(w.srv.SecretKey())
+	p := c.Nic.NewAddIpToNicParams(nic)
+	p.SetIpaddress("10.51.0.11")
+	r, err := c.Nic.AddIpToNic(p)
+	if err != nil || r.JobID == "" {
+		t.Fatalf("addIpToNic: %+v %v", r, err)
+	}
+	poll := func(job string) *cs.QueryAsyncJobResultResponse {
+		q, err := c.Asyncjob.QueryAsyncJobResult(c.Asyncjob.NewQueryAsyncJobResultParams(job))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	if poll(r.JobID).Jobstatus != 0 {
+		t.Fatal("job ran before its poll")
+	}
+	if vm, _ := w.srv.VM(w.vm); len(vm.Nics[1].Secondary) != 0 {
+		t.Fatal("secondary IP added before the job ran")
+	}
+	if q := poll(r.JobID); q.Jobstatus != 1 || !strings.Contains(string(q.Jobresult), `"ipaddress":"10.51.0.11"`) {
+		t.Fatalf("job: %d %s", q.Jobstatus, q.Jobresult)
+	}
+	vm, _ := w.srv.VM(w.vm)
+	sec := vm.Nics[1].Secondary
+	if len(sec) != 1 || sec[0].IP != "10.51.0.11" {
+		t.Fatalf("secondary IPs: %+v", sec)
+	}
+	// The same address again: taken.
+	r2, _ := c.Nic.AddIpToNic(p)
+	poll(r2.JobID)
+	if q := poll(r2.JobID); q.Jobstatus != 2 || q.Jobresultcode != 530 {
+		t.Errorf("second add of the same IP: %d %d %s", q.Jobstatus, q.Jobresultcode, q.Jobresult)
+	}
+	rr, err := c.Nic.RemoveIpFromNic(c.Nic.NewRemoveIpFromNicParams(sec[0].ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(rr.JobID)
+	poll(rr.JobID)
+	if vm, _ := w.srv.VM(w.vm); len(vm.Nics[1].Secondary) != 0 {
+		t.Errorf("secondary IP left: %+v", vm.Nics[1].Secondary)
+	}
+}

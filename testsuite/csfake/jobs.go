@@ -149,6 +149,9 @@ func (s *Server) usedIPs(networkID string) map[string]bool {
 		for _, n := range vm.Nics {
 			if n.NetworkID == networkID {
 				used[n.IP] = true
+				for _, x := range n.Secondary {
+					used[x.IP] = true
+				}
 			}
 		}
 	}
@@ -181,5 +184,85 @@ func (s *Server) removeNic(p url.Values) (any, *apiError) {
 			return map[string]any{"virtualmachine": s.vmJSON(vm)}, nil
 		}
 		return nil, &apiError{Code: 431, Text: fmt.Sprintf("Unable to find nic %s", nicID)}
+	}), nil
+}
+
+// findNic returns the VM and NIC with nicID.
+func (s *Server) findNic(nicID string) (*VM, *Nic) {
+	for _, vm := range s.vms {
+		for i := range vm.Nics {
+			if vm.Nics[i].ID == nicID {
+				return vm, &vm.Nics[i]
+			}
+		}
+	}
+	return nil, nil
+}
+
+// addIP is addIpToNic: an async job that gives the NIC a secondary IP on
+// its network, the one asked for or the next free one.
+func (s *Server) addIP(p url.Values) (any, *apiError) {
+	nicID, ip := p.Get("nicid"), p.Get("ipaddress")
+	vm, _ := s.findNic(nicID)
+	return s.newJob("addIpToNic", "org.apache.cloudstack.api.command.user.vm.AddIpToVmNicCmd", vm.ID, func() (any, *apiError) {
+		_, nic := s.findNic(nicID)
+		if nic == nil {
+			return nil, invalidValue("addiptonic", "nicid", nicID)
+		}
+		net := s.networks[nic.NetworkID]
+		pfx := netip.MustParsePrefix(net.CIDR).Masked()
+		used := s.usedIPs(net.ID)
+		if ip == "" {
+			for a := pfx.Addr().Next(); pfx.Contains(a); a = a.Next() {
+				if !used[a.String()] && a.String() != net.Gateway {
+					ip = a.String()
+					break
+				}
+			}
+		} else if a, err := netip.ParseAddr(ip); err != nil || !pfx.Contains(a) {
+			return nil, &apiError{Code: 431, CSCode: csInvalidVal, Text: fmt.Sprintf("Invalid IP address %s: not in the network's CIDR %s", ip, pfx)}
+		}
+		if ip == "" {
+			return nil, &apiError{Code: 533, Text: "Unable to allocate secondary IP for network " + net.ID}
+		}
+		if used[ip] || ip == net.Gateway {
+			return nil, &apiError{Code: 530, CSCode: csRuntime, Text: fmt.Sprintf("IP address %s is already in use in network %s", ip, net.Name)}
+		}
+		x := SecondaryIP{ID: NewUUID(), IP: ip}
+		nic.Secondary = append(nic.Secondary, x)
+		return map[string]any{"nicsecondaryip": map[string]any{"id": x.ID, "ipaddress": x.IP, "nicid": nic.ID, "networkid": net.ID, "virtualmachineid": vm.ID}}, nil
+	}), nil
+}
+
+// removeIP is removeIpFromNic: an async job removing a secondary IP by its
+// id.
+func (s *Server) removeIP(p url.Values) (any, *apiError) {
+	id := p.Get("id")
+	var vmID string
+	for _, vm := range s.vms {
+		for _, n := range vm.Nics {
+			for _, x := range n.Secondary {
+				if x.ID == id {
+					vmID = vm.ID
+				}
+			}
+		}
+	}
+	if vmID == "" {
+		return nil, invalidValue("removeipfromnic", "id", id)
+	}
+	return s.newJob("removeIpFromNic", "org.apache.cloudstack.api.command.user.vm.RemoveIpFromVmNicCmd", vmID, func() (any, *apiError) {
+		for _, vm := range s.vms {
+			for i := range vm.Nics {
+				n := &vm.Nics[i]
+				for j, x := range n.Secondary {
+					if x.ID == id {
+						n.Secondary = append(n.Secondary[:j], n.Secondary[j+1:]...)
+						return map[string]any{"success": true}, nil
+					}
+				}
+			}
+		}
+		return nil, &apiError{Code: 431, CSCode: csInvalidVal, Text: "Unable to find secondary ip address by id"}
 	}), nil
 }

@@ -19,8 +19,12 @@
 // 10.50.0.1 (SSHPeer) to 10.50.0.10. No interface or address is added to the
 // test's namespace.
 //
+// Besides root, a test can add guest users (AddUser) that log in with the
+// same key, with or without a sudoers drop-in, as a stock cloud image's
+// default user (root SSH forbidden, passwordless sudo) or a plain one.
+//
 // It is not for production; it needs root, iproute2, openssh-server,
-// util-linux (unshare) and coreutils (cp).
+// util-linux (unshare), coreutils (cp) and sudo.
 package guestlab
 
 import (
@@ -75,7 +79,15 @@ type Options struct {
 	// installed), an /etc/network/interfaces that sources interfaces.d, or
 	// neither.
 	Flavour string
+	// Networkd runs a real systemd-networkd (and the D-Bus system bus
+	// networkctl talks to it over) in the guest, in the sessions' mount
+	// namespace, as on a netplan cloud image. It needs a read-only /sys in
+	// the guest (networkd then does not wait for udev, as in a container).
+	Networkd bool
 }
+
+// NetworkdBinary is systemd-networkd on Debian.
+const NetworkdBinary = "/lib/systemd/systemd-networkd"
 
 // Lab is a running lab.
 type Lab struct {
@@ -87,6 +99,10 @@ type Lab struct {
 	// Etc is the host path of the guest's private /etc.
 	Etc string
 
+	nextU   int
+	state   string // pid files and logs of the guest's daemons (Networkd)
+	keysDir string // where sshd's authorized_keys is
+
 	mu    sync.Mutex
 	peers []string
 }
@@ -94,7 +110,7 @@ type Lab struct {
 // Require fails t unless the lab's tools are there (skips under -short).
 func Require(t testing.TB) {
 	t.Helper()
-	netns.Require(t, map[string]string{"unshare": "util-linux", "ss": "iproute2", "bash": "bash", "timeout": "coreutils"})
+	netns.Require(t, map[string]string{"unshare": "util-linux", "ss": "iproute2", "bash": "bash", "timeout": "coreutils", "sudo": "sudo"})
 	if _, err := os.Stat(sshd.Binary); err != nil {
 		t.Fatal(sshd.ErrNotInstalled)
 	}
@@ -143,7 +159,11 @@ func Start(t *testing.T, opts Options) *Lab {
 	case FlavourNetplan:
 		mkdir(t, filepath.Join(l.Etc, "netplan"))
 	case FlavourIfupdown:
-		mkdir(t, filepath.Join(l.Etc, "network", "interfaces.d"))
+		// As the ifupdown package installs it: the hook directories
+		// ifup's run-parts reads, empty here.
+		for _, d := range []string{"interfaces.d", "if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+			mkdir(t, filepath.Join(l.Etc, "network", d))
+		}
 		writeFile(t, filepath.Join(l.Etc, "network", "interfaces"),
 			"source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n")
 	case FlavourNone:
@@ -151,6 +171,17 @@ func Start(t *testing.T, opts Options) *Lab {
 		t.Fatalf("guestlab: unknown flavour %q", opts.Flavour)
 	}
 
+	setup := `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd /run/network`
+	if opts.Networkd {
+		if _, err := os.Stat(NetworkdBinary); err != nil {
+			t.Fatal("guestlab: Networkd needs systemd-networkd (Debian package systemd)")
+		}
+		l.state = t.TempDir()
+		setup += ` && umount /sys && mount -t sysfs -o ro rackflow-guest-sys /sys` +
+			` && mkdir -p /run/dbus /run/systemd && dbus-daemon --system --fork --nopidfile --print-pid > ` + l.state + `/dbus.pid` +
+			` && ` + l.networkdStart()
+		t.Cleanup(func() { l.killState("networkd.pid"); l.killState("dbus.pid") })
+	}
 	key := sshd.TestKey(t)
 	fwd := l.forward(t)
 	_, port, _ := net.SplitHostPort(fwd)
@@ -161,8 +192,9 @@ func Start(t *testing.T, opts Options) *Lab {
 		AuthorizedKeys: []ssh.PublicKey{key.Public()},
 		Wrapper: []string{"ip", "netns", "exec", l.Guest.Name,
 			"unshare", "--mount", "--propagation", "private",
-			"sh", "-c", `mount --bind "$0" /etc && mount -t tmpfs rackflow-guest-run /run && mkdir -m 755 /run/sshd && exec "$@"`, l.Etc},
+			"sh", "-c", setup + ` && exec "$@"`, l.Etc},
 	})
+	l.keysDir = filepath.Dir(srv.Config().Path)
 	l.Target = remote.Target{Addr: fwd, User: "root", Credential: Credential, HostKey: srv.HostKeyLine()}
 	l.Secrets = secrets.Static{Credential: {PrivateKey: key.PEM}}
 	return l
@@ -297,6 +329,100 @@ func (l *Lab) GuestState(ctx context.Context) (string, error) {
 		out += fmt.Sprintf("$ %v\n%s", args, o)
 	}
 	return out, nil
+}
+
+// AddUser creates a user in the guest's /etc (passwd, shadow, group; no
+// password, not locked, shell /bin/sh, home /tmp) who logs in with the
+// lab's key, and returns its Target. With sudo, a drop-in
+// /etc/sudoers.d/rackflow-NAME lets it run anything as root without a
+// password, as cloud-init sets up an image's default user; without, sudo
+// has no rule for it.
+func (l *Lab) AddUser(t *testing.T, name string, sudo bool) remote.Target {
+	t.Helper()
+	// sshd reads authorized_keys as the user: let it through the test's
+	// 0700 temporary directories (search only; the host key stays 0600).
+	for d := l.keysDir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	l.nextU++
+	uid := 4100 + l.nextU
+	l.mu.Unlock()
+	appendFile(t, filepath.Join(l.Etc, "passwd"), fmt.Sprintf("%s:x:%d:%d:rackflow lab:/tmp:/bin/sh\n", name, uid, uid))
+	appendFile(t, filepath.Join(l.Etc, "group"), fmt.Sprintf("%s:x:%d:\n", name, uid))
+	appendFile(t, filepath.Join(l.Etc, "shadow"), name+":*:20000:0:99999:7:::\n")
+	if sudo {
+		// visudo's rules for a drop-in: owned by root, mode 0440.
+		p := filepath.Join(l.Etc, "sudoers.d", "rackflow-"+name)
+		if err := os.WriteFile(p, []byte(name+" ALL=(root) NOPASSWD: ALL\n"), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("visudo", "-c", "-f", p).CombinedOutput(); err != nil {
+			t.Fatalf("visudo -c %s: %v: %s", p, err, out)
+		}
+	}
+	tg := l.Target
+	tg.User = name
+	return tg
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// networkdStart is the shell line that starts networkd in the background,
+// its pid in the state directory.
+func (l *Lab) networkdStart() string {
+	return `(container=rackflow-guestlab setsid sh -c 'echo $$ > ` + l.state + `/networkd.pid; exec ` + NetworkdBinary + `' >> ` + l.state + `/networkd.log 2>&1 < /dev/null &)`
+}
+
+func (l *Lab) killState(name string) {
+	b, err := os.ReadFile(filepath.Join(l.state, name))
+	if err != nil {
+		return
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+}
+
+// NetworkdLog is what the guest's networkd logged.
+func (l *Lab) NetworkdLog() string {
+	b, _ := os.ReadFile(filepath.Join(l.state, "networkd.log"))
+	return string(b)
+}
+
+// RootSSH runs a shell line in the guest as root over SSH (in the guest's
+// mount namespace) and returns its output, failing the test on error.
+func (l *Lab) RootSSH(t *testing.T, cmd string) string { t.Helper(); return l.rootSSH(t, cmd) }
+
+func (l *Lab) rootSSH(t *testing.T, cmd string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := (&remote.Dialer{Secrets: l.Secrets}).Dial(ctx, l.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out, errOut, code, err := remote.Run(ctx, c, cmd, nil)
+	if err != nil || code != 0 {
+		t.Fatalf("guest %q: exit %d %v: %s", cmd, code, err, errOut)
+	}
+	return string(out)
 }
 
 func mkdir(t *testing.T, dir string) {
