@@ -34,8 +34,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -166,6 +169,7 @@ type Fake struct {
 	tasks      []*task
 	requests   []Request
 	events     []PowerEvent
+	conns      int    // TCP connections accepted
 	staleAfter bool   // bump the system's version after the next GET of it
 	staleWrite bool   // bump it when the next write arrives
 	failReset  string // the next async reset's task fails with this message
@@ -216,7 +220,17 @@ func New(opts Options) (*Fake, error) {
 		return nil, fmt.Errorf("redfishfake: %w", err)
 	}
 	f.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12})
-	f.srv = &http.Server{Handler: http.HandlerFunc(f.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
+	f.srv = &http.Server{Handler: http.HandlerFunc(f.serveHTTP), ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				f.mu.Lock()
+				f.conns++
+				f.mu.Unlock()
+			}
+		},
+		// A client that refuses the certificate is what some tests want.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
 	return f, nil
 }
 
@@ -268,6 +282,19 @@ func (f *Fake) URL() string { return "https://" + f.ln.Addr().String() }
 
 // Certificate is the certificate the service presents.
 func (f *Fake) Certificate() *x509.Certificate { return f.cert }
+
+// CertificatePEM is the certificate in PEM, for a bmc.ca_file.
+func (f *Fake) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.cert.Raw})
+}
+
+// Conns is the number of connections accepted so far, TLS handshakes that
+// failed included: a test can tell "never connected" from "refused".
+func (f *Fake) Conns() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conns
+}
 
 // PinSHA256 is the SHA-256 of the certificate, lower-case hex.
 func (f *Fake) PinSHA256() string {

@@ -146,9 +146,19 @@ func TestAuth(t *testing.T) {
 		t.Errorf("GET system with a wrong Basic password: %d", r.Status)
 	}
 
-	// A TLS client that does not trust the certificate gets nowhere.
+	// A TLS client that does not trust the certificate gets nowhere; the
+	// service saw the connection, and no request on it.
+	conns, reqs := f.Conns(), len(f.Requests())
 	if _, err := http.Get(f.URL() + redfishfake.Root); err == nil {
 		t.Error("a client with the system roots accepted the self-signed certificate")
+	}
+	if f.Conns() != conns+1 || len(f.Requests()) != reqs {
+		t.Errorf("refused handshake: %d connections (was %d), %d requests (was %d)", f.Conns(), conns, len(f.Requests()), reqs)
+	}
+	// Its PEM is a usable CA file.
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(f.CertificatePEM()) {
+		t.Error("CertificatePEM is not PEM")
 	}
 }
 
