@@ -98,6 +98,9 @@ type Options struct {
 	// TaskReads is how many reads of the system or of the task a running
 	// reset task takes to complete; 1 when zero.
 	TaskReads int
+	// RequireIfMatch makes a PATCH of the system or a reset without
+	// If-Match fail with 428 PreconditionRequired, as some BMCs do.
+	RequireIfMatch bool
 	// SessionTimeout is SessionService.SessionTimeout: a session unused
 	// this long is gone. 30 minutes when zero.
 	SessionTimeout time.Duration
@@ -439,7 +442,7 @@ func readBody(r *http.Request) ([]byte, error) {
 func (rep *reply) ok(status int, body any) { rep.status, rep.body = status, body }
 
 func (rep *reply) fail(status int, infos ...map[string]any) {
-	code := "Base.1.8.GeneralError"
+	code := Registry + ".GeneralError"
 	text := http.StatusText(status)
 	if len(infos) > 0 {
 		code, text = infos[0]["MessageId"].(string), infos[0]["Message"].(string)
@@ -448,11 +451,15 @@ func (rep *reply) fail(status int, infos ...map[string]any) {
 	rep.body = map[string]any{"error": map[string]any{"code": code, "message": text, "@Message.ExtendedInfo": infos}}
 }
 
+// Registry is the Base message registry the service's messages come from
+// (OperationNotAllowed, for a 405, is in Base since 1.11).
+const Registry = "Base.1.18"
+
 // msg is a Base registry message for @Message.ExtendedInfo.
 func msg(id, text string, args ...string) map[string]any {
 	m := map[string]any{
 		"@odata.type": "#Message.v1_1_1.Message",
-		"MessageId":   "Base.1.8." + id,
+		"MessageId":   Registry + "." + id,
 		"Message":     text,
 		"Severity":    "Warning",
 	}
@@ -714,9 +721,17 @@ func (f *Fake) systemReply(rep *reply) {
 }
 
 // ifMatch answers 412 when the client's If-Match names another version of
-// the system. No If-Match is accepted, as DSP0266 lets a service do.
+// the system. No If-Match is accepted, as DSP0266 lets a service do,
+// unless RequireIfMatch. A reset is checked against the system's ETag too:
+// gofish sends the ETag of its last GET of the system with the action's
+// POST (common.Entity.Post), and a BMC that checks it compares it with the
+// system's.
 func (f *Fake) ifMatch(r *http.Request, rep *reply) bool {
 	im := r.Header.Get("If-Match")
+	if im == "" && f.opts.RequireIfMatch {
+		rep.fail(http.StatusPreconditionRequired, msg("PreconditionRequired", "A precondition header or annotation is required to change this resource."))
+		return false
+	}
 	if im == "" || im == "*" {
 		return true
 	}

@@ -104,7 +104,7 @@ func TestAuth(t *testing.T) {
 	}
 	for _, p := range []string{redfishfake.SystemsPath, redfishfake.SystemPath, redfishfake.SessionsURI, redfishfake.TaskSvc, "/redfish/v1/Nowhere"} {
 		r := c.do("GET", p, nil)
-		if r.Status != 401 || r.Header.Get("WWW-Authenticate") == "" || !cmp.Equal(r.messageIDs(), []string{"Base.1.8.NoValidSession"}) {
+		if r.Status != 401 || r.Header.Get("WWW-Authenticate") == "" || !cmp.Equal(r.messageIDs(), []string{"Base.1.18.NoValidSession"}) {
 			t.Errorf("GET %s without auth: %d %v %v, want 401 NoValidSession with WWW-Authenticate", p, r.Status, r.Header, r.Body)
 		}
 	}
@@ -173,19 +173,19 @@ func TestRefusals(t *testing.T) {
 		wantStatus   int
 		wantIDs      []string
 	}{
-		"boot target not allowed": {"PATCH", redfishfake.SystemPath, boot("BootSourceOverrideTarget", "Floppy"), 400, []string{"Base.1.8.PropertyValueNotInList"}},
-		"boot mode not allowed":   {"PATCH", redfishfake.SystemPath, boot("BootSourceOverrideMode", "Legacy"), 400, []string{"Base.1.8.PropertyValueNotInList"}},
-		"read-only property":      {"PATCH", redfishfake.SystemPath, map[string]string{"PowerState": "On"}, 400, []string{"Base.1.8.PropertyNotWritable"}},
-		"unknown property":        {"PATCH", redfishfake.SystemPath, map[string]string{"Turbo": "yes"}, 400, []string{"Base.1.8.PropertyUnknown"}},
-		"empty patch":             {"PATCH", redfishfake.SystemPath, map[string]string{}, 400, []string{"Base.1.8.NoOperation"}},
-		"reset type not allowed":  {"POST", redfishfake.ResetPath, map[string]string{"ResetType": "Explode"}, 400, []string{"Base.1.8.ActionParameterValueNotInList"}},
-		"reset parameter unknown": {"POST", redfishfake.ResetPath, map[string]string{"ResetType": "On", "Force": "1"}, 400, []string{"Base.1.8.ActionParameterNotSupported"}},
-		"reset type missing":      {"POST", redfishfake.ResetPath, map[string]string{}, 400, []string{"Base.1.8.ActionParameterMissing"}},
-		"delete the system":       {"DELETE", redfishfake.SystemPath, nil, 405, []string{"Base.1.8.OperationNotAllowed"}},
-		"put the system":          {"PUT", redfishfake.SystemPath, map[string]string{}, 405, []string{"Base.1.8.OperationNotAllowed"}},
-		"get the reset action":    {"GET", redfishfake.ResetPath, nil, 405, []string{"Base.1.8.OperationNotAllowed"}},
-		"patch the service root":  {"PATCH", redfishfake.Root, map[string]string{"Name": "x"}, 405, []string{"Base.1.8.OperationNotAllowed"}},
-		"no such resource":        {"GET", "/redfish/v1/Managers", nil, 404, []string{"Base.1.8.ResourceMissingAtURI"}},
+		"boot target not allowed": {"PATCH", redfishfake.SystemPath, boot("BootSourceOverrideTarget", "Floppy"), 400, []string{"Base.1.18.PropertyValueNotInList"}},
+		"boot mode not allowed":   {"PATCH", redfishfake.SystemPath, boot("BootSourceOverrideMode", "Legacy"), 400, []string{"Base.1.18.PropertyValueNotInList"}},
+		"read-only property":      {"PATCH", redfishfake.SystemPath, map[string]string{"PowerState": "On"}, 400, []string{"Base.1.18.PropertyNotWritable"}},
+		"unknown property":        {"PATCH", redfishfake.SystemPath, map[string]string{"Turbo": "yes"}, 400, []string{"Base.1.18.PropertyUnknown"}},
+		"empty patch":             {"PATCH", redfishfake.SystemPath, map[string]string{}, 400, []string{"Base.1.18.NoOperation"}},
+		"reset type not allowed":  {"POST", redfishfake.ResetPath, map[string]string{"ResetType": "Explode"}, 400, []string{"Base.1.18.ActionParameterValueNotInList"}},
+		"reset parameter unknown": {"POST", redfishfake.ResetPath, map[string]string{"ResetType": "On", "Force": "1"}, 400, []string{"Base.1.18.ActionParameterNotSupported"}},
+		"reset type missing":      {"POST", redfishfake.ResetPath, map[string]string{}, 400, []string{"Base.1.18.ActionParameterMissing"}},
+		"delete the system":       {"DELETE", redfishfake.SystemPath, nil, 405, []string{"Base.1.18.OperationNotAllowed"}},
+		"put the system":          {"PUT", redfishfake.SystemPath, map[string]string{}, 405, []string{"Base.1.18.OperationNotAllowed"}},
+		"get the reset action":    {"GET", redfishfake.ResetPath, nil, 405, []string{"Base.1.18.OperationNotAllowed"}},
+		"patch the service root":  {"PATCH", redfishfake.Root, map[string]string{"Name": "x"}, 405, []string{"Base.1.18.OperationNotAllowed"}},
+		"no such resource":        {"GET", "/redfish/v1/Managers", nil, 404, []string{"Base.1.18.ResourceMissingAtURI"}},
 	}
 	before := f.State()
 	for name, tc := range tests {
@@ -228,7 +228,7 @@ func TestETags(t *testing.T) {
 		t.Fatalf("PATCH with the current ETag: %d, ETag %q after %q", p.Status, p.Header.Get("ETag"), tag)
 	}
 	hdd := map[string]any{"Boot": map[string]string{"BootSourceOverrideTarget": "Hdd"}}
-	if r := c.do("PATCH", redfishfake.SystemPath, hdd, "If-Match", tag); r.Status != 412 || !cmp.Equal(r.messageIDs(), []string{"Base.1.8.PreconditionFailed"}) {
+	if r := c.do("PATCH", redfishfake.SystemPath, hdd, "If-Match", tag); r.Status != 412 || !cmp.Equal(r.messageIDs(), []string{"Base.1.18.PreconditionFailed"}) {
 		t.Errorf("PATCH with a stale ETag: %d %v, want 412 PreconditionFailed", r.Status, r.Body)
 	}
 	if got := f.State().BootSourceOverrideTarget; got != "Pxe" {
@@ -238,6 +238,27 @@ func TestETags(t *testing.T) {
 	// BMCs do; gofish sends If-Match whenever a GET gave it an ETag.
 	if r := c.do("PATCH", redfishfake.SystemPath, hdd); r.Status != 200 {
 		t.Errorf("PATCH without If-Match: %d", r.Status)
+	}
+
+	// A BMC that requires If-Match refuses a PATCH or reset without it.
+	strict := redfishfake.Start(t, redfishfake.Options{RequireIfMatch: true})
+	sc := newClient(t, strict)
+	sc.login()
+	for _, w := range []struct {
+		path string
+		body any
+	}{{redfishfake.SystemPath, pxe}, {redfishfake.ResetPath, map[string]string{"ResetType": "On"}}} {
+		method := "PATCH"
+		if w.path == redfishfake.ResetPath {
+			method = "POST"
+		}
+		if r := sc.do(method, w.path, w.body); r.Status != 428 || !cmp.Equal(r.messageIDs(), []string{"Base.1.18.PreconditionRequired"}) {
+			t.Errorf("%s %s without If-Match: %d %v, want 428 PreconditionRequired", method, w.path, r.Status, r.Body)
+		}
+		stag := sc.do("GET", redfishfake.SystemPath, nil).Header.Get("ETag")
+		if r := sc.do(method, w.path, w.body, "If-Match", stag); r.Status >= 300 {
+			t.Errorf("%s %s with If-Match: %d %v", method, w.path, r.Status, r.Body)
+		}
 	}
 
 	f.ChangeAfterNextRead()
@@ -316,7 +337,7 @@ func TestAsyncReset(t *testing.T) {
 	if r.Status != 202 || mon != redfishfake.TasksURI+"/1" {
 		t.Fatalf("reset: %d, Location %q", r.Status, mon)
 	}
-	if r := c.do("POST", redfishfake.ResetPath, map[string]string{"ResetType": "ForceOff"}); r.Status != 409 || !cmp.Equal(r.messageIDs(), []string{"Base.1.8.ResourceInUse"}) {
+	if r := c.do("POST", redfishfake.ResetPath, map[string]string{"ResetType": "ForceOff"}); r.Status != 409 || !cmp.Equal(r.messageIDs(), []string{"Base.1.18.ResourceInUse"}) {
 		t.Errorf("second reset while one runs: %d %v, want 409 ResourceInUse", r.Status, r.Body)
 	}
 	var states []string
