@@ -472,9 +472,25 @@ func msg(id, text string, args ...string) map[string]any {
 // route answers one request under f.mu and says how it was authenticated.
 func (f *Fake) route(r *http.Request, body []byte, rep *reply) string {
 	p := strings.TrimSuffix(r.URL.Path, "/")
+	if p == "/redfish/v1/$metadata" {
+		// Must be readable without auth, and this service has no CSDL.
+		f.missing(rep, r)
+		return ""
+	}
+	if p == "/redfish/v1/odata" {
+		if f.only(rep, r, "GET") {
+			rep.ok(http.StatusOK, map[string]any{"@odata.context": "/redfish/v1/$metadata", "value": []map[string]string{
+				{"name": "Systems", "kind": "Singleton", "url": SystemsPath},
+				{"name": "SessionService", "kind": "Singleton", "url": SessionSvc},
+				{"name": "Tasks", "kind": "Singleton", "url": TaskSvc},
+			}})
+		}
+		return ""
+	}
 	if p == "/redfish/v1" || p == "/redfish" {
-		// The service root (and the version document) need no auth
-		// (DSP0266, "Authentication requirements").
+		// The service root, the version document, the OData service
+		// document and $metadata need no auth (DSP0266, "Authentication
+		// requirements"); everything else does.
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			f.notAllowed(rep, r, "GET")
 			return ""

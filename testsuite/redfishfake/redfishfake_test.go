@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -159,6 +160,23 @@ func TestAuth(t *testing.T) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(f.CertificatePEM()) {
 		t.Error("CertificatePEM is not PEM")
+	}
+}
+
+// TestSessionTimeout: a session unused for SessionService.SessionTimeout
+// is gone (a nanosecond here: every next request is later than that).
+func TestSessionTimeout(t *testing.T) {
+	f := redfishfake.Start(t, redfishfake.Options{SessionTimeout: time.Nanosecond})
+	c := newClient(t, f)
+	c.login()
+	if r := c.do("GET", redfishfake.SystemPath, nil); r.Status != 401 {
+		t.Errorf("GET with a timed-out session: %d, want 401", r.Status)
+	}
+	if n := f.Sessions(); n != 0 {
+		t.Errorf("%d sessions left", n)
+	}
+	if r := c.do("GET", "/redfish/v1/odata", nil); r.Status != 200 {
+		t.Errorf("OData service document without auth: %d, want 200", r.Status)
 	}
 }
 
