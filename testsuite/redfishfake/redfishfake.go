@@ -11,7 +11,7 @@
 //
 // Resources:
 //
-//	/redfish/v1/                          ServiceRoot (no auth)
+//	/redfish/v1/                          ServiceRoot (no auth; nor /redfish, /redfish/v1/odata)
 //	/redfish/v1/Systems                   collection of one
 //	/redfish/v1/Systems/1                 ComputerSystem: GET, PATCH Boot and AssetTag
 //	/redfish/v1/Systems/1/Actions/ComputerSystem.Reset   POST
@@ -19,6 +19,12 @@
 //	/redfish/v1/SessionService/Sessions   GET, POST (login, no auth)
 //	/redfish/v1/SessionService/Sessions/N GET, DELETE (logout)
 //	/redfish/v1/TaskService[/Tasks[/N]]   GET (async resets)
+//
+// The system's ETag (header and @odata.etag) changes with every change of
+// it. A PATCH or a reset whose If-Match names an older one gets 412, as
+// gofish's common.Entity sends it: the ETag of its last GET of the system,
+// on PATCH and on the action's POST alike. No If-Match is accepted unless
+// Options.RequireIfMatch.
 package redfishfake
 
 import (
