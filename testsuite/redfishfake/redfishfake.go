@@ -93,6 +93,11 @@ type Options struct {
 	// BootModes are BootSourceOverrideMode@Redfish.AllowableValues;
 	// ["UEFI", "Legacy"] when empty. The first is the initial mode.
 	BootModes []string
+	// BootTargets are BootSourceOverrideTarget@Redfish.AllowableValues;
+	// BootTargets when empty. BootTarget is the initial target ("None"
+	// when empty), e.g. "UefiTarget" as an OS's one-time boot leaves it.
+	BootTargets []string
+	BootTarget  string
 	// ResetTypes allowed; ResetTypes when empty.
 	ResetTypes []string
 	// AsyncReset makes a reset answer 202 Accepted with a task monitor
@@ -196,6 +201,12 @@ func New(opts Options) (*Fake, error) {
 	if len(f.opts.BootModes) == 0 {
 		f.opts.BootModes = []string{"UEFI", "Legacy"}
 	}
+	if len(f.opts.BootTargets) == 0 {
+		f.opts.BootTargets = BootTargets
+	}
+	if f.opts.BootTarget == "" {
+		f.opts.BootTarget = "None"
+	}
 	if len(f.opts.ResetTypes) == 0 {
 		f.opts.ResetTypes = ResetTypes
 	}
@@ -205,7 +216,7 @@ func New(opts Options) (*Fake, error) {
 	if opts.On {
 		f.power = "On"
 	}
-	f.boot.enabled, f.boot.target, f.boot.mode = "Disabled", "None", f.opts.BootModes[0]
+	f.boot.enabled, f.boot.target, f.boot.mode = "Disabled", f.opts.BootTarget, f.opts.BootModes[0]
 
 	cert := opts.Certificate
 	if cert == nil {
@@ -732,7 +743,7 @@ func (f *Fake) systemReply(rep *reply) {
 			"BootSourceOverrideEnabled":                         f.boot.enabled,
 			"BootSourceOverrideEnabled@Redfish.AllowableValues": BootEnabled,
 			"BootSourceOverrideTarget":                          f.boot.target,
-			"BootSourceOverrideTarget@Redfish.AllowableValues":  BootTargets,
+			"BootSourceOverrideTarget@Redfish.AllowableValues":  f.opts.BootTargets,
 			"BootSourceOverrideMode":                            f.boot.mode,
 			"BootSourceOverrideMode@Redfish.AllowableValues":    f.opts.BootModes,
 		},
@@ -809,7 +820,7 @@ func (f *Fake) patchSystem(r *http.Request, body []byte, rep *reply) {
 				case "BootSourceOverrideEnabled":
 					allowed, dst = BootEnabled, &next.enabled
 				case "BootSourceOverrideTarget":
-					allowed, dst = BootTargets, &next.target
+					allowed, dst = f.opts.BootTargets, &next.target
 				case "BootSourceOverrideMode":
 					allowed, dst = f.opts.BootModes, &next.mode
 				case "BootOptions", "BootOrder", "AliasBootOrder", "UefiTargetBootSourceOverride", "BootNext", "HttpBootUri":

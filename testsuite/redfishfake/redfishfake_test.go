@@ -344,6 +344,20 @@ func TestBootOverride(t *testing.T) {
 	}
 }
 
+// TestBootTargets: the allowed targets and the initial one are options.
+func TestBootTargets(t *testing.T) {
+	f := redfishfake.Start(t, redfishfake.Options{BootTargets: []string{"None", "Pxe", "Hdd", "UefiTarget"}, BootTarget: "UefiTarget"})
+	c := newClient(t, f)
+	c.login()
+	boot := c.do("GET", redfishfake.SystemPath, nil).Body["Boot"].(map[string]any)
+	if boot["BootSourceOverrideTarget"] != "UefiTarget" || len(boot["BootSourceOverrideTarget@Redfish.AllowableValues"].([]any)) != 4 {
+		t.Errorf("Boot %v", boot)
+	}
+	if r := c.do("PATCH", redfishfake.SystemPath, map[string]any{"Boot": map[string]string{"BootSourceOverrideTarget": "Cd"}}); r.Status != 400 {
+		t.Errorf("PATCH to a target this BMC does not offer: %d", r.Status)
+	}
+}
+
 // TestAsyncReset: a reset answers 202 with a task monitor; another reset
 // is refused while it runs; reads move it to Completed, or to Exception.
 func TestAsyncReset(t *testing.T) {
