@@ -188,8 +188,72 @@ type redfishClient struct {
 func (c *redfishClient) SetBootDevice(ctx context.Context, device string, persistent, efiBoot bool) (bool, error) {
 	if ov, err := c.Client.GetBootDeviceOverride(ctx); err == nil {
 		efiBoot = ov.IsEFIBoot
+	} else if mode, err := c.bootMode(ctx); err == nil && mode != "" {
+		// bmclib cannot read back a target it has no name for (such as
+		// UefiTarget, where an OS's one-time boot leaves it).
+		efiBoot = mode == "UEFI"
 	}
 	return c.Client.SetBootDevice(ctx, device, persistent, efiBoot)
+}
+
+// bootMode reads the first system's BootSourceOverrideMode itself.
+func (c *redfishClient) bootMode(ctx context.Context) (string, error) {
+	var systems struct {
+		Members []struct {
+			ID string `json:"@odata.id"`
+		}
+	}
+	if err := c.getJSON(ctx, "/redfish/v1/Systems", &systems); err != nil {
+		return "", err
+	}
+	if len(systems.Members) == 0 {
+		return "", fmt.Errorf("no systems")
+	}
+	var sys struct {
+		Boot struct{ BootSourceOverrideMode string }
+	}
+	if err := c.getJSON(ctx, systems.Members[0].ID, &sys); err != nil {
+		return "", err
+	}
+	return sys.Boot.BootSourceOverrideMode, nil
+}
+
+// getJSON GETs a resource of the BMC with the session's auth.
+func (c *redfishClient) getJSON(ctx context.Context, ref string, v any) error {
+	resp, err := c.get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d", ref, resp.StatusCode)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
+}
+
+// get GETs ref, resolved against the BMC's URL and refused elsewhere: the
+// session's token goes to this BMC only.
+func (c *redfishClient) get(ctx context.Context, ref string) (*http.Response, error) {
+	u, err := url.Parse(ref)
+	if err != nil {
+		return nil, fmt.Errorf("location %q: %w", ref, err)
+	}
+	base, _ := url.Parse(c.base)
+	u = base.ResolveReference(u)
+	if u.Host != base.Host {
+		return nil, fmt.Errorf("location %q is not on the bmc", ref)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	c.t.mu.Lock()
+	for k, v := range c.t.auth {
+		req.Header[k] = v
+	}
+	c.t.mu.Unlock()
+	req.Header.Set("Accept", "application/json")
+	return c.hc.Do(req)
 }
 
 // mark is where the answers to the next call start.
@@ -220,27 +284,7 @@ func (c *redfishClient) takeTasks() []string {
 // taskState reads a task (or a task monitor) once. done is false while it
 // runs; err is set, with the task's messages, when it failed.
 func (c *redfishClient) taskState(ctx context.Context, loc string) (state string, done bool, err error) {
-	u, err := url.Parse(loc)
-	if err != nil {
-		return "", false, fmt.Errorf("task location %q: %w", loc, err)
-	}
-	base, _ := url.Parse(c.base)
-	u = base.ResolveReference(u)
-	if u.Host != base.Host {
-		// A task is the BMC's own resource; the session token goes nowhere else.
-		return "", false, fmt.Errorf("task location %q is not on the bmc", loc)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", false, err
-	}
-	c.t.mu.Lock()
-	for k, v := range c.t.auth {
-		req.Header[k] = v
-	}
-	c.t.mu.Unlock()
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
+	resp, err := c.get(ctx, loc)
 	if err != nil {
 		return "", false, err
 	}
@@ -255,7 +299,7 @@ func (c *redfishClient) taskState(ctx context.Context, loc string) (state string
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
 		}
-		return "", false, fmt.Errorf("read task %s: HTTP %d: %s", u.Path, resp.StatusCode, msg)
+		return "", false, fmt.Errorf("read task %s: HTTP %d: %s", loc, resp.StatusCode, msg)
 	}
 	var t struct {
 		TaskState  string

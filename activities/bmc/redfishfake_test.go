@@ -142,6 +142,21 @@ func TestRedfishKeepsLegacyBootMode(t *testing.T) {
 	}
 }
 
+// TestRedfishKeepsUEFIModeAfterAnOSBoot: an OS's one-time boot left the
+// override target at UefiTarget, which bmclib cannot read back; the mode
+// is still the system's.
+func TestRedfishKeepsUEFIModeAfterAnOSBoot(t *testing.T) {
+	f, a, in := fakeRedfish(t, redfishfake.Options{BootTargets: []string{"None", "Pxe", "Hdd", "UefiTarget"}, BootTarget: "UefiTarget"})
+	env := newEnv(t)
+	env.RegisterActivity(a)
+	if _, err := run[bmc.Result](t, env, a.PowerOnPXE, in); err != nil {
+		t.Fatalf("PowerOnPXE: %v", err)
+	}
+	if diff := cmp.Diff([]string{"PATCH Boot=Pxe/Once/UEFI 200", "POST Reset=On 204"}, writes(f)); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+}
+
 func TestRedfishBootFromDisk(t *testing.T) {
 	f, a, in := fakeRedfish(t, redfishfake.Options{On: true})
 	env := newEnv(t)
