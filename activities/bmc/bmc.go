@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,10 +29,11 @@ import (
 	"github.com/rackflow/rackflow/secrets"
 )
 
-// Error types of this package's failures; all but ErrTypeUntrustedCert are
-// retryable. The other non-retryable ones are the shared
+// Error types of this package's failures; all but ErrTypeUntrustedCert and
+// ErrTypeRefused are retryable. The other non-retryable ones are the shared
 // activities.ErrTypeInvalidInput, ErrTypeCredentialNotFound,
-// ErrTypeCredentialNotAllowed and ErrTypeInvalidCredential.
+// ErrTypeCredentialNotAllowed and ErrTypeInvalidCredential (also what a
+// Redfish BMC's 401 to the login means: it rejected the user or password).
 const (
 	// ErrTypeUnreachable: the BMC did not answer a call within CallTimeout,
 	// or the network refused the connection.
@@ -52,6 +54,16 @@ const (
 	// system root). Not retryable: nothing was sent, and the inventory or
 	// the BMC, not a retry, has to change.
 	ErrTypeUntrustedCert = "BMCUntrustedCert"
+	// ErrTypeRefused: a Redfish BMC answered 400 Bad Request to what
+	// bmclib sent (a boot target or reset type it does not allow, a
+	// property it does not know); the message quotes its
+	// @Message.ExtendedInfo. Not retryable: a retry sends the same.
+	ErrTypeRefused = "BMCRefused"
+	// ErrTypeTaskFailed: a Redfish BMC accepted a reset as a task (202
+	// Accepted) and the task ended in Exception, Killed or Cancelled; the
+	// message quotes the task's messages. Retryable: the power was not
+	// switched, and a BMC's reset can fail once.
+	ErrTypeTaskFailed = "BMCTaskFailed"
 	// ErrTypeBMC: any other failure reported by the BMC or bmclib.
 	ErrTypeBMC = "BMCError"
 )
@@ -244,6 +256,7 @@ type session struct {
 	target  string // address:port, for messages and the limiter
 	c       Client
 	pass    string // only to scrub it from error messages
+	credRef string
 	log     log.Logger
 	timeout time.Duration
 	actx    context.Context // the activity's context, for heartbeats
@@ -316,7 +329,7 @@ func (a *Activities) open(ctx context.Context, in Input, op string) (*session, e
 		s.close()
 		return nil, activities.NonRetryable(fmt.Sprintf("bmc credential %q holds no username or password", b.Credential), activities.ErrTypeInvalidCredential, nil)
 	}
-	s.pass = cred.Password
+	s.pass, s.credRef = cred.Password, b.Credential
 
 	conn := Conn{Host: b.Address, Port: b.Port, Provider: b.Provider, User: cred.Username, Password: cred.Password}
 	if b.Provider == "redfish" {
@@ -373,11 +386,34 @@ func (s *session) step(name string) {
 	activity.RecordHeartbeat(s.actx, p)
 }
 
-// call runs one BMC call under CallTimeout and classifies its failure.
+// call runs one BMC call under CallTimeout and classifies its failure. On
+// a Redfish BMC it repeats the call once when the BMC's answer says a
+// repeat will do: a 412 (the system changed since bmclib read it; bmclib
+// reads it again on every call) or a 401 to a session that worked (it
+// expired: log in again first). Temporal owns every other retry.
 func (s *session) call(ctx context.Context, what string, f func(context.Context) error) error {
-	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	err := f(cctx)
+	rc, _ := s.c.(*redfishClient)
+	mark := 0
+	if rc != nil {
+		mark = rc.mark()
+	}
+	err, timedOut := s.try(ctx, f)
+	if err != nil && rc != nil && ctx.Err() == nil && !timedOut {
+		switch redo := redfishRedo(rc.since(mark)); {
+		case redo == "etag":
+			s.log.Info("bmc answered 412: the system changed since it was read; reading it again", "call", what)
+			mark = rc.mark()
+			err, timedOut = s.try(ctx, f)
+		case redo == "session" && what != "connect":
+			s.log.Info("bmc session ended; logging in again", "call", what)
+			_, _ = s.try(ctx, s.c.Close) // the session is gone; a refused logout changes nothing
+			mark = rc.mark()
+			if err, timedOut = s.try(ctx, s.c.Open); err == nil {
+				mark = rc.mark()
+				err, timedOut = s.try(ctx, f)
+			}
+		}
+	}
 	if err == nil {
 		return nil
 	}
@@ -387,14 +423,27 @@ func (s *session) call(ctx context.Context, what string, f func(context.Context)
 	}
 	msg := s.scrub(strings.Join(strings.Fields(err.Error()), " "))
 	s.log.Warn("bmc call failed", "call", what, "error", msg)
+	var answers []answer
+	if rc != nil {
+		answers = rc.since(mark)
+	}
+	var te *taskError
 	switch {
-	case errors.Is(cctx.Err(), context.DeadlineExceeded):
+	case timedOut:
 		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable: %s: no answer within %v", s.target, what, s.timeout), ErrTypeUnreachable)
 	case errors.Is(err, ErrUntrustedCert), errors.As(err, new(*tls.CertificateVerificationError)),
 		// bmclib may flatten the chain into text.
 		strings.Contains(msg, ErrUntrustedCert.Error()), strings.Contains(msg, "tls: failed to verify certificate"):
 		// Nothing was sent: the handshake stopped before any login.
 		return activities.NonRetryable(fmt.Sprintf("bmc %s: %s: TLS: %s; trust its certificate with bmc.pin_sha256 or bmc.ca_file", s.target, what, msg), ErrTypeUntrustedCert, nil)
+	case errors.As(err, &te):
+		return temporal.NewApplicationError(fmt.Sprintf("bmc %s: %s: %s", s.target, what, s.scrub(te.Error())), ErrTypeTaskFailed)
+	case len(answers) > 0:
+		if e := s.redfishError(what, answers, err.Error()); e != nil {
+			return e
+		}
+	}
+	switch {
 	case strings.Contains(msg, "Unable to establish IPMI v2 / RMCP+ session"):
 		return temporal.NewApplicationError(fmt.Sprintf("bmc %s unreachable or credentials rejected: %s: ipmitool could not open an IPMI session (it does not say which)", s.target, what), ErrTypeNoSession)
 	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "no route to host"),
@@ -403,6 +452,52 @@ func (s *session) call(ctx context.Context, what string, f func(context.Context)
 	default:
 		return temporal.NewApplicationError(fmt.Sprintf("bmc %s: %s: %s", s.target, what, msg), ErrTypeBMC)
 	}
+}
+
+// try runs f under CallTimeout; timedOut says the BMC took all of it.
+func (s *session) try(ctx context.Context, f func(context.Context) error) (err error, timedOut bool) {
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	err = f(cctx)
+	return err, err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+}
+
+// redfishRedo says whether a failed call's answers call for one repeat:
+// "etag" after a 412, "session" after a 401 to a session token (not to a
+// login or to Basic auth, which mean the credential is wrong).
+func redfishRedo(answers []answer) string {
+	for _, a := range answers {
+		switch {
+		case a.status == http.StatusPreconditionFailed:
+			return "etag"
+		case a.status == http.StatusUnauthorized && !a.login && !a.basic:
+			return "session"
+		}
+	}
+	return ""
+}
+
+// redfishError classifies a failed Redfish call by the first error status
+// the BMC answered; nil when none says more than the error text.
+func (s *session) redfishError(what string, answers []answer, errText string) error {
+	for _, a := range answers {
+		if a.status < 400 {
+			continue
+		}
+		detail := fmt.Sprintf("%s %s: HTTP %d", a.method, a.path, a.status)
+		if m := extendedInfo(errText); m != "" {
+			detail += ": " + s.scrub(m)
+		}
+		switch {
+		case a.status == http.StatusUnauthorized && (a.login || a.basic):
+			return activities.NonRetryable(fmt.Sprintf("bmc %s rejected the user name or password of credential %q (%s); fix the secret or the BMC account", s.target, s.credRef, detail), activities.ErrTypeInvalidCredential, nil)
+		case a.status == http.StatusBadRequest:
+			return activities.NonRetryable(fmt.Sprintf("bmc %s refused %s: %s", s.target, what, detail), ErrTypeRefused, nil)
+		default:
+			return temporal.NewApplicationError(fmt.Sprintf("bmc %s: %s: %s", s.target, what, detail), ErrTypeBMC)
+		}
+	}
+	return nil
 }
 
 // scrub removes the password from text that came back from a BMC tool.
@@ -474,11 +569,48 @@ func (s *session) setPower(ctx context.Context, prior, action string) error {
 	}); err != nil {
 		return err
 	}
+	// A Redfish BMC may run the reset as a task: it has happened only
+	// when the task completes, and only the task says why it failed.
+	if rc, ok := s.c.(*redfishClient); ok {
+		for _, task := range rc.takeTasks() {
+			if err := s.waitTask(ctx, rc, action, task); err != nil {
+				return err
+			}
+		}
+	}
 	s.mu.Lock()
 	s.progress.PriorState, s.progress.Action = prior, action
 	s.mu.Unlock()
 	s.step("power " + action + " accepted")
 	return nil
+}
+
+// waitTask polls a BMC task until it ends, for at most SettleTimeout.
+func (s *session) waitTask(ctx context.Context, rc *redfishClient, action, task string) error {
+	s.step("wait for bmc task " + task)
+	limit := activities.OrDefault(s.a.SettleTimeout, 2*time.Minute)
+	deadline := time.Now().Add(limit)
+	for {
+		var state string
+		var done bool
+		if err := s.call(ctx, "power "+action+": task "+task, func(ctx context.Context) error {
+			var err error
+			state, done, err = rc.taskState(ctx, task)
+			return err
+		}); err != nil {
+			return err
+		}
+		if done {
+			s.log.Info("bmc task ended", "task", task, "state", state)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return temporal.NewApplicationError(fmt.Sprintf("bmc %s: power %s: task %s still %s %v after the command", s.target, action, task, state, limit), ErrTypeStateTimeout)
+		}
+		if err := s.sleep(ctx, activities.OrDefault(s.a.PollInterval, 2*time.Second)); err != nil {
+			return err
+		}
+	}
 }
 
 // waitFor polls until the power state reads want. Failed reads while the

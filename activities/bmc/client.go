@@ -62,7 +62,8 @@ type ClientFunc func(ctx context.Context, c Conn) (Client, error)
 // BMCLib is the default ClientFunc: a bmclib client restricted to one
 // provider, ipmitool for "ipmi" (the ipmitool binary must be installed) and
 // gofish for "redfish". Redfish runs over an HTTP client of ours that
-// verifies the BMC's certificate with c.TLS (bmclib's own skips it).
+// verifies the BMC's certificate with c.TLS (bmclib's own skips it) and
+// notes what the BMC answered (see redfishClient).
 func BMCLib(_ context.Context, c Conn) (Client, error) {
 	var opts []bmclib.Option
 	var driver string
@@ -81,8 +82,13 @@ func BMCLib(_ context.Context, c Conn) (Client, error) {
 		// bmclib gives its gofish provider a copy of the client-wide
 		// HTTP client (WithRedfishHTTPClient is not used by v2.3.5), so
 		// the verifying transport goes there.
-		opts = append(opts, bmclib.WithRedfishPort(strconv.Itoa(c.Port)), bmclib.WithHTTPClient(redfishHTTPClient(c.TLS)))
-		driver = redfish.ProviderName
+		hc, rt := redfishHTTPClient(c.TLS)
+		bc := bmclib.NewClient(c.Host, c.User, c.Password, bmclib.WithRedfishPort(strconv.Itoa(c.Port)), bmclib.WithHTTPClient(hc))
+		bc.Registry.Drivers = bc.Registry.For(redfish.ProviderName)
+		if len(bc.Registry.Drivers) == 0 {
+			return nil, fmt.Errorf("bmclib has no %s provider", redfish.ProviderName)
+		}
+		return &redfishClient{Client: bc, t: rt, hc: hc, base: "https://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port))}, nil
 	default:
 		return nil, fmt.Errorf("unknown bmc provider %q", c.Provider)
 	}
@@ -95,21 +101,20 @@ func BMCLib(_ context.Context, c Conn) (Client, error) {
 }
 
 // redfishHTTPClient is bmclib's default client for a BMC (no keep-alives,
-// a cookie jar, generous timeouts: BMCs are slow) with verified TLS. Calls
-// are bounded by the activity's CallTimeout too.
-func redfishHTTPClient(cfg *tls.Config) *http.Client {
+// a cookie jar, generous timeouts: BMCs are slow) with verified TLS, over
+// a transport that notes what the BMC answered. Calls are bounded by the
+// activity's CallTimeout too.
+func redfishHTTPClient(cfg *tls.Config) (*http.Client, *redfishTransport) {
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{
-		Timeout: 120 * time.Second,
-		Jar:     jar,
-		Transport: &http.Transport{
-			TLSClientConfig:       cfg,
-			DisableKeepAlives:     true,
-			DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   30 * time.Second,
-			ResponseHeaderTimeout: 120 * time.Second,
-		},
-	}
+	rt := &redfishTransport{tls: cfg, dialer: &net.Dialer{Timeout: 30 * time.Second}}
+	return &http.Client{Timeout: 120 * time.Second, Jar: jar, Transport: &http.Transport{
+		TLSClientConfig:       cfg,
+		DisableKeepAlives:     true,
+		DialContext:           rt.dialer.DialContext,
+		DialTLSContext:        rt.dialTLS,
+		TLSHandshakeTimeout:   30 * time.Second,
+		ResponseHeaderTimeout: 120 * time.Second,
+	}}, rt
 }
 
 // ErrUntrustedCert is the failure of a Redfish BMC whose certificate is

@@ -20,8 +20,10 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/template"
 
 	"golang.org/x/crypto/ssh"
@@ -49,6 +51,11 @@ type Options struct {
 	BMCPort int
 	// Pod, when set, is the host's pod in the inventory.
 	Pod string
+	// BMCProvider is "ipmi" (default) or "redfish"; SetRedfishBMC sets it
+	// with the Redfish BMC's port and certificate pin.
+	BMCProvider string
+	// BMCPinSHA256 is the Redfish BMC's certificate pin (bmc.pin_sha256).
+	BMCPinSHA256 string
 }
 
 // Lab is a prepared host: files written, nothing started.
@@ -310,7 +317,7 @@ func ChefClient(dir string) string { return fmt.Sprintf(chefClient, dir) }
 func (l *Lab) Host() api.Host {
 	h := api.Host{
 		Name:    l.Options.Host,
-		BMC:     api.BMC{Address: "127.0.0.1", Port: l.BMCPort, Provider: "ipmi", Credential: "bmc/" + l.Options.Host},
+		BMC:     api.BMC{Address: "127.0.0.1", Port: l.BMCPort, Provider: l.bmcProvider(), Credential: "bmc/" + l.Options.Host, PinSHA256: l.BMCPinSHA256},
 		MAC:     l.MAC,
 		Network: api.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
 		Disk:    l.DiskPath,
@@ -333,7 +340,7 @@ func (l *Lab) writeInventory() error {
 	inv := fmt.Sprintf(`# The lab host of make run / the integration tests (testsuite/lab).
 hosts:
   - name: %s
-    bmc: {address: 127.0.0.1, port: %d, provider: ipmi, credential: %s}
+    bmc: {address: 127.0.0.1, port: %d, provider: %s, credential: %s%s}
     mac: "%s"
     network: {ip: 127.0.0.1, netmask: 255.0.0.0}
     disk: %s
@@ -344,7 +351,7 @@ hosts:
       run_list: ["role[db]", "recipe[base]"]
       environment: lab
       validator_credential: chef/validator
-%s`, h.Name, h.BMC.Port, h.BMC.Credential, h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
+%s`, h.Name, h.BMC.Port, h.BMC.Provider, h.BMC.Credential, pinField(h.BMC.PinSHA256), h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
 		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL, podLine(h.Pod))
 	l.InventoryPath = filepath.Join(l.Dir, "inventory.yaml")
 	if err := os.WriteFile(l.InventoryPath, []byte(inv), 0o644); err != nil {
@@ -370,6 +377,45 @@ secrets:
 `, h.BMC.Credential, l.BMCUser, l.BMCPassword, h.BMC.CredentialDest(), chefServer(h.Chef.ServerURL), l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)
+}
+
+func (l *Lab) bmcProvider() string {
+	if l.BMCProvider == "" {
+		return "ipmi"
+	}
+	return l.BMCProvider
+}
+
+func pinField(pin string) string {
+	if pin == "" {
+		return ""
+	}
+	return ", pin_sha256: " + pin
+}
+
+// SetRedfishBMC makes the host's BMC the Redfish service on port whose
+// certificate has SHA-256 pin, and rewrites the inventory and secrets
+// (the credential is then bound to https://127.0.0.1:port). The service
+// must accept BMCUser and BMCPassword and run PowerHook on power changes.
+func (l *Lab) SetRedfishBMC(port int, pin string) error {
+	l.BMCProvider, l.BMCPort, l.BMCPinSHA256 = "redfish", port, pin
+	return l.writeInventory()
+}
+
+// PowerHook runs the machine's power hook, as a BMC's power control does:
+// on with the boot device ("pxe" boots the live system, anything else the
+// disk), or off. It returns when the hook has (its daemons run detached).
+func (l *Lab) PowerHook(on bool, bootDevice string) error {
+	state := "off"
+	if on {
+		state = "on"
+	}
+	cmd := exec.Command(l.HookPath, state, bootDevice)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("power hook %s %s: %v: %s", state, bootDevice, err, out)
+	}
+	return nil
 }
 
 func podLine(pod string) string {
