@@ -116,6 +116,10 @@ type ProvisionStatus struct {
 	ImagePhase string `json:"image_phase,omitempty"`
 	// ImageProgressAt is when the stream last reported.
 	ImageProgressAt time.Time `json:"image_progress_at,omitempty"`
+	// TargetDisk is the disk the host's root-device hints resolved to on
+	// the live system (from the image stream's first report, final from
+	// its result); nil when the inventory names a path.
+	TargetDisk *ResolvedDisk `json:"target_disk,omitempty"`
 	// Operator actions, newest last; at most MaxActions, the oldest dropped
 	// first and counted in ActionsDropped (the run's history keeps them all).
 	Actions        []OperatorAction `json:"actions,omitempty"`
@@ -183,17 +187,21 @@ type ProvisionResult struct {
 	OSHostKeyFP  string       `json:"os_host_key_fingerprint"`
 	Steps        []StepRecord `json:"steps"`
 	Duration     string       `json:"duration"`
+	// Disk is the disk root-device hints resolved to (nil for a path).
+	Disk *ResolvedDisk `json:"disk,omitempty"`
 }
 
 // ImageProgress is the payload of SignalImageProgress: what the image
 // stream has committed to the disk so far. Small and free of hash state.
 type ImageProgress struct {
-	Offset     int64     `json:"offset"`
-	Total      int64     `json:"total"`
-	MBps       float64   `json:"mbps"`
-	ETASeconds float64   `json:"eta_seconds,omitempty"`
-	Phase      string    `json:"phase,omitempty"`
-	Mode       string    `json:"mode,omitempty"`
-	Format     string    `json:"format,omitempty"`
-	At         time.Time `json:"at"`
+	Offset     int64   `json:"offset"`
+	Total      int64   `json:"total"`
+	MBps       float64 `json:"mbps"`
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	Phase      string  `json:"phase,omitempty"`
+	Mode       string  `json:"mode,omitempty"`
+	Format     string  `json:"format,omitempty"`
+	// Disk is the disk root-device hints resolved to (nil for a path).
+	Disk *ResolvedDisk `json:"disk,omitempty"`
+	At   time.Time     `json:"at"`
 }

@@ -178,14 +178,18 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 			}).Get(ctx, nil)
 		}},
 		{api.StepWriteImage, func(ctx workflow.Context) error {
-			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Disk, p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
+			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Target(), p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
 			err := workflow.ExecuteActivity(actx, imageA.WriteImage, image.WriteInput{
-				Host:   p.host.Name,
-				Target: p.liveTarget(leaseRes.HostKey),
-				Image:  p.host.Image,
-				Disk:   p.host.Disk,
-				Mode:   p.host.Image.Mode,
+				Host:       p.host.Name,
+				Target:     p.liveTarget(leaseRes.HostKey),
+				Image:      p.host.Image,
+				Disk:       p.host.Disk,
+				RootDevice: p.host.RootDevice,
+				Mode:       p.host.Image.Mode,
 			}).Get(ctx, &written)
+			if written.Disk != nil {
+				p.status.TargetDisk = written.Disk
+			}
 			if err == nil {
 				p.status.BytesWritten, p.status.BytesTotal, p.status.MBps = p.host.Image.Size, p.host.Image.Size, written.MBps
 				p.status.ETASeconds, p.status.ImagePhase = 0, "done"
@@ -240,6 +244,7 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		OSHostKeyFP:  osKey.Fingerprint,
 		Steps:        p.status.Steps,
 		Duration:     workflow.Now(ctx).Sub(started).Round(time.Second).String(),
+		Disk:         written.Disk,
 	}
 	workflow.GetLogger(ctx).Info("host provisioned", "host", p.host.Name, "digest", written.Digest, "run", info.WorkflowExecution.RunID)
 	return res, nil
@@ -510,6 +515,9 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 			p.status.BytesWritten, p.status.BytesTotal = ip.Offset, ip.Total
 			p.status.MBps, p.status.ETASeconds = ip.MBps, ip.ETASeconds
 			p.status.ImagePhase, p.status.ImageProgressAt = ip.Phase, ip.At
+			if ip.Disk != nil {
+				p.status.TargetDisk = ip.Disk
+			}
 		}
 	})
 	needReason := func(r api.OperatorRequest) error { return r.Validate() }
