@@ -116,6 +116,12 @@ type ProvisionStatus struct {
 	ImagePhase string `json:"image_phase,omitempty"`
 	// ImageProgressAt is when the stream last reported.
 	ImageProgressAt time.Time `json:"image_progress_at,omitempty"`
+	// BootTimeline is what rackflow-pxe saw of the live boot (DHCP,
+	// TFTP and HTTP fetches), read every minute while wait-live-ssh runs
+	// and once more when it fails; BootSummary says in one line where the
+	// boot stopped.
+	BootTimeline *BootTimeline `json:"boot_timeline,omitempty"`
+	BootSummary  string        `json:"boot_summary,omitempty"`
 	// TargetDisk is the disk the host's root-device hints resolved to on
 	// the live system (from the image stream's first report, final from
 	// its result); nil when the inventory names a path.

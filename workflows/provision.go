@@ -159,12 +159,34 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 			return nil
 		}},
 		{api.StepWaitLive, func(ctx workflow.Context) error {
+			// While the wait runs, read pxe's boot timeline every minute,
+			// so the status query shows where a slow boot stands.
+			watch := workflow.GetVersion(ctx, "boot-timeline", workflow.DefaultVersion, 1) >= 1
+			var stopWatch workflow.CancelFunc = func() {}
+			if watch {
+				p.status.BootTimeline, p.status.BootSummary = nil, ""
+				var wctx workflow.Context
+				wctx, stopWatch = workflow.WithCancel(ctx)
+				workflow.Go(wctx, func(ctx workflow.Context) {
+					for workflow.Sleep(ctx, bootTimelineEvery) == nil {
+						p.readBootTimeline(ctx)
+					}
+				})
+			}
 			actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
-			if err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+			err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
 				Host:     p.host.Name,
 				Target:   p.liveTarget(leaseRes.HostKey),
 				Deadline: p.opts.liveSSH.String(),
-			}).Get(ctx, &live); err != nil {
+			}).Get(ctx, &live)
+			stopWatch()
+			if err != nil {
+				if watch && p.readBootTimeline(ctx) {
+					// Say in the step's error where the boot stopped.
+					msg, typ := describe(err)
+					return temporal.NewApplicationErrorWithOptions(msg+"; boot so far: "+p.status.BootSummary, typ,
+						temporal.ApplicationErrorOptions{Cause: err})
+				}
 				return err
 			}
 			// Before the live system gets anything (the image, later the
@@ -248,6 +270,25 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 	}
 	workflow.GetLogger(ctx).Info("host provisioned", "host", p.host.Name, "digest", written.Digest, "run", info.WorkflowExecution.RunID)
 	return res, nil
+}
+
+// bootTimelineEvery is how often wait-live-ssh reads the boot timeline.
+const bootTimelineEvery = time.Minute
+
+// readBootTimeline puts pxe's boot timeline of the host in the status.
+// It is for operators only: a failure to read it is logged, never fatal,
+// and reported as false.
+func (p *provision) readBootTimeline(ctx workflow.Context) bool {
+	actx := p.activityCtx(ctx, "read the boot timeline of "+p.host.Name, 30*time.Second, 0, 1)
+	var t api.BootTimeline
+	if err := workflow.ExecuteActivity(actx, leaseA.BootTimeline, lease.TimelineInput{Host: p.host.Name, MAC: p.host.MAC}).Get(ctx, &t); err != nil {
+		if ctx.Err() == nil {
+			workflow.GetLogger(ctx).Warn("could not read the boot timeline", "host", p.host.Name, "error", err)
+		}
+		return false
+	}
+	p.status.BootTimeline, p.status.BootSummary = &t, t.Summary()
+	return true
 }
 
 func (p *provision) bmcInput() bmc.Input { return bmc.Input{Host: p.host.Name, BMC: p.host.BMC} }

@@ -79,6 +79,10 @@ type fixture struct {
 	waitSSH *testsuite.MockCallWrapper
 	// lastCompleted is what LastCompletedProvision finds.
 	lastCompleted runs.CompletedProvision
+	// timeline is what BootTimeline answers, given the call's number
+	// (1, 2...); nil: an empty timeline.
+	timeline func(n int) api.BootTimeline
+	timelineReads int
 }
 
 type failure struct {
@@ -176,6 +180,14 @@ func newFixture(t *testing.T) *fixture {
 				return image.WriteResult{}, err
 			}
 			return image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}, nil
+		})
+	env.OnActivity(leaseA.BootTimeline, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in lease.TimelineInput) (api.BootTimeline, error) {
+			f.timelineReads++
+			if f.timeline == nil {
+				return api.BootTimeline{MAC: in.MAC, Events: []api.BootEvent{}}, nil
+			}
+			return f.timeline(f.timelineReads), nil
 		})
 	env.OnActivity(chefA.Bootstrap, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, _ chef.BootstrapInput) (chef.BootstrapResult, error) {
