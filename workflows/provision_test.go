@@ -81,7 +81,7 @@ type fixture struct {
 	lastCompleted runs.CompletedProvision
 	// timeline is what BootTimeline answers, given the call's number
 	// (1, 2...); nil: an empty timeline.
-	timeline func(n int) api.BootTimeline
+	timeline      func(n int) api.BootTimeline
 	timelineReads int
 }
 
