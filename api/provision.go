@@ -28,7 +28,9 @@ var ProvisionSteps = []string{StepValidate, StepLease, StepPowerPXE, StepWaitLiv
 
 // SkippableSteps are the steps an operator may skip with a reason: the ones
 // an operator can do by hand without rackflow losing track of the disk's state.
-var SkippableSteps = map[string]bool{StepBootDisk: true, StepChef: true}
+// (DecommissionHost's unpublish and power-off too: an operator can do
+// them by hand.)
+var SkippableSteps = map[string]bool{StepBootDisk: true, StepChef: true, StepUnpublish: true, StepPowerOff: true}
 
 // States of a provisioning run (RackflowState search attribute).
 const (
