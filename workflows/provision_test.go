@@ -83,6 +83,8 @@ type fixture struct {
 	// (1, 2...); nil: an empty timeline.
 	timeline      func(n int) api.BootTimeline
 	timelineReads int
+	// eraseInputs are EraseDisk's inputs, in order.
+	eraseInputs []image.EraseInput
 }
 
 type failure struct {
@@ -180,6 +182,15 @@ func newFixture(t *testing.T) *fixture {
 				return image.WriteResult{}, err
 			}
 			return image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}, nil
+		})
+	env.OnActivity(imageA.EraseDisk, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in image.EraseInput) (api.EraseReport, error) {
+			f.eraseInputs = append(f.eraseInputs, in)
+			if err := f.maybeFail("EraseDisk"); err != nil {
+				return api.EraseReport{}, err
+			}
+			return api.EraseReport{Disk: in.Disk, Size: 8 << 30, Method: api.EraseRegions, VerifiedBytes: 4 << 20,
+				Regions: []api.EraseRegion{{What: "disk start", Length: 1 << 20}}}, nil
 		})
 	env.OnActivity(leaseA.BootTimeline, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in lease.TimelineInput) (api.BootTimeline, error) {
