@@ -83,6 +83,8 @@ type fixture struct {
 	// (1, 2...); nil: an empty timeline.
 	timeline      func(n int) api.BootTimeline
 	timelineReads int
+	// host is what ResolveHost answers (testHost unless a test edits it).
+	host *api.Host
 	// eraseInputs are EraseDisk's inputs, in order.
 	eraseInputs []image.EraseInput
 }
@@ -119,13 +121,14 @@ func newFixture(t *testing.T) *fixture {
 	env.RegisterActivity(&runs.Activities{})
 	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}}
 	h := testHost()
+	f.host = &h
 
 	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in inventory.ResolveInput) (api.Host, error) {
 			if err := f.maybeFail("ResolveHost"); err != nil {
 				return api.Host{}, err
 			}
-			return h, nil
+			return *f.host, nil
 		})
 	env.OnActivity(imageA.CheckImage, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, _ api.Image) error { return f.maybeFail("CheckImage") })
@@ -181,7 +184,12 @@ func newFixture(t *testing.T) *fixture {
 			if err := f.maybeFail("WriteImage"); err != nil {
 				return image.WriteResult{}, err
 			}
-			return image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}, nil
+			res := image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}
+			if in.RootDevice != nil {
+				// As the activity does: resolved on the host, in the result.
+				res.Disk = &api.ResolvedDisk{Path: "/dev/sdc", Serial: in.RootDevice.Serial, Size: 480e9, Hints: in.RootDevice.String()}
+			}
+			return res, nil
 		})
 	env.OnActivity(imageA.EraseDisk, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in image.EraseInput) (api.EraseReport, error) {

@@ -58,3 +58,29 @@ func TestProvisionStuckLiveBootSaysWhereItStopped(t *testing.T) {
 		t.Errorf("parked status timeline %+v summary %q", parked.BootTimeline, parked.BootSummary)
 	}
 }
+
+// TestProvisionReportsTheResolvedDisk: a host whose inventory names its
+// disk by hints has them passed to WriteImage (not a path), and the disk
+// they resolved to is in the status query and the result.
+func TestProvisionReportsTheResolvedDisk(t *testing.T) {
+	f := newFixture(t)
+	f.host.Disk, f.host.RootDevice = "", &api.RootDevice{Serial: "S3Z9NB0K"}
+	var during api.ProvisionStatus
+	f.env.RegisterDelayedCallback(func() { during = f.status(t) }, 10*time.Minute)
+	f.fail["BootFromDisk"] = failure{times: 2, err: temporal.NewApplicationError("bmc busy", "")}
+	f.env.RegisterDelayedCallback(func() { f.update(api.UpdateRetry, "BMC reset") }, 20*time.Minute)
+	f.env.ExecuteWorkflow(ProvisionHost, input)
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	var res api.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Disk == nil || res.Disk.Path != "/dev/sdc" || res.Disk.Serial != "S3Z9NB0K" {
+		t.Errorf("result disk %+v: want /dev/sdc, serial S3Z9NB0K", res.Disk)
+	}
+	if during.Step != api.StepBootDisk || during.TargetDisk == nil || during.TargetDisk.Path != "/dev/sdc" || !strings.Contains(during.TargetDisk.Hints, "S3Z9NB0K") {
+		t.Errorf("status at %s: target disk %+v; want /dev/sdc from the serial hint", during.Step, during.TargetDisk)
+	}
+}
