@@ -41,6 +41,12 @@ type Host struct {
 	Image      Image       `yaml:"image" json:"image"`
 	SSH        SSH         `yaml:"ssh" json:"ssh"`
 	Chef       *Chef       `yaml:"chef,omitempty" json:"chef,omitempty"`
+	// Pod names the boot network (provisioning network) the host sits on,
+	// a DNS label. DHCP does not cross it, so each pod has its own
+	// rackflow-pxe and worker: the host's activities after the inventory
+	// lookup run on that worker's queue (PodQueue). Empty: the shared
+	// queue, one boot network for the site.
+	Pod string `yaml:"pod,omitempty" json:"pod,omitempty"`
 }
 
 // BMC locates an IPMI/Redfish controller.
@@ -259,6 +265,9 @@ func (h Host) Validate() error {
 	}
 	if !ValidName(h.Name) {
 		add("name", h.Name, "must be a DNS label: lower-case letters, digits and '-', at most 63 characters")
+	}
+	if h.Pod != "" && !ValidName(h.Pod) {
+		add("pod", h.Pod, "must be a DNS label: lower-case letters, digits and '-', at most 63 characters")
 	}
 	if h.BMC.Address == "" {
 		add("bmc.address", "", "required")

@@ -11,6 +11,12 @@ import "strings"
 // DefaultTaskQueue is the task queue the worker polls unless told otherwise.
 const DefaultTaskQueue = "rackflow"
 
+// PodQueue is the task queue of a pod's worker: the activities of a host
+// whose inventory entry names pod run there, on the worker that sits on
+// that pod's boot network, while its workflow runs on shared. "rackflow"
+// and pod "a" give "rackflow-a".
+func PodQueue(shared, pod string) string { return shared + "-" + pod }
+
 // Workflow type names, registered explicitly so renaming a Go function never
 // changes what running histories refer to.
 const (

@@ -95,9 +95,13 @@ type StepRecord struct {
 
 // ProvisionStatus answers the status query.
 type ProvisionStatus struct {
-	Host  string `json:"host"`
-	State string `json:"state"`
-	Step  string `json:"step"`
+	Host string `json:"host"`
+	// Pod and PodQueue say where the host's activities run (empty: the
+	// shared queue); a run waiting on a pod whose worker is down shows it.
+	Pod      string `json:"pod,omitempty"`
+	PodQueue string `json:"pod_queue,omitempty"`
+	State    string `json:"state"`
+	Step     string `json:"step"`
 	// Try is the current step's operator-level try (1 + retries).
 	Try            int       `json:"try"`
 	StepStarted    time.Time `json:"step_started,omitempty"`

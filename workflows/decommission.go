@@ -59,6 +59,13 @@ func DecommissionHost(ctx workflow.Context, in api.DecommissionInput) (api.Decom
 				return err
 			}
 			p.status.Host = p.host.Name
+			if p.host.Pod != "" {
+				// As in ProvisionHost: the rest runs on the pod's worker,
+				// which holds the host's credentials and checks them now.
+				p.status.Pod, p.status.PodQueue = p.host.Pod, api.PodQueue(workflow.GetInfo(ctx).TaskQueueName, p.host.Pod)
+				pctx := p.activityCtx(ctx, "check host "+in.Host+" on pod "+p.host.Pod, time.Minute, 0, 3)
+				return workflow.ExecuteActivity(pctx, invA.ResolveHost, inventory.ResolveInput{Host: in.Host, Spec: in.Spec}).Get(ctx, &p.host)
+			}
 			return nil
 		}},
 		{api.StepUnpublish, func(ctx workflow.Context) error {

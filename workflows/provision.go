@@ -135,11 +135,24 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		run  func(ctx workflow.Context) error
 	}{
 		{api.StepValidate, func(ctx workflow.Context) error {
+			// The shared queue reads the inventory; a host's pod is
+			// known only once it has.
+			p.host = api.Host{}
 			actx := p.activityCtx(ctx, "resolve host "+in.Host, time.Minute, 0, 3)
 			if err := workflow.ExecuteActivity(actx, invA.ResolveHost, inventory.ResolveInput{Host: in.Host, Spec: in.Spec}).Get(ctx, &p.host); err != nil {
 				return err
 			}
 			p.status.Host = p.host.Name
+			if p.host.Pod != "" {
+				// From here on every activity runs on the pod's worker,
+				// which holds the host's credentials and checks them now.
+				workflow.GetVersion(ctx, "pod-queues", workflow.DefaultVersion, 1)
+				p.status.Pod, p.status.PodQueue = p.host.Pod, api.PodQueue(workflow.GetInfo(ctx).TaskQueueName, p.host.Pod)
+				pctx := p.activityCtx(ctx, "check host "+in.Host+" on pod "+p.host.Pod, time.Minute, 0, 3)
+				if err := workflow.ExecuteActivity(pctx, invA.ResolveHost, inventory.ResolveInput{Host: in.Host, Spec: in.Spec}).Get(ctx, &p.host); err != nil {
+					return err
+				}
+			}
 			if err := p.refuseWipe(ctx, in); err != nil {
 				return err
 			}
@@ -380,7 +393,12 @@ func (p *provision) activityCtx(ctx workflow.Context, summary string, startToClo
 	if interval == 0 {
 		interval = 5 * time.Second
 	}
+	var queue string
+	if p.host.Pod != "" {
+		queue = api.PodQueue(workflow.GetInfo(ctx).TaskQueueName, p.host.Pod)
+	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           queue,
 		StartToCloseTimeout: startToClose,
 		HeartbeatTimeout:    heartbeat,
 		Summary:             summary,

@@ -289,6 +289,10 @@ func TestUnresponsiveBMCThenRetry(t *testing.T) {
 	if err := sim.Resume(); err != nil {
 		t.Fatal(err)
 	}
+	// The retry runs with the default per-call timeout: the one-second
+	// limit above was for the stall, and on a loaded machine a lanplus
+	// session set-up alone can take longer than that.
+	a.CallTimeout = simActivities(sim).CallTimeout
 	got, err := run[bmc.Result](t, env, a.PowerOnPXE, simInput(sim))
 	if err != nil {
 		t.Fatalf("retry after resume: %v", err)

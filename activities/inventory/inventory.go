@@ -35,6 +35,13 @@ type Activities struct {
 	// inventory entry (worker flag --allow-inline-specs). Off, whoever
 	// starts a workflow can only name hosts of the worker's inventory.
 	AllowInlineSpecs bool
+	// Pod is the pod this worker serves (--pod): it resolves only that
+	// pod's hosts, and checks their credentials, which it holds. Empty: a
+	// shared worker, which leaves a podded host's credentials to its pod.
+	Pod string
+	// SharedOnly (--shared-only) says this shared worker has no boot
+	// network: it refuses hosts that name no pod.
+	SharedOnly bool
 }
 
 // ResolveInput names a host, or carries its spec inline.
@@ -75,11 +82,28 @@ func (a *Activities) ResolveHost(ctx context.Context, in ResolveInput) (api.Host
 	if err := h.Validate(); err != nil {
 		return api.Host{}, activities.InvalidInput(err)
 	}
+	switch {
+	case a.Pod != "" && h.Pod != a.Pod:
+		// Routing sends a pod's hosts to its own worker only; anything
+		// else is a misconfigured worker or inventory.
+		return api.Host{}, activities.NonRetryable(fmt.Sprintf("host %s is in pod %q; this worker serves pod %q (its boot network and secrets)", h.Name, h.Pod, a.Pod), ErrTypeWrongPod, nil)
+	case a.Pod == "" && h.Pod != "":
+		// The pod's worker holds the host's credentials and checks them
+		// when the run asks it to (ProvisionHost resolves the host there
+		// too).
+		return h, nil
+	case a.SharedOnly && h.Pod == "":
+		return api.Host{}, activities.NonRetryable(fmt.Sprintf("host %s names no pod, and this site's workers serve pods only (the shared worker runs --shared-only): add pod: to its inventory entry", h.Name), ErrTypeWrongPod, nil)
+	}
 	if err := a.checkCredentials(ctx, h); err != nil {
 		return api.Host{}, err
 	}
 	return h, nil
 }
+
+// ErrTypeWrongPod: the host belongs to another pod's worker, or to none
+// where every host must name one.
+const ErrTypeWrongPod = "WrongPod"
 
 func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	if a.Secrets == nil {

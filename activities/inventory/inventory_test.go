@@ -183,3 +183,49 @@ func TestCredentialBinding(t *testing.T) {
 		})
 	}
 }
+
+// TestPods: a pod's worker resolves only its pod's hosts and checks their
+// credentials (it holds them); the shared worker leaves a podded host's
+// credentials to the pod, and a shared-only worker refuses a host that
+// names no pod, since no worker would ever run its boot steps.
+func TestPods(t *testing.T) {
+	key := sshd.TestKey(t)
+	full := secrets.Static{
+		"bmc/node07":     {Username: "admin", Password: "pw", Endpoints: []string{"10.20.0.7"}},
+		"ssh/provision":  {PrivateKey: key.PEM},
+		"chef/validator": {PrivateKey: key.PEM, Endpoints: []string{"https://chef.internal"}},
+	}
+	inPodA, noPod := node07(), node07()
+	inPodA.Pod = "rack-a"
+	badPod := node07()
+	badPod.Pod = "Rack A"
+	tests := map[string]struct {
+		host       api.Host
+		pod        string
+		sharedOnly bool
+		secrets    secrets.Static
+		wantType   string
+	}{
+		"pod worker, its host":                  {host: inPodA, pod: "rack-a", secrets: full},
+		"pod worker, its host, secret missing":  {host: inPodA, pod: "rack-a", secrets: secrets.Static{}, wantType: activities.ErrTypeCredentialNotFound},
+		"pod worker, another pod's host":        {host: inPodA, pod: "rack-b", secrets: full, wantType: inventory.ErrTypeWrongPod},
+		"pod worker, a host with no pod":        {host: noPod, pod: "rack-a", secrets: full, wantType: inventory.ErrTypeWrongPod},
+		"shared worker, podded host, no secret": {host: inPodA, secrets: secrets.Static{}},
+		"shared-only worker, podded host":       {host: inPodA, sharedOnly: true, secrets: secrets.Static{}},
+		"shared-only worker, host with no pod":  {host: noPod, sharedOnly: true, secrets: full, wantType: inventory.ErrTypeWrongPod},
+		"pod not a DNS label":                   {host: badPod, secrets: full, wantType: activities.ErrTypeInvalidInput},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			inv := &api.Inventory{Hosts: []api.Host{tc.host}}
+			a := &inventory.Activities{Load: func() (*api.Inventory, error) { return inv, nil }, Secrets: tc.secrets, Pod: tc.pod, SharedOnly: tc.sharedOnly}
+			h, err := resolve(t, a, inventory.ResolveInput{Host: "node07"})
+			if diff := cmp.Diff(tc.wantType, errType(t, err)); diff != "" {
+				t.Fatalf("error type (-want +got):\n%s\n%v", diff, err)
+			}
+			if err == nil && h.Pod != tc.host.Pod {
+				t.Errorf("resolved pod %q, want %q", h.Pod, tc.host.Pod)
+			}
+		})
+	}
+}

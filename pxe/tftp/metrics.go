@@ -16,7 +16,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackflow_pxe_tftp_transfers_total",
-			Help: "TFTP read requests by result: ok, not_found, forbidden, failed.",
+			Help: "TFTP read requests by result: ok, size_probe (tsize read, then ended by the client), not_found, forbidden, busy, failed.",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackflow_pxe_tftp_bytes_sent_total",

@@ -36,6 +36,12 @@ var (
 	ErrNotFound  = errors.New("file not found")
 	ErrForbidden = errors.New("access violation")
 	ErrBusy      = errors.New("server busy, try again")
+	// ErrSizeProbe is a transfer the client ended after reading the
+	// file's size from the OACK, before any data: UEFI firmware (EDK2)
+	// and many PXE ROMs ask for tsize, abort with TFTP error 8 (option
+	// negotiation ended, RFC 2347) and then read the file in a second
+	// request. It is normal, not a failure.
+	ErrSizeProbe = errors.New("size probe: the client read tsize and ended the transfer")
 )
 
 // DefaultMaxTransfers caps concurrent transfers when Server.MaxTransfers is
@@ -251,6 +257,11 @@ func (s *Server) readHandler(name string, rf io.ReaderFrom) error {
 	}
 	n, err := rf.ReadFrom(f)
 	t.Bytes = n
+	if err != nil && n == 0 && strings.Contains(err.Error(), "sending block 0: code=8,") {
+		// pin/tftp reports the client's ERROR packet only as text.
+		t.Err = ErrSizeProbe
+		return nil
+	}
 	if err != nil {
 		t.Err = fmt.Errorf("send %s: %w", name, err)
 		// pin/tftp has already told the client; returning the error would
@@ -269,17 +280,19 @@ func (s *Server) record(t Transfer) {
 		result = "forbidden"
 	case errors.Is(t.Err, ErrBusy):
 		result = "busy"
+	case errors.Is(t.Err, ErrSizeProbe):
+		result = "size_probe"
 	case t.Err != nil:
 		result = "failed"
 	}
 	s.metrics.transfers.WithLabelValues(result).Inc()
 	s.metrics.bytes.Add(float64(t.Bytes))
 	level := slog.LevelInfo
-	if t.Err != nil && result != "not_found" {
+	if t.Err != nil && result != "not_found" && result != "size_probe" {
 		level = slog.LevelWarn
 	}
 	args := []any{"remote", t.Remote.String(), "file", t.Filename, "result", result, "bytes", t.Bytes, "duration", t.Duration}
-	if t.Err != nil {
+	if t.Err != nil && result != "size_probe" {
 		args = append(args, "error", t.Err)
 	}
 	s.log.Log(context.Background(), level, "tftp: read request", args...)

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -449,4 +451,71 @@ func TestListenBindsToInterface(t *testing.T) {
 	if _, err := listen(context.Background(), "127.0.0.1:0", "no-such-if0"); err == nil {
 		t.Error("listen on a missing interface succeeded")
 	}
+}
+
+// UEFI firmware (EDK2) reads a boot file's size first: a read request with
+// tsize, then TFTP error 8 in answer to the OACK, then the real read. The
+// probe is logged and counted as such, not as a failed transfer (an
+// operator would chase a warning on every UEFI boot).
+func TestSizeProbeIsNotAFailure(t *testing.T) {
+	root, content := testRoot(t, 5000)
+	var logBuf bytes.Buffer
+	var mu sync.Mutex
+	var got []Transfer
+	done := make(chan struct{}, 2)
+	addr := start(t, &Server{Root: root, Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &logBuf, mu: &mu}, nil)),
+		OnTransfer: func(tr Transfer) {
+			mu.Lock()
+			got = append(got, tr)
+			mu.Unlock()
+			done <- struct{}{}
+		}})
+
+	// The probe, as EDK2 sends it.
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer c.Close()
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	must(t, err)
+	_, err = c.WriteTo([]byte("\x00\x01undionly.kpxe\x00octet\x00tsize\x000\x00blksize\x001468\x00"), ua)
+	must(t, err)
+	buf := make([]byte, 2048)
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := c.ReadFrom(buf)
+	must(t, err)
+	if op := binary.BigEndian.Uint16(buf[:n]); op != 6 || !strings.Contains(string(buf[:n]), "tsize\x00"+strconv.Itoa(len(content))+"\x00") {
+		t.Fatalf("answer to the probe %q, want an OACK with tsize %d", buf[:n], len(content))
+	}
+	_, err = c.WriteTo([]byte("\x00\x05\x00\x08User aborted the transfer\x00"), from)
+	must(t, err)
+	<-done
+
+	// The real read that follows.
+	data, _, err := fetch(addr, "undionly.kpxe", 1468)
+	must(t, err)
+	if !bytes.Equal(data, content) {
+		t.Fatal("second read: wrong content")
+	}
+	<-done
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !errors.Is(got[0].Err, ErrSizeProbe) || got[0].Bytes != 0 || got[1].Err != nil || got[1].Bytes != int64(len(content)) {
+		t.Fatalf("transfers %+v: want a size probe, then the file", got)
+	}
+	logs := logBuf.String()
+	if !strings.Contains(logs, "result=size_probe") || strings.Contains(logs, "level=WARN") {
+		t.Errorf("log:\n%s\nwant the probe logged as result=size_probe, no warning", logs)
+	}
+}
+
+type syncWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -47,6 +47,8 @@ type Options struct {
 	// BMCPort is the BMC's UDP port (default: one free now). SetBMCPort
 	// changes it after the BMC has picked its own.
 	BMCPort int
+	// Pod, when set, is the host's pod in the inventory.
+	Pod string
 }
 
 // Lab is a prepared host: files written, nothing started.
@@ -320,6 +322,7 @@ func (l *Lab) Host() api.Host {
 			Environment:         "lab",
 			ValidatorCredential: "chef/validator",
 		},
+		Pod: l.Pod,
 	}
 	h.Defaults()
 	return h
@@ -341,8 +344,8 @@ hosts:
       run_list: ["role[db]", "recipe[base]"]
       environment: lab
       validator_credential: chef/validator
-`, h.Name, h.BMC.Port, h.BMC.Credential, h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
-		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL)
+%s`, h.Name, h.BMC.Port, h.BMC.Credential, h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
+		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL, podLine(h.Pod))
 	l.InventoryPath = filepath.Join(l.Dir, "inventory.yaml")
 	if err := os.WriteFile(l.InventoryPath, []byte(inv), 0o644); err != nil {
 		return err
@@ -367,6 +370,13 @@ secrets:
 `, h.BMC.Credential, l.BMCUser, l.BMCPassword, h.BMC.CredentialDest(), chefServer(h.Chef.ServerURL), l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)
+}
+
+func podLine(pod string) string {
+	if pod == "" {
+		return ""
+	}
+	return "    pod: " + pod + "\n"
 }
 
 // chefServer is a chef server URL's scheme and host, what its validator

@@ -35,6 +35,12 @@ const (
 	BootTimeout = 3 * time.Minute
 )
 
+// IPXEDir holds Debian's iPXE builds (package ipxe); IPXEFiles are the
+// ones the lab serves.
+const IPXEDir = "/usr/lib/ipxe"
+
+var IPXEFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+
 // RequireLab skips t unless QEMU tests were asked for (RACKFLOW_QEMU=1,
 // as make test-qemu does; never under -short) and fails it when their
 // tools are missing. Its context ends with t, or after 10 minutes.
@@ -114,8 +120,23 @@ func StartLab(t *testing.T, ctx context.Context, live LiveOptions, cmdline strin
 	if err := LiveInitramfs(ctx, filepath.Join(bootDir, "initrd.img"), cache, kernel, live); err != nil {
 		t.Fatalf("build initramfs: %v", err)
 	}
-	tftpFile := []byte("rackflow tftp check\n")
-	if err := os.WriteFile(filepath.Join(tftpDir, "undionly.kpxe"), tftpFile, 0o644); err != nil {
+	// Debian's iPXE builds, as a site serves them: undionly.kpxe for BIOS
+	// PXE ROMs and ipxe.efi for UEFI PXE over TFTP, ipxe.efi over HTTP
+	// for UEFI HTTP boot.
+	for _, f := range IPXEFiles {
+		b, err := os.ReadFile(filepath.Join(IPXEDir, f))
+		if err != nil {
+			t.Fatalf("iPXE boot file: %v (apt-get install ipxe)", err)
+		}
+		if err := os.WriteFile(filepath.Join(tftpDir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bootDir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tftpFile, err := os.ReadFile(filepath.Join(IPXEDir, "undionly.kpxe"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "rackflow-pxe")
@@ -153,6 +174,8 @@ func StartLab(t *testing.T, ctx context.Context, live LiveOptions, cmdline strin
 		"-dhcp-interface", "eth0",
 		"-dhcp-lease-time", "10m",
 		"-tftp-root", tftpDir,
+		"-boot-file-uefi", "ipxe.efi",
+		"-boot-file-http", LabPublicURL+"/files/ipxe.efi",
 		"-tftp-addr", LabServerIP+":69",
 		"-log-level", "debug",
 	)
@@ -160,8 +183,9 @@ func StartLab(t *testing.T, ctx context.Context, live LiveOptions, cmdline strin
 		server.WaitFor(line, 20*time.Second)
 	}
 
-	// TFTP answers on the segment (the iPXE ROM is already iPXE, so the
-	// boot itself does not need it).
+	// TFTP answers on the segment (SeaBIOS machines boot through the
+	// NIC's iPXE ROM and do not need it; UEFI PXE machines fetch ipxe.efi
+	// from it).
 	got := filepath.Join(dir, "tftp-got")
 	if out, err := rack.Exec(ctx, "busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", got, LabServerIP); err != nil {
 		t.Fatalf("TFTP from the rack: %v\n%s", err, out)

@@ -43,8 +43,14 @@ func Require(t testing.TB) {
 			t.Fatalf("QEMU boot test needs %q: apt-get install -y --no-install-recommends %s", cmd, pkg)
 		}
 	}
-	if _, err := os.Stat(VirtioROM); err != nil {
-		t.Fatalf("QEMU boot test needs iPXE ROMs (%s): apt-get install -y --no-install-recommends ipxe-qemu", VirtioROM)
+	for file, pkg := range map[string]string{
+		VirtioROM:                          "ipxe-qemu",
+		filepath.Join(IPXEDir, "ipxe.efi"): "ipxe",
+		OVMFCode:                           "ovmf",
+	} {
+		if _, err := os.Stat(file); err != nil {
+			t.Fatalf("QEMU boot test needs %s: apt-get install -y --no-install-recommends %s", file, pkg)
+		}
 	}
 }
 
@@ -70,6 +76,17 @@ type VM struct {
 	// order, so moving a disk to another slot renames it between boots,
 	// as a controller probing in another order does on real hardware.
 	Disks []Disk
+	// Firmware is FirmwareBIOS (the default: SeaBIOS, which boots the
+	// network through the NIC's iPXE option ROM) or FirmwareUEFI (OVMF,
+	// whose own EDK2 network stack boots the network: no option ROM is
+	// loaded, as on a server whose NIC firmware is the platform's).
+	Firmware string
+	// UEFIBoot picks EDK2's network boot client when Firmware is
+	// FirmwareUEFI: UEFIBootPXE (DHCP, then the boot file over TFTP) or
+	// UEFIBootHTTP (DHCP with vendor class HTTPClient, then the boot file
+	// from a URL; PXE is switched off in the firmware so it is the only
+	// one). Default UEFIBootPXE.
+	UEFIBoot string
 }
 
 // Disk is a virtio disk of a VM.
@@ -83,6 +100,20 @@ type Disk struct {
 	// chipset and the NIC).
 	Slot int
 }
+
+// Firmware and UEFI network boot clients.
+const (
+	FirmwareBIOS = "bios"
+	FirmwareUEFI = "uefi"
+	UEFIBootPXE  = "pxe"
+	UEFIBootHTTP = "http"
+)
+
+// OVMF's code and variable store for 4 MiB flash, from Debian's ovmf.
+const (
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
 
 // Command returns the program and arguments that boot the VM, writing the
 // small files QEMU reads into dir. QEMU exits when the guest powers off,
@@ -112,13 +143,54 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		"-m", fmt.Sprint(mem), "-smp", "1",
 		"-display", "none", "-vga", "none",
 		"-serial", "stdio",
-		// SeaBIOS and iPXE write their console to the serial port too, so a
-		// failed DHCP or download is readable in the log.
-		"-fw_cfg", "name=etc/sercon-port,file=" + sercon,
-		"-boot", "order=n,strict=on",
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=net0,mac=" + vm.MAC,
+	}
+	switch vm.Firmware {
+	case "", FirmwareBIOS:
+		if vm.UEFIBoot != "" {
+			return "", nil, fmt.Errorf("qemu vm: UEFIBoot %q needs Firmware %q", vm.UEFIBoot, FirmwareUEFI)
+		}
+		args = append(args,
+			// SeaBIOS and iPXE write their console to the serial port
+			// too, so a failed DHCP or download is readable in the log.
+			"-fw_cfg", "name=etc/sercon-port,file="+sercon,
+			"-boot", "order=n,strict=on",
+			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC)
+	case FirmwareUEFI:
+		// The variable store is the machine's NVRAM: a private copy,
+		// written by the firmware as it records its boot options.
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		b, err := os.ReadFile(OVMFVars)
+		if err != nil {
+			return "", nil, fmt.Errorf("qemu vm: UEFI firmware: %w (apt-get install ovmf)", err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			return "", nil, fmt.Errorf("qemu vm: %w", err)
+		}
+		if strings.ContainsAny(dir, ",") {
+			return "", nil, fmt.Errorf("qemu vm: directory %q must not contain a comma", dir)
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
+			// romfile= (empty) loads no iPXE ROM: the firmware's own
+			// virtio-net driver and network stack boot the machine.
+			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",romfile=,bootindex=1")
+		switch vm.UEFIBoot {
+		case "", UEFIBootPXE:
+			// EDK2 offers PXE before HTTP; IPv6 would only add timeouts.
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no")
+		case UEFIBootHTTP:
+			args = append(args,
+				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no")
+		default:
+			return "", nil, fmt.Errorf("qemu vm: UEFIBoot %q: want %q or %q", vm.UEFIBoot, UEFIBootPXE, UEFIBootHTTP)
+		}
+	default:
+		return "", nil, fmt.Errorf("qemu vm: Firmware %q: want %q or %q", vm.Firmware, FirmwareBIOS, FirmwareUEFI)
 	}
 	if vm.Disk != "" {
 		if strings.ContainsAny(vm.Disk, ",") {

@@ -248,6 +248,9 @@ func (g globals) status(ctx context.Context, conn *conn, args []string) int {
 		return ExitOK
 	}
 	fmt.Fprintf(g.stdout, "%s  %s  step %s (try %d)\n  %s\n", st.Host, st.State, st.Step, st.Try, g.link(id))
+	if st.Pod != "" {
+		fmt.Fprintf(g.stdout, "  pod %s: its steps run on the pod's worker (task queue %s)%s\n", st.Pod, st.PodQueue, g.pollers(ctx, c, st.PodQueue))
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(g.stdout, "  last error [%s]: %s\n", st.LastErrorType, st.LastError)
 	}
@@ -388,4 +391,24 @@ func (g globals) operator(ctx context.Context, conn *conn, action string, args [
 	}
 	fmt.Fprintf(g.stdout, "%s: %s\n", id, msg)
 	return ExitOK
+}
+
+// pollers says when a worker last polled queue for activities: a pod's
+// worker that is down shows as a poll minutes old (the server forgets a
+// poller after about five minutes of silence), or none at all.
+func (g globals) pollers(ctx context.Context, c client.Client, queue string) string {
+	resp, err := c.DescribeTaskQueue(ctx, queue, enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+	if err != nil {
+		return ""
+	}
+	var last time.Time
+	for _, p := range resp.GetPollers() {
+		if t := p.GetLastAccessTime().AsTime(); t.After(last) {
+			last = t
+		}
+	}
+	if last.IsZero() {
+		return "; no worker polls it: is the pod's worker running?"
+	}
+	return fmt.Sprintf("; last polled %s ago by %d worker(s)", time.Since(last).Round(time.Second), len(resp.GetPollers()))
 }

@@ -62,8 +62,8 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 		path := cfg.Inventory
 		load = func() (*api.Inventory, error) { return api.LoadInventory(path) }
 	}
-	if cfg.PXEToken == "" {
-		return nil, errors.New("no pxe API token: set RACKFLOW_PXE_TOKEN or --pxe-token-file")
+	if cfg.PXEToken == "" && !cfg.SharedOnly {
+		return nil, errors.New("no pxe API token: set RACKFLOW_PXE_TOKEN or --pxe-token-file (a shared worker with no boot network: --shared-only)")
 	}
 	if cfg.DiskHelper != "" {
 		if _, err := os.Stat(cfg.DiskHelper); err != nil {
@@ -78,14 +78,17 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 	if cfg.AllowInlineSpecs {
 		logger.Warn("inline host specs allowed: workflow inputs choose BMCs, images and chef servers; the secrets file's endpoints keep credentials bound")
 	}
-	pxe, err := pxeclient.New(cfg.PXEURL, cfg.PXEToken, pxeclient.Options{CAFile: cfg.PXECA})
-	if err != nil {
-		return nil, err
+	var pxe *pxeclient.Client
+	if !cfg.SharedOnly {
+		var err error
+		if pxe, err = pxeclient.New(cfg.PXEURL, cfg.PXEToken, pxeclient.Options{CAFile: cfg.PXECA}); err != nil {
+			return nil, err
+		}
 	}
 	dialer := &remote.Dialer{Secrets: res}
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
-		inventory: &inventory.Activities{Load: load, Secrets: res, AllowInlineSpecs: cfg.AllowInlineSpecs},
+		inventory: &inventory.Activities{Load: load, Secrets: res, AllowInlineSpecs: cfg.AllowInlineSpecs, Pod: cfg.Pod, SharedOnly: cfg.SharedOnly},
 		lease:     &lease.Activities{PXE: pxe, Secrets: res},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
@@ -97,17 +100,24 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 	}, nil
 }
 
-func (a *activitySet) register(w worker.Worker) {
+// register registers the activities a worker runs: a pod's worker the
+// boot network's (and the inventory check of its hosts), a shared-only
+// worker those that need no boot network, a worker of both kinds all.
+func (a *activitySet) register(w worker.Worker, cfg config.Config) {
 	w.RegisterActivity(a.inventory)
-	w.RegisterActivity(a.lease)
-	w.RegisterActivity(a.bmc)
-	w.RegisterActivity(a.remote)
-	w.RegisterActivity(a.image)
-	w.RegisterActivity(a.chef)
-	w.RegisterActivity(a.nitro)
-	w.RegisterActivity(a.cs)
-	w.RegisterActivity(a.guest)
 	w.RegisterActivity(a.runs)
+	if !cfg.SharedOnly {
+		w.RegisterActivity(a.lease)
+		w.RegisterActivity(a.bmc)
+		w.RegisterActivity(a.remote)
+		w.RegisterActivity(a.image)
+		w.RegisterActivity(a.chef)
+	}
+	if cfg.Pod == "" {
+		w.RegisterActivity(a.nitro)
+		w.RegisterActivity(a.cs)
+		w.RegisterActivity(a.guest)
+	}
 }
 
 // signalProgress reports an image stream's progress to the run that

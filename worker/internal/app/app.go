@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackflow/rackflow/activities/runs"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/worker/internal/config"
 	"github.com/rackflow/rackflow/worker/promhandler"
 	"github.com/rackflow/rackflow/workflows"
@@ -59,7 +60,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		acts.image.Report, acts.image.ReportEvery = signalProgress(c), cfg.ImageReportEvery
 	}
 
-	w := worker.New(c, cfg.TaskQueue, worker.Options{
+	queue := cfg.TaskQueue
+	if cfg.Pod != "" {
+		queue = api.PodQueue(cfg.TaskQueue, cfg.Pod)
+	}
+	w := worker.New(c, queue, worker.Options{
+		// A pod's worker runs its hosts' activities; workflows run on
+		// the shared queue's workers.
+		DisableWorkflowWorker: cfg.Pod != "",
 		// Activities see the shutdown through activity.GetWorkerStopChannel
 		// and get this long to stop at a resumable point and heartbeat.
 		WorkerStopTimeout:                      cfg.StopTimeout,
@@ -68,8 +76,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		MaxConcurrentActivityTaskPollers:       cfg.ActivityPollers,
 		MaxConcurrentWorkflowTaskPollers:       cfg.WorkflowPollers,
 	})
-	workflows.Register(w)
-	acts.register(w)
+	if cfg.Pod == "" {
+		workflows.Register(w)
+	}
+	acts.register(w, cfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.MetricsAddr != "" {
@@ -84,7 +94,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		if err := w.Start(); err != nil {
 			return fmt.Errorf("start worker: %w", err)
 		}
-		logger.Info("worker started", "address", cfg.Address, "namespace", cfg.Namespace, "task_queue", cfg.TaskQueue)
+		logger.Info("worker started", "address", cfg.Address, "namespace", cfg.Namespace, "task_queue", queue, "pod", cfg.Pod, "shared_only", cfg.SharedOnly)
 		<-gctx.Done()
 		logger.Info("worker stopping", "stop_timeout", cfg.StopTimeout.String())
 		w.Stop()

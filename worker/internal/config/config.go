@@ -5,6 +5,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,8 +27,18 @@ type Config struct {
 	// Settings say how to reach Temporal (address, namespace, TLS, API
 	// key), as for the starter.
 	temporalconn.Settings
-	// TaskQueue is the one queue every workflow and activity runs on.
+	// TaskQueue is the shared queue: workflows, and the activities of
+	// hosts that name no pod.
 	TaskQueue string
+	// Pod, when set, makes this the pod's worker: it polls only
+	// api.PodQueue(TaskQueue, Pod) and runs only activities, those of the
+	// hosts on its boot network.
+	Pod string
+	// SharedOnly makes this a shared worker with no boot network: it runs
+	// workflows and the activities that need none (inventory, NetScaler,
+	// CloudStack, guests), needs no pxe service, and refuses hosts that
+	// name no pod.
+	SharedOnly bool
 
 	// Inventory is the host inventory file, read again on every run.
 	Inventory string
@@ -110,6 +121,9 @@ func Parse(args []string) (Config, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	c.Settings.RegisterFlags(fs, env)
 	fs.StringVar(&c.TaskQueue, "task-queue", env("RACKFLOW_TASK_QUEUE", api.DefaultTaskQueue), "task queue (RACKFLOW_TASK_QUEUE)")
+	fs.StringVar(&c.Pod, "pod", env("RACKFLOW_POD", ""), "serve this pod's boot network: poll only <task-queue>-<pod> for the activities of hosts whose inventory entry says pod: <pod> (RACKFLOW_POD)")
+	sharedOnly := env("RACKFLOW_SHARED_ONLY", "false")
+	fs.BoolFunc("shared-only", "run workflows and the activities that need no boot network; no pxe service; hosts must name a pod (RACKFLOW_SHARED_ONLY, default false)", func(s string) error { sharedOnly = s; return nil })
 	fs.StringVar(&c.Inventory, "inventory", env("RACKFLOW_INVENTORY", ""), "host inventory YAML (RACKFLOW_INVENTORY)")
 	fs.StringVar(&c.Secrets, "secrets", env("RACKFLOW_SECRETS", ""), "secrets YAML (RACKFLOW_SECRETS)")
 	inline := env("RACKFLOW_ALLOW_INLINE_SPECS", "false")
@@ -157,6 +171,15 @@ func Parse(args []string) (Config, error) {
 			return c, fmt.Errorf("%s: must be a number >= 0, got %q", f.flag, f.raw)
 		}
 		*f.dst = n
+	}
+	if c.SharedOnly, err = strconv.ParseBool(sharedOnly); err != nil {
+		return c, fmt.Errorf("shared-only: must be true or false, got %q", sharedOnly)
+	}
+	if c.Pod != "" && !api.ValidName(c.Pod) {
+		return c, fmt.Errorf("pod: must be a DNS label (lower-case letters, digits, '-'), got %q", c.Pod)
+	}
+	if c.Pod != "" && c.SharedOnly {
+		return c, errors.New("pod and shared-only: a worker is either a pod's or the shared one")
 	}
 	if c.AllowInlineSpecs, err = strconv.ParseBool(inline); err != nil {
 		return c, fmt.Errorf("allow-inline-specs: must be true or false, got %q", inline)

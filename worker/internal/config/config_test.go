@@ -61,6 +61,11 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "1"}, args: []string{"--allow-inline-specs=false"}, want: func(c *Config) {},
 		},
 		"bad inline specs": {env: map[string]string{"RACKFLOW_ALLOW_INLINE_SPECS": "sometimes"}, err: "allow-inline-specs"},
+		"pod":              {args: []string{"--pod", "rack-a"}, want: func(c *Config) { c.Pod = "rack-a" }},
+		"pod from env":     {env: map[string]string{"RACKFLOW_POD": "rack-b"}, want: func(c *Config) { c.Pod = "rack-b" }},
+		"bad pod":          {args: []string{"--pod", "Rack A"}, err: "pod: must be a DNS label"},
+		"shared only":      {args: []string{"--shared-only"}, want: func(c *Config) { c.SharedOnly = true }},
+		"pod and shared":   {args: []string{"--pod", "a", "--shared-only"}, err: "either a pod's or the shared one"},
 		"image dir":        {env: map[string]string{"RACKFLOW_IMAGE_DIR": "/srv/images"}, want: func(c *Config) { c.ImageDir = "/srv/images" }},
 		"pxe over https with a CA from env": {
 			env:  map[string]string{"RACKFLOW_PXE_CA": "/etc/rackflow/pxe-ca.pem"},
