@@ -31,11 +31,16 @@ type Host struct {
 	// MAC is the address of the NIC that PXE-boots.
 	MAC     string  `yaml:"mac" json:"mac"`
 	Network Network `yaml:"network" json:"network"`
-	// Disk is the target block device, such as /dev/sda.
-	Disk  string `yaml:"disk" json:"disk"`
-	Image Image  `yaml:"image" json:"image"`
-	SSH   SSH    `yaml:"ssh" json:"ssh"`
-	Chef  *Chef  `yaml:"chef,omitempty" json:"chef,omitempty"`
+	// Disk is the target block device, such as /dev/sda. Give it or
+	// RootDevice, not both.
+	Disk string `yaml:"disk,omitempty" json:"disk,omitempty"`
+	// RootDevice names the target disk by serial, WWN, model, by-path
+	// link or size range instead: the live system resolves it right
+	// before the write, which needs exactly one disk to match.
+	RootDevice *RootDevice `yaml:"root_device,omitempty" json:"root_device,omitempty"`
+	Image      Image       `yaml:"image" json:"image"`
+	SSH        SSH         `yaml:"ssh" json:"ssh"`
+	Chef       *Chef       `yaml:"chef,omitempty" json:"chef,omitempty"`
 	// Pod names the boot network (provisioning network) the host sits on,
 	// a DNS label. DHCP does not cross it, so each pod has its own
 	// rackflow-pxe and worker: the host's activities after the inventory
@@ -107,6 +112,15 @@ type Image struct {
 	// "pull" (the live system fetches an http(s) image itself; the worker
 	// stays out of the data path).
 	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
+}
+
+// Target describes the host's target disk for messages: its path, or its
+// root-device hints.
+func (h Host) Target() string {
+	if h.RootDevice != nil {
+		return "disk with " + h.RootDevice.String()
+	}
+	return h.Disk
 }
 
 // Digest returns the image's checksum algorithm ("sha256" or "sha512")
@@ -313,8 +327,13 @@ func (h Host) Validate() error {
 			add(fmt.Sprintf("network.dns[%d]", i), d, "not an IP address (IPv6 zones are refused)")
 		}
 	}
-	if !diskRE.MatchString(h.Disk) || strings.Contains(h.Disk, "..") {
-		add("disk", h.Disk, "must be an absolute device path such as /dev/sda")
+	switch {
+	case h.RootDevice != nil && h.Disk != "":
+		add("root_device", h.RootDevice.String(), "give disk or root_device, not both")
+	case h.RootDevice != nil:
+		errs = append(errs, h.RootDevice.validate("root_device")...)
+	case !diskRE.MatchString(h.Disk) || strings.Contains(h.Disk, ".."):
+		add("disk", h.Disk, "must be an absolute device path such as /dev/sda (or give root_device hints)")
 	}
 	errs = append(errs, h.Image.validate("image")...)
 	if h.SSH.Port < 1 || h.SSH.Port > 65535 {

@@ -28,7 +28,9 @@ var ProvisionSteps = []string{StepValidate, StepLease, StepPowerPXE, StepWaitLiv
 
 // SkippableSteps are the steps an operator may skip with a reason: the ones
 // an operator can do by hand without rackflow losing track of the disk's state.
-var SkippableSteps = map[string]bool{StepBootDisk: true, StepChef: true}
+// (DecommissionHost's unpublish and power-off too: an operator can do
+// them by hand.)
+var SkippableSteps = map[string]bool{StepBootDisk: true, StepChef: true, StepUnpublish: true, StepPowerOff: true}
 
 // States of a provisioning run (RackflowState search attribute).
 const (
@@ -120,6 +122,16 @@ type ProvisionStatus struct {
 	ImagePhase string `json:"image_phase,omitempty"`
 	// ImageProgressAt is when the stream last reported.
 	ImageProgressAt time.Time `json:"image_progress_at,omitempty"`
+	// BootTimeline is what rackflow-pxe saw of the live boot (DHCP,
+	// TFTP and HTTP fetches), read every minute while wait-live-ssh runs
+	// and once more when it fails; BootSummary says in one line where the
+	// boot stopped.
+	BootTimeline *BootTimeline `json:"boot_timeline,omitempty"`
+	BootSummary  string        `json:"boot_summary,omitempty"`
+	// TargetDisk is the disk the host's root-device hints resolved to on
+	// the live system (from the image stream's first report, final from
+	// its result); nil when the inventory names a path.
+	TargetDisk *ResolvedDisk `json:"target_disk,omitempty"`
 	// Operator actions, newest last; at most MaxActions, the oldest dropped
 	// first and counted in ActionsDropped (the run's history keeps them all).
 	Actions        []OperatorAction `json:"actions,omitempty"`
@@ -187,17 +199,21 @@ type ProvisionResult struct {
 	OSHostKeyFP  string       `json:"os_host_key_fingerprint"`
 	Steps        []StepRecord `json:"steps"`
 	Duration     string       `json:"duration"`
+	// Disk is the disk root-device hints resolved to (nil for a path).
+	Disk *ResolvedDisk `json:"disk,omitempty"`
 }
 
 // ImageProgress is the payload of SignalImageProgress: what the image
 // stream has committed to the disk so far. Small and free of hash state.
 type ImageProgress struct {
-	Offset     int64     `json:"offset"`
-	Total      int64     `json:"total"`
-	MBps       float64   `json:"mbps"`
-	ETASeconds float64   `json:"eta_seconds,omitempty"`
-	Phase      string    `json:"phase,omitempty"`
-	Mode       string    `json:"mode,omitempty"`
-	Format     string    `json:"format,omitempty"`
-	At         time.Time `json:"at"`
+	Offset     int64   `json:"offset"`
+	Total      int64   `json:"total"`
+	MBps       float64 `json:"mbps"`
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	Phase      string  `json:"phase,omitempty"`
+	Mode       string  `json:"mode,omitempty"`
+	Format     string  `json:"format,omitempty"`
+	// Disk is the disk root-device hints resolved to (nil for a path).
+	Disk *ResolvedDisk `json:"disk,omitempty"`
+	At   time.Time     `json:"at"`
 }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,10 @@ type APIServer struct {
 	// Registry receives the metrics and backs /metrics; a private registry
 	// when nil.
 	Registry *prometheus.Registry
+	// Timeline, when set, records the boot routes' requests per MAC and
+	// backs GET /v1/leases/{mac}/timeline (which answers an empty timeline
+	// without it).
+	Timeline *Timeline
 }
 
 // split reports whether the boot routes have their own listener.
@@ -242,6 +247,7 @@ type handler struct {
 	writeTimeout time.Duration
 	fileMinRate  int64
 	m            *metrics
+	timeline     *Timeline
 }
 
 func (s *APIServer) handler() (*handler, error) {
@@ -260,6 +266,7 @@ func (s *APIServer) handler() (*handler, error) {
 		kernel:       s.Kernel,
 		initrd:       s.Initrd,
 		cmdline:      strings.TrimSpace(s.Cmdline),
+		timeline:     s.Timeline,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -301,6 +308,7 @@ func (s *APIServer) handler() (*handler, error) {
 	h.route(h.api, "GET /v1/leases/{mac}", h.auth(h.getLease))
 	h.route(h.api, "DELETE /v1/leases/{mac}", h.auth(h.deleteLease))
 	h.route(h.api, "GET /v1/leases", h.auth(h.listLeases))
+	h.route(h.api, "GET /v1/leases/{mac}/timeline", h.auth(h.getTimeline))
 	h.route(h.api, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
 	h.route(h.boot, "GET /v1/hostkeys/{token}", h.hostKey)
 	h.route(h.boot, "GET /boot/{file}", h.ipxeScript)
@@ -327,6 +335,7 @@ func (h *handler) route(mux *http.ServeMux, pattern string, fn http.HandlerFunc)
 			"duration", time.Since(start), "remote", r.RemoteAddr}
 		args = append(args, attrs.kv...)
 		h.log.Log(r.Context(), levelFor(rec.status), "http request", args...)
+		h.record(pattern, r, attrs, rec)
 	}))
 }
 
@@ -339,12 +348,47 @@ func levelFor(status int) slog.Level {
 
 type attrsKey struct{}
 
-type reqAttrs struct{ kv []any }
+type reqAttrs struct {
+	kv  []any
+	mac string // the MAC a boot route served, for the timeline
+}
 
 // logKV adds key/value pairs to the request's log line.
 func logKV(r *http.Request, kv ...any) {
 	if a, ok := r.Context().Value(attrsKey{}).(*reqAttrs); ok {
 		a.kv = append(a.kv, kv...)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i] == "mac" {
+				a.mac, _ = kv[i+1].(string)
+			}
+		}
+	}
+}
+
+// bootRouteKinds are the boot routes the timeline records.
+var bootRouteKinds = map[string]string{
+	"GET /v1/hostkeys/{token}":        api.BootHostKey,
+	"GET /boot/{file}":                api.BootScript,
+	"GET /boot/{mac}/authorized_keys": api.BootAuthorizedKeys,
+	"GET /files/{name...}":            api.BootFile,
+}
+
+// record adds a boot route's request to the timeline: by the MAC the
+// route named, else (files) by the lease whose IP asked.
+func (h *handler) record(pattern string, r *http.Request, attrs *reqAttrs, rec *recorder) {
+	kind := bootRouteKinds[pattern]
+	if h.timeline == nil || kind == "" {
+		return
+	}
+	from := requester(r)
+	e := api.BootEvent{Kind: kind, Bytes: rec.bytes, From: from.String(), Status: strconv.Itoa(rec.status)}
+	if kind == api.BootFile {
+		e.File = r.PathValue("name")
+	}
+	if attrs.mac != "" {
+		h.timeline.Record(attrs.mac, e)
+	} else if from.IsValid() {
+		h.timeline.RecordByIP(from.AsSlice(), e)
 	}
 }
 
@@ -507,6 +551,30 @@ func (h *handler) getLease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, l)
+}
+
+func (h *handler) getTimeline(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	l, found, err := h.store.Lookup(r.Context(), mac)
+	if err != nil {
+		logKV(r, "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "", "read lease failed")
+		return
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, "mac", fmt.Sprintf("no lease for %s", mac))
+		return
+	}
+	var t api.BootTimeline
+	if h.timeline != nil {
+		t = h.timeline.Get(l)
+	} else {
+		t = api.BootTimeline{MAC: l.MAC, BootID: l.BootID, Events: []api.BootEvent{}, At: time.Now().UTC()}
+	}
+	writeJSON(w, http.StatusOK, t)
 }
 
 func (h *handler) deleteLease(w http.ResponseWriter, r *http.Request) {

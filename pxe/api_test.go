@@ -160,6 +160,7 @@ func TestLeaseRoutesNeedToken(t *testing.T) {
 		"put":                 {ts.URL, "PUT", "/v1/leases/" + macA, ""},
 		"get":                 {ts.URL, "GET", "/v1/leases/" + macA, "nope"},
 		"delete":              {ts.URL, "DELETE", "/v1/leases/" + macA, ""},
+		"timeline":            {ts.URL, "GET", "/v1/leases/" + macA + "/timeline", ""},
 		"server has no token": {noToken.URL, "GET", "/v1/leases", " "},
 	}
 	for name, tc := range tests {

@@ -404,6 +404,19 @@ func (s *Store) Lookup(ctx context.Context, mac string) (lease.Lease, bool, erro
 	return s.Get(ctx, hw)
 }
 
+// macByIP returns the MAC whose unexpired lease holds ip, or "".
+func (s *Store) macByIP(ip string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for mac, r := range s.records {
+		if r.Lease.IP == ip && !r.Lease.Expired(now) {
+			return mac
+		}
+	}
+	return ""
+}
+
 // hostKeyToken returns the token of mac's unexpired live lease, if any.
 func (s *Store) hostKeyToken(mac string) string {
 	s.mu.Lock()

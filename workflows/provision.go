@@ -61,6 +61,8 @@ type provision struct {
 	abortReason string
 	// undo runs in reverse when the run is aborted or gives up.
 	undo saga
+	// what the run does, for messages: "provisioning" when empty.
+	what string
 }
 
 type compensation struct {
@@ -160,45 +162,23 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		{api.StepLease, func(ctx workflow.Context) error {
 			return p.registerLease(ctx, "live", &leaseRes)
 		}},
-		{api.StepPowerPXE, func(ctx workflow.Context) error {
-			actx := p.activityCtx(ctx, "power on "+p.host.Name+" into PXE", 5*time.Minute, 30*time.Second, 0)
-			if err := workflow.ExecuteActivity(actx, bmcA.PowerOnPXE, p.bmcInput()).Get(ctx, nil); err != nil {
-				return err
-			}
-			p.addCompensation("power off", func(ctx workflow.Context) error {
-				actx := p.activityCtx(ctx, "power off "+p.host.Name, 5*time.Minute, 30*time.Second, 5)
-				return workflow.ExecuteActivity(actx, bmcA.PowerOff, p.bmcInput()).Get(ctx, nil)
-			})
-			return nil
-		}},
+		{api.StepPowerPXE, p.powerOnPXE},
 		{api.StepWaitLive, func(ctx workflow.Context) error {
-			actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
-			if err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
-				Host:     p.host.Name,
-				Target:   p.liveTarget(leaseRes.HostKey),
-				Deadline: p.opts.liveSSH.String(),
-			}).Get(ctx, &live); err != nil {
-				return err
-			}
-			// Before the live system gets anything (the image, later the
-			// chef key): did its host key reach the host and nobody else?
-			if workflow.GetVersion(ctx, "verify-boot-key", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-				return nil
-			}
-			vctx := p.activityCtx(ctx, "check that only "+p.host.Name+" took its live host key", time.Minute, 0, 3)
-			return workflow.ExecuteActivity(vctx, leaseA.VerifyBoot, lease.VerifyInput{
-				Host: p.host.Name, MAC: p.host.MAC, HostKey: leaseRes.HostKey,
-			}).Get(ctx, nil)
+			return p.waitLive(ctx, leaseRes.HostKey, &live)
 		}},
 		{api.StepWriteImage, func(ctx workflow.Context) error {
-			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Disk, p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
+			actx := p.activityCtx(ctx, fmt.Sprintf("stream image to %s:%s (%d bytes)", p.host.Name, p.host.Target(), p.host.Image.Size), 12*time.Hour, p.opts.imageHeartbeat, 0)
 			err := workflow.ExecuteActivity(actx, imageA.WriteImage, image.WriteInput{
-				Host:   p.host.Name,
-				Target: p.liveTarget(leaseRes.HostKey),
-				Image:  p.host.Image,
-				Disk:   p.host.Disk,
-				Mode:   p.host.Image.Mode,
+				Host:       p.host.Name,
+				Target:     p.liveTarget(leaseRes.HostKey),
+				Image:      p.host.Image,
+				Disk:       p.host.Disk,
+				RootDevice: p.host.RootDevice,
+				Mode:       p.host.Image.Mode,
 			}).Get(ctx, &written)
+			if written.Disk != nil {
+				p.status.TargetDisk = written.Disk
+			}
 			if err == nil {
 				p.status.BytesWritten, p.status.BytesTotal, p.status.MBps = p.host.Image.Size, p.host.Image.Size, written.MBps
 				p.status.ETASeconds, p.status.ImagePhase = 0, "done"
@@ -253,9 +233,88 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		OSHostKeyFP:  osKey.Fingerprint,
 		Steps:        p.status.Steps,
 		Duration:     workflow.Now(ctx).Sub(started).Round(time.Second).String(),
+		Disk:         written.Disk,
 	}
 	workflow.GetLogger(ctx).Info("host provisioned", "host", p.host.Name, "digest", written.Digest, "run", info.WorkflowExecution.RunID)
 	return res, nil
+}
+
+// bootTimelineEvery is how often wait-live-ssh reads the boot timeline.
+const bootTimelineEvery = time.Minute
+
+// readBootTimeline puts pxe's boot timeline of the host in the status.
+// It is for operators only: a failure to read it is logged, never fatal,
+// and reported as false.
+func (p *provision) readBootTimeline(ctx workflow.Context) bool {
+	actx := p.activityCtx(ctx, "read the boot timeline of "+p.host.Name, 30*time.Second, 0, 1)
+	var t api.BootTimeline
+	if err := workflow.ExecuteActivity(actx, leaseA.BootTimeline, lease.TimelineInput{Host: p.host.Name, MAC: p.host.MAC}).Get(ctx, &t); err != nil {
+		if ctx.Err() == nil {
+			workflow.GetLogger(ctx).Warn("could not read the boot timeline", "host", p.host.Name, "error", err)
+		}
+		return false
+	}
+	p.status.BootTimeline, p.status.BootSummary = &t, t.Summary()
+	return true
+}
+
+// waitLive waits for the live system's SSH (reading pxe's boot timeline
+// meanwhile) and checks that the host itself, and nobody else, took its
+// one-time host key, before anything is sent to it.
+func (p *provision) waitLive(ctx workflow.Context, hostKey string, live *remote.WaitResult) error {
+	// While the wait runs, read pxe's boot timeline every minute,
+	// so the status query shows where a slow boot stands.
+	watch := workflow.GetVersion(ctx, "boot-timeline", workflow.DefaultVersion, 1) >= 1
+	var stopWatch workflow.CancelFunc = func() {}
+	if watch {
+		p.status.BootTimeline, p.status.BootSummary = nil, ""
+		var wctx workflow.Context
+		wctx, stopWatch = workflow.WithCancel(ctx)
+		workflow.Go(wctx, func(ctx workflow.Context) {
+			for workflow.Sleep(ctx, bootTimelineEvery) == nil {
+				p.readBootTimeline(ctx)
+			}
+		})
+	}
+	actx := p.activityCtx(ctx, "wait for live system SSH on "+p.host.Name, p.opts.liveSSH+2*time.Minute, time.Minute, 2)
+	err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+		Host:     p.host.Name,
+		Target:   p.liveTarget(hostKey),
+		Deadline: p.opts.liveSSH.String(),
+	}).Get(ctx, live)
+	stopWatch()
+	if err != nil {
+		if watch && p.readBootTimeline(ctx) {
+			// Say in the step's error where the boot stopped.
+			msg, typ := describe(err)
+			return temporal.NewApplicationErrorWithOptions(msg+"; boot so far: "+p.status.BootSummary, typ,
+				temporal.ApplicationErrorOptions{Cause: err})
+		}
+		return err
+	}
+	// Before the live system gets anything (the image, later the
+	// chef key): did its host key reach the host and nobody else?
+	if workflow.GetVersion(ctx, "verify-boot-key", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return nil
+	}
+	vctx := p.activityCtx(ctx, "check that only "+p.host.Name+" took its live host key", time.Minute, 0, 3)
+	return workflow.ExecuteActivity(vctx, leaseA.VerifyBoot, lease.VerifyInput{
+		Host: p.host.Name, MAC: p.host.MAC, HostKey: hostKey,
+	}).Get(ctx, nil)
+}
+
+// powerOnPXE powers the host on into a network boot; compensation powers
+// it off.
+func (p *provision) powerOnPXE(ctx workflow.Context) error {
+	actx := p.activityCtx(ctx, "power on "+p.host.Name+" into PXE", 5*time.Minute, 30*time.Second, 0)
+	if err := workflow.ExecuteActivity(actx, bmcA.PowerOnPXE, p.bmcInput()).Get(ctx, nil); err != nil {
+		return err
+	}
+	p.addCompensation("power off", func(ctx workflow.Context) error {
+		actx := p.activityCtx(ctx, "power off "+p.host.Name, 5*time.Minute, 30*time.Second, 5)
+		return workflow.ExecuteActivity(actx, bmcA.PowerOff, p.bmcInput()).Get(ctx, nil)
+	})
+	return nil
 }
 
 func (p *provision) bmcInput() bmc.Input { return bmc.Input{Host: p.host.Name, BMC: p.host.BMC} }
@@ -468,8 +527,12 @@ func (p *provision) abort(ctx workflow.Context, step string) error {
 	}
 	p.status.State = api.StateAborted
 	p.upsert(ctx)
+	what := p.what
+	if what == "" {
+		what = "provisioning"
+	}
 	return activities.NonRetryable(
-		fmt.Sprintf("provisioning of %s aborted at step %s: %s", p.status.Host, step, p.abortReason), ErrTypeProvisionAborted, nil)
+		fmt.Sprintf("%s of %s aborted at step %s: %s", what, p.status.Host, step, p.abortReason), ErrTypeProvisionAborted, nil)
 }
 
 // compensate undoes, newest first, what the run did. It runs on a
@@ -528,6 +591,9 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 			p.status.BytesWritten, p.status.BytesTotal = ip.Offset, ip.Total
 			p.status.MBps, p.status.ETASeconds = ip.MBps, ip.ETASeconds
 			p.status.ImagePhase, p.status.ImageProgressAt = ip.Phase, ip.At
+			if ip.Disk != nil {
+				p.status.TargetDisk = ip.Disk
+			}
 		}
 	})
 	needReason := func(r api.OperatorRequest) error { return r.Validate() }

@@ -79,6 +79,14 @@ type fixture struct {
 	waitSSH *testsuite.MockCallWrapper
 	// lastCompleted is what LastCompletedProvision finds.
 	lastCompleted runs.CompletedProvision
+	// timeline is what BootTimeline answers, given the call's number
+	// (1, 2...); nil: an empty timeline.
+	timeline      func(n int) api.BootTimeline
+	timelineReads int
+	// host is what ResolveHost answers (testHost unless a test edits it).
+	host *api.Host
+	// eraseInputs are EraseDisk's inputs, in order.
+	eraseInputs []image.EraseInput
 }
 
 type failure struct {
@@ -113,13 +121,14 @@ func newFixture(t *testing.T) *fixture {
 	env.RegisterActivity(&runs.Activities{})
 	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}}
 	h := testHost()
+	f.host = &h
 
 	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in inventory.ResolveInput) (api.Host, error) {
 			if err := f.maybeFail("ResolveHost"); err != nil {
 				return api.Host{}, err
 			}
-			return h, nil
+			return *f.host, nil
 		})
 	env.OnActivity(imageA.CheckImage, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, _ api.Image) error { return f.maybeFail("CheckImage") })
@@ -175,7 +184,29 @@ func newFixture(t *testing.T) *fixture {
 			if err := f.maybeFail("WriteImage"); err != nil {
 				return image.WriteResult{}, err
 			}
-			return image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}, nil
+			res := image.WriteResult{Digest: in.Image.SHA256, Bytes: in.Image.Size}
+			if in.RootDevice != nil {
+				// As the activity does: resolved on the host, in the result.
+				res.Disk = &api.ResolvedDisk{Path: "/dev/sdc", Serial: in.RootDevice.Serial, Size: 480e9, Hints: in.RootDevice.String()}
+			}
+			return res, nil
+		})
+	env.OnActivity(imageA.EraseDisk, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in image.EraseInput) (api.EraseReport, error) {
+			f.eraseInputs = append(f.eraseInputs, in)
+			if err := f.maybeFail("EraseDisk"); err != nil {
+				return api.EraseReport{}, err
+			}
+			return api.EraseReport{Disk: in.Disk, Size: 8 << 30, Method: api.EraseRegions, VerifiedBytes: 4 << 20,
+				Regions: []api.EraseRegion{{What: "disk start", Length: 1 << 20}}}, nil
+		})
+	env.OnActivity(leaseA.BootTimeline, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in lease.TimelineInput) (api.BootTimeline, error) {
+			f.timelineReads++
+			if f.timeline == nil {
+				return api.BootTimeline{MAC: in.MAC, Events: []api.BootEvent{}}, nil
+			}
+			return f.timeline(f.timelineReads), nil
 		})
 	env.OnActivity(chefA.Bootstrap, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, _ chef.BootstrapInput) (chef.BootstrapResult, error) {

@@ -15,6 +15,7 @@ type Registry interface {
 // Register registers every rackflow workflow under its fixed name.
 func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(ProvisionHost, workflow.RegisterOptions{Name: api.WorkflowProvisionHost})
+	r.RegisterWorkflowWithOptions(DecommissionHost, workflow.RegisterOptions{Name: api.WorkflowDecommissionHost})
 	r.RegisterWorkflowWithOptions(PublishService, workflow.RegisterOptions{Name: api.WorkflowPublishService})
 	r.RegisterWorkflowWithOptions(UnpublishService, workflow.RegisterOptions{Name: api.WorkflowUnpublishService})
 	r.RegisterWorkflowWithOptions(UpdateBackends, workflow.RegisterOptions{Name: api.WorkflowUpdateBackends})

@@ -51,6 +51,8 @@ func TestReplaySavedHistories(t *testing.T) {
 var savedIDs = map[string]string{
 	"provision_host_v1.json":      "provision/lab01",
 	"provision_host_v2.json":      "provision/lab01", // with image-progress signals
+	"provision_host_v3.json":      "provision/lab01", // with the boot-timeline version marker
+	"decommission_host_v1.json":   "decommission/lab01",
 	"deploy_service_v1.json":      "deploy/shop",
 	"publish_service_v1.json":     "publish/203.0.113.40:5432",
 	"update_backends_v1.json":     "publish/203.0.113.40:5432",

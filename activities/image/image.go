@@ -132,11 +132,31 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 		return WriteResult{}, remote.AppError(fmt.Errorf("write image: %w", err))
 	}
 	defer client.Close()
+	var pre diskInfo
+	if in.RootDevice != nil {
+		// Resolve right before the write: names change between boots.
+		r, err := a.resolveRootDevice(ctx, client, in.Host, *in.RootDevice, &pre)
+		if err != nil {
+			return WriteResult{}, err
+		}
+		activity.GetLogger(ctx).Info("root device resolved", "host", in.Host, "hints", r.Hints, "disk", r.Path, "serial", r.Serial, "wwn", r.WWN, "size", r.Size, "source", r.Source)
+		if prev.Offset > 0 && !sameDisk(prev.Disk, &r) {
+			activity.GetLogger(ctx).Warn("previous attempt wrote another disk: starting over", "host", in.Host, "previous", prev.Disk, "now", r.Path)
+			prev = Progress{}
+			tr.set(func(p *Progress) { *p = Progress{Total: in.Image.Size, Phase: "write", Mode: j.mode} })
+		}
+		in.Disk, j.Disk, j.resolved = r.Path, r.Path, &r
+		tr.set(func(p *Progress) { p.Disk = &r })
+	}
 	disk, err := checkDisk(ctx, client, in.Disk, in.Image.Size)
 	if err != nil {
 		return WriteResult{}, err
 	}
-	a.installHelper(ctx, client, in.Host, &disk)
+	if pre.helper != "" {
+		disk.helper = pre.helper
+	} else {
+		a.installHelper(ctx, client, in.Host, &disk)
+	}
 
 	// Heartbeat the committed progress regularly, even while a segment
 	// or the read-back runs, so a live attempt is never timed out.
@@ -181,6 +201,7 @@ type job struct {
 	algo, want string // the image's checksum algorithm and digest (hex)
 	path       string // the image's path on the worker; "" for http(s)
 	mode       string // ModePush or ModePull
+	resolved   *api.ResolvedDisk
 }
 
 // newJob checks in: anything wrong is InvalidInput.
@@ -196,7 +217,14 @@ func newJob(in WriteInput) (job, error) {
 	if b, err := hex.DecodeString(j.want); err != nil || len(b) != newHash(j.algo).Size() {
 		return job{}, activities.InvalidInput(fmt.Errorf("image %s %q: want %d hex digits", j.algo, j.want, 2*newHash(j.algo).Size()))
 	}
-	if !strings.HasPrefix(in.Disk, "/") {
+	switch {
+	case in.RootDevice != nil && in.Disk != "":
+		return job{}, activities.InvalidInput(errors.New("give disk or root_device, not both"))
+	case in.RootDevice != nil:
+		if err := in.RootDevice.Validate(); err != nil {
+			return job{}, activities.InvalidInput(err)
+		}
+	case !strings.HasPrefix(in.Disk, "/"):
 		return job{}, activities.InvalidInput(fmt.Errorf("disk %q: must be an absolute path", in.Disk))
 	}
 	switch j.mode {
@@ -264,5 +292,16 @@ func (j job) result(st streamed, disk diskInfo, onDisk string, start, verifyStar
 		SourceBytes:    st.sourceBytes,
 		VerifyDuration: time.Since(verifyStart).Round(time.Millisecond).String(),
 		Helper:         disk.helper != "",
+		Disk:           j.resolved,
 	}
+}
+
+// sameDisk reports whether a previous attempt's resolved disk is now's:
+// same node, serial and WWN. A previous attempt with none (an older
+// worker) counts as the same only when nothing tells them apart.
+func sameDisk(prev, now *api.ResolvedDisk) bool {
+	if prev == nil {
+		return false
+	}
+	return prev.Path == now.Path && prev.Serial == now.Serial && prev.WWN == now.WWN && prev.Size == now.Size
 }

@@ -75,7 +75,7 @@ func (a *Activities) report(ctx context.Context, host string, p Progress) {
 	defer cancel()
 	err := a.Report(rctx, api.ImageProgress{
 		Offset: p.Offset, Total: p.Total, MBps: p.MBps, ETASeconds: p.ETASeconds,
-		Phase: p.Phase, Mode: p.Mode, Format: p.Format, At: time.Now().UTC(),
+		Phase: p.Phase, Mode: p.Mode, Format: p.Format, Disk: p.Disk, At: time.Now().UTC(),
 	})
 	if err != nil && ctx.Err() == nil {
 		activity.GetLogger(ctx).Warn("could not report image progress to the workflow", "host", host, "error", err)

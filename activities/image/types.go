@@ -47,8 +47,13 @@ type WriteInput struct {
 	// Image.Size and Image.SHA256 are those of the raw image, also when
 	// the file is compressed.
 	Image api.Image `json:"image"`
-	// Disk is the target block device (a regular file in tests).
-	Disk string `json:"disk"`
+	// Disk is the target block device (a regular file in tests). Give it
+	// or RootDevice.
+	Disk string `json:"disk,omitempty"`
+	// RootDevice names the target disk by hints instead; it is resolved
+	// on the host (lsblk, else the disk helper) right before the write,
+	// and the write is refused unless exactly one whole disk matches.
+	RootDevice *api.RootDevice `json:"root_device,omitempty"`
 	// Mode is ModePush (when empty) or ModePull.
 	Mode string `json:"mode,omitempty"`
 }
@@ -75,6 +80,9 @@ type WriteResult struct {
 	Helper bool `json:"helper,omitempty"`
 	// VerifyDuration is how long the read-back took.
 	VerifyDuration string `json:"verify_duration,omitempty"`
+	// Disk is the disk the root-device hints resolved to (nil when the
+	// input named a path).
+	Disk *api.ResolvedDisk `json:"disk,omitempty"`
 }
 
 // Progress is WriteImage's heartbeat detail. Offset only ever describes
@@ -95,6 +103,9 @@ type Progress struct {
 	// Mode and Format as in WriteResult.
 	Mode   string `json:"mode,omitempty"`
 	Format string `json:"format,omitempty"`
+	// Disk is the resolved disk this progress was written to: a retry
+	// whose hints resolve to another disk starts over.
+	Disk *api.ResolvedDisk `json:"disk,omitempty"`
 }
 
 // streamed is what a transfer mode reports back.

@@ -24,6 +24,7 @@ type API interface {
 	Put(ctx context.Context, l pxe.Lease) (pxe.Lease, error)
 	Get(ctx context.Context, mac string) (pxe.Lease, error)
 	Delete(ctx context.Context, mac string) error
+	Timeline(ctx context.Context, mac string) (api.BootTimeline, error)
 }
 
 // Activities registers, switches and removes leases.
@@ -100,6 +101,24 @@ func (a *Activities) RemoveLease(ctx context.Context, in RemoveInput) error {
 	}
 	activity.GetLogger(ctx).Info("lease removed", "host", in.Host, "mac", in.MAC)
 	return nil
+}
+
+// TimelineInput names the host whose boot timeline is read.
+type TimelineInput struct {
+	Host string `json:"host"`
+	MAC  string `json:"mac"`
+}
+
+// BootTimeline reads what rackflow-pxe saw of the host's boot since its
+// lease got its boot ID: DHCP answers, TFTP and HTTP fetches, the host
+// key fetch. It only reads, so a workflow may call it as often as it
+// likes to show where a boot stands.
+func (a *Activities) BootTimeline(ctx context.Context, in TimelineInput) (api.BootTimeline, error) {
+	t, err := a.PXE.Timeline(ctx, in.MAC)
+	if err != nil {
+		return api.BootTimeline{}, classify("boot timeline of "+in.Host, err)
+	}
+	return t, nil
 }
 
 func classify(action string, err error) error {

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/pxe/lease"
 )
 
@@ -172,6 +173,17 @@ func (c *Client) Get(ctx context.Context, mac string) (lease.Lease, error) {
 	var out lease.Lease
 	if err := c.do(ctx, http.MethodGet, "/v1/leases/"+url.PathEscape(mac), nil, &out); err != nil {
 		return lease.Lease{}, fmt.Errorf("get lease %s: %w", mac, err)
+	}
+	return out, nil
+}
+
+// Timeline returns what rackflow-pxe saw of mac's boot since its lease
+// got its boot ID (DHCP answers, TFTP and HTTP fetches); an absent lease
+// is ErrNotFound.
+func (c *Client) Timeline(ctx context.Context, mac string) (api.BootTimeline, error) {
+	var out api.BootTimeline
+	if err := c.do(ctx, http.MethodGet, "/v1/leases/"+url.PathEscape(mac)+"/timeline", nil, &out); err != nil {
+		return api.BootTimeline{}, fmt.Errorf("boot timeline of %s: %w", mac, err)
 	}
 	return out, nil
 }

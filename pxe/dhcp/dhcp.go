@@ -38,6 +38,18 @@ type Lease struct {
 	Expires time.Time
 }
 
+// Answer describes a reply, for Server.OnAnswer.
+type Answer struct {
+	MAC net.HardwareAddr
+	// Type is "offer", "ack" or "nak".
+	Type string
+	// IP is the address given (for a nak, the one asked for).
+	IP       net.IP
+	BootFile string
+	// Proxy says the server answered as proxyDHCP (no address).
+	Proxy bool
+}
+
 // Backend finds the lease of a MAC. found=false means the MAC is not
 // registered; err is for a backend that could not answer.
 type Backend interface {
@@ -114,6 +126,9 @@ type Server struct {
 	// Registerer gets the server's metrics (rackflow_pxe_dhcp_*). Nil keeps
 	// them unregistered.
 	Registerer prometheus.Registerer
+	// OnAnswer, when set, is told of every offer, ack and nak the server
+	// is about to send (rackflow-pxe's boot timeline). It must not block.
+	OnAnswer func(Answer)
 	// Conn, when set, is used instead of listening on ListenAddr (tests,
 	// socket activation). Serve closes it when ctx is cancelled.
 	Conn net.PacketConn

@@ -224,9 +224,17 @@ func (s *Server) answer(log *slog.Logger, req *dhcpv4.DHCPv4, mt dhcpv4.MessageT
 	s.addBoot(r, req, file, class)
 
 	s.metrics.replies.WithLabelValues(metricType(mt)).Inc()
+	s.tell(Answer{MAC: req.ClientHWAddr, Type: metricType(mt), IP: lease.IP, BootFile: file})
 	log.Info("dhcp: answer", "type", mt.String(), "request", req.MessageType().String(),
 		"ip", lease.IP.String(), "profile", lease.Profile, "boot_file", file)
 	return r
+}
+
+// tell hands a to OnAnswer, if set.
+func (s *Server) tell(a Answer) {
+	if s.OnAnswer != nil {
+		s.OnAnswer(a)
+	}
 }
 
 // nak refuses a REQUEST for an address that is not the client's lease.
@@ -240,6 +248,7 @@ func (s *Server) nak(log *slog.Logger, req *dhcpv4.DHCPv4, asked net.IP, lease L
 		r.SetBroadcast() // RFC 2131 4.3.2: relay must broadcast the NAK
 	}
 	s.metrics.replies.WithLabelValues("nak").Inc()
+	s.tell(Answer{MAC: req.ClientHWAddr, Type: "nak", IP: asked})
 	log.Info("dhcp: nak", "asked", asked.String(), "reserved", lease.IP.String())
 	return r
 }
@@ -280,6 +289,7 @@ func (s *Server) handleProxy(ctx context.Context, log *slog.Logger, req *dhcpv4.
 	file, _ := s.bootFile(req)
 	s.addBoot(r, req, file, class)
 	s.metrics.replies.WithLabelValues(metricType(mt)).Inc()
+	s.tell(Answer{MAC: req.ClientHWAddr, Type: metricType(mt), BootFile: file, Proxy: true})
 	log.Info("dhcp: proxy answer", "type", mt.String(), "profile", lease.Profile, "boot_file", file)
 	return r
 }

@@ -71,6 +71,11 @@ type VM struct {
 	// Disk, when set, is a raw file the VM sees as a virtio disk
 	// (/dev/vda). The VM still boots from the network only.
 	Disk string
+	// Disks are more raw files, each a virtio disk with a serial number
+	// at a PCI slot of its own: the guest names virtio disks in slot
+	// order, so moving a disk to another slot renames it between boots,
+	// as a controller probing in another order does on real hardware.
+	Disks []Disk
 	// Firmware is FirmwareBIOS (the default: SeaBIOS, which boots the
 	// network through the NIC's iPXE option ROM) or FirmwareUEFI (OVMF,
 	// whose own EDK2 network stack boots the network: no option ROM is
@@ -82,6 +87,18 @@ type VM struct {
 	// from a URL; PXE is switched off in the firmware so it is the only
 	// one). Default UEFIBootPXE.
 	UEFIBoot string
+}
+
+// Disk is a virtio disk of a VM.
+type Disk struct {
+	// Path is the raw file.
+	Path string
+	// Serial is what the guest reads in /sys/block/vdX/serial (at most 20
+	// characters: virtio's limit).
+	Serial string
+	// Slot is the disk's PCI slot on bus 0, 5 to 31 (lower ones hold the
+	// chipset and the NIC).
+	Slot int
 }
 
 // Firmware and UEFI network boot clients.
@@ -181,6 +198,17 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		}
 		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw",
 			"-device", "virtio-blk-pci,drive=disk0")
+	}
+	for i, d := range vm.Disks {
+		if strings.ContainsAny(d.Path+d.Serial, ",=") || len(d.Serial) > 20 || d.Slot < 5 || d.Slot > 31 {
+			return "", nil, fmt.Errorf("qemu vm: disk %+v: want a path and serial without , or =, a serial of at most 20 characters and slot 5-31", d)
+		}
+		id := fmt.Sprintf("xdisk%d", i)
+		dev := fmt.Sprintf("virtio-blk-pci,drive=%s,addr=0x%x", id, d.Slot)
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		args = append(args, "-drive", "file="+d.Path+",if=none,id="+id+",format=raw", "-device", dev)
 	}
 	return "qemu-system-x86_64", args, nil
 }

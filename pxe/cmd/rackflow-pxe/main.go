@@ -373,6 +373,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Warn("boot-addr not set: api-addr serves the lease API and the boot routes alike; keep it off the boot network or set boot-addr", "api_addr", cfg.APIAddr)
 	}
 	maxConns, _ := strconv.Atoi(cfg.MaxConns)
+	// What each leased MAC's boot fetched, for GET /v1/leases/{mac}/timeline.
+	timeline := &pxe.Timeline{Leases: store}
 	api := &pxe.APIServer{
 		Addr:        cfg.APIAddr,
 		BootAddr:    cfg.BootAddr,
@@ -388,11 +390,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Initrd:      cfg.Initrd,
 		Cmdline:     cfg.Cmdline,
 		Registry:    reg,
+		Timeline:    timeline,
 	}
 	prune, _ := time.ParseDuration(cfg.PruneInterval)
 	dhcpSrv, err := newDHCPServer(cfg, store, log.With("server", "dhcp"), reg)
 	if err != nil {
 		return err
+	}
+	if dhcpSrv != nil {
+		dhcpSrv.OnAnswer = timeline.OnDHCPAnswer
 	}
 	var tftpSrv *tftp.Server
 	if cfg.TFTPRoot != "" {
@@ -413,6 +419,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			MaxTransfers: maxT,
 			Logger:       log.With("server", "tftp"),
 			Registerer:   reg,
+			OnTransfer:   timeline.OnTFTPTransfer,
 		}
 	}
 

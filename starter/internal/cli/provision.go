@@ -254,6 +254,12 @@ func (g globals) status(ctx context.Context, conn *conn, args []string) int {
 	if st.LastError != "" {
 		fmt.Fprintf(g.stdout, "  last error [%s]: %s\n", st.LastErrorType, st.LastError)
 	}
+	if st.BootSummary != "" {
+		fmt.Fprintf(g.stdout, "  boot (rackflow-pxe): %s\n", st.BootSummary)
+	}
+	if st.TargetDisk != nil {
+		fmt.Fprintf(g.stdout, "  target disk: %s, from hints %s\n", st.TargetDisk, st.TargetDisk.Hints)
+	}
 	if st.State == api.StateNeedsAttention {
 		fmt.Fprintf(g.stdout, "  needs attention since %s (gives up %s); skippable: %v\n", st.AttentionSince.Format(time.RFC3339), st.AttentionDeadline.Format(time.RFC3339), st.Skippable)
 	}

@@ -12,6 +12,7 @@
 //	rackflow-diskhelper version
 //	rackflow-diskhelper write DISK START SIZE SEGMENT direct|buffered [pull]
 //	rackflow-diskhelper verify DISK direct|buffered [sha256|sha512]
+//	rackflow-diskhelper disks
 //
 // write copies stdin onto DISK from byte START to SIZE, one segment at a
 // time: each segment is written, flushed to the device (fdatasync), and
@@ -31,6 +32,11 @@
 // arrives and, at the end of stdin, prints the digest (sha256 unless
 // told sha512) of all it read.
 // Exit 3 when the disk cannot be read.
+//
+// disks prints the whole disks the kernel knows (/sys/block) as
+// `lsblk -J -b -d -o NAME,SERIAL,WWN,SIZE,MODEL,TYPE,TRAN,RO` would, read
+// from sysfs: the worker resolves root-device hints with it on live
+// systems that have no lsblk (or no udev for it to read serials from).
 //
 // With direct, aligned blocks bypass the page cache (O_DIRECT), so what
 // is written is on the device and what is hashed is what the device
@@ -53,7 +59,7 @@ import (
 )
 
 const (
-	version  = "rackflow-diskhelper 2"
+	version  = "rackflow-diskhelper 3"
 	bufSize  = 4 << 20
 	align    = 4096
 	pipeSize = 1 << 20
@@ -73,6 +79,8 @@ func main() {
 			usage()
 		}
 		code = write(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6], pull)
+	case "disks":
+		code = disks("/sys/block")
 	case "verify":
 		algo := "sha256"
 		switch len(os.Args) {
@@ -90,7 +98,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: rackflow-diskhelper version | write DISK START SIZE SEGMENT direct|buffered | verify DISK direct|buffered [sha256|sha512]")
+	fmt.Fprintln(os.Stderr, "usage: rackflow-diskhelper version | write DISK START SIZE SEGMENT direct|buffered | verify DISK direct|buffered [sha256|sha512] | disks")
 	os.Exit(2)
 }
 
