@@ -128,4 +128,4 @@ cluster: cluster-deps $(BIN)/temporal-server
 # The integration suite on a fresh cluster per test instead of the dev
 # server; the server-restart test SIGKILLs and restarts the history node.
 test-cluster: deps cluster-deps $(BIN)/temporal $(BIN)/temporal-server
-	RACKFLOW_TEMPORAL_CLUSTER=1 $(GO) test -count=1 -timeout 40m ./testsuite/integration/
+	RACKFLOW_TEMPORAL_CLUSTER=1 $(GO) test -count=1 -p 1 -timeout 40m ./testsuite/cluster/ ./testsuite/integration/
