@@ -114,7 +114,8 @@ bench-fleet: $(BIN)/temporal
 # The server, its SQL schema tool and schema files are built from the
 # module proxy once into bin/ and reused.
 TEMPORAL_SERVER_VERSION := v1.29.1
-.PHONY: cluster test-cluster cluster-deps
+.PHONY: cluster test-cluster cluster-deps temporal-server
+temporal-server: $(BIN)/temporal-server
 $(BIN)/temporal-server:
 	@GO=$(GO) scripts/build-temporal-server.sh $(TEMPORAL_SERVER_VERSION) $(BIN)
 

@@ -34,8 +34,12 @@ GOBIN=$tmp "$GO" install "$MOD/cmd/server@$VERSION" "$MOD/cmd/tools/sql@$VERSION
 dir=$(cd "$tmp" && "$GO" mod download -json "$MOD@$VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$dir/schema/postgresql" ] || { echo "no schema/postgresql in $dir" >&2; exit 1; }
 rm -rf "$BIN/temporal-schema"
-cp -r "$dir/schema" "$tmp/schema"
+# Only PostgreSQL's .sql and manifest files: schema/ also holds Go
+# packages, which `go build ./...` in this module would trip over.
+mkdir -p "$tmp/schema"
+cp -r "$dir/schema/postgresql" "$tmp/schema/postgresql"
 chmod -R u+w "$tmp/schema"   # the module cache is read-only
+find "$tmp/schema" -name '*.go' -delete
 mv "$tmp/schema" "$BIN/temporal-schema"
 mv "$tmp/sql" "$BIN/temporal-sql-tool"
 mv "$tmp/server" "$BIN/temporal-server"

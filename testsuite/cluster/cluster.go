@@ -1,6 +1,6 @@
 // Package cluster runs Temporal the way production does, on this machine:
 // the Temporal server (go.temporal.io/server at the version the temporal
-// CLI embeds, built into bin/ by `make bin/temporal-server`) on a private
+// CLI embeds, built into bin/ by `make temporal-server`) on a private
 // PostgreSQL, as two processes on loopback — one for the frontend,
 // matching and worker services, one for history. It serves `make cluster`
 // and the integration tests when RACKFLOW_TEMPORAL_CLUSTER=1; it is not a
@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -150,10 +151,17 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		Addr: fmt.Sprintf("127.0.0.1:%d", c.ports.frontend), log: filepath.Join(opts.Dir, "frontend.log")}
 	c.History = &Node{Name: "history", Services: []string{"history"},
 		Addr: fmt.Sprintf("127.0.0.1:%d", c.ports.history), log: filepath.Join(opts.Dir, "history.log")}
-	for _, n := range []*Node{c.History, c.Frontend} {
-		if err := c.startNode(n); err != nil {
-			return c, err
-		}
+	// One node at a time: on a fresh database the first node to start
+	// writes the cluster metadata, and two racing fail on its primary key.
+	// The history node listens once that is done.
+	if err := c.startNode(c.History); err != nil {
+		return c, err
+	}
+	if err := waitListening(ctx, c.History, time.Minute); err != nil {
+		return c, err
+	}
+	if err := c.startNode(c.Frontend); err != nil {
+		return c, err
 	}
 	if err := c.waitReady(ctx, 2*time.Minute); err != nil {
 		return c, err
@@ -197,7 +205,7 @@ func findBinaries() (binaries, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return binaries{}, errors.New("temporal-server not found in bin/: run `make bin/temporal-server` (scripts/build-temporal-server.sh)")
+			return binaries{}, errors.New("temporal-server not found in bin/: run `make temporal-server` (scripts/build-temporal-server.sh)")
 		}
 		dir = parent
 	}
@@ -263,19 +271,34 @@ func (c *Cluster) allocatePorts() error {
 	}
 	seen := map[int]bool{c.ports.frontend: true}
 	for _, p := range ps {
-		for {
-			n, err := FreePort()
-			if err != nil {
-				return err
-			}
-			if !seen[n] {
-				seen[n] = true
-				*p = n
-				break
-			}
+		n, err := freeMembershipPort(seen)
+		if err != nil {
+			return err
 		}
+		seen[n] = true
+		*p = n
 	}
 	return nil
+}
+
+// freeMembershipPort returns a free port below 32768. The PostgreSQL
+// schema keeps a node's membership port in a smallint (rpc_port of
+// cluster_membership), so the kernel's ephemeral ports (32768 and up)
+// make the node die at start; every port of the cluster comes from here.
+func freeMembershipPort(taken map[int]bool) (int, error) {
+	for range 200 {
+		n := 20000 + mrand.IntN(12000)
+		if taken[n] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", n))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return n, nil
+	}
+	return 0, errors.New("no free port in 20000-31999 on 127.0.0.1")
 }
 
 // The server reads <config dir>/<env>.yaml; both nodes share it and pick
@@ -428,6 +451,28 @@ func (c *Cluster) startNode(n *Node) error {
 	n.done = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(n.done) }()
 	return nil
+}
+
+// waitListening returns once the node accepts TCP connections on Addr.
+func waitListening(ctx context.Context, n *Node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := net.DialTimeout("tcp", n.Addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-n.done:
+			return fmt.Errorf("temporal-server %s node exited during start-up (log: %s)", n.Name, n.log)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("temporal-server %s node not listening on %s after %s (log: %s)", n.Name, n.Addr, timeout, n.log)
+		}
+	}
 }
 
 // Addr is the frontend's host:port, what clients and workers dial.
