@@ -108,3 +108,26 @@ FLEET_HOSTS ?= 200
 .PHONY: bench-fleet
 bench-fleet: $(BIN)/temporal
 	$(GO) run ./testsuite/fleetbench -hosts $(FLEET_HOSTS) -dir $(BENCH_DIR)
+
+# A production-shaped Temporal cluster (issue #14): the Temporal server at
+# the version the CLI embeds, on a private PostgreSQL, as two processes on
+# loopback (frontend+matching+worker, history). Not part of `make test`.
+# The server, its SQL schema tool and schema files are built from the
+# module proxy once into bin/ and reused.
+TEMPORAL_SERVER_VERSION := v1.29.1
+.PHONY: cluster test-cluster cluster-deps temporal-server
+temporal-server: $(BIN)/temporal-server
+$(BIN)/temporal-server:
+	@GO=$(GO) scripts/build-temporal-server.sh $(TEMPORAL_SERVER_VERSION) $(BIN)
+
+cluster-deps:
+	@scripts/deps.sh cluster
+
+# Foreground; prints the frontend's address; Ctrl-C stops everything.
+cluster: cluster-deps $(BIN)/temporal-server
+	@scripts/cluster.sh
+
+# The integration suite on a fresh cluster per test instead of the dev
+# server; the server-restart test SIGKILLs and restarts the history node.
+test-cluster: deps cluster-deps $(BIN)/temporal $(BIN)/temporal-server
+	RACKFLOW_TEMPORAL_CLUSTER=1 $(GO) test -count=1 -p 1 -timeout 40m ./testsuite/cluster/ ./testsuite/integration/

@@ -36,6 +36,11 @@ missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# `deps.sh cluster` (make cluster, make test-cluster): also PostgreSQL's
+# server, whose initdb and pg_ctl Debian keeps off PATH.
+if [ "${1:-}" = cluster ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -3,6 +3,11 @@
 // `make run`. It registers rackflow's search attributes at start and can kill
 // and restart the server on the same database file, so tests can prove a run
 // survives a server crash. It never downloads anything.
+//
+// With RACKFLOW_TEMPORAL_CLUSTER=1, StartT hands the test a production-shaped
+// cluster instead (testsuite/cluster: the Temporal server on PostgreSQL as
+// two processes), so the same tests run on both; there Kill and Restart act
+// on the history node, and the frontend stays up.
 package devserver
 
 import (
@@ -15,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +28,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/rackflow/rackflow/api"
+	"github.com/rackflow/rackflow/testsuite/cluster"
 )
 
 // Options configure a dev server. The zero value runs headless on free
@@ -45,6 +52,18 @@ type Server struct {
 	bin  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// cluster replaces the dev server when the test asked for one.
+	cluster *cluster.Cluster
+}
+
+// ClusterEnv names the environment variable that makes StartT start a
+// cluster (testsuite/cluster) instead of the dev server.
+const ClusterEnv = "RACKFLOW_TEMPORAL_CLUSTER"
+
+// ClusterMode reports whether StartT starts a cluster.
+func ClusterMode() bool {
+	v := os.Getenv(ClusterEnv)
+	return v != "" && v != "0"
 }
 
 // Binary finds the temporal CLI: $RACKFLOW_TEMPORAL_BIN, or bin/temporal in
@@ -179,29 +198,58 @@ func (s *Server) waitReady(ctx context.Context) error {
 }
 
 // Addr is the frontend's host:port.
-func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.opts.Port) }
+func (s *Server) Addr() string {
+	if s.cluster != nil {
+		return s.cluster.Addr()
+	}
+	return fmt.Sprintf("127.0.0.1:%d", s.opts.Port)
+}
+
+// KillAddr is the gRPC address of the process Kill stops: the dev server's
+// frontend, or a cluster's history node. Nothing answers there between
+// Kill and Restart.
+func (s *Server) KillAddr() string {
+	if s.cluster != nil {
+		return s.cluster.History.Addr
+	}
+	return s.Addr()
+}
 
 // UIAddr is the Web UI's host:port, empty when headless.
 func (s *Server) UIAddr() string {
-	if !s.opts.UI {
+	if !s.opts.UI || s.cluster != nil {
 		return ""
 	}
 	return fmt.Sprintf("127.0.0.1:%d", s.opts.UIPort)
 }
 
-// Pid is the server process's id, 0 when it is not running.
+// Pid is the server process's id, 0 when it is not running; for a
+// cluster, the frontend node's.
 func (s *Server) Pid() int {
+	if s.cluster != nil {
+		return s.cluster.Frontend.Pid()
+	}
 	if s.cmd == nil || s.cmd.Process == nil {
 		return 0
 	}
 	return s.cmd.Process.Pid
 }
 
-// DBFile is the server's database.
-func (s *Server) DBFile() string { return s.opts.DBFile }
+// DBFile is the server's database; empty for a cluster (PostgreSQL).
+func (s *Server) DBFile() string {
+	if s.cluster != nil {
+		return ""
+	}
+	return s.opts.DBFile
+}
 
-// Kill stops the server with SIGKILL, as a crash would.
+// Kill stops the server with SIGKILL, as a crash would; for a cluster, the
+// history node.
 func (s *Server) Kill() {
+	if s.cluster != nil {
+		s.cluster.Kill()
+		return
+	}
 	if s.cmd == nil {
 		return
 	}
@@ -210,8 +258,13 @@ func (s *Server) Kill() {
 	s.cmd = nil
 }
 
-// Stop stops the server gracefully.
+// Stop stops the server gracefully; for a cluster, both nodes and
+// PostgreSQL.
 func (s *Server) Stop() {
+	if s.cluster != nil {
+		s.cluster.Stop()
+		return
+	}
 	if s.cmd == nil {
 		return
 	}
@@ -225,8 +278,12 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart starts the server again on the same port and database file.
+// Restart starts the server again on the same port and database file; for
+// a cluster, the history node (the frontend node keeps running).
 func (s *Server) Restart(ctx context.Context) error {
+	if s.cluster != nil {
+		return s.cluster.Restart(ctx)
+	}
 	s.Stop()
 	return s.start(ctx)
 }
@@ -238,6 +295,9 @@ func StartT(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs the temporal dev server: skipped with -short")
+	}
+	if ClusterMode() {
+		return startClusterT(t)
 	}
 	if opts.LogFile == "" {
 		opts.LogFile = filepath.Join(t.TempDir(), "temporal.log")
@@ -259,3 +319,45 @@ func (nopLogger) Debug(string, ...interface{}) {}
 func (nopLogger) Info(string, ...interface{})  {}
 func (nopLogger) Warn(string, ...interface{})  {}
 func (nopLogger) Error(string, ...interface{}) {}
+
+// startClusterT starts a fresh cluster with its own PostgreSQL for one
+// test. Its directory is not the test's TempDir: the postgres user must be
+// able to enter it. The nodes' logs are shown when the test fails.
+func startClusterT(t testing.TB) *Server {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rackflow-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Start(context.Background(), cluster.Options{Dir: dir})
+	logs := func() {
+		for _, f := range []string{"frontend.log", "history.log", "pg/postgres.log"} {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			t.Logf("--- cluster %s (tail):\n%s", f, tail(string(b), 40))
+		}
+	}
+	if err != nil {
+		logs()
+		t.Fatalf("temporal cluster: %v", err)
+	}
+	s := &Server{cluster: c}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs()
+		}
+		s.Stop()
+	})
+	return s
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -477,15 +477,16 @@ func TestProvisionSurvivesServerRestart(t *testing.T) {
 		t.Errorf("status mid-stream: %d of %d bytes, %.1f MB/s, ETA %.1fs, phase %q: want part of the image, a rate and an ETA",
 			st.BytesWritten, st.BytesTotal, st.MBps, st.ETASeconds, st.ImagePhase)
 	}
+	// The dev server, or a cluster's history node (RACKFLOW_TEMPORAL_CLUSTER).
 	s.server.Kill() // returns once the process has exited (its Wait)
-	// Down for real: nothing answers on the frontend's port until the
-	// restart.
-	if c, err := net.DialTimeout("tcp", s.server.Addr(), time.Second); err == nil {
+	// Down for real: nothing answers on the killed process's port until
+	// the restart.
+	if c, err := net.DialTimeout("tcp", s.server.KillAddr(), time.Second); err == nil {
 		c.Close()
-		t.Fatal("the dev server's frontend still accepts connections after SIGKILL")
+		t.Fatalf("%s still accepts connections after SIGKILL", s.server.KillAddr())
 	}
 	if err := s.server.Restart(context.Background()); err != nil {
-		t.Fatalf("restart dev server: %v", err)
+		t.Fatalf("restart the server: %v", err)
 	}
 	s.checkOutcome(t, run)
 }
