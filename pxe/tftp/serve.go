@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 )
 
 // TFTP opcodes (RFC 1350, 2347) and error codes.
@@ -181,28 +180,6 @@ func sendError(w interface {
 	_, _ = w.WriteTo(b, to)
 }
 
-// transferConn opens the transfer's socket: an ephemeral port on the
-// address the request came to (so the reply leaves from the address the
-// client talked to), on the boot interface when one is named, connected to
-// the client so the kernel drops packets from any other transfer ID.
-func (s *Server) transferConn(ctx context.Context, local net.IP, remote *net.UDPAddr) (*net.UDPConn, error) {
-	d := net.Dialer{LocalAddr: &net.UDPAddr{IP: local}}
-	if s.Interface != "" {
-		d.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), s.Interface) }); err != nil {
-				return err
-			}
-			return serr
-		}
-	}
-	c, err := d.DialContext(ctx, "udp", remote.String())
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.UDPConn), nil
-}
-
 // blockCap is the largest blksize the transfer may use: MaxBlockSize, and
 // no more than fits the interface's MTU unfragmented.
 func (s *Server) blockCap(ifIndex int, v6 bool) int {
@@ -230,7 +207,7 @@ func (s *Server) blockCap(ifIndex int, v6 bool) int {
 
 // transfer is one read in progress.
 type transfer struct {
-	conn    *net.UDPConn
+	conn    transferSock
 	file    *os.File
 	size    int64
 	blksize int
@@ -290,7 +267,7 @@ func (s *Server) handleRead(ctx context.Context, mainConn net.PacketConn, remote
 	if local != nil && local.IsUnspecified() {
 		local = nil
 	}
-	conn, err := s.transferConn(ctx, local, remote)
+	conn, err := s.transferSocket(ctx, local, remote)
 	if err != nil {
 		t.Err = fmt.Errorf("send %s: open transfer socket: %w", req.name, err)
 		sendError(mainConn, remote, errCodeUndefined, "server error")
@@ -452,64 +429,68 @@ func (tr *transfer) exchange(send func() error, last, n int64) (int64, error) {
 		return 0, err
 	}
 	deadline := time.Now().Add(tr.timeout)
+	// timedOut resends, or gives up once the retries are spent.
+	timedOut := func() error {
+		select {
+		case <-tr.done:
+			return errShutdown
+		default:
+		}
+		tries++
+		if tries > tr.retries {
+			sendErr(tr.conn, errCodeUndefined, "timeout")
+			return errGaveUp
+		}
+		if err := send(); err != nil {
+			return err
+		}
+		deadline = time.Now().Add(tr.timeout)
+		return nil
+	}
 	for {
-		_ = tr.conn.SetReadDeadline(deadline)
-		m, err := tr.conn.Read(tr.in)
+		m, err := tr.conn.readTimeout(tr.in, tr.timeout)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				select {
-				case <-tr.done:
-					return 0, errShutdown
-				default:
-				}
-				tries++
-				if tries > tr.retries {
-					sendErr(tr.conn, errCodeUndefined, "timeout")
-					return 0, errGaveUp
-				}
-				if err := send(); err != nil {
+			// ECONNREFUSED: an ICMP port unreachable from the client; it
+			// may be transient, so it counts as a timeout.
+			if errors.Is(err, errReadTimeout) || errors.Is(err, syscall.ECONNREFUSED) {
+				if err := timedOut(); err != nil {
 					return 0, err
 				}
-				deadline = time.Now().Add(tr.timeout)
-				continue
-			}
-			// ECONNREFUSED: the client's port is gone (ICMP unreachable);
-			// keep trying until the retries run out, it may be transient.
-			if errors.Is(err, syscall.ECONNREFUSED) {
 				continue
 			}
 			return 0, err
 		}
-		if m < 4 {
-			continue
-		}
-		switch binary.BigEndian.Uint16(tr.in) {
-		case opACK:
-			wire := binary.BigEndian.Uint16(tr.in[2:])
-			delta := int64(uint16(wire - uint16(last)))
-			if n == 0 {
-				if delta == 0 {
+		if m >= 4 {
+			switch binary.BigEndian.Uint16(tr.in) {
+			case opACK:
+				wire := binary.BigEndian.Uint16(tr.in[2:])
+				delta := int64(uint16(wire - uint16(last)))
+				switch {
+				case n == 0 && delta == 0:
+					return last, nil
+				case n > 0 && delta >= 1 && delta <= n:
+					return last + delta, nil
+				case n > 1 && delta == 0:
+					// The client saw a gap at the window's first block.
 					return last, nil
 				}
-				continue
+			case opERROR:
+				msg := strings.TrimRight(string(tr.in[4:m]), "\x00")
+				return 0, &clientError{code: binary.BigEndian.Uint16(tr.in[2:]), msg: msg}
 			}
-			if delta >= 1 && delta <= n {
-				return last + delta, nil
+		}
+		// A stale or duplicate ACK, or noise: it does not reset the
+		// timeout, so a client repeating an old ACK cannot hold the
+		// transfer forever.
+		if time.Now().After(deadline) {
+			if err := timedOut(); err != nil {
+				return 0, err
 			}
-			if delta == 0 && n > 1 {
-				// The client saw a gap at the window's first block.
-				return last, nil
-			}
-		case opERROR:
-			msg := string(tr.in[4:m])
-			msg = strings.TrimRight(msg, "\x00")
-			return 0, &clientError{code: binary.BigEndian.Uint16(tr.in[2:]), msg: msg}
 		}
 	}
 }
 
-func sendErr(c *net.UDPConn, code uint16, msg string) {
+func sendErr(c transferSock, code uint16, msg string) {
 	b := make([]byte, 4, 5+len(msg))
 	binary.BigEndian.PutUint16(b, opERROR)
 	binary.BigEndian.PutUint16(b[2:], code)

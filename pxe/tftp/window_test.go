@@ -8,9 +8,11 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,9 +267,10 @@ func TestShutdownEndsTransfers(t *testing.T) {
 	}
 }
 
-// BenchmarkTFTPRead: one 4 MiB file per iteration, lock-step over
-// loopback with pin/tftp's client (as curl and PXE ROMs read), and with
-// windowsize 16. Run with -cpuprofile/-memprofile to see the send loop.
+// BenchmarkTFTPRead: one 4 MiB file per iteration over loopback,
+// lock-step with pin/tftp's client and with curl (as PXE ROMs read), and
+// with windowsize 16; each on blocking sockets and on Go's netpoller
+// (blockingIO). Run with -cpuprofile/-memprofile to see the send loop.
 func BenchmarkTFTPRead(b *testing.B) {
 	dir := b.TempDir()
 	content := make([]byte, 4<<20)
@@ -284,33 +287,58 @@ func BenchmarkTFTPRead(b *testing.B) {
 	defer cancel()
 	go func() { _ = s.Serve(ctx) }()
 	addr := c0.LocalAddr().String()
-	for _, blk := range []int{512, 1468} {
-		b.Run("lockstep/"+strconv.Itoa(blk), func(b *testing.B) {
-			b.SetBytes(int64(len(content)))
-			for range b.N {
-				cl, err := tftp.NewClient(addr)
-				if err != nil {
-					b.Fatal(err)
+	_, curlErr := exec.LookPath("curl")
+	defer func(v bool) { blockingIO = v }(blockingIO)
+	for _, blocking := range []bool{true, false} {
+		blockingIO = blocking
+		io := map[bool]string{true: "blocking", false: "netpoll"}[blocking]
+		for _, blk := range []int{512, 1468} {
+			b.Run(io+"/lockstep/"+strconv.Itoa(blk), func(b *testing.B) {
+				b.SetBytes(int64(len(content)))
+				for range b.N {
+					cl, err := tftp.NewClient(addr)
+					if err != nil {
+						b.Fatal(err)
+					}
+					cl.SetBlockSize(blk)
+					wt, err := cl.Receive("f", "octet")
+					if err != nil {
+						b.Fatal(err)
+					}
+					if n, err := wt.WriteTo(discard{}); err != nil || n != int64(len(content)) {
+						b.Fatalf("%d bytes, %v", n, err)
+					}
 				}
-				cl.SetBlockSize(blk)
-				wt, err := cl.Receive("f", "octet")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n, err := wt.WriteTo(discard{}); err != nil || n != int64(len(content)) {
-					b.Fatalf("%d bytes, %v", n, err)
-				}
+			})
+			if curlErr == nil {
+				b.Run(io+"/curl/"+strconv.Itoa(blk), func(b *testing.B) {
+					b.SetBytes(int64(len(content)))
+					// The server's CPU time (this process; curl is another).
+					var ru0, ru1 syscall.Rusage
+					_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+					defer func() {
+						_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+						cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+						b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "server-cpu-ms/op")
+					}()
+					for range b.N {
+						out, err := exec.Command("curl", "-sS", "-o", "/dev/null", "--tftp-blksize", strconv.Itoa(blk), "tftp://"+addr+"/f").CombinedOutput()
+						if err != nil {
+							b.Fatalf("curl: %v: %s", err, out)
+						}
+					}
+				})
 			}
-		})
-		b.Run("window16/"+strconv.Itoa(blk), func(b *testing.B) {
-			b.SetBytes(int64(len(content)))
-			for range b.N {
-				c := &tftptest.Client{BlockSize: blk, WindowSize: 16}
-				if res, err := c.Get(addr, "f", discard{}); err != nil || res.Bytes != int64(len(content)) {
-					b.Fatalf("%d bytes, %v", res.Bytes, err)
+			b.Run(io+"/window16/"+strconv.Itoa(blk), func(b *testing.B) {
+				b.SetBytes(int64(len(content)))
+				for range b.N {
+					c := &tftptest.Client{BlockSize: blk, WindowSize: 16}
+					if res, err := c.Get(addr, "f", discard{}); err != nil || res.Bytes != int64(len(content)) {
+						b.Fatalf("%d bytes, %v", res.Bytes, err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
