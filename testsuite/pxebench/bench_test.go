@@ -65,7 +65,8 @@ type measures struct {
 	tftp map[int][]float64         // MiB/s by blksize
 	// tftpWin is MiB/s of the windowsize client at blksize 1468, and the
 	// window the server granted.
-	tftpWin []float64
+	tftpWin     []float64
+	tftpGranted int // the windowsize the server granted
 	// clean is the highest offered rate with < 1 % loss in this round;
 	// doLat and raLat the DISCOVER-OFFER and REQUEST-ACK delays (s) of a
 	// perfdhcp run at that rate.
@@ -243,6 +244,7 @@ func (b *bench) measure(httpURL string) measures {
 	for range tftpFetches {
 		m.tftpWin = append(m.tftpWin, b.fetchWindow(blkWin))
 	}
+	m.tftpGranted = b.lastWindow
 	for range httpFetches {
 		m.http = append(m.http, b.fetch(httpURL))
 	}
@@ -407,7 +409,8 @@ func (b *bench) rows(rf, base []measures) []pxebench.Row {
 		{What: "TFTP 32 MiB, blksize 1468 (curl)", Unit: "MiB/s", Rackflow: bestOf(rf, tftpAt(1468)),
 			Baseline: bestOf(base, tftpAt(1468)), BaselineName: "dnsmasq", Note: fmt.Sprintf("median of %d fetches; %s", tftpFetches, rounds(tftpAt(1468)))},
 		{What: fmt.Sprintf("TFTP 32 MiB, blksize %d, windowsize %d (Go client)", blkWin, tftpWindow), Unit: "MiB/s", Rackflow: bestOf(rf, win),
-			Baseline: bestOf(base, win), BaselineName: "dnsmasq", Note: fmt.Sprintf("median of %d fetches; RFC 7440; %s", tftpFetches, rounds(win))},
+			Baseline: bestOf(base, win), BaselineName: "dnsmasq",
+			Note: fmt.Sprintf("median of %d fetches; windowsize granted: rackflow %d, dnsmasq %d (1: lock-step); %s", tftpFetches, rf[0].tftpGranted, base[0].tftpGranted, rounds(win))},
 		{What: "HTTP 32 MiB (curl), /files vs httpd", Unit: "MiB/s", Rackflow: bestOf(rf, func(m measures) float64 { return pxebench.Median(m.http) }),
 			Baseline: bestOf(base, func(m measures) float64 { return pxebench.Median(m.http) }), BaselineName: "busybox httpd",
 			Note: fmt.Sprintf("median of %d fetches; %s", httpFetches, rounds(func(m measures) float64 { return pxebench.Median(m.http) }))},
