@@ -48,8 +48,18 @@ test-unit:
 test-integration: deps $(BIN)/temporal
 	$(GO) test -count=1 -timeout 30m ./testsuite/integration/
 
-# Speed goals, each measured against its baseline in the same run.
-bench: deps bench-image bench-pxe bench-fleet
+# Speed goals, each measured against its baseline in the same run; then
+# one table of every ratio and its goal, saved as
+# $(BENCH_RESULTS)/<date>-<host>.json (compare two runs with
+# `go run ./testsuite/benchreport compare OLD.json NEW.json`).
+BENCH_RESULTS ?= bench-results
+bench: deps
+	@mkdir -p $(BENCH_RESULTS)/raw
+	bash -o pipefail -c '$(MAKE) --no-print-directory bench-image 2>&1 | tee $(BENCH_RESULTS)/raw/image.txt'
+	$(MAKE) --no-print-directory bench-pxe BENCH_PXE_JSON=$(abspath $(BENCH_RESULTS))/raw/pxe.json
+	bash -o pipefail -c '$(MAKE) --no-print-directory bench-fleet 2>&1 | tee $(BENCH_RESULTS)/raw/fleet.txt'
+	$(GO) run ./testsuite/benchreport combine -dir $(BENCH_RESULTS) \
+		-image $(BENCH_RESULTS)/raw/image.txt -pxe $(BENCH_RESULTS)/raw/pxe.json -fleet $(BENCH_RESULTS)/raw/fleet.txt
 
 run: deps $(BIN)/temporal build
 	@scripts/run.sh
@@ -97,7 +107,7 @@ bench-pxe:
 		apt-cache show kea-admin >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends kea-admin dnsmasq-base busybox curl iproute2 >/dev/null; \
 	fi
-	RACKFLOW_BENCH_PXE=1 $(GO) test -count=1 -run '^TestBenchPXE$$' -timeout 20m -v ./testsuite/pxebench/
+	RACKFLOW_BENCH_PXE=1 RACKFLOW_BENCH_JSON=$(BENCH_PXE_JSON) $(GO) test -count=1 -run '^TestBenchPXE$$' -timeout 30m -v ./testsuite/pxebench/
 
 # One worker (a child process) and the dev server carry FLEET_HOSTS
 # concurrent ProvisionHost runs against in-process fakes (BMCs over HTTP,

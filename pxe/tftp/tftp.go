@@ -1,6 +1,7 @@
 // Package tftp is the read-only TFTP server of rackflow's PXE service: it
 // hands PXE firmware the iPXE binaries (undionly.kpxe, ipxe.efi) from one
-// directory, with blksize and tsize negotiation (RFC 2348, 2349).
+// directory, with blksize, tsize, timeout and windowsize negotiation
+// (RFC 2347, 2348, 2349, 7440).
 //
 // It is not a general TFTP server: write requests are refused, and no name
 // can reach outside Root (no "..", no absolute paths, no symlink leading out,
@@ -11,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -82,13 +81,18 @@ type Server struct {
 	// Zero leaves the cap at the MTU of the interface the request came in
 	// on minus headers, so blocks are never fragmented.
 	MaxBlockSize int
-	// Anticipate, above 1, sends that many blocks before waiting for an
-	// ACK (pin/tftp's experimental "sender anticipate"). pin/tftp v3.1.0
-	// does not implement the RFC 7440 windowsize option: a client asking
-	// for it gets no windowsize in the OACK and falls back to lock-step.
-	// Zero (lock-step, one block per ACK) is the safe default for PXE ROMs.
+	// MaxWindowSize caps the RFC 7440 windowsize a client may negotiate
+	// (blocks sent per ACK). A client that does not ask gets lock-step,
+	// one block per ACK, as PXE ROMs expect. Zero means
+	// DefaultMaxWindowSize.
+	MaxWindowSize int
+	// Anticipate is ignored. It was pin/tftp's non-standard "sender
+	// anticipate"; the server now negotiates RFC 7440 windowsize instead.
+	//
+	// Deprecated: set MaxWindowSize; clients choose their window.
 	Anticipate uint
-	// Timeout is how long to wait for each ACK. Default 5s.
+	// Timeout is how long to wait for each ACK, unless the client
+	// negotiates its own (RFC 2349 timeout). Default 5s.
 	Timeout time.Duration
 	// Retries is how often a block is resent before the transfer fails.
 	// Default 5.
@@ -109,6 +113,7 @@ type Server struct {
 	metrics  *metrics
 	root     *os.Root
 	slots    chan struct{}
+	wg       sync.WaitGroup
 }
 
 func (s *Server) init() error {
@@ -163,30 +168,24 @@ func (s *Server) Serve(ctx context.Context) error {
 		conn = c
 	}
 
-	// pin/tftp sizes blocks from the MTU of the interface a request came in
-	// on, which it learns from IP_PKTINFO; the kernel attaches that only to
+	// Blocks are sized from the MTU of the interface a request came in
+	// on, learnt from IP_PKTINFO; the kernel attaches that only to
 	// datagrams queued after the option is on, so turn it on before anyone
-	// can be waiting (pin/tftp sets it again, harmlessly).
+	// can be waiting.
 	enablePktinfo(conn)
 
-	srv := tftp.NewServer(s.readHandler, nil) // nil write handler: WRQ refused
-	if s.MaxBlockSize > 0 {
-		srv.SetBlockSize(s.MaxBlockSize)
-	}
-	srv.SetAnticipate(s.Anticipate)
-	srv.SetTimeout(s.Timeout)
-	srv.SetRetries(s.Retries)
-
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(conn) }()
+	go func() { errc <- s.serveConn(ctx, conn) }()
 	s.log.Info("tftp: serving", "addr", conn.LocalAddr().String(), "root", s.Root)
 	select {
 	case <-ctx.Done():
-		srv.Shutdown() // closes conn, waits for transfers
+		_ = conn.Close()
 		<-errc
+		s.wg.Wait()
 		return ctx.Err()
 	case err := <-errc:
 		_ = conn.Close()
+		s.wg.Wait()
 		if err != nil {
 			return fmt.Errorf("tftp: serve: %w", err)
 		}
@@ -224,51 +223,6 @@ func (s *Server) open(name string) (*os.File, int64, error) {
 		return nil, 0, ErrForbidden
 	}
 	return f, st.Size(), nil
-}
-
-func (s *Server) readHandler(name string, rf io.ReaderFrom) error {
-	start := time.Now()
-	var remote net.IP
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ra := ot.RemoteAddr()
-		remote = ra.IP
-	}
-	t := Transfer{Remote: remote, Filename: name}
-	defer func() {
-		t.Duration = time.Since(start)
-		s.record(t)
-	}()
-
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		t.Err = ErrBusy
-		return ErrBusy
-	}
-	f, size, err := s.open(name)
-	if err != nil {
-		t.Err = err
-		return err
-	}
-	defer f.Close()
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(size) // answers a tsize=0 request with the real size
-	}
-	n, err := rf.ReadFrom(f)
-	t.Bytes = n
-	if err != nil && n == 0 && strings.Contains(err.Error(), "sending block 0: code=8,") {
-		// pin/tftp reports the client's ERROR packet only as text.
-		t.Err = ErrSizeProbe
-		return nil
-	}
-	if err != nil {
-		t.Err = fmt.Errorf("send %s: %w", name, err)
-		// pin/tftp has already told the client; returning the error would
-		// make it send a second ERROR packet.
-		return nil
-	}
-	return nil
 }
 
 func (s *Server) record(t Transfer) {

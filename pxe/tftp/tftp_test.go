@@ -64,7 +64,7 @@ func start(t *testing.T, s *Server) string {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	must(t, err)
 	// As a listening Serve does before any request can arrive: without
-	// pktinfo pin/tftp caps blksize at 512.
+	// pktinfo the server does not know the MTU and caps blksize at 512.
 	enablePktinfo(c)
 	s.Conn = c
 	s.Timeout = time.Second
@@ -289,7 +289,7 @@ func rrq(t *testing.T, addr, name string, opts ...string) (oack map[string]strin
 func TestOptionNegotiation(t *testing.T) {
 	root, content := testRoot(t, 10000)
 	addr := start(t, &Server{Root: root})
-	capped := start(t, &Server{Root: root, MaxBlockSize: 1024})
+	capped := start(t, &Server{Root: root, MaxBlockSize: 1024, MaxWindowSize: 16})
 	size := strconv.Itoa(len(content))
 
 	tests := map[string]struct {
@@ -300,9 +300,15 @@ func TestOptionNegotiation(t *testing.T) {
 	}{
 		"blksize and tsize": {addr: addr, opts: []string{"blksize", "1468", "tsize", "0"},
 			want: map[string]string{"blksize": "1468", "tsize": size}},
-		"windowsize is not acknowledged (pin/tftp v3.1.0 lacks RFC 7440)": {addr: addr,
+		"windowsize acknowledged (RFC 7440)": {addr: addr,
 			opts: []string{"blksize", "1468", "windowsize", "8"},
-			want: map[string]string{"blksize": "1468"}},
+			want: map[string]string{"blksize": "1468", "windowsize": "8"}},
+		"windowsize capped by MaxWindowSize": {addr: capped,
+			opts: []string{"windowsize", "1000", "timeout", "3"},
+			want: map[string]string{"windowsize": "16", "timeout": "3"}},
+		"unknown and invalid options left out": {addr: addr,
+			opts: []string{"blksize", "4", "multicast", "", "tsize", "0"},
+			want: map[string]string{"tsize": size}},
 		"blksize capped by MaxBlockSize": {addr: capped, opts: []string{"blksize", "8192", "tsize", "0"},
 			want: map[string]string{"blksize": "1024", "tsize": size}},
 		"refusal is an ERROR, not an OACK": {addr: addr, opts: []string{"tsize", "0"}, wantErr: "access violation"},

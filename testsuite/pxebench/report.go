@@ -91,7 +91,20 @@ type Row struct {
 	BaselineName string
 	// Note is shown after the ratio, e.g. the loss at that rate.
 	Note string
+	// Goal is the ratio the row must reach; zero means 1.0.
+	Goal float64
 }
+
+// GoalRatio is the row's goal, 1.0 unless set.
+func (r Row) GoalRatio() float64 {
+	if r.Goal > 0 {
+		return r.Goal
+	}
+	return 1
+}
+
+// Met tells whether the ratio reaches the goal.
+func (r Row) Met() bool { return r.Ratio() >= r.GoalRatio() }
 
 // Ratio is rackflow / baseline; 0 when the baseline is 0.
 func (r Row) Ratio() float64 {
@@ -105,9 +118,13 @@ func (r Row) Ratio() float64 {
 func Table(rows []Row) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "measure\tunit\trackflow\tbaseline\tbaseline server\trackflow/baseline\tnote")
+	fmt.Fprintln(w, "measure\tunit\trackflow\tbaseline\tbaseline server\trackflow/baseline\tgoal\tnote")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", r.What, r.Unit, num(r.Rackflow), num(r.Baseline), r.BaselineName, r.Ratio(), r.Note)
+		verdict := "met"
+		if !r.Met() {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.2f\t≥%.2f %s\t%s\n", r.What, r.Unit, num(r.Rackflow), num(r.Baseline), r.BaselineName, r.Ratio(), r.GoalRatio(), verdict, r.Note)
 	}
 	w.Flush()
 	return b.String()
@@ -121,6 +138,43 @@ func num(v float64) string {
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+var stampRE = regexp.MustCompile(`(?m)^sent / received: (\d+)(\d\d)(\d\d(?:\.\d+)?) / (\d+)(\d\d)(\d\d(?:\.\d+)?)$`)
+
+// ParsePerfdhcpTimes reads the per-exchange delays `perfdhcp -x t` prints
+// ("sent / received: HHMMSS.ffffff / HHMMSS.ffffff" under "***Timestamps
+// for packets: DISCOVER-OFFER***" and REQUEST-ACK), in seconds.
+func ParsePerfdhcpTimes(out string) map[string][]float64 {
+	res := map[string][]float64{}
+	const head = "***Timestamps for packets: "
+	for _, part := range strings.Split(out, head)[1:] {
+		name, body, _ := strings.Cut(part, "***")
+		for _, m := range stampRE.FindAllStringSubmatch(body, -1) {
+			d := isoSeconds(m[4], m[5], m[6]) - isoSeconds(m[1], m[2], m[3])
+			res[name] = append(res[name], d)
+		}
+	}
+	return res
+}
+
+func isoSeconds(h, m, s string) float64 {
+	hh, _ := strconv.Atoi(h)
+	mm, _ := strconv.Atoi(m)
+	ss, _ := strconv.ParseFloat(s, 64)
+	return float64(hh*3600+mm*60) + ss
+}
+
+// Percentile returns the p-th percentile (0..100, nearest rank) of vs, 0
+// for none.
+func Percentile(vs []float64, p float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	i := int(p/100*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }
 
 // Median returns the median of vs (the mean of the middle two for an even
