@@ -93,6 +93,15 @@ echo "` + MarkerBooted + ` mac=$mac boot_id=$boot_id ip=$addr"
 start_sshd() {
 	mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 	/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log || fail "sshd: $(cat /tmp/sshd.log)"
+	# sshd forks into the background before it binds its socket: wait
+	# until port 22 (0016) is in LISTEN (0A), so the marker printed after
+	# this means a connection will be accepted.
+	i=0
+	until grep -q ':0016 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+		i=$((i+1))
+		[ $i -le 120 ] || fail "sshd did not listen on port 22 within 60s: $(cat /tmp/sshd.log)"
+		usleep 500000
+	done
 }
 if [ -n "$os" ]; then
 	# The installed OS (booted from its disk): a host key of its own,
