@@ -166,9 +166,15 @@ var baseDirs = []string{"bin", "dev", "lib", "lib/modules", "proc", "sys", "run"
 // sshdBinary is the sshd the live system runs.
 const sshdBinary = "/usr/sbin/sshd"
 
-// BlockModules are the modules a virtio disk needs on top of
-// VirtioNetModules.
-var BlockModules = []string{"virtio_blk"}
+// BlockModules are the modules disks need on top of VirtioNetModules, in
+// load order: virtio disks, and SCSI disks on a virtio-scsi controller
+// (sd_mod needs t10-pi and its CRCs, whose generic code is in the
+// modules themselves).
+var BlockModules = []string{
+	"virtio_blk",
+	"scsi_common", "scsi_mod", "crct10dif_common", "crc-t10dif", "crc64", "crc64-rocksoft", "t10-pi",
+	"sd_mod", "virtio_scsi",
+}
 
 // udhcpcScript configures what udhcpc got, for a live system booted
 // without ip=.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -89,15 +90,22 @@ type VM struct {
 	UEFIBoot string
 }
 
-// Disk is a virtio disk of a VM.
+// Disk is a disk of a VM: a virtio disk, or a SCSI disk when it has a WWN.
 type Disk struct {
 	// Path is the raw file.
 	Path string
-	// Serial is what the guest reads in /sys/block/vdX/serial (at most 20
-	// characters: virtio's limit).
+	// Serial is what the guest reads in /sys/block/vdX/serial, or a SCSI
+	// disk's unit serial number page (at most 20 characters: virtio's
+	// limit).
 	Serial string
-	// Slot is the disk's PCI slot on bus 0, 5 to 31 (lower ones hold the
-	// chipset and the NIC).
+	// WWN, when set ("0x" and 16 hex digits, as lsblk prints it), makes
+	// the disk a SCSI disk (QEMU's scsi-hd) on the VM's virtio-scsi
+	// controller, reporting the WWN as an NAA designator in its device
+	// identification page: virtio disks have no WWN. The guest names
+	// SCSI disks sdX in target order.
+	WWN string
+	// Slot is a virtio disk's PCI slot on bus 0, 5 to 31 (lower ones hold
+	// the chipset and the NIC), or a SCSI disk's target number, 0 to 255.
 	Slot int
 }
 
@@ -108,6 +116,8 @@ const (
 	UEFIBootPXE  = "pxe"
 	UEFIBootHTTP = "http"
 )
+
+var wwnRE = regexp.MustCompile(`^0x[0-9a-fA-F]{16}$`)
 
 // OVMF's code and variable store for 4 MiB flash, from Debian's ovmf.
 const (
@@ -199,16 +209,38 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw",
 			"-device", "virtio-blk-pci,drive=disk0")
 	}
+	var scsi []string
 	for i, d := range vm.Disks {
-		if strings.ContainsAny(d.Path+d.Serial, ",=") || len(d.Serial) > 20 || d.Slot < 5 || d.Slot > 31 {
-			return "", nil, fmt.Errorf("qemu vm: disk %+v: want a path and serial without , or =, a serial of at most 20 characters and slot 5-31", d)
+		if strings.ContainsAny(d.Path+d.Serial, ",=") || len(d.Serial) > 20 {
+			return "", nil, fmt.Errorf("qemu vm: disk %+v: want a path and serial without , or =, a serial of at most 20 characters", d)
 		}
 		id := fmt.Sprintf("xdisk%d", i)
-		dev := fmt.Sprintf("virtio-blk-pci,drive=%s,addr=0x%x", id, d.Slot)
+		var dev string
+		if d.WWN != "" {
+			if !wwnRE.MatchString(d.WWN) || d.Slot < 0 || d.Slot > 255 {
+				return "", nil, fmt.Errorf("qemu vm: SCSI disk %+v: want a WWN of 0x and 16 hex digits and a target 0-255", d)
+			}
+			dev = fmt.Sprintf("scsi-hd,drive=%s,bus=scsi0.0,channel=0,scsi-id=%d,lun=0,wwn=%s", id, d.Slot, d.WWN)
+		} else {
+			if d.Slot < 5 || d.Slot > 31 {
+				return "", nil, fmt.Errorf("qemu vm: disk %+v: want slot 5-31", d)
+			}
+			dev = fmt.Sprintf("virtio-blk-pci,drive=%s,addr=0x%x", id, d.Slot)
+		}
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
-		args = append(args, "-drive", "file="+d.Path+",if=none,id="+id+",format=raw", "-device", dev)
+		drive := []string{"-drive", "file=" + d.Path + ",if=none,id=" + id + ",format=raw", "-device", dev}
+		if d.WWN != "" {
+			scsi = append(scsi, drive...)
+		} else {
+			args = append(args, drive...)
+		}
+	}
+	if len(scsi) > 0 {
+		// The controller comes after every device with a slot of its own,
+		// so QEMU gives it a free one.
+		args = append(append(args, "-device", "virtio-scsi-pci,id=scsi0"), scsi...)
 	}
 	return "qemu-system-x86_64", args, nil
 }
