@@ -60,15 +60,7 @@ func newRedfishStack(t *testing.T, imageSize int64) (*stack, *redfishfake.Fake) 
 	bmc := redfishfake.Start(t, redfishfake.Options{
 		Username: l.BMCUser, Password: l.BMCPassword,
 		// A real BMC powers the machine; here the lab's hook boots it.
-		OnPower: func(ev redfishfake.PowerEvent) {
-			dev := "disk"
-			if ev.BootTarget == "Pxe" {
-				dev = "pxe"
-			}
-			if err := l.PowerHook(ev.On, dev); err != nil {
-				appendFile(hookLog, err.Error()+"\n")
-			}
-		},
+		OnPower: redfishPower(l.HookPath, hookLog),
 	})
 	if err := l.SetRedfishBMC(bmc.Port(), bmc.PinSHA256()); err != nil {
 		t.Fatal(err)
@@ -106,6 +98,21 @@ func newRedfishStack(t *testing.T, imageSize int64) (*stack, *redfishfake.Fake) 
 		}
 	})
 	return s, bmc
+}
+
+// redfishPower runs a power hook (lab.RunHook) for each power change of
+// the fake BMC: on into "pxe" when its boot override says Pxe, else into
+// "disk"; or off. A hook's failure is appended to errLog.
+func redfishPower(hook, errLog string) func(redfishfake.PowerEvent) {
+	return func(ev redfishfake.PowerEvent) {
+		dev := "disk"
+		if ev.BootTarget == "Pxe" {
+			dev = "pxe"
+		}
+		if err := lab.RunHook(hook, ev.On, dev); err != nil {
+			appendFile(errLog, err.Error()+"\n")
+		}
+	}
 }
 
 func appendFile(path, text string) {

@@ -70,8 +70,12 @@ type VM struct {
 	// RACKFLOW_QEMU_ACCEL environment variable, else "tcg".
 	Accel string
 	// Disk, when set, is a raw file the VM sees as a virtio disk
-	// (/dev/vda). The VM still boots from the network only.
+	// (/dev/vda). The VM boots from the network unless BootDisk.
 	Disk string
+	// BootDisk makes the VM boot Disk first instead of the network, as a
+	// BMC's boot override to Hdd does: SeaBIOS runs its boot sector, OVMF
+	// its \EFI\BOOT\BOOTX64.EFI (see BootableDisk).
+	BootDisk bool
 	// Disks are more raw files, each a virtio disk with a serial number
 	// at a PCI slot of its own: the guest names virtio disks in slot
 	// order, so moving a disk to another slot renames it between boots,
@@ -156,17 +160,25 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
 	}
+	if vm.BootDisk && vm.Disk == "" {
+		return "", nil, fmt.Errorf("qemu vm: BootDisk without a Disk")
+	}
+	nicBootIndex := ",bootindex=1"
+	if vm.BootDisk {
+		nicBootIndex = ""
+	}
 	switch vm.Firmware {
 	case "", FirmwareBIOS:
 		if vm.UEFIBoot != "" {
 			return "", nil, fmt.Errorf("qemu vm: UEFIBoot %q needs Firmware %q", vm.UEFIBoot, FirmwareUEFI)
 		}
-		args = append(args,
-			// SeaBIOS and iPXE write their console to the serial port
-			// too, so a failed DHCP or download is readable in the log.
-			"-fw_cfg", "name=etc/sercon-port,file="+sercon,
-			"-boot", "order=n,strict=on",
-			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC)
+		// SeaBIOS and iPXE write their console to the serial port too,
+		// so a failed DHCP or download is readable in the log.
+		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+sercon)
+		if !vm.BootDisk {
+			args = append(args, "-boot", "order=n,strict=on")
+		}
+		args = append(args, "-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC)
 	case FirmwareUEFI:
 		// The variable store is the machine's NVRAM: a private copy,
 		// written by the firmware as it records its boot options.
@@ -186,7 +198,7 @@ func (vm VM) Command(dir string) (string, []string, error) {
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
 			// romfile= (empty) loads no iPXE ROM: the firmware's own
 			// virtio-net driver and network stack boot the machine.
-			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",romfile=,bootindex=1")
+			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",romfile="+nicBootIndex)
 		switch vm.UEFIBoot {
 		case "", UEFIBootPXE:
 			// EDK2 offers PXE before HTTP; IPv6 would only add timeouts.
@@ -206,8 +218,11 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		if strings.ContainsAny(vm.Disk, ",") {
 			return "", nil, fmt.Errorf("qemu vm: disk path %q must not contain a comma", vm.Disk)
 		}
-		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw",
-			"-device", "virtio-blk-pci,drive=disk0")
+		dev := "virtio-blk-pci,drive=disk0"
+		if vm.BootDisk {
+			dev += ",bootindex=1"
+		}
+		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw", "-device", dev)
 	}
 	var scsi []string
 	for i, d := range vm.Disks {
