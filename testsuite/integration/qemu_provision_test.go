@@ -308,23 +308,7 @@ func TestQEMUProvisionOverRedfish(t *testing.T) {
 	ctx := qemu.RequireLab(t)
 	r := newProvisionRig(t, ctx, rigOptions{Redfish: true, Firmware: qemu.FirmwareUEFI})
 	r.provision(t, ctx)
-	fake := r.redfish
-	if st := fake.State(); st.PowerState != "On" || st.BootSourceOverrideTarget != "Hdd" || st.BootSourceOverrideEnabled != "Continuous" {
-		t.Errorf("BMC after provisioning: %+v, want on with Hdd/Continuous", st)
-	}
-	writes := redfishWrites(fake)
-	if want := []string{"boot Pxe/Once", "reset On", "boot Hdd/Continuous", "reset ForceRestart"}; fmt.Sprint(writes) != fmt.Sprint(want) {
-		t.Errorf("BMC writes %q, want %q", writes, want)
-	}
-	var boots []string
-	for _, ev := range fake.PowerEvents() {
-		if ev.On {
-			boots = append(boots, ev.BootTarget+"/"+ev.BootMode)
-		}
-	}
-	if fmt.Sprint(boots) != fmt.Sprint([]string{"Pxe/UEFI", "Hdd/UEFI"}) {
-		t.Errorf("the machine booted %q, want Pxe then Hdd, in UEFI mode", boots)
-	}
+	checkRedfishBoots(t, r.redfish)
 	// The second boot came from the disk, not from rackflow-pxe.
 	serial, _ := os.ReadFile(filepath.Join(r.vmDir, "serial.log"))
 	if got := strings.Count(string(serial), "=== power on, boot device "); got != 2 || !strings.Contains(string(serial), "=== power on, boot device disk") {
