@@ -70,18 +70,21 @@ clean:
 # QEMU machines (SeaBIOS + iPXE, and UEFI/OVMF with EDK2's own PXE and HTTP
 # boot clients, under TCG) booting through rackflow-pxe in network
 # namespaces (testsuite/qemu's lab): the PXE boots themselves (pxe/e2e),
-# then WriteImage and ProvisionHost on them, the last on the dev server with
-# the worker killed mid-stream (testsuite/integration). Needs root. The
+# then WriteImage, root-device hints (serial and WWN) and ProvisionHost on
+# them: behind ipmi_sim, behind the Redfish fake on a UEFI machine, and on
+# the dev server with the worker killed mid-stream (testsuite/integration).
+# The installed OS image boots on both firmware (syslinux, and a unified
+# kernel image built with systemd-boot-efi's stub). Needs root. The
 # kernel and busybox are fetched with apt-get download into
 # $XDG_CACHE_HOME/rackflow or /var/cache/rackflow on first run. One package
 # at a time (-p 1): two TCG machines at once would starve each other.
 .PHONY: test-qemu
 test-qemu: $(BIN)/temporal
-	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || [ ! -e /usr/lib/ipxe/ipxe.efi ] || [ ! -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || ! command -v ip >/dev/null 2>&1 || ! command -v syslinux >/dev/null 2>&1 || ! command -v mcopy >/dev/null 2>&1 || ! command -v mkfs.fat >/dev/null 2>&1; then \
-		echo "test-qemu: installing qemu-system-x86 ipxe-qemu ipxe ovmf iproute2 syslinux mtools dosfstools"; \
+	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || [ ! -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || [ ! -e /usr/lib/ipxe/ipxe.efi ] || [ ! -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || ! command -v ip >/dev/null 2>&1 || ! command -v syslinux >/dev/null 2>&1 || ! command -v mcopy >/dev/null 2>&1 || ! command -v mkfs.fat >/dev/null 2>&1 || ! command -v objcopy >/dev/null 2>&1 || [ ! -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]; then \
+		echo "test-qemu: installing qemu-system-x86 ipxe-qemu ipxe ovmf iproute2 syslinux mtools dosfstools binutils systemd-boot-efi"; \
 		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		apt-cache show qemu-system-x86 >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu ipxe ovmf iproute2 syslinux syslinux-common mtools dosfstools >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 ipxe-qemu ipxe ovmf iproute2 syslinux syslinux-common mtools dosfstools binutils systemd-boot-efi >/dev/null; \
 	fi
 	@apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-' || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
 	RACKFLOW_QEMU=1 $(GO) test -count=1 -p 1 -run TestQEMU -timeout 30m -v ./pxe/e2e/ ./testsuite/integration/

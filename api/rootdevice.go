@@ -76,10 +76,12 @@ func (r RootDevice) ByPathLink() string {
 }
 
 // NormalizeWWN returns a WWN as lower-case hex without its "0x", "naa."
-// or "eui." prefix, so lsblk's and sysfs's spellings compare equal.
+// or "eui." prefix, so lsblk's and sysfs's spellings compare equal (and
+// without the "wwn-" of a /dev/disk/by-id name, which comes before them).
 func NormalizeWWN(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	for _, p := range []string{"0x", "naa.", "eui.", "wwn-"} {
+	s = strings.TrimPrefix(s, "wwn-")
+	for _, p := range []string{"0x", "naa.", "eui."} {
 		s = strings.TrimPrefix(s, p)
 	}
 	return s

@@ -28,6 +28,31 @@ func TestRootDeviceHintsDecode(t *testing.T) {
 	}
 }
 
+// TestNormalizeWWN: every spelling of one WWN compares equal: lsblk's
+// (udev's ID_WWN_WITH_EXTENSION), the kernel's device/wwid as a QEMU
+// scsi-hd with wwn=0x5000c50015ea71b0 reports it under Linux 6.1
+// (TestQEMURootDeviceHints), an inventory's upper case, a by-id name; an
+// NVMe EUI and a 16-byte NAA keep all their digits.
+func TestNormalizeWWN(t *testing.T) {
+	tests := map[string]struct{ in, want string }{
+		"lsblk":               {"0x5000c50015ea71b0", "5000c50015ea71b0"},
+		"kernel device/wwid":  {"naa.5000c50015ea71b0\n", "5000c50015ea71b0"},
+		"upper case":          {"0x5000C50015EA71B0", "5000c50015ea71b0"},
+		"bare hex":            {"5000c50015ea71b0", "5000c50015ea71b0"},
+		"by-id name":          {"wwn-0x5000c50015ea71b0", "5000c50015ea71b0"},
+		"nvme eui":            {"eui.0025388b71b0a3a1", "0025388b71b0a3a1"},
+		"16-byte naa, kernel": {"naa.600508b1001c4d5f0000000000001234", "600508b1001c4d5f0000000000001234"},
+		"16-byte naa, lsblk":  {"0x600508b1001c4d5f0000000000001234", "600508b1001c4d5f0000000000001234"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := NormalizeWWN(tc.in); got != tc.want {
+				t.Errorf("NormalizeWWN(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestRootDeviceHintsRefused(t *testing.T) {
 	edit := func(new string) string { return strings.Replace(goodInventory, "disk: /dev/sda", new, 1) }
 	tests := map[string]struct {

@@ -32,7 +32,7 @@ import (
 // ends with the installed OS up and its host key recorded.
 func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 	ctx := qemu.RequireLab(t)
-	r := newProvisionRig(t, ctx)
+	r := newProvisionRig(t, ctx, rigOptions{})
 	dir := r.l.Dir
 
 	// The lease API, on the host's loopback, forwarded into the server

@@ -26,15 +26,18 @@ import (
 )
 
 // TestQEMURootDeviceHints: a VM with three virtio disks, told apart only
-// by their serial numbers, boots the live system twice with the disks in
-// other PCI slots, so the target is /dev/vdb on the first boot and
-// /dev/vda on the second. WriteImage, given the serial as a root-device
-// hint, writes each boot's image onto that disk; its result names the
-// disk it resolved. Hashed from the host side, the target holds the image
-// and the two other disks are byte for byte what they were. Hints that
-// match every disk or none are refused before anything is written. (The
-// live system is busybox without lsblk or udev: the disk helper lists
-// the disks from sysfs.)
+// by their serial numbers, and two SCSI disks on a virtio-scsi controller,
+// told apart by their WWNs, boots the live system twice with the virtio
+// disks in other PCI slots and the SCSI disks at other targets, so the
+// serial's target is /dev/vdb and the WWN's /dev/sdb on the first boot,
+// /dev/vda and /dev/sda on the second. WriteImage, given the serial or
+// the WWN (as lsblk prints it) as a root-device hint, writes each boot's
+// image onto that disk; its result names the disk it resolved. Hashed
+// from the host side, the two targets hold the image and the three other
+// disks are byte for byte what they were. Hints that match every disk or
+// none are refused before anything is written. (The live system is
+// busybox without lsblk or udev: the disk helper lists the disks from
+// sysfs, the WWN from the kernel's device/wwid, "naa.5000c500…".)
 func TestQEMURootDeviceHints(t *testing.T) {
 	ctx := qemu.RequireLab(t)
 	l := qemu.StartLab(t, ctx, qemu.LiveOptions{SSHD: true}, "rackflow.sshd=1")
@@ -48,11 +51,12 @@ func TestQEMURootDeviceHints(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Three 4 MiB disks of random bytes: a stray write shows in a hash.
+	// Five 4 MiB disks of random bytes: a stray write shows in a hash.
 	const diskSize = 4 << 20
 	disks := map[string]string{} // serial -> file
 	before := map[string]string{}
-	for _, serial := range []string{"rf-disk-a", "rf-disk-b", "rf-disk-c"} {
+	wwns := map[string]string{"rf-scsi-a": "0x5000c50015ea71a0", "rf-scsi-b": "0x5000c50015ea71b0"} // the SCSI disks
+	for _, serial := range []string{"rf-disk-a", "rf-disk-b", "rf-disk-c", "rf-scsi-a", "rf-scsi-b"} {
 		p := filepath.Join(l.Dir, serial+".raw")
 		b := make([]byte, diskSize)
 		rand.Read(b)
@@ -61,7 +65,7 @@ func TestQEMURootDeviceHints(t *testing.T) {
 		}
 		disks[serial], before[serial] = p, fileSHA(t, p, 0, diskSize)
 	}
-	const target = "rf-disk-b"
+	const target, wwnTarget = "rf-disk-b", "rf-scsi-b"
 	imgDir := filepath.Join(l.Dir, "images")
 	if err := os.Mkdir(imgDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -79,11 +83,11 @@ func TestQEMURootDeviceHints(t *testing.T) {
 	env.SetTestTimeout(5 * time.Minute)
 
 	boots := []struct {
-		slots    map[string]int // serial -> PCI slot
-		wantPath string
+		slots             map[string]int // serial -> PCI slot, or SCSI target
+		wantPath, wwnPath string
 	}{
-		{map[string]int{"rf-disk-a": 5, "rf-disk-b": 6, "rf-disk-c": 7}, "/dev/vdb"},
-		{map[string]int{"rf-disk-b": 5, "rf-disk-c": 6, "rf-disk-a": 7}, "/dev/vda"},
+		{map[string]int{"rf-disk-a": 5, "rf-disk-b": 6, "rf-disk-c": 7, "rf-scsi-a": 0, "rf-scsi-b": 1}, "/dev/vdb", "/dev/sdb"},
+		{map[string]int{"rf-disk-b": 5, "rf-disk-c": 6, "rf-disk-a": 7, "rf-scsi-b": 0, "rf-scsi-a": 1}, "/dev/vda", "/dev/sda"},
 	}
 	for i, boot := range boots {
 		// The image of this boot: 1 MiB of random bytes.
@@ -98,7 +102,7 @@ func TestQEMURootDeviceHints(t *testing.T) {
 
 		vm := qemu.VM{Tap: "tap0", MAC: qemu.LabVMMAC}
 		for serial, slot := range boot.slots {
-			vm.Disks = append(vm.Disks, qemu.Disk{Path: disks[serial], Serial: serial, Slot: slot})
+			vm.Disks = append(vm.Disks, qemu.Disk{Path: disks[serial], Serial: serial, WWN: wwns[serial], Slot: slot})
 		}
 		name, args, err := vm.Command(l.Dir)
 		if err != nil {
@@ -135,27 +139,45 @@ func TestQEMURootDeviceHints(t *testing.T) {
 				}
 			}
 		}
-		v, err := env.ExecuteActivity(acts.WriteImage, in)
-		if err != nil {
-			t.Fatalf("boot %d: WriteImage with serial hint: %v\nserial console:\n%s", i+1, err, proc.Output())
+		for _, w := range []struct {
+			hints        api.RootDevice
+			serial, path string
+		}{
+			{api.RootDevice{Serial: target}, target, boot.wantPath},
+			{api.RootDevice{WWN: wwns[wwnTarget]}, wwnTarget, boot.wwnPath},
+		} {
+			in := in
+			in.RootDevice = &w.hints
+			v, err := env.ExecuteActivity(acts.WriteImage, in)
+			if err != nil {
+				t.Fatalf("boot %d: WriteImage with hints %s: %v\nserial console:\n%s", i+1, w.hints, err, proc.Output())
+			}
+			var res image.WriteResult
+			if err := v.Get(&res); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("boot %d: hints %s resolved to %s via %s", i+1, w.hints, res.Disk, res.Disk.Source)
+			if res.Digest != in.Image.SHA256 || res.Disk == nil || res.Disk.Path != w.path || res.Disk.Serial != w.serial ||
+				api.NormalizeWWN(res.Disk.WWN) != api.NormalizeWWN(wwns[w.serial]) || res.Disk.Size != diskSize || res.Disk.Source != "rackflow-diskhelper" {
+				t.Errorf("boot %d: hints %s: result %+v disk %+v; want %s, serial %s, wwn %q, %d bytes", i+1, w.hints, res, res.Disk, w.path, w.serial, wwns[w.serial], diskSize)
+			}
 		}
-		var res image.WriteResult
-		if err := v.Get(&res); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("boot %d: hints resolved to %s via %s", i+1, res.Disk, res.Disk.Source)
-		if res.Digest != in.Image.SHA256 || res.Disk == nil || res.Disk.Path != boot.wantPath || res.Disk.Serial != target ||
-			res.Disk.Size != diskSize || res.Disk.Source != "rackflow-diskhelper" {
-			t.Errorf("boot %d: result %+v disk %+v; want %s, serial %s, %d bytes", i+1, res, res.Disk, boot.wantPath, target, diskSize)
+		if i == 0 {
+			// What the kernel itself reports, for the record.
+			if wwid, err := liveOutput(ctx, acts.Dialer, in.Target, "cat /sys/block/sd*/device/wwid"); err == nil {
+				t.Logf("the guest kernel's device/wwid: %q", wwid)
+			}
 		}
 		powerOff(t, ctx, acts.Dialer, in.Target, proc)
 
-		// From the host: the target holds the image, the rest untouched.
-		if got := fileSHA(t, disks[target], 0, int64(len(raw))); got != in.Image.SHA256 {
-			t.Errorf("boot %d: %s holds %s, want the image's %s", i+1, target, got, in.Image.SHA256)
+		// From the host: the targets hold the image, the rest untouched.
+		for _, serial := range []string{target, wwnTarget} {
+			if got := fileSHA(t, disks[serial], 0, int64(len(raw))); got != in.Image.SHA256 {
+				t.Errorf("boot %d: %s holds %s, want the image's %s", i+1, serial, got, in.Image.SHA256)
+			}
 		}
 		for serial, p := range disks {
-			if serial == target {
+			if serial == target || serial == wwnTarget {
 				continue
 			}
 			if got := fileSHA(t, p, 0, diskSize); got != before[serial] {
@@ -181,6 +203,17 @@ func fileSHA(t *testing.T, path string, off, n int64) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// liveOutput runs cmd on the live system and returns its output.
+func liveOutput(ctx context.Context, d *remote.Dialer, target remote.Target, cmd string) (string, error) {
+	c, err := d.Dial(ctx, target)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	out, _, _, err := remote.Run(ctx, c, cmd, nil)
+	return strings.TrimSpace(string(out)), err
 }
 
 // powerOff powers the live system off over SSH and waits for QEMU to exit.

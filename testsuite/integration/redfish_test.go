@@ -60,15 +60,7 @@ func newRedfishStack(t *testing.T, imageSize int64) (*stack, *redfishfake.Fake) 
 	bmc := redfishfake.Start(t, redfishfake.Options{
 		Username: l.BMCUser, Password: l.BMCPassword,
 		// A real BMC powers the machine; here the lab's hook boots it.
-		OnPower: func(ev redfishfake.PowerEvent) {
-			dev := "disk"
-			if ev.BootTarget == "Pxe" {
-				dev = "pxe"
-			}
-			if err := l.PowerHook(ev.On, dev); err != nil {
-				appendFile(hookLog, err.Error()+"\n")
-			}
-		},
+		OnPower: redfishPower(l.HookPath, hookLog),
 	})
 	if err := l.SetRedfishBMC(bmc.Port(), bmc.PinSHA256()); err != nil {
 		t.Fatal(err)
@@ -106,6 +98,46 @@ func newRedfishStack(t *testing.T, imageSize int64) (*stack, *redfishfake.Fake) 
 		}
 	})
 	return s, bmc
+}
+
+// redfishPower runs a power hook (lab.RunHook) for each power change of
+// the fake BMC: on into "pxe" when its boot override says Pxe, else into
+// "disk"; or off. A hook's failure is appended to errLog.
+func redfishPower(hook, errLog string) func(redfishfake.PowerEvent) {
+	return func(ev redfishfake.PowerEvent) {
+		dev := "disk"
+		if ev.BootTarget == "Pxe" {
+			dev = "pxe"
+		}
+		if err := lab.RunHook(hook, ev.On, dev); err != nil {
+			appendFile(errLog, err.Error()+"\n")
+		}
+	}
+}
+
+// checkRedfishBoots checks what a BMC was told by one provisioning run of
+// a UEFI host, in order: a one-time PXE boot before the power-on, the
+// disk (persistently) before the restart into it; that the machine booted
+// Pxe then Hdd, in its UEFI mode; and that it is left on with the disk.
+func checkRedfishBoots(t *testing.T, bmc *redfishfake.Fake) {
+	t.Helper()
+	if st := bmc.State(); st.PowerState != "On" || st.BootSourceOverrideTarget != "Hdd" || st.BootSourceOverrideEnabled != "Continuous" {
+		t.Errorf("BMC after provisioning: %+v, want on with Hdd/Continuous", st)
+	}
+	writes := redfishWrites(bmc)
+	want := []string{"boot Pxe/Once", "reset On", "boot Hdd/Continuous", "reset ForceRestart"}
+	if fmt.Sprint(writes) != fmt.Sprint(want) {
+		t.Errorf("BMC writes %q, want %q", writes, want)
+	}
+	var boots []string
+	for _, ev := range bmc.PowerEvents() {
+		if ev.On {
+			boots = append(boots, ev.BootTarget+"/"+ev.BootMode)
+		}
+	}
+	if fmt.Sprint(boots) != fmt.Sprint([]string{"Pxe/UEFI", "Hdd/UEFI"}) {
+		t.Errorf("the machine booted %q, want Pxe then Hdd, in its UEFI mode", boots)
+	}
 }
 
 func appendFile(path, text string) {
@@ -169,26 +201,7 @@ func TestProvisionOverRedfish(t *testing.T) {
 	if l, ok, err := s.store.Lookup(context.Background(), s.lab.MAC); err != nil || !ok || l.Profile != lease.ProfileDisk {
 		t.Errorf("lease after provisioning = %+v %v %v, want profile disk", l, ok, err)
 	}
-	if st := bmc.State(); st.PowerState != "On" || st.BootSourceOverrideTarget != "Hdd" || st.BootSourceOverrideEnabled != "Continuous" {
-		t.Errorf("BMC after provisioning: %+v, want on with Hdd/Continuous", st)
-	}
-
-	// What the BMC was told, in order: a one-time PXE boot before the
-	// power-on, the disk (persistently) before the restart into it.
-	writes := redfishWrites(bmc)
-	want := []string{"boot Pxe/Once", "reset On", "boot Hdd/Continuous", "reset ForceRestart"}
-	if fmt.Sprint(writes) != fmt.Sprint(want) {
-		t.Errorf("BMC writes %q, want %q", writes, want)
-	}
-	var boots []string
-	for _, ev := range bmc.PowerEvents() {
-		if ev.On {
-			boots = append(boots, ev.BootTarget+"/"+ev.BootMode)
-		}
-	}
-	if fmt.Sprint(boots) != fmt.Sprint([]string{"Pxe/UEFI", "Hdd/UEFI"}) {
-		t.Errorf("the machine booted %q, want Pxe then Hdd, in its UEFI mode", boots)
-	}
+	checkRedfishBoots(t, bmc)
 	for _, r := range bmc.Requests() {
 		if r.Auth == "basic" {
 			t.Errorf("%s used Basic auth; bmclib logs in with a session", r)

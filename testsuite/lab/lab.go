@@ -406,11 +406,18 @@ func (l *Lab) SetRedfishBMC(port int, pin string) error {
 // on with the boot device ("pxe" boots the live system, anything else the
 // disk), or off. It returns when the hook has (its daemons run detached).
 func (l *Lab) PowerHook(on bool, bootDevice string) error {
+	return RunHook(l.HookPath, on, bootDevice)
+}
+
+// RunHook runs a power hook, an executable taking "on BOOTDEV" or "off"
+// as ipmi_sim's do, in a session of its own; it returns when the hook has
+// (what it starts must run detached).
+func RunHook(hook string, on bool, bootDevice string) error {
 	state := "off"
 	if on {
 		state = "on"
 	}
-	cmd := exec.Command(l.HookPath, state, bootDevice)
+	cmd := exec.Command(hook, state, bootDevice)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("power hook %s %s: %v: %s", state, bootDevice, err, out)

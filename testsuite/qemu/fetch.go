@@ -64,11 +64,11 @@ type Kernel struct {
 	Modules map[string]string
 }
 
-var kernelModules = append(slices.Clone(VirtioNetModules), "virtio_blk")
+var kernelModules = append(slices.Clone(VirtioNetModules), BlockModules...)
 
 // FetchKernel returns the kernel of Debian's current linux-image-amd64,
 // downloading it with apt-get download (no install, so nothing of the host
-// changes) and keeping only vmlinuz and the virtio modules under
+// changes) and keeping only vmlinuz and the modules of kernelModules under
 // cacheDir/kernel/<package>/. A cached kernel is reused; when apt cannot name
 // the current package, the newest cached one is used.
 func FetchKernel(ctx context.Context, cacheDir string) (Kernel, error) {
@@ -87,7 +87,7 @@ func FetchKernel(ctx context.Context, cacheDir string) (Kernel, error) {
 		pkg = filepath.Base(filepath.Dir(cached[len(cached)-1]))
 	}
 	dir := filepath.Join(base, pkg)
-	if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
+	if !cachedKernel(dir) {
 		if err := fetchDeb(ctx, pkg, dir, func(name string) (string, bool) {
 			if strings.HasPrefix(name, "boot/vmlinuz-") {
 				return "vmlinuz", true
@@ -115,6 +115,21 @@ func FetchKernel(ctx context.Context, cacheDir string) (Kernel, error) {
 		k.Modules[m] = f
 	}
 	return k, nil
+}
+
+// cachedKernel tells whether dir holds a complete kernel with every
+// module of kernelModules: a cache from before a module was added is
+// fetched again.
+func cachedKernel(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
+		return false
+	}
+	for _, m := range kernelModules {
+		if _, err := os.Stat(filepath.Join(dir, m+".ko")); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 var dependsRE = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-[0-9][^\s]*-amd64)\s*$`)

@@ -175,9 +175,15 @@ var baseDirs = []string{"bin", "dev", "lib", "lib/modules", "proc", "sys", "run"
 // sshdBinary is the sshd the live system runs.
 const sshdBinary = "/usr/sbin/sshd"
 
-// BlockModules are the modules a virtio disk needs on top of
-// VirtioNetModules.
-var BlockModules = []string{"virtio_blk"}
+// BlockModules are the modules disks need on top of VirtioNetModules, in
+// load order: virtio disks, and SCSI disks on a virtio-scsi controller
+// (sd_mod needs t10-pi and its CRCs, whose generic code is in the
+// modules themselves).
+var BlockModules = []string{
+	"virtio_blk",
+	"scsi_common", "scsi_mod", "crct10dif_common", "crc-t10dif", "crc64", "crc64-rocksoft", "t10-pi",
+	"sd_mod", "virtio_scsi",
+}
 
 // udhcpcScript configures what udhcpc got, for a live system booted
 // without ip=.
@@ -415,30 +421,56 @@ func parents(d string) []string {
 	return out
 }
 
-// BootableDisk writes a raw disk image to out that SeaBIOS boots (iPXE's
-// sanboot of drive 0x80, say): a FAT file system over the whole disk with
-// syslinux in its boot sector, booting kernel and initrd with cmdline. It
-// plays an installed OS image. Needs mkfs.fat (dosfstools), syslinux and
-// mcopy (mtools).
+// BootableDisk writes a raw disk image to out that both firmware boot: a
+// FAT file system over the whole disk with syslinux in its boot sector
+// for SeaBIOS (iPXE's sanboot of drive 0x80, say), and for UEFI firmware
+// \EFI\BOOT\BOOTX64.EFI, the removable-media path, a unified kernel
+// image (systemd's EFI stub carrying kernel, initrd and cmdline). Both
+// boot kernel and initrd with cmdline. It plays an installed OS image.
+// Needs mkfs.fat (dosfstools), syslinux, mcopy (mtools), objcopy
+// (binutils) and the stub (systemd-boot-efi).
 func BootableDisk(ctx context.Context, out string, sizeMiB int, kernel, initrd, cmdline string) error {
-	for tool, pkg := range map[string]string{"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools"} {
+	for tool, pkg := range map[string]string{"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools", "objcopy": "binutils"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("bootable disk needs %s (Debian package %s)", tool, pkg)
 		}
 	}
+	if _, err := os.Stat(EFIStub); err != nil {
+		return fmt.Errorf("bootable disk needs %s (Debian package systemd-boot-efi)", EFIStub)
+	}
 	os.Remove(out)
 	cfg := "DEFAULT os\nPROMPT 0\nTIMEOUT 0\nLABEL os\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND " + cmdline + "\n"
-	cfgFile := out + ".syslinux.cfg"
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+	tmp, err := os.MkdirTemp(filepath.Dir(out), ".bootable-*")
+	if err != nil {
 		return err
 	}
-	defer os.Remove(cfgFile)
+	defer os.RemoveAll(tmp)
+	cfgFile := filepath.Join(tmp, "syslinux.cfg")
+	cmdlineFile := filepath.Join(tmp, "cmdline")
+	osrel := filepath.Join(tmp, "os-release")
+	uki := filepath.Join(tmp, "BOOTX64.EFI")
+	for f, b := range map[string]string{cfgFile: cfg, cmdlineFile: cmdline, osrel: "ID=rackflow-test\n"} {
+		if err := os.WriteFile(f, []byte(b), 0o644); err != nil {
+			return err
+		}
+	}
 	for _, args := range [][]string{
+		// The stub finds its parts by section name; the addresses are
+		// the ones systemd's stub documents for a hand-built image: past
+		// the stub's own sections, the kernel below 32 MiB.
+		{"objcopy",
+			"--add-section", ".osrel=" + osrel, "--change-section-vma", ".osrel=0x20000",
+			"--add-section", ".cmdline=" + cmdlineFile, "--change-section-vma", ".cmdline=0x30000",
+			"--add-section", ".linux=" + kernel, "--change-section-vma", ".linux=0x2000000",
+			"--add-section", ".initrd=" + initrd, "--change-section-vma", ".initrd=0x3000000",
+			EFIStub, uki},
 		{"mkfs.fat", "-C", "-n", "RACKFLOWOS", out, fmt.Sprint(sizeMiB * 1024)},
 		{"syslinux", "--install", out},
 		{"mcopy", "-i", out, kernel, "::vmlinuz"},
 		{"mcopy", "-i", out, initrd, "::initrd.img"},
 		{"mcopy", "-i", out, cfgFile, "::syslinux.cfg"},
+		{"mmd", "-i", out, "::EFI", "::EFI/BOOT"},
+		{"mcopy", "-i", out, uki, "::EFI/BOOT/BOOTX64.EFI"},
 	} {
 		if b, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
 			return fmt.Errorf("bootable disk: %s: %w: %s", strings.Join(args, " "), err, b)
@@ -446,3 +478,7 @@ func BootableDisk(ctx context.Context, out string, sizeMiB int, kernel, initrd, 
 	}
 	return nil
 }
+
+// EFIStub is systemd's EFI stub for unified kernel images, from Debian's
+// systemd-boot-efi.
+const EFIStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"

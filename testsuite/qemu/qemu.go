@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -69,8 +70,12 @@ type VM struct {
 	// RACKFLOW_QEMU_ACCEL environment variable, else "tcg".
 	Accel string
 	// Disk, when set, is a raw file the VM sees as a virtio disk
-	// (/dev/vda). The VM still boots from the network only.
+	// (/dev/vda). The VM boots from the network unless BootDisk.
 	Disk string
+	// BootDisk makes the VM boot Disk first instead of the network, as a
+	// BMC's boot override to Hdd does: SeaBIOS runs its boot sector, OVMF
+	// its \EFI\BOOT\BOOTX64.EFI (see BootableDisk).
+	BootDisk bool
 	// Disks are more raw files, each a virtio disk with a serial number
 	// at a PCI slot of its own: the guest names virtio disks in slot
 	// order, so moving a disk to another slot renames it between boots,
@@ -89,15 +94,22 @@ type VM struct {
 	UEFIBoot string
 }
 
-// Disk is a virtio disk of a VM.
+// Disk is a disk of a VM: a virtio disk, or a SCSI disk when it has a WWN.
 type Disk struct {
 	// Path is the raw file.
 	Path string
-	// Serial is what the guest reads in /sys/block/vdX/serial (at most 20
-	// characters: virtio's limit).
+	// Serial is what the guest reads in /sys/block/vdX/serial, or a SCSI
+	// disk's unit serial number page (at most 20 characters: virtio's
+	// limit).
 	Serial string
-	// Slot is the disk's PCI slot on bus 0, 5 to 31 (lower ones hold the
-	// chipset and the NIC).
+	// WWN, when set ("0x" and 16 hex digits, as lsblk prints it), makes
+	// the disk a SCSI disk (QEMU's scsi-hd) on the VM's virtio-scsi
+	// controller, reporting the WWN as an NAA designator in its device
+	// identification page: virtio disks have no WWN. The guest names
+	// SCSI disks sdX in target order.
+	WWN string
+	// Slot is a virtio disk's PCI slot on bus 0, 5 to 31 (lower ones hold
+	// the chipset and the NIC), or a SCSI disk's target number, 0 to 255.
 	Slot int
 }
 
@@ -108,6 +120,8 @@ const (
 	UEFIBootPXE  = "pxe"
 	UEFIBootHTTP = "http"
 )
+
+var wwnRE = regexp.MustCompile(`^0x[0-9a-fA-F]{16}$`)
 
 // OVMF's code and variable store for 4 MiB flash, from Debian's ovmf.
 const (
@@ -146,17 +160,25 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		"-no-reboot",
 		"-netdev", "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no",
 	}
+	if vm.BootDisk && vm.Disk == "" {
+		return "", nil, fmt.Errorf("qemu vm: BootDisk without a Disk")
+	}
+	nicBootIndex := ",bootindex=1"
+	if vm.BootDisk {
+		nicBootIndex = ""
+	}
 	switch vm.Firmware {
 	case "", FirmwareBIOS:
 		if vm.UEFIBoot != "" {
 			return "", nil, fmt.Errorf("qemu vm: UEFIBoot %q needs Firmware %q", vm.UEFIBoot, FirmwareUEFI)
 		}
-		args = append(args,
-			// SeaBIOS and iPXE write their console to the serial port
-			// too, so a failed DHCP or download is readable in the log.
-			"-fw_cfg", "name=etc/sercon-port,file="+sercon,
-			"-boot", "order=n,strict=on",
-			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC)
+		// SeaBIOS and iPXE write their console to the serial port too,
+		// so a failed DHCP or download is readable in the log.
+		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+sercon)
+		if !vm.BootDisk {
+			args = append(args, "-boot", "order=n,strict=on")
+		}
+		args = append(args, "-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC)
 	case FirmwareUEFI:
 		// The variable store is the machine's NVRAM: a private copy,
 		// written by the firmware as it records its boot options.
@@ -176,7 +198,7 @@ func (vm VM) Command(dir string) (string, []string, error) {
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
 			// romfile= (empty) loads no iPXE ROM: the firmware's own
 			// virtio-net driver and network stack boot the machine.
-			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",romfile=,bootindex=1")
+			"-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",romfile="+nicBootIndex)
 		switch vm.UEFIBoot {
 		case "", UEFIBootPXE:
 			// EDK2 offers PXE before HTTP; IPv6 would only add timeouts.
@@ -196,19 +218,44 @@ func (vm VM) Command(dir string) (string, []string, error) {
 		if strings.ContainsAny(vm.Disk, ",") {
 			return "", nil, fmt.Errorf("qemu vm: disk path %q must not contain a comma", vm.Disk)
 		}
-		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw",
-			"-device", "virtio-blk-pci,drive=disk0")
+		dev := "virtio-blk-pci,drive=disk0"
+		if vm.BootDisk {
+			dev += ",bootindex=1"
+		}
+		args = append(args, "-drive", "file="+vm.Disk+",if=none,id=disk0,format=raw", "-device", dev)
 	}
+	var scsi []string
 	for i, d := range vm.Disks {
-		if strings.ContainsAny(d.Path+d.Serial, ",=") || len(d.Serial) > 20 || d.Slot < 5 || d.Slot > 31 {
-			return "", nil, fmt.Errorf("qemu vm: disk %+v: want a path and serial without , or =, a serial of at most 20 characters and slot 5-31", d)
+		if strings.ContainsAny(d.Path+d.Serial, ",=") || len(d.Serial) > 20 {
+			return "", nil, fmt.Errorf("qemu vm: disk %+v: want a path and serial without , or =, a serial of at most 20 characters", d)
 		}
 		id := fmt.Sprintf("xdisk%d", i)
-		dev := fmt.Sprintf("virtio-blk-pci,drive=%s,addr=0x%x", id, d.Slot)
+		var dev string
+		if d.WWN != "" {
+			if !wwnRE.MatchString(d.WWN) || d.Slot < 0 || d.Slot > 255 {
+				return "", nil, fmt.Errorf("qemu vm: SCSI disk %+v: want a WWN of 0x and 16 hex digits and a target 0-255", d)
+			}
+			dev = fmt.Sprintf("scsi-hd,drive=%s,bus=scsi0.0,channel=0,scsi-id=%d,lun=0,wwn=%s", id, d.Slot, d.WWN)
+		} else {
+			if d.Slot < 5 || d.Slot > 31 {
+				return "", nil, fmt.Errorf("qemu vm: disk %+v: want slot 5-31", d)
+			}
+			dev = fmt.Sprintf("virtio-blk-pci,drive=%s,addr=0x%x", id, d.Slot)
+		}
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
-		args = append(args, "-drive", "file="+d.Path+",if=none,id="+id+",format=raw", "-device", dev)
+		drive := []string{"-drive", "file=" + d.Path + ",if=none,id=" + id + ",format=raw", "-device", dev}
+		if d.WWN != "" {
+			scsi = append(scsi, drive...)
+		} else {
+			args = append(args, drive...)
+		}
+	}
+	if len(scsi) > 0 {
+		// The controller comes after every device with a slot of its own,
+		// so QEMU gives it a free one.
+		args = append(append(args, "-device", "virtio-scsi-pci,id=scsi0"), scsi...)
 	}
 	return "qemu-system-x86_64", args, nil
 }
