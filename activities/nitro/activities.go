@@ -111,7 +111,7 @@ type Target struct {
 // *nitroclient.Client implements it, and tests may fake it.
 type API interface {
 	Get(ctx context.Context, typ, name string, out any) error
-	List(ctx context.Context, typ string, out any) error
+	List(ctx context.Context, typ string, out any, filter ...nitroclient.Arg) error
 	Add(ctx context.Context, r nitroclient.Resource) error
 	Update(ctx context.Context, r nitroclient.Resource) error
 	Bind(ctx context.Context, r nitroclient.Resource) error
