@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -144,6 +145,8 @@ func DecommissionHost(ctx workflow.Context, in api.DecommissionInput) (api.Decom
 // that the result lists what every try removed.
 type unpublishing struct {
 	removed, foreign []api.VIPMember
+	// pending were asked to be removed, not yet seen gone.
+	pending []api.VIPMember
 	// saved: NetScalers where a try removed a member, whose configuration
 	// every later try saves again (a try that failed before its save left
 	// the removal unsaved, and the next one finds nothing to remove).
@@ -184,6 +187,11 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 		if err := find.run(ctx, &found); err != nil {
 			return err
 		}
+		// What an earlier try asked to remove and is gone now was removed
+		// by it, even if the answer was lost (a worker killed mid-call).
+		u.settle(ns.Name, func(v api.VIPMember) bool {
+			return slices.ContainsFunc(found, func(m nitro.HostMember) bool { return vipMember(ns.Name, m) == v })
+		})
 		var groups []string
 		ours := map[string][]nitro.HostMember{}
 		for _, m := range found {
@@ -198,23 +206,22 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 		}
 		for _, sg := range groups {
 			ms := ours[sg]
-			byKey := map[string]nitro.HostMember{}
 			previous := make([]nitro.Member, len(ms))
 			for i, m := range ms {
 				previous[i] = m.Member()
-				byKey[fmt.Sprintf("%s:%d", m.IP, m.Port)] = m
+				if v := vipMember(ns.Name, m); !slices.Contains(u.pending, v) {
+					u.pending = append(u.pending, v)
+				}
 			}
+			u.saved[ns.Name] = true
 			remove := waitingCall{nitroCall{fmt.Sprintf("drain and unbind %s from %s on %s", host.Name, sg, ns.Name), nitroA.EnsureMembers,
 				nitro.MembersInput{Target: t, Owner: ms[0].Owner, ServiceGroup: sg, Previous: previous, DrainSeconds: in.DrainSeconds}},
 				time.Duration(in.DrainSeconds) * time.Second}
-			var mr nitro.MembersResult
-			if err := remove.run(ctx, &mr); err != nil {
+			if err := remove.run(ctx, nil); err != nil {
 				return err
 			}
-			for _, r := range mr.Removed {
-				u.removed = append(u.removed, vipMember(ns.Name, byKey[fmt.Sprintf("%s:%d", r.IP, r.Port)]))
-				u.saved[ns.Name] = true
-			}
+			// Success means none of previous is bound any more.
+			u.settle(ns.Name, func(v api.VIPMember) bool { return v.ServiceGroup != sg })
 		}
 		if u.saved[ns.Name] {
 			save := nitroCall{"save configuration of " + ns.Name, nitroA.SaveConfig, nitro.SaveInput{Target: t}}
@@ -233,6 +240,18 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 			host.Name, strings.Join(list, "; ")), ErrTypeHostInForeignServiceGroups, nil, u.foreign)
 	}
 	return nil
+}
+
+// settle moves netscaler's pending members that are not present any more
+// to removed, in the order they were asked for.
+func (u *unpublishing) settle(netscaler string, present func(api.VIPMember) bool) {
+	u.pending = slices.DeleteFunc(u.pending, func(v api.VIPMember) bool {
+		if v.NetScaler != netscaler || present(v) {
+			return false
+		}
+		u.removed = append(u.removed, v)
+		return true
+	})
 }
 
 // notes are the result's lines for what the step did.

@@ -316,3 +316,43 @@ func TestDecommissionLeavesForeignMembersWhenAsked(t *testing.T) {
 		t.Errorf("unpublished %v", res.Unpublished)
 	}
 }
+
+// TestDecommissionReportsRemovalsOfAFailedTry: the removal fails halfway
+// (the first member unbound, then NITRO refuses a read with 257), the run
+// parks; on retry the next try finds only the second member. The result
+// still lists both: what an earlier try asked to remove and is gone counts
+// as removed, as after a worker killed before it could answer.
+func TestDecommissionReportsRemovalsOfAFailedTry(t *testing.T) {
+	v := newVIPFixture(t, false)
+	// After unbinding 127.0.0.1:443, EnsureMembers reads server/127.0.0.1
+	// to see whether it may remove it.
+	v.ns.FailNext("GET", "/nitro/v1/config/server/127.0.0.1", 257)
+	var parked api.ProvisionStatus
+	var membersWhenParked []string
+	v.env.RegisterDelayedCallback(func() {
+		parked = v.status(t)
+		membersWhenParked = v.members(v.web)
+		v.update(api.UpdateRetry, "gave the NetScaler user the read policy")
+	}, 10*time.Minute)
+	v.env.ExecuteWorkflow(DecommissionHost, decommission)
+	if err := v.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	if parked.Step != api.StepUnpublish || parked.LastErrorType != nitro.ErrTypeNotPermitted {
+		t.Errorf("parked at %s (%s): %s", parked.Step, parked.LastErrorType, parked.LastError)
+	}
+	if !slices.Equal(membersWhenParked, []string{"10.0.1.12:443", "127.0.0.1:8443"}) {
+		t.Errorf("members when parked %v: want the first try to have removed one", membersWhenParked)
+	}
+	var res api.DecommissionResult
+	if err := v.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range res.Unpublished {
+		got = append(got, m.String())
+	}
+	if d := cmp.Diff([]string{"ns1:" + v.web + " member 127.0.0.1:443", "ns1:" + v.web + " member 127.0.0.1:8443"}, got); d != "" {
+		t.Errorf("unpublished (-want +got):\n%s", d)
+	}
+}

@@ -26,8 +26,9 @@ import (
 // real sshd, a disk file full of data) and a fake NetScaler in the
 // worker's inventory. Two services are published first through the
 // worker (PublishService), the host a backend of one of them: the
-// decommission drains and unbinds it from that servicegroup and saves,
-// while the other backend and the other publication stay. Then the live
+// decommission drains and unbinds it from that servicegroup (the worker
+// SIGKILLed mid-drain and restarted) and saves, while the other backend
+// and the other publication stay. Then the live
 // system boots through the lease, the first and last MiB of the disk are
 // zeroed and read back, the rest stays, the host is powered off and its
 // lease removed, and the run's history holds no secret.
@@ -79,10 +80,21 @@ func TestDecommissionOnTheLab(t *testing.T) {
 	id := api.DecommissionWorkflowID(s.lab.Options.Host)
 	run, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
 		ID: id, TaskQueue: api.DefaultTaskQueue, WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-	}, api.WorkflowDecommissionHost, api.DecommissionInput{Host: s.lab.Options.Host, Confirm: s.lab.Options.Host, DrainSeconds: 1, Options: testOptions})
+	}, api.WorkflowDecommissionHost, api.DecommissionInput{Host: s.lab.Options.Host, Confirm: s.lab.Options.Host, DrainSeconds: 4, Options: testOptions})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Kill the worker while it drains the host's member: the removal
+	// resumes on the restarted worker and is reported once.
+	deadline := time.Now().Add(time.Minute)
+	for !activityStarted(t, s.client, id, "EnsureMembers") {
+		if time.Now().After(deadline) {
+			t.Fatal("EnsureMembers never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.worker.kill()
+	s.worker.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var res api.DecommissionResult
@@ -101,8 +113,14 @@ func TestDecommissionOnTheLab(t *testing.T) {
 	if got := members(dbSG); !slices.Equal(got, []string{"10.0.2.12:5432"}) {
 		t.Errorf("%s members after: %v, want the other publication untouched", dbSG, got)
 	}
-	if d := ns.Disabled(); len(d) != 1 || d[0].ServerName != hostIP || d[0].Delay != 1 || d[0].Graceful != "YES" {
-		t.Errorf("drain: %+v, want the host's member disabled gracefully with delay 1", d)
+	disabled := ns.Disabled()
+	if len(disabled) == 0 {
+		t.Error("the host's member was not drained")
+	}
+	for _, d := range disabled {
+		if d.ServiceGroup != webSG || d.ServerName != hostIP || d.Port != 8443 || d.Delay != 4 || d.Graceful != "YES" {
+			t.Errorf("drain: %+v, want the host's member disabled gracefully with delay 4", d)
+		}
 	}
 	if saved, ok := ns.SavedConfig(); !ok || len(saved.Bindings["servicegroup_servicegroupmember_binding"]) != 2 {
 		t.Error("the removal was not saved")
