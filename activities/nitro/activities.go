@@ -1,7 +1,8 @@
 // Package nitro holds the Temporal activities that publish services on a
 // NetScaler (Citrix ADC), one object at a time, for the PublishService,
 // UpdateBackends and UnpublishService sagas. They speak NITRO through the
-// typed client in nitroclient, behind the API seam below. Every activity is
+// typed client in nitroclient, behind the API seam below (DecommissionHost
+// uses them too, to find and remove a leaving host's members). Every activity is
 // idempotent and ownership-aware: objects it creates carry the workflow ID
 // (a "rackflow:<owner>" comment, or the owner in the name for types without
 // a comment), an existing object is accepted only if it is ours and equal,

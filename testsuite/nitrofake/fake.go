@@ -121,7 +121,9 @@ type Config struct {
 // "Resource in use"; unbind first, which is right on every release);
 // X-NITRO-USER headers and a session cookie on one request are refused (the
 // NITRO reference says not to send both); bulk (array) payloads are refused;
-// numbers must be JSON numbers.
+// numbers must be JSON numbers; ?filter= is answered on the GET of a
+// collection of objects only, matching values exactly, and a property the
+// type does not have is 278.
 type Server struct {
 	opts Options
 	srv  *httptest.Server
