@@ -181,7 +181,7 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 	u.foreign = nil
 	for _, ns := range nss {
 		t := nitroTarget(ns.NetScaler)
-		var found []nitro.HostMember
+		var found []api.VIPMember
 		find := nitroCall{"servicegroups of " + host.Name + " on " + ns.Name, nitroA.FindHostMembers,
 			nitro.HostMembersInput{Target: t, Addresses: []string{host.Network.IP}}}
 		if err := find.run(ctx, &found); err != nil {
@@ -189,14 +189,15 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 		}
 		// What an earlier try asked to remove and is gone now was removed
 		// by it, even if the answer was lost (a worker killed mid-call).
-		u.settle(ns.Name, func(v api.VIPMember) bool {
-			return slices.ContainsFunc(found, func(m nitro.HostMember) bool { return vipMember(ns.Name, m) == v })
-		})
+		for i := range found {
+			found[i].NetScaler = ns.Name
+		}
+		u.settle(ns.Name, func(v api.VIPMember) bool { return slices.Contains(found, v) })
 		var groups []string
-		ours := map[string][]nitro.HostMember{}
+		ours := map[string][]api.VIPMember{}
 		for _, m := range found {
 			if m.Owner == "" {
-				u.foreign = append(u.foreign, vipMember(ns.Name, m))
+				u.foreign = append(u.foreign, m)
 				continue
 			}
 			if ours[m.ServiceGroup] == nil {
@@ -208,9 +209,9 @@ func (u *unpublishing) run(ctx workflow.Context, host api.Host, in api.Decommiss
 			ms := ours[sg]
 			previous := make([]nitro.Member, len(ms))
 			for i, m := range ms {
-				previous[i] = m.Member()
-				if v := vipMember(ns.Name, m); !slices.Contains(u.pending, v) {
-					u.pending = append(u.pending, v)
+				previous[i] = nitro.Member{IP: m.IP, Port: m.Port}
+				if !slices.Contains(u.pending, m) {
+					u.pending = append(u.pending, m)
 				}
 			}
 			u.saved[ns.Name] = true
@@ -267,12 +268,4 @@ func (u *unpublishing) notes() []string {
 		out = append(out, fmt.Sprintf("unpublish: left %s alone: not rackflow's (comment %q)", m, m.Comment))
 	}
 	return out
-}
-
-func vipMember(netscaler string, m nitro.HostMember) api.VIPMember {
-	v := api.VIPMember{NetScaler: netscaler, ServiceGroup: m.ServiceGroup, Owner: m.Owner, Server: m.Server, IP: m.IP, Port: m.Port}
-	if m.Owner == "" {
-		v.Comment = m.Comment
-	}
-	return v
 }

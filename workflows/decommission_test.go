@@ -24,6 +24,20 @@ import (
 var decommission = api.DecommissionInput{Host: "node07", Confirm: "node07",
 	Options: api.ProvisionOptions{StepAttempts: 2, RetryInterval: "1s", AttentionDeadline: "1h"}}
 
+// decommissioned is the finished run's result; the test fails on a run
+// that failed.
+func (f *fixture) decommissioned(t *testing.T) api.DecommissionResult {
+	t.Helper()
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatalf("workflow error: %v", err)
+	}
+	var res api.DecommissionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // TestDecommissionHappyPath: the live system boots as for provisioning
 // (and the boot is verified as the host's own) before the disk the
 // inventory names is erased through the pinned live host key; then the
@@ -33,13 +47,7 @@ var decommission = api.DecommissionInput{Host: "node07", Confirm: "node07",
 func TestDecommissionHappyPath(t *testing.T) {
 	f := newFixture(t)
 	f.env.ExecuteWorkflow(DecommissionHost, decommission)
-	if err := f.env.GetWorkflowError(); err != nil {
-		t.Fatalf("workflow error: %v", err)
-	}
-	var res api.DecommissionResult
-	if err := f.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
+	res := f.decommissioned(t)
 	want := []string{"ResolveHost", "NetScalers", "RegisterLease:live", "PowerOnPXE", "WaitForSSH:live", "VerifyBoot", "EraseDisk", "PowerOff", "RemoveLease"}
 	if got := f.rec.list(); !slices.Equal(got, want) {
 		t.Errorf("calls %v\nwant  %v", got, want)
@@ -200,13 +208,7 @@ func TestDecommissionUnpublishesTheHost(t *testing.T) {
 	in := decommission
 	in.DrainSeconds = 1
 	v.env.ExecuteWorkflow(DecommissionHost, in)
-	if err := v.env.GetWorkflowError(); err != nil {
-		t.Fatalf("workflow error: %v", err)
-	}
-	var res api.DecommissionResult
-	if err := v.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
+	res := v.decommissioned(t)
 	if got := v.members(v.web); !slices.Equal(got, []string{"10.0.1.12:443"}) {
 		t.Errorf("%s members %v: want only the other host", v.web, got)
 	}
@@ -265,9 +267,6 @@ func TestDecommissionStopsAtForeignMembers(t *testing.T) {
 		retry = v.update(api.UpdateRetry, "team-x took 127.0.0.1 out of team_x_sg")
 	}, 10*time.Minute)
 	v.env.ExecuteWorkflow(DecommissionHost, decommission)
-	if err := v.env.GetWorkflowError(); err != nil {
-		t.Fatalf("workflow error: %v", err)
-	}
 	if parked.State != api.StateNeedsAttention || parked.Step != api.StepUnpublish || parked.LastErrorType != ErrTypeHostInForeignServiceGroups ||
 		!strings.Contains(parked.LastError, "ns1:team_x_sg member 127.0.0.1:80") || !strings.Contains(parked.LastError, "team-x, ticket 4711") {
 		t.Errorf("parked %s at %s (%s): %s", parked.State, parked.Step, parked.LastErrorType, parked.LastError)
@@ -278,10 +277,7 @@ func TestDecommissionStopsAtForeignMembers(t *testing.T) {
 	if retry == nil || retry.Err() != nil {
 		t.Fatalf("retry: %v", retry)
 	}
-	var res api.DecommissionResult
-	if err := v.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
+	res := v.decommissioned(t)
 	if len(res.Unpublished) != 2 || len(res.LeftForeign) != 0 {
 		t.Errorf("unpublished %v, left foreign %v: want the first try's two removals, nothing left", res.Unpublished, res.LeftForeign)
 	}
@@ -298,13 +294,7 @@ func TestDecommissionLeavesForeignMembersWhenAsked(t *testing.T) {
 	in := decommission
 	in.LeaveForeignMembers = true
 	v.env.ExecuteWorkflow(DecommissionHost, in)
-	if err := v.env.GetWorkflowError(); err != nil {
-		t.Fatalf("workflow error: %v", err)
-	}
-	var res api.DecommissionResult
-	if err := v.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
+	res := v.decommissioned(t)
 	want := []api.VIPMember{{NetScaler: "ns1", ServiceGroup: "team_x_sg", Comment: "team-x, ticket 4711", Server: "127.0.0.1", IP: "127.0.0.1", Port: 80}}
 	if d := cmp.Diff(want, res.LeftForeign); d != "" {
 		t.Errorf("left foreign (-want +got):\n%s", d)
@@ -335,19 +325,13 @@ func TestDecommissionReportsRemovalsOfAFailedTry(t *testing.T) {
 		v.update(api.UpdateRetry, "gave the NetScaler user the read policy")
 	}, 10*time.Minute)
 	v.env.ExecuteWorkflow(DecommissionHost, decommission)
-	if err := v.env.GetWorkflowError(); err != nil {
-		t.Fatalf("workflow error: %v", err)
-	}
 	if parked.Step != api.StepUnpublish || parked.LastErrorType != nitro.ErrTypeNotPermitted {
 		t.Errorf("parked at %s (%s): %s", parked.Step, parked.LastErrorType, parked.LastError)
 	}
 	if !slices.Equal(membersWhenParked, []string{"10.0.1.12:443", "127.0.0.1:8443"}) {
 		t.Errorf("members when parked %v: want the first try to have removed one", membersWhenParked)
 	}
-	var res api.DecommissionResult
-	if err := v.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
+	res := v.decommissioned(t)
 	var got []string
 	for _, m := range res.Unpublished {
 		got = append(got, m.String())

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rackflow/rackflow/activities/nitro/nitroclient"
+	"github.com/rackflow/rackflow/api"
 )
 
 // HostMembersInput asks one NetScaler where a host's addresses are
@@ -16,29 +17,14 @@ type HostMembersInput struct {
 	Addresses []string `json:"addresses"`
 }
 
-// HostMember is one servicegroup member at one of a host's addresses.
-type HostMember struct {
-	ServiceGroup string `json:"service_group"`
-	// Owner is the workflow ID in the servicegroup's rackflow marker: the
-	// publication whose member it is. Empty: the servicegroup is not
-	// rackflow's; Comment is what it carries instead.
-	Owner   string `json:"owner,omitempty"`
-	Comment string `json:"comment,omitempty"`
-	Server  string `json:"server"`
-	IP      string `json:"ip"`
-	Port    int    `json:"port"`
-	Weight  int    `json:"weight,omitempty"`
-}
-
-// Member is m as EnsureMembers takes it.
-func (m HostMember) Member() Member { return Member{IP: m.IP, Port: m.Port, Weight: m.Weight} }
-
 // FindHostMembers lists every servicegroup member whose server has one of
 // the addresses, whatever the server is called: GET server?filter=
 // ipaddress:<ip>, GET server_servicegroup_binding/<server>, then each
-// servicegroup's comment (whose it is) and member rows (the ports). It
-// changes nothing; a host that is no member anywhere is an empty list.
-func (a *Activities) FindHostMembers(ctx context.Context, in HostMembersInput) ([]HostMember, error) {
+// servicegroup's comment (whose it is: Owner from rackflow's marker, or
+// the Comment of anyone else's) and member rows (the ports). It changes
+// nothing; a host that is no member anywhere is an empty list. The caller
+// names the NetScaler in the rows.
+func (a *Activities) FindHostMembers(ctx context.Context, in HostMembersInput) ([]api.VIPMember, error) {
 	errs := []error{checkTarget(in.Target)}
 	if len(in.Addresses) == 0 {
 		errs = append(errs, fmt.Errorf("addresses: at least one is required"))
@@ -49,7 +35,7 @@ func (a *Activities) FindHostMembers(ctx context.Context, in HostMembersInput) (
 	if err := validate(errs...); err != nil {
 		return nil, err
 	}
-	var out []HostMember
+	var out []api.VIPMember
 	err := a.with(ctx, in.Target, func(c API) error {
 		for _, ip := range in.Addresses {
 			var servers []server
@@ -66,14 +52,14 @@ func (a *Activities) FindHostMembers(ctx context.Context, in HostMembersInput) (
 		}
 		return nil
 	})
-	slices.SortFunc(out, func(x, y HostMember) int {
+	slices.SortFunc(out, func(x, y api.VIPMember) int {
 		return strings.Compare(fmt.Sprintf("%s %s %05d", x.ServiceGroup, x.IP, x.Port), fmt.Sprintf("%s %s %05d", y.ServiceGroup, y.IP, y.Port))
 	})
 	return out, err
 }
 
 // serverMembers lists the servicegroup members that are server s.
-func serverMembers(ctx context.Context, c API, s server) ([]HostMember, error) {
+func serverMembers(ctx context.Context, c API, s server) ([]api.VIPMember, error) {
 	uses, err := nitroclient.Bindings[serverUse](ctx, c, s.Name)
 	if nitroclient.IsNotFound(err) {
 		return nil, nil // removed meanwhile
@@ -81,7 +67,7 @@ func serverMembers(ctx context.Context, c API, s server) ([]HostMember, error) {
 	if err != nil {
 		return nil, classify(op(opRead, "server_servicegroup_binding/"+s.Name), err)
 	}
-	var out []HostMember
+	var out []api.VIPMember
 	seen := map[string]bool{}
 	for _, u := range uses {
 		if seen[u.ServiceGroup] {
@@ -99,16 +85,16 @@ func serverMembers(ctx context.Context, c API, s server) ([]HostMember, error) {
 		if err != nil && !nitroclient.IsNotFound(err) {
 			return nil, classify(op(opRead, "members of servicegroup/"+u.ServiceGroup), err)
 		}
-		owner, ours := strings.CutPrefix(sg.Comment, MarkerPrefix)
-		if !ours {
-			owner = ""
+		owner, comment := "", sg.Comment
+		if o, ours := strings.CutPrefix(sg.Comment, MarkerPrefix); ours {
+			owner, comment = o, ""
 		}
 		for _, r := range rows {
 			if r.ServerName != s.Name && normIP(r.IP) != normIP(s.IPAddress) {
 				continue
 			}
-			out = append(out, HostMember{ServiceGroup: u.ServiceGroup, Owner: owner, Comment: sg.Comment, Server: s.Name,
-				IP: normIP(r.IP), Port: int(r.Port), Weight: int(r.Weight)})
+			out = append(out, api.VIPMember{ServiceGroup: u.ServiceGroup, Owner: owner, Comment: comment, Server: s.Name,
+				IP: normIP(r.IP), Port: int(r.Port)})
 		}
 	}
 	return out, nil

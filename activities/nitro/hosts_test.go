@@ -6,6 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rackflow/rackflow/activities/nitro"
+	"github.com/rackflow/rackflow/api"
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
@@ -39,14 +40,14 @@ func TestFindHostMembers(t *testing.T) {
 		}
 	}
 	before := f.s.Running()
-	var got []nitro.HostMember
+	var got []api.VIPMember
 	if err := f.run(t, f.a.FindHostMembers, nitro.HostMembersInput{Target: f.t, Addresses: []string{host, "10.0.5.9"}}, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := []nitro.HostMember{
-		{ServiceGroup: f.n.ServiceGroup, Owner: owner, Comment: nitro.Marker(owner), Server: host, IP: host, Port: 443, Weight: 1},
-		{ServiceGroup: f.n.ServiceGroup, Owner: owner, Comment: nitro.Marker(owner), Server: host, IP: host, Port: 8443, Weight: 3},
-		{ServiceGroup: "team_x_sg", Comment: "team-x", Server: "web07", IP: "10.0.5.9", Port: 80, Weight: 1},
+	want := []api.VIPMember{
+		{ServiceGroup: f.n.ServiceGroup, Owner: owner, Server: host, IP: host, Port: 443},
+		{ServiceGroup: f.n.ServiceGroup, Owner: owner, Server: host, IP: host, Port: 8443},
+		{ServiceGroup: "team_x_sg", Comment: "team-x", Server: "web07", IP: "10.0.5.9", Port: 80},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("members (-want +got):\n%s", d)

@@ -886,43 +886,43 @@ func decodeBody(typ string, body []byte) (map[string]any, *nitroErr) {
 
 // parseArgs parses NITRO's ?args=k1:v1,k2:v2 (values URL-encoded).
 func parseArgs(rawQuery string) (map[string]string, *nitroErr) {
-	out := map[string]string{}
-	for _, part := range strings.Split(rawQuery, "&") {
-		k, v, _ := strings.Cut(part, "=")
-		if k != "args" {
-			continue
-		}
-		for _, kv := range strings.Split(v, ",") {
-			ak, av, ok := strings.Cut(kv, ":")
-			if !ok {
-				return nil, errf(codeInval, "Invalid argument [args=%s]", v)
-			}
-			dv, err := url.QueryUnescape(av)
-			if err != nil {
-				return nil, errf(codeInval, "Invalid argument [args=%s]", v)
-			}
-			out[ak] = dv
+	return parsePairs(rawQuery, "args")
+}
+
+// parseFilter parses GET <type>?filter=k1:v1,k2:v2, in the same form as
+// args. A property the type does not have is refused (the fake's
+// strictness).
+func parseFilter(os objSchema, rawQuery string) (map[string]string, *nitroErr) {
+	out, e := parsePairs(rawQuery, "filter")
+	if e != nil {
+		return nil, e
+	}
+	for k := range out {
+		if _, known := os.fields[k]; !known {
+			return nil, errf(codeInval, "Invalid argument [filter %s]", k)
 		}
 	}
 	return out, nil
 }
 
-// parseFilter parses GET <type>?filter=k1:v1,k2:v2 (values URL-encoded).
-// A property the type does not have is refused (the fake's strictness).
-func parseFilter(os objSchema, rawQuery string) (map[string]string, *nitroErr) {
+// parsePairs parses the query parameter param's k1:v1,k2:v2.
+func parsePairs(rawQuery, param string) (map[string]string, *nitroErr) {
 	out := map[string]string{}
 	for _, part := range strings.Split(rawQuery, "&") {
 		k, v, _ := strings.Cut(part, "=")
-		if k != "filter" {
+		if k != param {
 			continue
 		}
 		for _, kv := range strings.Split(v, ",") {
-			fk, fv, ok := strings.Cut(kv, ":")
-			dv, err := url.QueryUnescape(fv)
-			if _, known := os.fields[fk]; !ok || err != nil || !known {
-				return nil, errf(codeInval, "Invalid argument [filter=%s]", v)
+			ak, av, ok := strings.Cut(kv, ":")
+			if !ok {
+				return nil, errf(codeInval, "Invalid argument [%s=%s]", param, v)
 			}
-			out[fk] = dv
+			dv, err := url.QueryUnescape(av)
+			if err != nil {
+				return nil, errf(codeInval, "Invalid argument [%s=%s]", param, v)
+			}
+			out[ak] = dv
 		}
 	}
 	return out, nil

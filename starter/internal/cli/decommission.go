@@ -9,10 +9,6 @@ import (
 	"strings"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
-
 	"github.com/rackflow/rackflow/api"
 )
 
@@ -67,20 +63,9 @@ func (g globals) decommission(ctx context.Context, conn *conn, args []string) in
 		return ExitFailed
 	}
 	id := api.DecommissionWorkflowID(in.Host)
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       id,
-		TaskQueue:                                g.TaskQueue,
-		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		StaticSummary:                            "decommission " + in.Host,
-		StaticDetails: fmt.Sprintf("Decommissioning of **%s**: out of its VIPs, disk erased, powered off. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`",
-			in.Host, id, id),
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(in.Host),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
-		),
-	}, api.WorkflowDecommissionHost, in)
+	run, err := g.startHostRun(ctx, c, id, in.Host, api.WorkflowDecommissionHost, in, "decommission "+in.Host,
+		fmt.Sprintf("Decommissioning of **%s**: out of its VIPs, disk erased, powered off. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`",
+			in.Host, id, id))
 	if err != nil {
 		return g.startFailed(err, id, "decommissioning of "+in.Host)
 	}

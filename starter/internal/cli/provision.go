@@ -54,19 +54,8 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 		return ExitFailed
 	}
 	id := api.ProvisionWorkflowID(host)
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       id,
-		TaskQueue:                                g.TaskQueue,
-		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		StaticSummary:                            "provision " + host,
-		StaticDetails:                            fmt.Sprintf("Bare-metal provisioning of **%s**. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`", host, host, host),
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(host),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
-		),
-	}, api.WorkflowProvisionHost, in)
+	run, err := g.startHostRun(ctx, c, id, host, api.WorkflowProvisionHost, in, "provision "+host,
+		fmt.Sprintf("Bare-metal provisioning of **%s**. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`", host, host, host))
 	if err != nil {
 		return g.startFailed(err, id, "provisioning of "+host)
 	}
@@ -82,6 +71,25 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 	return g.waitFor(ctx, c, id, run, host, &res, func() string {
 		return fmt.Sprintf("%s provisioned in %s: image %s (%d bytes), OS host key %s", res.Host, res.Duration, res.ImageDigest, res.BytesWritten, res.OSHostKeyFP)
 	})
+}
+
+// startHostRun starts a run on one host (ProvisionHost, DecommissionHost)
+// under its one workflow ID, refused while another holds it, with the
+// search attributes on-call filters by set from the start.
+func (g globals) startHostRun(ctx context.Context, c client.Client, id, host, workflow string, in any, summary, details string) (client.WorkflowRun, error) {
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       id,
+		TaskQueue:                                g.TaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		StaticSummary:                            summary,
+		StaticDetails:                            details,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(host),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
+		),
+	}, workflow, in)
 }
 
 // waitFor follows a run of ProvisionHost or DecommissionHost (they share
