@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/rackflow/rackflow/activities/nitro"
@@ -21,8 +21,8 @@ import (
 	"github.com/rackflow/rackflow/testsuite/nitrofake"
 )
 
-// TestDecommissionOnTheLab runs DecommissionHost on the dev server with
-// the real worker against the lab host (ipmi_sim BMC, the live system's
+// TestDecommissionOnTheLab runs DecommissionHost, started with `starter
+// decommission`, on the dev server with the real worker against the lab host (ipmi_sim BMC, the live system's
 // real sshd, a disk file full of data) and a fake NetScaler in the
 // worker's inventory. Two services are published first through the
 // worker (PublishService), the host a backend of one of them: the
@@ -78,12 +78,13 @@ func TestDecommissionOnTheLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := api.DecommissionWorkflowID(s.lab.Options.Host)
-	run, err := s.client.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
-		ID: id, TaskQueue: api.DefaultTaskQueue, WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-	}, api.WorkflowDecommissionHost, api.DecommissionInput{Host: s.lab.Options.Host, Confirm: s.lab.Options.Host, DrainSeconds: 4, Options: testOptions})
-	if err != nil {
-		t.Fatal(err)
+	// Started as on-call starts it: the real starter binary.
+	host := s.lab.Options.Host
+	out, code := s.starter(t, "decommission", host, "--confirm", host, "--drain", "4s")
+	if code != 0 || !strings.Contains(out, "started "+id) || !strings.Contains(out, "starter status "+id) {
+		t.Fatalf("starter decommission: exit %d:\n%s", code, out)
 	}
+	run := s.client.GetWorkflow(context.Background(), id, "")
 	// Kill the worker while it drains the host's member: the removal
 	// resumes on the restarted worker and is reported once.
 	deadline := time.Now().Add(time.Minute)
