@@ -1,6 +1,9 @@
 package api
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // WorkflowDecommissionHost is DecommissionHost's registered name.
 const WorkflowDecommissionHost = "DecommissionHost"
@@ -41,8 +44,19 @@ type DecommissionInput struct {
 	// FullOverwrite writes zeroes over the whole disk and reads all of it
 	// back, instead of discarding it or zeroing its first and last MiB and
 	// those of each partition. Hours on a large disk.
-	FullOverwrite bool             `json:"full_overwrite,omitempty"`
-	Options       ProvisionOptions `json:"options,omitempty"`
+	FullOverwrite bool `json:"full_overwrite,omitempty"`
+	// DrainSeconds takes the host out of rackflow's servicegroups
+	// gracefully: each of its members is disabled with this delay
+	// (connections finish, no new ones come) before it is unbound, as
+	// UpdateBackends drains. 0: unbound at once.
+	DrainSeconds int `json:"drain_seconds,omitempty"`
+	// LeaveForeignMembers lets the run go on when the host is also a
+	// member of servicegroups rackflow does not own: they are listed in
+	// the result and left alone. Without it the unpublish step stops in
+	// needs-attention (HostInForeignServiceGroups) once rackflow's
+	// members are removed.
+	LeaveForeignMembers bool             `json:"leave_foreign_members,omitempty"`
+	Options             ProvisionOptions `json:"options,omitempty"`
 }
 
 // Validate checks the input's own fields (the host is checked against
@@ -53,6 +67,9 @@ func (in DecommissionInput) Validate() error {
 		errs = append(errs, FieldError{Field: "host", Value: in.Host, Reason: "must be a host name from the inventory"})
 	} else if in.Confirm != in.Host {
 		errs = append(errs, FieldError{Field: "confirm", Value: in.Confirm, Reason: "must repeat the host's name: decommissioning erases its disk"})
+	}
+	if in.DrainSeconds < 0 || in.DrainSeconds > MaxDrainSeconds {
+		errs = append(errs, FieldError{Field: "drain_seconds", Value: fmt.Sprint(in.DrainSeconds), Reason: fmt.Sprintf("must be 0-%d", MaxDrainSeconds)})
 	}
 	if len(errs) > 0 {
 		return errs
@@ -101,11 +118,37 @@ type EraseReport struct {
 	Duration      string   `json:"duration"`
 }
 
+// VIPMember is one membership of a host's address in a servicegroup of
+// one of the inventory's NetScalers.
+type VIPMember struct {
+	// NetScaler is the inventory's name of the appliance.
+	NetScaler    string `json:"netscaler"`
+	ServiceGroup string `json:"service_group"`
+	// Owner is the workflow ID of the publication whose servicegroup it
+	// is (publish/<vip>:<port>, from rackflow's marker); empty when the
+	// servicegroup is not rackflow's, and Comment says whose it may be.
+	Owner   string `json:"owner,omitempty"`
+	Comment string `json:"comment,omitempty"`
+	Server  string `json:"server"`
+	IP      string `json:"ip"`
+	Port    int    `json:"port"`
+}
+
+func (m VIPMember) String() string {
+	return fmt.Sprintf("%s:%s member %s:%d", m.NetScaler, m.ServiceGroup, m.IP, m.Port)
+}
+
 // DecommissionResult is what a successful DecommissionHost returns.
 type DecommissionResult struct {
-	Host     string       `json:"host"`
-	Erase    EraseReport  `json:"erase"`
-	Steps    []StepRecord `json:"steps"`
-	Notes    []string     `json:"notes,omitempty"`
-	Duration string       `json:"duration"`
+	Host string `json:"host"`
+	// Unpublished are the memberships of the host in rackflow's
+	// servicegroups that the run drained and unbound (the configuration
+	// saved after); LeftForeign those in other servicegroups it left
+	// alone (LeaveForeignMembers).
+	Unpublished []VIPMember  `json:"unpublished,omitempty"`
+	LeftForeign []VIPMember  `json:"left_foreign,omitempty"`
+	Erase       EraseReport  `json:"erase"`
+	Steps       []StepRecord `json:"steps"`
+	Notes       []string     `json:"notes,omitempty"`
+	Duration    string       `json:"duration"`
 }

@@ -18,6 +18,17 @@ import (
 // Inventory is the file that describes the hosts rackflow may provision.
 type Inventory struct {
 	Hosts []Host `yaml:"hosts" json:"hosts"`
+	// NetScalers are the appliances whose servicegroups may hold the
+	// hosts as members: DecommissionHost asks each which servicegroups
+	// have a member at the host's address before it erases anything.
+	NetScalers []NetScalerEntry `yaml:"netscalers,omitempty" json:"netscalers,omitempty"`
+}
+
+// NetScalerEntry is one NetScaler of the inventory: a name for reports
+// and how to reach it (its credential a reference, as in publish inputs).
+type NetScalerEntry struct {
+	Name      string `yaml:"name" json:"name"`
+	NetScaler `yaml:",inline"`
 }
 
 // Host describes one bare-metal host. It holds references to credentials,
@@ -515,6 +526,22 @@ func (inv Inventory) Validate() error {
 			errs = append(errs, FieldError{Field: fmt.Sprintf("hosts[%d].mac", i), Value: h.MAC, Reason: "already used by host " + other})
 		}
 		macs[h.MAC] = h.Name
+	}
+	names := map[string]int{}
+	for i, n := range inv.NetScalers {
+		f := fmt.Sprintf("netscalers[%d]", i)
+		if !ValidName(n.Name) {
+			errs = append(errs, FieldError{Field: f + ".name", Value: n.Name, Reason: "must be a short name (letters, digits, '-')"})
+		} else if j, dup := names[n.Name]; dup {
+			errs = append(errs, FieldError{Field: f + ".name", Value: n.Name, Reason: fmt.Sprintf("duplicates netscalers[%d]", j)})
+		}
+		names[n.Name] = i
+		var fe FieldErrors
+		n.NetScaler.validate(&fe)
+		for _, e := range fe {
+			e.Field = f + "." + strings.TrimPrefix(e.Field, "netscaler.")
+			errs = append(errs, e)
+		}
 	}
 	if len(errs) > 0 {
 		return errs

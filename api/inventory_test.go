@@ -283,3 +283,36 @@ func TestNormalizePin(t *testing.T) {
 		}
 	}
 }
+
+// TestInventoryNetScalers: netscalers: entries decode with the NetScaler
+// fields inline, and bad ones are named by their path in the file.
+func TestInventoryNetScalers(t *testing.T) {
+	inv, err := parseInventory(goodInventory + `
+netscalers:
+  - {name: ns-dc1, url: "https://ns1.mgmt", credential: netscaler/dc1, server_name: ns1.example, partition: web}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []NetScalerEntry{{Name: "ns-dc1", NetScaler: NetScaler{URL: "https://ns1.mgmt", Credential: "netscaler/dc1", ServerName: "ns1.example", Partition: "web"}}}
+	if d := cmp.Diff(want, inv.NetScalers); d != "" {
+		t.Errorf("netscalers (-want +got):\n%s", d)
+	}
+	_, err = parseInventory(goodInventory + `
+netscalers:
+  - {name: ns-dc1, url: "ftp://ns1", credential: netscaler/dc1}
+  - {name: ns-dc1, url: "https://ns2", credential: "", auth: header, partition: web}
+`)
+	for _, f := range []string{"netscalers[0].url", "netscalers[1].name", "netscalers[1].credential", "netscalers[1].partition"} {
+		if err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("error %v: want it to name %s", err, f)
+		}
+	}
+	// A password has no place in the inventory: it is refused, not ignored.
+	if _, err := parseInventory(goodInventory + `
+netscalers:
+  - {name: ns3, url: "https://ns3", credential: netscaler/x, password: oops}
+`); err == nil || !strings.Contains(err.Error(), "password") {
+		t.Errorf("a password field: %v", err)
+	}
+}

@@ -19,6 +19,11 @@ const (
 	// ErrTypeDeployIncomplete: too few members of a deploy came up to
 	// publish it.
 	ErrTypeDeployIncomplete = "DeployIncomplete"
+	// ErrTypeHostInForeignServiceGroups: DecommissionHost's unpublish
+	// step found the host a member of servicegroups rackflow does not own
+	// (after removing it from rackflow's); the details list them. The run
+	// waits in needs-attention: remove them by hand and retry, or skip.
+	ErrTypeHostInForeignServiceGroups = "HostInForeignServiceGroups"
 	// ErrTypeFailed: a failure whose cause has no type of its own.
 	ErrTypeFailed = "Failed"
 	// ErrTypeTimeout and ErrTypeCanceled name, in a step's status, an

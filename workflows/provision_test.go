@@ -20,6 +20,7 @@ import (
 	"github.com/rackflow/rackflow/activities/image"
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
+	"github.com/rackflow/rackflow/activities/nitro"
 	"github.com/rackflow/rackflow/activities/remote"
 	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/api"
@@ -87,6 +88,10 @@ type fixture struct {
 	host *api.Host
 	// eraseInputs are EraseDisk's inputs, in order.
 	eraseInputs []image.EraseInput
+	// netscalers is what the NetScalers activity finds in the inventory;
+	// nitro, the real NITRO activities (a test gives them Secrets).
+	netscalers []api.NetScalerEntry
+	nitro      *nitro.Activities
 }
 
 type failure struct {
@@ -119,9 +124,14 @@ func newFixture(t *testing.T) *fixture {
 	env.RegisterActivity(&image.Activities{})
 	env.RegisterActivity(&chef.Activities{})
 	env.RegisterActivity(&runs.Activities{})
-	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}}
+	f := &fixture{env: env, rec: &recorder{}, fail: map[string]failure{}, nitro: &nitro.Activities{}}
+	env.RegisterActivity(f.nitro)
 	h := testHost()
 	f.host = &h
+	env.OnActivity(invA.NetScalers, mock.Anything).Return(
+		func(context.Context) ([]api.NetScalerEntry, error) {
+			return f.netscalers, f.maybeFail("NetScalers")
+		})
 
 	env.OnActivity(invA.ResolveHost, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in inventory.ResolveInput) (api.Host, error) {

@@ -53,6 +53,7 @@ var savedIDs = map[string]string{
 	"provision_host_v2.json":      "provision/lab01", // with image-progress signals
 	"provision_host_v3.json":      "provision/lab01", // with the boot-timeline version marker
 	"decommission_host_v1.json":   "decommission/lab01",
+	"decommission_host_v2.json":   "decommission/lab01", // the unpublish step asks the inventory's NetScaler
 	"deploy_service_v1.json":      "deploy/shop",
 	"publish_service_v1.json":     "publish/203.0.113.40:5432",
 	"update_backends_v1.json":     "publish/203.0.113.40:5432",

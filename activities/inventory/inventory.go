@@ -166,3 +166,21 @@ func (a *Activities) checkCredentials(ctx context.Context, h api.Host) error {
 	}
 	return nil
 }
+
+// NetScalers returns the inventory's NetScalers (names, URLs, credential
+// references: no secret), for DecommissionHost to ask which servicegroups
+// hold a host. An inventory without any is an empty list; a worker without
+// an inventory, like a broken inventory file, an error.
+func (a *Activities) NetScalers(ctx context.Context) ([]api.NetScalerEntry, error) {
+	if a.Load == nil {
+		return nil, activities.NonRetryable("this worker has no inventory (--inventory)", activities.ErrTypeUnknownHost, nil)
+	}
+	inv, err := a.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load inventory: %w", err)
+	}
+	if err := inv.Validate(); err != nil {
+		return nil, activities.InvalidInput(err)
+	}
+	return inv.NetScalers, nil
+}

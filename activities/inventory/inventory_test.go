@@ -229,3 +229,48 @@ func TestPods(t *testing.T) {
 		})
 	}
 }
+
+// TestNetScalers: the inventory's NetScalers come back as written
+// (references, no secret); none is an empty list; an invalid entry (the
+// file edited since the worker started) is InvalidInput; a worker without
+// an inventory says so.
+func TestNetScalers(t *testing.T) {
+	h := node07()
+	h.Defaults()
+	ns := api.NetScalerEntry{Name: "dc1", NetScaler: api.NetScaler{URL: "https://ns1.mgmt", Credential: "netscaler/dc1"}}
+	tests := map[string]struct {
+		inv      *api.Inventory
+		want     []api.NetScalerEntry
+		wantType string
+	}{
+		"listed":       {inv: &api.Inventory{Hosts: []api.Host{h}, NetScalers: []api.NetScalerEntry{ns}}, want: []api.NetScalerEntry{ns}},
+		"none":         {inv: &api.Inventory{Hosts: []api.Host{h}}},
+		"bad entry":    {inv: &api.Inventory{Hosts: []api.Host{h}, NetScalers: []api.NetScalerEntry{{Name: "dc1", NetScaler: api.NetScaler{URL: "ns1"}}}}, wantType: activities.ErrTypeInvalidInput},
+		"no inventory": {wantType: activities.ErrTypeUnknownHost},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			a := &inventory.Activities{}
+			if tc.inv != nil {
+				a.Load = func() (*api.Inventory, error) { return tc.inv, nil }
+			}
+			var ts testsuite.WorkflowTestSuite
+			env := ts.NewTestActivityEnvironment()
+			env.RegisterActivity(a)
+			v, err := env.ExecuteActivity(a.NetScalers)
+			if d := cmp.Diff(tc.wantType, errType(t, err)); d != "" {
+				t.Fatalf("error type (-want +got):\n%s\n%v", d, err)
+			}
+			if err != nil {
+				return
+			}
+			var got []api.NetScalerEntry
+			if err := v.Get(&got); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("netscalers (-want +got):\n%s", d)
+			}
+		})
+	}
+}

@@ -1,7 +1,8 @@
 // Package nitro holds the Temporal activities that publish services on a
 // NetScaler (Citrix ADC), one object at a time, for the PublishService,
 // UpdateBackends and UnpublishService sagas. They speak NITRO through the
-// typed client in nitroclient, behind the API seam below. Every activity is
+// typed client in nitroclient, behind the API seam below (DecommissionHost
+// uses them too, to find and remove a leaving host's members). Every activity is
 // idempotent and ownership-aware: objects it creates carry the workflow ID
 // (a "rackflow:<owner>" comment, or the owner in the name for types without
 // a comment), an existing object is accepted only if it is ours and equal,
@@ -111,7 +112,7 @@ type Target struct {
 // *nitroclient.Client implements it, and tests may fake it.
 type API interface {
 	Get(ctx context.Context, typ, name string, out any) error
-	List(ctx context.Context, typ string, out any) error
+	List(ctx context.Context, typ string, out any, filter ...nitroclient.Arg) error
 	Add(ctx context.Context, r nitroclient.Resource) error
 	Update(ctx context.Context, r nitroclient.Resource) error
 	Bind(ctx context.Context, r nitroclient.Resource) error

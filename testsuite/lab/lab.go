@@ -83,6 +83,9 @@ type Lab struct {
 	// NetScalerUser and NetScalerPassword log in to the lab's fake
 	// NetScaler (secret "netscaler/lab").
 	NetScalerUser, NetScalerPassword string
+	// NetScalerURL, when set, is the inventory's one NetScaler ("lab"),
+	// which DecommissionHost asks about the host's servicegroups.
+	NetScalerURL string
 }
 
 // Prepare writes the image, the disk, keys, sshd configs, the power hook, a
@@ -351,8 +354,8 @@ hosts:
       run_list: ["role[db]", "recipe[base]"]
       environment: lab
       validator_credential: chef/validator
-%s`, h.Name, h.BMC.Port, h.BMC.Provider, h.BMC.Credential, pinField(h.BMC.PinSHA256), h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
-		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL, podLine(h.Pod))
+%s%s`, h.Name, h.BMC.Port, h.BMC.Provider, h.BMC.Credential, pinField(h.BMC.PinSHA256), h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
+		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL, podLine(h.Pod), netscalers(l.NetScalerURL))
 	l.InventoryPath = filepath.Join(l.Dir, "inventory.yaml")
 	if err := os.WriteFile(l.InventoryPath, []byte(inv), 0o644); err != nil {
 		return err
@@ -423,6 +426,21 @@ func RunHook(hook string, on bool, bootDevice string) error {
 		return fmt.Errorf("power hook %s %s: %v: %s", state, bootDevice, err, out)
 	}
 	return nil
+}
+
+func netscalers(url string) string {
+	if url == "" {
+		return ""
+	}
+	return fmt.Sprintf("netscalers:\n  - {name: lab, url: %q, credential: netscaler/lab, auth: header}\n", url)
+}
+
+// SetNetScaler makes the NetScaler at url the inventory's one ("lab",
+// credential netscaler/lab) and rewrites the inventory; the worker reads
+// it on the next run.
+func (l *Lab) SetNetScaler(url string) error {
+	l.NetScalerURL = url
+	return l.writeInventory()
 }
 
 func podLine(pod string) string {

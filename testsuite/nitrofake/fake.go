@@ -121,7 +121,9 @@ type Config struct {
 // "Resource in use"; unbind first, which is right on every release);
 // X-NITRO-USER headers and a session cookie on one request are refused (the
 // NITRO reference says not to send both); bulk (array) payloads are refused;
-// numbers must be JSON numbers.
+// numbers must be JSON numbers; ?filter= is answered on the GET of a
+// collection of objects only, matching values exactly, and a property the
+// type does not have is 278.
 type Server struct {
 	opts Options
 	srv  *httptest.Server
@@ -601,13 +603,26 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (int, int, any
 		return fail(e)
 	}
 	for k := range q {
-		if k != "args" && k != "warning" && k != "action" {
+		if k != "args" && k != "warning" && k != "action" && k != "filter" {
 			return fail(errf(codeInval, "Invalid argument [%s]", k))
+		}
+	}
+	var filter map[string]string
+	if _, ok := q["filter"]; ok {
+		if r.Method != http.MethodGet || name != "" || !isObj {
+			// The fake filters collections of objects only (GET <type>?filter=).
+			return fail(errf(codeInval, "Invalid argument [filter]"))
+		}
+		if filter, e = parseFilter(objects[typ], r.URL.RawQuery); e != nil {
+			return fail(e)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.enter(session)()
+	if filter != nil {
+		return 0, 0, s.list(typ, filter), nil
+	}
 	status, code, out, hdr := s.apply(r.Method, typ, name, q.Get("action"), args, body, isObj, isBind)
 	if code == 0 && r.Method != http.MethodGet && q.Get("warning") == "yes" && (s.opts.HA.NotPropagated || s.opts.HA.Secondary) {
 		// The change is made here; the warning says the peer did not get it.
@@ -871,25 +886,70 @@ func decodeBody(typ string, body []byte) (map[string]any, *nitroErr) {
 
 // parseArgs parses NITRO's ?args=k1:v1,k2:v2 (values URL-encoded).
 func parseArgs(rawQuery string) (map[string]string, *nitroErr) {
+	return parsePairs(rawQuery, "args")
+}
+
+// parseFilter parses GET <type>?filter=k1:v1,k2:v2, in the same form as
+// args. A property the type does not have is refused (the fake's
+// strictness).
+func parseFilter(os objSchema, rawQuery string) (map[string]string, *nitroErr) {
+	out, e := parsePairs(rawQuery, "filter")
+	if e != nil {
+		return nil, e
+	}
+	for k := range out {
+		if _, known := os.fields[k]; !known {
+			return nil, errf(codeInval, "Invalid argument [filter %s]", k)
+		}
+	}
+	return out, nil
+}
+
+// parsePairs parses the query parameter param's k1:v1,k2:v2.
+func parsePairs(rawQuery, param string) (map[string]string, *nitroErr) {
 	out := map[string]string{}
 	for _, part := range strings.Split(rawQuery, "&") {
 		k, v, _ := strings.Cut(part, "=")
-		if k != "args" {
+		if k != param {
 			continue
 		}
 		for _, kv := range strings.Split(v, ",") {
 			ak, av, ok := strings.Cut(kv, ":")
 			if !ok {
-				return nil, errf(codeInval, "Invalid argument [args=%s]", v)
+				return nil, errf(codeInval, "Invalid argument [%s=%s]", param, v)
 			}
 			dv, err := url.QueryUnescape(av)
 			if err != nil {
-				return nil, errf(codeInval, "Invalid argument [args=%s]", v)
+				return nil, errf(codeInval, "Invalid argument [%s=%s]", param, v)
 			}
 			out[ak] = dv
 		}
 	}
 	return out, nil
+}
+
+// list answers GET <type>?filter=: the objects whose fields equal every
+// filter value. No match is success without the array, as for an empty
+// collection.
+func (s *Server) list(typ string, filter map[string]string) map[string]any {
+	rows, _ := s.get(typ, "")
+	var match []map[string]any
+	for _, r := range rows {
+		ok := true
+		for k, v := range filter {
+			if r[k] == nil || fmt.Sprint(r[k]) != v {
+				ok = false
+			}
+		}
+		if ok {
+			match = append(match, r)
+		}
+	}
+	out := done()
+	if len(match) > 0 {
+		out[typ] = match
+	}
+	return out
 }
 
 func (s *Server) get(typ, name string) ([]map[string]any, *nitroErr) {

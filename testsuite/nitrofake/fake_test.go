@@ -250,3 +250,39 @@ func TestSaveAndFaults(t *testing.T) {
 		t.Errorf("fault fired twice: errorcode %d", a.ErrorCode)
 	}
 }
+
+// TestFilter: GET <type>?filter=k:v answers the objects whose property
+// equals the value (a server found by its address, whatever its name);
+// no match is errorcode 0 without the array; a property the type does not
+// have, or a filter anywhere but a collection GET, is 278.
+func TestFilter(t *testing.T) {
+	s := nitrofake.Start(t, nitrofake.Options{})
+	h := hdrAuth(s)
+	for _, srv := range []map[string]any{
+		{"name": "web01", "ipaddress": "10.0.0.5"},
+		{"name": "10.0.0.6", "ipaddress": "10.0.0.6"},
+	} {
+		if err := s.Seed("server", srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := call(t, nil, s, "GET", "/nitro/v1/config/server?filter=ipaddress:10.0.0.5", "", h)
+	rows, _ := a.Body["server"].([]any)
+	if a.ErrorCode != 0 || len(rows) != 1 || rows[0].(map[string]any)["name"] != "web01" {
+		t.Errorf("filter by ipaddress: %d %v", a.ErrorCode, a.Body)
+	}
+	a = call(t, nil, s, "GET", "/nitro/v1/config/server?filter=ipaddress:10.0.0.9", "", h)
+	if _, has := a.Body["server"]; a.Status != 200 || a.ErrorCode != 0 || has {
+		t.Errorf("no match: HTTP %d errorcode %d %v, want 200/0 without the array", a.Status, a.ErrorCode, a.Body)
+	}
+	for name, path := range map[string]string{
+		"unknown property":   "/nitro/v1/config/server?filter=colour:red",
+		"no value separator": "/nitro/v1/config/server?filter=ipaddress",
+		"on one object":      "/nitro/v1/config/server/web01?filter=ipaddress:10.0.0.5",
+		"on bindings":        "/nitro/v1/config/servicegroup_servicegroupmember_binding/sg1?filter=ip:10.0.0.5",
+	} {
+		if a := call(t, nil, s, "GET", path, "", h); a.Status != 400 || a.ErrorCode != 278 {
+			t.Errorf("%s: HTTP %d errorcode %d, want 400/278", name, a.Status, a.ErrorCode)
+		}
+	}
+}

@@ -326,9 +326,16 @@ func (c *Client) Get(ctx context.Context, typ, name string, out any) error {
 	return c.do(ctx, http.MethodGet, typ+"/"+url.PathEscape(name), "", nil, &decodeInto{typ: typ, out: out})
 }
 
-// List reads all objects of a type into out (pointer to slice).
-func (c *Client) List(ctx context.Context, typ string, out any) error {
-	return c.do(ctx, http.MethodGet, typ, "", nil, &decodeInto{typ: typ, out: out})
+// List reads all objects of a type into out (pointer to slice). With
+// filter, only those whose fields equal every filter's value:
+// GET /nitro/v1/config/<type>?filter=k1:v1,k2:v2 (the appliance compares on
+// its side; no match is an empty slice, not an error).
+func (c *Client) List(ctx context.Context, typ string, out any, filter ...Arg) error {
+	q := ""
+	if len(filter) > 0 {
+		q = "filter=" + strings.TrimPrefix(argsQuery(filter), "args=")
+	}
+	return c.do(ctx, http.MethodGet, typ, q, nil, &decodeInto{typ: typ, out: out})
 }
 
 // Delete removes an object: DELETE /nitro/v1/config/<type>/<name>?args=k:v,...

@@ -61,9 +61,13 @@ const usage = `starter — rackflow's CLI
 
   starter provision HOST [--wait] [--inventory FILE] [--reprovision]
                                                         start provisioning HOST (workflow provision/HOST)
+  starter decommission HOST --confirm HOST [--drain 30s] [--leave-foreign-members] [--full-overwrite] [--wait]
+                                                        take HOST out of its VIPs, erase its disk, power it off
+                                                        (workflow decommission/HOST)
   starter status HOST|WORKFLOW-ID                       where a run is: step, try, error, image progress
   starter list [--stuck]                                running provisioning runs (stuck first with --stuck)
-  starter retry|skip|abort HOST --reason "..."          answer a run that needs attention
+  starter retry|skip|abort HOST|WORKFLOW-ID --reason "..."
+                                                        answer a run that needs attention (HOST: provision/HOST)
   starter validate --inventory FILE | -f SERVICE.yaml  check an inventory or a deploy spec; every error at once
   starter deploy -f SERVICE.yaml [--wait]               deploy a service (workflow deploy/SERVICE)
   starter publish|unpublish -f VIP.yaml [--wait]       publish a service on the NetScaler (workflow publish/VIP:PORT)
@@ -124,6 +128,8 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	switch cfg.Command {
 	case "provision":
 		return g.provision(ctx, c, cargs)
+	case "decommission":
+		return g.decommission(ctx, c, cargs)
 	case "status":
 		return g.status(ctx, c, cargs)
 	case "list":

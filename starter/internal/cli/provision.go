@@ -54,19 +54,8 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 		return ExitFailed
 	}
 	id := api.ProvisionWorkflowID(host)
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       id,
-		TaskQueue:                                g.TaskQueue,
-		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		StaticSummary:                            "provision " + host,
-		StaticDetails:                            fmt.Sprintf("Bare-metal provisioning of **%s**. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`", host, host, host),
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(host),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
-			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
-		),
-	}, api.WorkflowProvisionHost, in)
+	run, err := g.startHostRun(ctx, c, id, host, api.WorkflowProvisionHost, in, "provision "+host,
+		fmt.Sprintf("Bare-metal provisioning of **%s**. On-call: `starter status %s`, `starter retry|skip|abort %s --reason ...`", host, host, host))
 	if err != nil {
 		return g.startFailed(err, id, "provisioning of "+host)
 	}
@@ -78,13 +67,38 @@ func (g globals) provision(ctx context.Context, conn *conn, args []string) int {
 	if !*wait {
 		return ExitOK
 	}
-	return g.waitFor(ctx, c, id, run)
+	var res api.ProvisionResult
+	return g.waitFor(ctx, c, id, run, host, &res, func() string {
+		return fmt.Sprintf("%s provisioned in %s: image %s (%d bytes), OS host key %s", res.Host, res.Duration, res.ImageDigest, res.BytesWritten, res.OSHostKeyFP)
+	})
 }
 
-func (g globals) waitFor(ctx context.Context, c client.Client, id string, run client.WorkflowRun) int {
+// startHostRun starts a run on one host (ProvisionHost, DecommissionHost)
+// under its one workflow ID, refused while another holds it, with the
+// search attributes on-call filters by set from the start.
+func (g globals) startHostRun(ctx context.Context, c client.Client, id, host, workflow string, in any, summary, details string) (client.WorkflowRun, error) {
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       id,
+		TaskQueue:                                g.TaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		StaticSummary:                            summary,
+		StaticDetails:                            details,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrHost).ValueSet(host),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrStep).ValueSet(api.StepValidate),
+			temporal.NewSearchAttributeKeyKeyword(api.SearchAttrState).ValueSet(api.StateRunning),
+		),
+	}, workflow, in)
+}
+
+// waitFor follows a run of ProvisionHost or DecommissionHost (they share
+// the status query) until it ends, printing each new step line. res
+// receives the result, which summary describes; answerAs is what the
+// operator commands name the run by.
+func (g globals) waitFor(ctx context.Context, c client.Client, id string, run client.WorkflowRun, answerAs string, res any, summary func() string) int {
 	done := make(chan error, 1)
-	var res api.ProvisionResult
-	go func() { done <- run.Get(ctx, &res) }()
+	go func() { done <- run.Get(ctx, res) }()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	last := ""
@@ -98,7 +112,7 @@ func (g globals) waitFor(ctx context.Context, c client.Client, id string, run cl
 			if g.JSON {
 				_ = json.NewEncoder(g.stdout).Encode(res)
 			} else {
-				fmt.Fprintf(g.stdout, "%s provisioned in %s: image %s (%d bytes), OS host key %s\n", res.Host, res.Duration, res.ImageDigest, res.BytesWritten, res.OSHostKeyFP)
+				fmt.Fprintln(g.stdout, summary())
 			}
 			return ExitOK
 		case <-tick.C:
@@ -112,7 +126,7 @@ func (g globals) waitFor(ctx context.Context, c client.Client, id string, run cl
 				last = line
 			}
 			if st.State == api.StateNeedsAttention {
-				fmt.Fprintf(g.stderr, "%s needs attention at %s: %s\n  answer with: starter retry|skip|abort %s --reason \"...\"\n", st.Host, st.Step, st.LastError, st.Host)
+				fmt.Fprintf(g.stderr, "%s needs attention at %s: %s\n  answer with: starter retry|skip|abort %s --reason \"...\"\n", st.Host, st.Step, st.LastError, answerAs)
 				return ExitAttention
 			}
 		case <-ctx.Done():
