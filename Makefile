@@ -112,15 +112,21 @@ bench-pxe:
 	fi
 	RACKFLOW_BENCH_PXE=1 RACKFLOW_BENCH_JSON=$(BENCH_PXE_JSON) $(GO) test -count=1 -run '^TestBenchPXE$$' -timeout 30m -v ./testsuite/pxebench/
 
-# One worker (a child process) and the dev server carry FLEET_HOSTS
-# concurrent ProvisionHost runs against in-process fakes (BMCs over HTTP,
-# SSH servers, the pxe API) on loopback addresses; prints one table (wall
-# time, runs/minute, one run alone, peak memory of worker and dev server).
-# Fails if a run fails or the worker's peak RSS passes 300 MiB.
-FLEET_HOSTS ?= 200
+# One worker (a child process) carries FLEET_HOSTS concurrent ProvisionHost
+# runs against in-process fakes (BMCs over HTTP, FLEET_HOSTS_PER_BMC hosts
+# behind each, SSH servers, the pxe API) on loopback addresses, on each
+# engine of FLEET_ENGINES in turn: the dev server, then the two-node cluster
+# on PostgreSQL (testsuite/cluster). Prints one table, a column per engine:
+# runs/minute, activity latency and history sizes from every run's history,
+# the most calls any BMC served at once, memory of worker, server and
+# PostgreSQL. Fails if a run fails, the worker's peak RSS passes 300 MiB, or
+# a BMC saw more calls at once than the worker's limit (1).
+FLEET_HOSTS ?= 1000
+FLEET_HOSTS_PER_BMC ?= 4
+FLEET_ENGINES ?= dev,cluster
 .PHONY: bench-fleet
-bench-fleet: $(BIN)/temporal
-	$(GO) run ./testsuite/fleetbench -hosts $(FLEET_HOSTS) -dir $(BENCH_DIR)
+bench-fleet: $(BIN)/temporal $(BIN)/temporal-server cluster-deps
+	$(GO) run ./testsuite/fleetbench -hosts $(FLEET_HOSTS) -hosts-per-bmc $(FLEET_HOSTS_PER_BMC) -engines $(FLEET_ENGINES) -dir $(BENCH_DIR)
 
 # A production-shaped Temporal cluster (issue #14): the Temporal server at
 # the version the CLI embeds, on a private PostgreSQL, as two processes on

@@ -337,51 +337,123 @@ func ParsePXE(out string) ([]Row, error) {
 	return rows, nil
 }
 
+// fleetTable reads bench-fleet's table: the header row starts with
+// "measure" and names one engine a column; every row below it, up to a
+// blank line, is a label and a cell per engine (cells split on two or more
+// spaces). A row with fewer cells is a note on the whole bench.
+func fleetTable(out string) (engines []string, cells map[string][]string, ok bool) {
+	cells = map[string][]string{}
+	in := false
+	for _, line := range strings.Split(out, "\n") {
+		trim := strings.TrimSpace(line)
+		f := cellSep.Split(trim, -1)
+		switch {
+		case !in && len(f) > 1 && f[0] == "measure":
+			engines, in = f[1:], true
+		case in && trim == "":
+			return engines, cells, true
+		case in && len(f) == len(engines)+1:
+			cells[f[0]] = f[1:]
+		}
+	}
+	return engines, cells, in
+}
+
 var (
-	fleetCompleted = regexp.MustCompile(`(?m)^completed correctly\s+(\d+)$`)
-	fleetStarted   = regexp.MustCompile(`(?m)^runs started\s+(\d+)$`)
-	fleetPerMin    = regexp.MustCompile(`(?m)^runs/minute\s+([0-9.]+)$`)
-	fleetRSS       = regexp.MustCompile(`(?m)^worker peak RSS \(goal < (\d+) MiB\)\s+([0-9.]+) MiB$`)
-	fleetSolo      = regexp.MustCompile(`(?m)^one run alone\s+(\S+)$`)
-	fleetWall      = regexp.MustCompile(`(?m)^wall time \(all runs\)\s+(\S+)$`)
+	fleetRSSLabel = regexp.MustCompile(`^worker peak RSS \(goal < (\d+) MiB\)$`)
+	fleetBMCLabel = regexp.MustCompile(`^BMC calls at once, most of any BMC \(limit (\d+)\)$`)
+	leadingNumber = regexp.MustCompile(`^[0-9.]+`)
 )
 
-// ParseFleet reads bench-fleet's table. Its goals: every run completes,
-// and the worker's peak RSS stays under the goal it prints (ratio goal /
-// RSS, higher is better like every other ratio).
+// ParseFleet reads bench-fleet's table, a column per Temporal engine, and
+// gives each engine's rows (the engine in brackets after the measure).
+// Goals: every run completes, the worker's peak RSS stays under the goal
+// it prints (ratio goal / RSS, higher is better like every other ratio),
+// and no BMC serves more calls at once than the limit (ratio limit /
+// most seen). Latency, server memory and history size have no goal.
 func ParseFleet(out string) ([]Row, error) {
-	c, s := fleetCompleted.FindStringSubmatch(out), fleetStarted.FindStringSubmatch(out)
-	rss, pm := fleetRSS.FindStringSubmatch(out), fleetPerMin.FindStringSubmatch(out)
-	if c == nil || s == nil || rss == nil || pm == nil {
-		return nil, fmt.Errorf("%w: no fleet table (completed, started, runs/minute, worker peak RSS)", ErrFormat)
+	engines, cells, ok := fleetTable(out)
+	var rssGoal, bmcLimit float64
+	rssKey, bmcKey := "", ""
+	for k := range cells {
+		if m := fleetRSSLabel.FindStringSubmatch(k); m != nil {
+			rssKey, rssGoal = k, atof(m[1])
+		}
+		if m := fleetBMCLabel.FindStringSubmatch(k); m != nil {
+			bmcKey, bmcLimit = k, atof(m[1])
+		}
 	}
-	ok, _ := strconv.Atoi(c[1])
-	started, _ := strconv.Atoi(s[1])
-	perMin, _ := strconv.ParseFloat(pm[1], 64)
-	goalMiB, _ := strconv.ParseFloat(rss[1], 64)
-	rssMiB, _ := strconv.ParseFloat(rss[2], 64)
+	need := []string{"completed correctly", "runs started", "runs/minute"}
+	for _, k := range need {
+		if cells[k] == nil {
+			ok = false
+		}
+	}
+	if !ok || rssKey == "" {
+		return nil, fmt.Errorf("%w: no fleet table (measure row, completed, started, runs/minute, worker peak RSS)", ErrFormat)
+	}
 	var rows []Row
-	done := Row{Bench: "fleet", What: fmt.Sprintf("ProvisionHost x %d at once, completed", started), Unit: "runs",
-		Value: float64(ok), Baseline: float64(started), BaselineName: "started", Goal: 1}
-	if started > 0 {
-		done.Ratio = float64(ok) / float64(started)
+	for i, e := range engines {
+		cell := func(k string) string {
+			if c := cells[k]; c != nil {
+				return c[i]
+			}
+			return ""
+		}
+		num := func(k string) float64 { return atof(leadingNumber.FindString(cell(k))) }
+		tag := " [" + e + "]"
+		okRuns, started := num("completed correctly"), num("runs started")
+		done := Row{Bench: "fleet", What: fmt.Sprintf("ProvisionHost x %.0f at once, completed%s", started, tag), Unit: "runs",
+			Value: okRuns, Baseline: started, BaselineName: "started", Goal: 1}
+		if started > 0 {
+			done.Ratio = okRuns / started
+		}
+		done.Met = done.Ratio >= 1
+		var notes []string
+		if w := cell("wall time (all runs)"); w != "" {
+			notes = append(notes, "wall "+w)
+		}
+		if so := cell("one run alone"); so != "" {
+			notes = append(notes, "one run alone "+so)
+		}
+		rows = append(rows, done, Row{Bench: "fleet", What: "runs/minute" + tag, Unit: "runs/min", Value: num("runs/minute"), Note: strings.Join(notes, "; ")})
+		rss := num(rssKey)
+		mem := Row{Bench: "fleet", What: "worker peak RSS" + tag, Unit: "MiB", Value: rss, Baseline: rssGoal, BaselineName: "goal <", Goal: 1,
+			Note: "ratio = goal / peak RSS"}
+		if rss > 0 {
+			mem.Ratio = rssGoal / rss
+		}
+		mem.Met = rss < rssGoal
+		rows = append(rows, mem)
+		if bmcKey != "" {
+			peak := num(bmcKey)
+			r := Row{Bench: "fleet", What: "BMC calls at once, most of any BMC" + tag, Unit: "calls", Value: peak, Baseline: bmcLimit, BaselineName: "limit", Goal: 1,
+				Note: cell(bmcKey)}
+			if peak > 0 {
+				r.Ratio = bmcLimit / peak
+			}
+			r.Met = peak <= bmcLimit
+			rows = append(rows, r)
+		}
+		if c := cell("activity schedule-to-close p50 / p99 (histories)"); c != "" {
+			if p50, p99, ok := strings.Cut(c, " / "); ok {
+				if d, err := time.ParseDuration(p99); err == nil {
+					rows = append(rows, Row{Bench: "fleet", What: "activity schedule-to-close p99" + tag, Unit: "s", Value: d.Seconds(), Note: "p50 " + p50})
+				}
+			}
+		}
+		if c := cell("server peak RSS (sum of its processes' peaks)"); c != "" {
+			note := "Temporal server"
+			if pg := cell("PostgreSQL peak PSS (all its processes, 1s samples)"); pg != "" && pg != "-" {
+				note += "; PostgreSQL " + pg
+			}
+			rows = append(rows, Row{Bench: "fleet", What: "server peak RSS" + tag, Unit: "MiB", Value: num("server peak RSS (sum of its processes' peaks)"), Note: note})
+		}
 	}
-	done.Met = done.Ratio >= 1
-	var notes []string
-	if w := fleetWall.FindStringSubmatch(out); w != nil {
-		notes = append(notes, "wall "+w[1])
-	}
-	if so := fleetSolo.FindStringSubmatch(out); so != nil {
-		notes = append(notes, "one run alone "+so[1])
-	}
-	rows = append(rows, done,
-		Row{Bench: "fleet", What: "runs/minute", Unit: "runs/min", Value: perMin, Note: strings.Join(notes, "; ")})
-	mem := Row{Bench: "fleet", What: "worker peak RSS", Unit: "MiB", Value: rssMiB, Baseline: goalMiB, BaselineName: "goal <", Goal: 1,
-		Note: "ratio = goal / peak RSS"}
-	if rssMiB > 0 {
-		mem.Ratio = goalMiB / rssMiB
-	}
-	mem.Met = rssMiB < goalMiB
-	rows = append(rows, mem)
 	return rows, nil
+}
+
+func atof(s string) float64 {
+	v, _ := strconv.ParseFloat(s, 64)
+	return v
 }

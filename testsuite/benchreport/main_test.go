@@ -37,19 +37,43 @@ func imageOutput(pinned bool, rows [][]string) string {
 	return b.String()
 }
 
-const fleetOutput = `rackflow fleet bench: ProvisionHost x 200 at once, one worker, one dev server, 2 CPUs
-runs started                                  200
-completed correctly                           200
-wall time (all runs)                          1m42.311s
-runs/minute                                   117.3
-one run alone                                 4.512s
-run done after fleet start p50 / p95 / max    51.2s / 97.1s / 1m42.3s
-worker peak RSS (goal < 300 MiB)              71.4 MiB
-dev server peak RSS                           180.2 MiB
-fakes (bench process) peak RSS                90.0 MiB
-CPU time, whole bench: worker / dev server    40.1s / 60.2s
-image per host                                1.0 MiB
-anchor                                        Ironic defaults to 250 concurrent deploys per conductor
+const fleetOutput = `rackflow fleet bench: ProvisionHost x 12 at once, one worker, 2 CPUs, 2026-12-05
+measure                                              dev server                   cluster
+runs started                                         12                           12
+completed correctly                                  12                           12
+wall time (all runs)                                 20.873s                      20.696s
+runs/minute                                          34.5                         34.8
+one run alone                                        6.029s                       6.075s
+run done after fleet start p50 / p95 / max           18.046s / 20.871s / 20.871s  18.216s / 20.692s / 20.692s
+activity schedule-to-close p50 / p99 (histories)     128ms / 8.895s               78ms / 8.642s
+activity start-to-close p50 / p99 (histories)        58ms / 8.887s                37ms / 8.636s
+activity schedule-to-start p50 / p99 (histories)     22ms / 148ms                 17ms / 186ms
+history events per run p50 / max                     94 / 94                      94 / 94
+history size per run p50 / max                       20.6 KiB / 20.6 KiB          20.6 KiB / 20.6 KiB
+BMC calls at once, most of any BMC (limit 1)         1 (4 BMCs, 156 calls)        1 (4 BMCs, 156 calls)
+worker peak RSS (goal < 300 MiB)                     64.2 MiB                     69.4 MiB
+server peak RSS (sum of its processes' peaks)        170.7 MiB (1 process)        231.2 MiB (2 processes)
+PostgreSQL peak PSS (all its processes, 1s samples)  -                            110.0 MiB
+fakes (bench process) peak RSS                       50.1 MiB                     52.3 MiB
+CPU time: worker / server                            1.8s / 6.9s                  1.9s / 7.1s
+CPU time: fakes / host commands                      1.2s / 3.5s                  1.5s / 3.8s
+image per host                                       2.0 MiB
+BMCs                                                 4 host(s) per BMC, each call answered after 50ms
+worker settings                                      activity slots 1000, workflow task slots 1000, activity pollers 2, workflow task pollers 2
+anchor                                               Ironic defaults to 250 concurrent deploys per conductor
+
+schedule-to-close per activity type, p50 / p99 (histories; retries inside):
+activity                count  dev server      cluster
+BootFromDisk            12     8.7s / 8.974s   8.54s / 8.642s
+Bootstrap               12     241ms / 302ms   289ms / 397ms
+CheckImage              12     114ms / 202ms   48ms / 217ms
+LastCompletedProvision  12     155ms / 217ms   95ms / 186ms
+PowerOnPXE              12     6.568s / 8.77s  5.528s / 8.822s
+RegisterLease           24     46ms / 231ms    51ms / 158ms
+ResolveHost             12     112ms / 212ms   74ms / 309ms
+VerifyBoot              12     25ms / 42ms     41ms / 133ms
+WaitForSSH              24     33ms / 107ms    35ms / 98ms
+WriteImage              12     293ms / 367ms   485ms / 612ms
 `
 
 func TestParseImage(t *testing.T) {
@@ -87,16 +111,37 @@ func TestParseFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Row{
-		{Bench: "fleet", What: "ProvisionHost x 200 at once, completed", Unit: "runs", Value: 200, Baseline: 200, BaselineName: "started", Ratio: 1, Goal: 1, Met: true},
-		{Bench: "fleet", What: "runs/minute", Unit: "runs/min", Value: 117.3, Note: "wall 1m42.311s; one run alone 4.512s"},
-		{Bench: "fleet", What: "worker peak RSS", Unit: "MiB", Value: 71.4, Baseline: 300, BaselineName: "goal <", Ratio: 300 / 71.4, Goal: 1, Met: true,
+		{Bench: "fleet", What: "ProvisionHost x 12 at once, completed [dev server]", Unit: "runs", Value: 12, Baseline: 12, BaselineName: "started", Ratio: 1, Goal: 1, Met: true},
+		{Bench: "fleet", What: "runs/minute [dev server]", Unit: "runs/min", Value: 34.5, Note: "wall 20.873s; one run alone 6.029s"},
+		{Bench: "fleet", What: "worker peak RSS [dev server]", Unit: "MiB", Value: 64.2, Baseline: 300, BaselineName: "goal <", Ratio: 300 / 64.2, Goal: 1, Met: true,
 			Note: "ratio = goal / peak RSS"},
+		{Bench: "fleet", What: "BMC calls at once, most of any BMC [dev server]", Unit: "calls", Value: 1, Baseline: 1, BaselineName: "limit", Ratio: 1, Goal: 1, Met: true,
+			Note: "1 (4 BMCs, 156 calls)"},
+		{Bench: "fleet", What: "activity schedule-to-close p99 [dev server]", Unit: "s", Value: 8.895, Note: "p50 128ms"},
+		{Bench: "fleet", What: "server peak RSS [dev server]", Unit: "MiB", Value: 170.7, Note: "Temporal server"},
+		{Bench: "fleet", What: "ProvisionHost x 12 at once, completed [cluster]", Unit: "runs", Value: 12, Baseline: 12, BaselineName: "started", Ratio: 1, Goal: 1, Met: true},
+		{Bench: "fleet", What: "runs/minute [cluster]", Unit: "runs/min", Value: 34.8, Note: "wall 20.696s; one run alone 6.075s"},
+		{Bench: "fleet", What: "worker peak RSS [cluster]", Unit: "MiB", Value: 69.4, Baseline: 300, BaselineName: "goal <", Ratio: 300 / 69.4, Goal: 1, Met: true,
+			Note: "ratio = goal / peak RSS"},
+		{Bench: "fleet", What: "BMC calls at once, most of any BMC [cluster]", Unit: "calls", Value: 1, Baseline: 1, BaselineName: "limit", Ratio: 1, Goal: 1, Met: true,
+			Note: "1 (4 BMCs, 156 calls)"},
+		{Bench: "fleet", What: "activity schedule-to-close p99 [cluster]", Unit: "s", Value: 8.642, Note: "p50 78ms"},
+		{Bench: "fleet", What: "server peak RSS [cluster]", Unit: "MiB", Value: 231.2, Note: "Temporal server; PostgreSQL 110.0 MiB"},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	if _, err := ParseFleet("fleetbench: 3 of 200 runs failed\n"); err == nil {
 		t.Error("output without a table parsed")
+	}
+	// A BMC over its limit misses the row's goal.
+	over := strings.Replace(fleetOutput, "1 (4 BMCs, 156 calls)        1 (4", "2 (4 BMCs, 156 calls)        1 (4", 1)
+	rows, err := ParseFleet(over)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rows[3]; r.Value != 2 || r.Met {
+		t.Errorf("BMC row with 2 calls at once under limit 1: %+v, want missed", r)
 	}
 }
 
@@ -133,14 +178,16 @@ func TestCombineAndCompare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 6 || rep.Host == "" || rep.Date == "" {
-		t.Fatalf("report %+v: want 6 rows, a host and a date", rep)
+	if len(rep.Rows) != 15 || rep.Host == "" || rep.Date == "" {
+		t.Fatalf("report %+v: want 15 rows, a host and a date", rep)
 	}
 	var met []bool
 	for _, r := range rep.Rows {
 		met = append(met, r.Met)
 	}
-	if diff := cmp.Diff([]bool{true, true, false, true, false, true}, met); diff != "" {
+	if diff := cmp.Diff([]bool{true, true, false,
+		true, false, true, true, false, false, // dev server
+		true, false, true, true, false, false}, met); diff != "" {
 		t.Errorf("met (-want +got):\n%s", diff)
 	}
 

@@ -44,6 +44,13 @@ type Options struct {
 	UI bool
 	// LogFile receives the server's output; empty discards it.
 	LogFile string
+	// Cluster makes Start run a production-shaped cluster (testsuite/cluster:
+	// two temporal-server processes on their own PostgreSQL) in ClusterDir
+	// instead of the dev server; DBFile, Port, UI and LogFile are then unused.
+	Cluster bool
+	// ClusterDir holds the cluster's config, logs and database; the postgres
+	// user must be able to enter it (mode 0755 up the path).
+	ClusterDir string
 }
 
 // Server is a running dev server.
@@ -99,8 +106,19 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Start runs a dev server and waits until its frontend answers.
+// Start runs a dev server, or a cluster when opts.Cluster is set, and waits
+// until its frontend answers.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Cluster {
+		if opts.ClusterDir == "" {
+			return nil, errors.New("devserver: Options.Cluster needs ClusterDir")
+		}
+		c, err := cluster.Start(ctx, cluster.Options{Dir: opts.ClusterDir})
+		if err != nil {
+			return nil, err
+		}
+		return &Server{opts: opts, cluster: c}, nil
+	}
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -235,6 +253,9 @@ func (s *Server) Pid() int {
 	return s.cmd.Process.Pid
 }
 
+// Cluster is the cluster the server stands for, nil for the dev server.
+func (s *Server) Cluster() *cluster.Cluster { return s.cluster }
+
 // DBFile is the server's database; empty for a cluster (PostgreSQL).
 func (s *Server) DBFile() string {
 	if s.cluster != nil {
@@ -333,7 +354,7 @@ func startClusterT(t testing.TB) *Server {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, err := cluster.Start(context.Background(), cluster.Options{Dir: dir})
+	s, err := Start(context.Background(), Options{Cluster: true, ClusterDir: dir})
 	logs := func() {
 		for _, f := range []string{"frontend.log", "history.log", "pg/postgres.log"} {
 			b, _ := os.ReadFile(filepath.Join(dir, f))
@@ -344,7 +365,6 @@ func startClusterT(t testing.TB) *Server {
 		logs()
 		t.Fatalf("temporal cluster: %v", err)
 	}
-	s := &Server{cluster: c}
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs()

@@ -2,11 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +20,9 @@ import (
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
-// machine is one fake bare-metal host: a BMC that answers over HTTP on its
-// own loopback address, and, when powered on, either a live system (an
+// machine is one fake bare-metal host: power and boot device, set through
+// its BMC (bmcEndpoint, on its own loopback address or shared with other
+// hosts as a chassis manager is), and, when powered on, either a live system (an
 // in-process SSH server keyed with the one-time host key it fetched from
 // the pxe service) or its installed OS (an SSH server with the host's own
 // key, only if the disk holds the image). The SSH servers listen on the
@@ -35,7 +33,7 @@ type machine struct {
 	mac     string
 	ip      string
 	bmcAddr string // ip:port of its BMC
-	bmcUser string
+	bmcUser string // unique on its BMC: the BMC tells its hosts apart by it
 	bmcPass string
 	disk    string
 	chefDir string // where its fake chef-client records the converge
@@ -52,7 +50,6 @@ type machine struct {
 	liveKey  ssh.PublicKey // key of the last live system booted
 	boots    []string      // what each power-on booted
 	bootErrs []string
-	bmcSrv   *http.Server
 }
 
 // fleet holds what the machines share.
@@ -150,61 +147,6 @@ func (e *endpoint) close() {
 	e.mu.Unlock()
 	e.fake.Close()
 	e.wg.Wait()
-}
-
-// serveBMC starts the machine's BMC on bmcAddr.
-func (m *machine) serveBMC() error {
-	ln, err := net.Listen("tcp", m.bmcAddr)
-	if err != nil {
-		return fmt.Errorf("bmc of %s: %w", m.name, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /power", m.auth(func(w http.ResponseWriter, r *http.Request) {
-		m.mu.Lock()
-		st := "off"
-		if m.power {
-			st = "on"
-		}
-		m.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(bmcState{State: st})
-	}))
-	mux.HandleFunc("POST /power", m.auth(func(w http.ResponseWriter, r *http.Request) {
-		var req bmcState
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		if err := m.setPower(req.State); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	mux.HandleFunc("POST /bootdev", m.auth(func(w http.ResponseWriter, r *http.Request) {
-		var req bmcBootDev
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Device != "pxe" && req.Device != "disk") {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		m.mu.Lock()
-		m.bootDev, m.bootOnce = req.Device, !req.Persistent
-		m.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	m.bmcSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = m.bmcSrv.Serve(ln) }()
-	return nil
-}
-
-func (m *machine) auth(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		u, p, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(m.bmcUser)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(m.bmcPass)) != 1 {
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		next(w, r)
-	}
 }
 
 // setPower switches the machine. A power-on boots asynchronously, as
@@ -380,11 +322,6 @@ func (m *machine) shutdown() {
 	m.stopLocked()
 	m.power = false
 	m.mu.Unlock()
-	if m.bmcSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = m.bmcSrv.Shutdown(ctx)
-	}
 }
 
 func diskDigest(path string, n int64) (string, error) {

@@ -1,14 +1,22 @@
 // Command fleetbench measures how many ProvisionHost runs one worker carries
-// at once: it is what `make bench-fleet` runs. It starts a real Temporal dev
-// server (bin/temporal), the pxe lease API in process, a fleet of fake
-// machines and rackflow's worker as a child process, runs one ProvisionHost
-// alone, then N at once (200 by default), checks every outcome and prints
-// one table: wall time, runs per minute, the time of one run alone, and the
-// peak memory of the worker and of the dev server.
+// at once, on each Temporal engine in turn: it is what `make bench-fleet`
+// runs. For each engine (-engines: the dev server, bin/temporal; the
+// cluster, testsuite/cluster's two temporal-server processes on
+// PostgreSQL) it starts the server, the pxe lease API in process, a fleet
+// of fake machines and rackflow's worker as a child process, runs one
+// ProvisionHost alone, then N at once (-hosts), checks every outcome, reads
+// every run's history, and prints one table with a column per engine:
+// completed runs per minute, activity latency from the histories, history
+// sizes, the most calls any BMC served at once against the worker's
+// per-BMC limit, and the memory of the worker, the server and PostgreSQL.
+// It fails if a run fails, if the worker's peak RSS passes its goal, or if
+// any BMC saw more calls at once than the limit.
 //
 // A fake machine has its own loopback address (127.0.x.y: the pxe service
-// refuses one IP for two MACs) with a BMC answering a small JSON-over-HTTP
-// protocol on its own address, and boots like a real host: on power-on
+// refuses one IP for two MACs); its BMC answers a small JSON-over-HTTP
+// protocol on a loopback address of its own, or shared by -hosts-per-bmc
+// machines as a blade chassis' manager is, and takes -bmc-latency per
+// call. The machine boots like a real host: on power-on
 // with PXE it fetches its iPXE script, the one-time host key and the
 // authorized keys from the pxe service over HTTP and starts an in-process
 // SSH server (testsuite/sshd.Fake) with them; from disk, it starts the
@@ -38,17 +46,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"golang.org/x/crypto/ssh"
@@ -58,6 +64,7 @@ import (
 	"github.com/rackflow/rackflow/pxe"
 	"github.com/rackflow/rackflow/pxe/lease"
 	"github.com/rackflow/rackflow/testsuite/devserver"
+	"github.com/rackflow/rackflow/testsuite/procmem"
 	"github.com/rackflow/rackflow/testsuite/sshd"
 )
 
@@ -70,20 +77,32 @@ func main() {
 		return
 	}
 	var cfg config
+	var engines string
 	flag.IntVar(&cfg.hosts, "hosts", 200, "concurrent ProvisionHost runs")
+	flag.StringVar(&engines, "engines", "dev,cluster", "Temporal engines to run the fleet on, in order: dev (the dev server), cluster (testsuite/cluster)")
+	flag.IntVar(&cfg.hostsPerBMC, "hosts-per-bmc", 1, "machines behind one BMC address (a chassis manager); the solo run's machine has its own")
+	flag.IntVar(&cfg.bmcLimit, "bmc-concurrency", 1, "the worker's calls per BMC at once (rackflow-worker --bmc-concurrency)")
+	flag.DurationVar(&cfg.bmcLatency, "bmc-latency", 50*time.Millisecond, "how long the fake BMC takes to answer each call")
 	flag.IntVar(&cfg.imageKiB, "image-kib", 2048, "image size in KiB (the same image for every host)")
 	flag.IntVar(&cfg.ws.ActSlots, "act-slots", 0, "worker MaxConcurrentActivityExecutionSize (0: SDK default 1000)")
 	flag.IntVar(&cfg.ws.WFTSlots, "wft-slots", 0, "worker MaxConcurrentWorkflowTaskExecutionSize (0: SDK default 1000)")
 	flag.IntVar(&cfg.ws.ActPollers, "act-pollers", 0, "worker MaxConcurrentActivityTaskPollers (0: SDK default 2)")
 	flag.IntVar(&cfg.ws.WFTPollers, "wft-pollers", 0, "worker MaxConcurrentWorkflowTaskPollers (0: SDK default 2)")
 	flag.IntVar(&cfg.maxWorkerMiB, "max-worker-mib", 300, "fail when the worker's peak RSS exceeds this")
-	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "give up on the fleet after this long")
+	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "give up on the fleet after this long, per engine")
 	flag.StringVar(&cfg.dir, "dir", os.TempDir(), "parent of the bench's temporary directory")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (logs, disks) for a look")
 	flag.Parse()
-	if cfg.hosts < 1 || cfg.hosts > 20000 || cfg.imageKiB < 1 {
-		fmt.Fprintln(os.Stderr, "fleetbench: -hosts must be 1-20000 and -image-kib positive")
+	if cfg.hosts < 1 || cfg.hosts > 20000 || cfg.imageKiB < 1 || cfg.hostsPerBMC < 1 || cfg.bmcLimit < 1 {
+		fmt.Fprintln(os.Stderr, "fleetbench: -hosts must be 1-20000; -image-kib, -hosts-per-bmc and -bmc-concurrency positive")
 		os.Exit(2)
+	}
+	for _, e := range strings.Split(engines, ",") {
+		if _, ok := engineNames[e]; !ok {
+			fmt.Fprintf(os.Stderr, "fleetbench: unknown engine %q in -engines (dev, cluster)\n", e)
+			os.Exit(2)
+		}
+		cfg.engines = append(cfg.engines, e)
 	}
 	ok, err := run(cfg)
 	if err != nil {
@@ -95,8 +114,14 @@ func main() {
 	}
 }
 
+// engineNames are the -engines values and their column titles.
+var engineNames = map[string]string{"dev": "dev server", "cluster": "cluster"}
+
 type config struct {
 	hosts, imageKiB, maxWorkerMiB int
+	engines                       []string
+	hostsPerBMC, bmcLimit         int
+	bmcLatency                    time.Duration
 	ws                            workerSettings
 	timeout                       time.Duration
 	dir                           string
@@ -118,9 +143,11 @@ const pxeToken = "fleetbench-pxe-token"
 
 type bench struct {
 	cfg       config
+	engine    string
 	dir       string
 	fleet     *fleet
 	machines  []*machine
+	bmcs      []*bmcEndpoint
 	imagePath string
 	imageSize int64
 	imageSHA  string
@@ -132,31 +159,66 @@ type bench struct {
 	client    client.Client
 }
 
+// run runs the fleet on each engine in turn, each with fresh machines, pxe
+// store and worker, then prints one table.
 func run(cfg config) (bool, error) {
 	dir, err := os.MkdirTemp(cfg.dir, "rackflow-fleetbench-")
 	if err != nil {
 		return false, err
 	}
-	b := &bench{cfg: cfg, dir: dir}
 	defer func() {
-		b.close()
 		if cfg.keep {
 			fmt.Fprintln(os.Stderr, "fleetbench: kept", dir)
 		} else {
 			os.RemoveAll(dir)
 		}
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := b.setUp(ctx); err != nil {
+	// The cluster's PostgreSQL runs as the postgres user, which must
+	// reach its data directory below this one.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return false, err
 	}
+	var all []results
+	okAll := true
+	for _, e := range cfg.engines {
+		r, ok, err := runEngine(cfg, e, filepath.Join(dir, e))
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", engineNames[e], err)
+		}
+		all = append(all, r)
+		okAll = okAll && ok
+	}
+	printTable(os.Stdout, all, cfg)
+	for _, r := range all {
+		okAll = reportFailures(r, cfg) && okAll
+	}
+	return okAll, nil
+}
+
+func runEngine(cfg config, engine, dir string) (results, bool, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return results{}, false, err
+	}
+	b := &bench{cfg: cfg, engine: engine, dir: dir}
+	defer b.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The bench process's peak RSS, per engine: reset it (Linux ≥ 4.0).
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	began := time.Now()
+	if err := b.setUp(ctx); err != nil {
+		return results{}, false, err
+	}
+	fmt.Fprintf(os.Stderr, "fleetbench: %s: set up in %s\n", engineNames[engine], time.Since(began).Round(100*time.Millisecond))
 	return b.measure(ctx)
 }
 
 func (b *bench) setUp(ctx context.Context) error {
 	b.imageSize = int64(b.cfg.imageKiB) << 10
-	b.imagePath = filepath.Join(b.dir, "image.raw")
+	if err := os.Mkdir(filepath.Join(b.dir, "images"), 0o755); err != nil {
+		return err
+	}
+	b.imagePath = filepath.Join(b.dir, "images", "image.raw")
 	var err error
 	if b.imageSHA, err = writeImage(b.imagePath, b.imageSize); err != nil {
 		return err
@@ -231,12 +293,23 @@ func (b *bench) setUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// The solo machine has a BMC of its own; the fleet's share theirs
+		// hostsPerBMC at a time.
+		bi := 0
+		if i > 0 {
+			bi = 1 + (i-1)/b.cfg.hostsPerBMC
+		}
+		if bi == len(b.bmcs) {
+			addr := net.JoinHostPort(fmt.Sprintf("127.0.%d.%d", 128+bi/250, 1+bi%250), strconv.Itoa(ports[2]))
+			b.bmcs = append(b.bmcs, newBMCEndpoint(addr, b.cfg.bmcLatency))
+		}
+		bmcEP := b.bmcs[bi]
 		m := &machine{
 			name:    name,
 			mac:     fmt.Sprintf("52:54:00:%02x:%02x:%02x", (i>>16)&0xff, (i>>8)&0xff, i&0xff),
 			ip:      fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250),
-			bmcAddr: net.JoinHostPort(fmt.Sprintf("127.0.%d.%d", 128+i/250, 1+i%250), strconv.Itoa(ports[2])),
-			bmcUser: "admin",
+			bmcAddr: bmcEP.addr,
+			bmcUser: "admin-" + name,
 			bmcPass: randomHex(12),
 			disk:    filepath.Join(b.dir, "disks", name+".img"),
 			chefDir: filepath.Join(b.chefDir, name),
@@ -248,9 +321,7 @@ func (b *bench) setUp(ctx context.Context) error {
 		if err := makeDisk(m.disk, b.imageSize+1<<20); err != nil {
 			return err
 		}
-		if err := m.serveBMC(); err != nil {
-			return err
-		}
+		bmcEP.add(m)
 		b.machines = append(b.machines, m)
 		bmcHost, bmcPort, _ := net.SplitHostPort(m.bmcAddr)
 		port, _ := strconv.Atoi(bmcPort)
@@ -271,6 +342,11 @@ func (b *bench) setUp(ctx context.Context) error {
 		})
 		sec["bmc/"+name] = map[string]any{"username": m.bmcUser, "password": m.bmcPass, "endpoints": []string{bmcHost}}
 	}
+	for _, e := range b.bmcs {
+		if err := e.serve(); err != nil {
+			return err
+		}
+	}
 	invPath := filepath.Join(b.dir, "inventory.yaml")
 	if err := writeYAML(invPath, inv, 0o644); err != nil {
 		return err
@@ -282,6 +358,7 @@ func (b *bench) setUp(ctx context.Context) error {
 
 	b.server, err = devserver.Start(ctx, devserver.Options{
 		DBFile: filepath.Join(b.dir, "temporal.db"), LogFile: filepath.Join(b.dir, "temporal.log"),
+		Cluster: b.engine == "cluster", ClusterDir: filepath.Join(b.dir, "cluster"),
 	})
 	if err != nil {
 		return err
@@ -300,7 +377,7 @@ func (b *bench) startWorker(ctx context.Context, invPath, secPath, pxeURL string
 		return err
 	}
 	args := append([]string{"worker", "-address", b.server.Addr(), "-inventory", invPath, "-secrets", secPath,
-		"-pxe-url", pxeURL, "-chef-dir", b.chefDir}, b.cfg.ws.args()...)
+		"-pxe-url", pxeURL, "-chef-dir", b.chefDir, "-bmc-concurrency", strconv.Itoa(b.cfg.bmcLimit), "-image-dir", filepath.Dir(b.imagePath)}, b.cfg.ws.args()...)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), "RACKFLOW_PXE_TOKEN="+pxeToken)
 	b.workerLog = filepath.Join(b.dir, "worker.log")
@@ -381,6 +458,10 @@ func (b *bench) close() {
 		wg.Add(1)
 		go func() { defer wg.Done(); m.shutdown() }()
 	}
+	for _, e := range b.bmcs {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.shutdown() }()
+	}
 	wg.Wait()
 	if b.store != nil {
 		_ = b.store.Close()
@@ -394,7 +475,31 @@ type outcome struct {
 	duration time.Duration
 }
 
+// start starts m's run. A thousand starts at once outlast the SDK's 10s
+// deadline on a busy 2-core server (measured on both engines), so a start
+// that timed out is tried again, up to 5 times; one that went through
+// although its answer was lost is found by its workflow ID.
 func (b *bench) start(ctx context.Context, m *machine) (client.WorkflowRun, error) {
+	var err error
+	for try := 0; try < 5; try++ {
+		var run client.WorkflowRun
+		run, err = b.startOnce(ctx, m)
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		var deadline *serviceerror.DeadlineExceeded
+		timedOut := errors.As(err, &deadline) || errors.Is(err, context.DeadlineExceeded)
+		switch {
+		case err == nil:
+			return run, nil
+		case try > 0 && errors.As(err, &started):
+			return b.client.GetWorkflow(ctx, api.ProvisionWorkflowID(m.name), ""), nil
+		case !timedOut || ctx.Err() != nil:
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+func (b *bench) startOnce(ctx context.Context, m *machine) (client.WorkflowRun, error) {
 	return b.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       api.ProvisionWorkflowID(m.name),
 		TaskQueue:                                api.DefaultTaskQueue,
@@ -472,25 +577,82 @@ func (b *bench) check(ctx context.Context, m *machine, res api.ProvisionResult) 
 }
 
 type results struct {
+	engine               string
 	hosts, ok            int
 	solo, wall           time.Duration
 	p50, p95, max        time.Duration
+	hist                 histStats
+	bmc                  bmcLoad
 	workerRSS, serverRSS int64
+	serverProcs          int
+	pgPSS                int64 // 0 without PostgreSQL
 	benchRSS             int64
 	workerCPU, serverCPU time.Duration
 	benchCPU, hostCmdCPU time.Duration
 	failures             []outcome
+	workerLogTail        string
 	settings             workerSettings
 	imageSize            int64
 }
 
-func (b *bench) measure(ctx context.Context) (bool, error) {
-	fmt.Fprintf(os.Stderr, "fleetbench: %d hosts ready, dev server at %s; one run alone first\n", b.cfg.hosts, b.server.Addr())
+// serverPids are the Temporal server's processes: the dev server, or the
+// cluster's two nodes.
+func (b *bench) serverPids() []int {
+	if c := b.server.Cluster(); c != nil {
+		return []int{c.Frontend.Pid(), c.History.Pid()}
+	}
+	return []int{b.server.Pid()}
+}
+
+// samplePostgres records the peak PSS of the cluster's PostgreSQL (the
+// postmaster and its backends, which come and go) once a second until
+// stop is closed; 0 for the dev server.
+func (b *bench) samplePostgres(stop <-chan struct{}) <-chan int64 {
+	out := make(chan int64, 1)
+	c := b.server.Cluster()
+	if c == nil {
+		out <- 0
+		return out
+	}
+	pid := c.Postgres().Pid()
+	go func() {
+		var peak int64
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			peak = max(peak, procmem.TreePSS(pid))
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return out
+}
+
+func (b *bench) measure(ctx context.Context) (results, bool, error) {
+	name := engineNames[b.engine]
+	var self0, kids0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self0)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids0)
+	stopSampling := make(chan struct{})
+	pgPeak := b.samplePostgres(stopSampling)
+	defer func() {
+		select {
+		case <-stopSampling:
+		default:
+			close(stopSampling)
+		}
+	}()
+
+	fmt.Fprintf(os.Stderr, "fleetbench: %s: %d hosts behind %d BMCs ready, server at %s; one run alone first\n", name, b.cfg.hosts, len(b.bmcs), b.server.Addr())
 	solo := b.provision(ctx, b.machines[0], time.Now())
 	if solo.err != nil {
-		return false, fmt.Errorf("the single run failed: %v; worker log: %s", solo.err, tailFile(b.workerLog, 20))
+		return results{}, false, fmt.Errorf("the single run failed: %v; worker log: %s", solo.err, tailFile(b.workerLog, 20))
 	}
-	fmt.Fprintf(os.Stderr, "fleetbench: one run took %s; now %d at once\n", solo.duration.Round(time.Millisecond), b.cfg.hosts)
+	fmt.Fprintf(os.Stderr, "fleetbench: %s: one run took %s; now %d at once\n", name, solo.duration.Round(time.Millisecond), b.cfg.hosts)
 
 	fctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
 	defer cancel()
@@ -501,14 +663,14 @@ func (b *bench) measure(ctx context.Context) (bool, error) {
 	begin := time.Now()
 	stopProgress := make(chan struct{})
 	go func() {
-		t := time.NewTicker(15 * time.Second)
+		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
 		for {
 			select {
 			case <-stopProgress:
 				return
 			case <-t.C:
-				fmt.Fprintf(os.Stderr, "fleetbench: %s: %d/%d done\n", time.Since(begin).Round(time.Second), done.Load(), len(fleetMs))
+				fmt.Fprintf(os.Stderr, "fleetbench: %s: %s: %d/%d done\n", name, time.Since(begin).Round(time.Second), done.Load(), len(fleetMs))
 			}
 		}
 	}()
@@ -523,8 +685,9 @@ func (b *bench) measure(ctx context.Context) (bool, error) {
 	wg.Wait()
 	wall := time.Since(begin)
 	close(stopProgress)
+	fmt.Fprintf(os.Stderr, "fleetbench: %s: fleet done in %s; reading %d histories\n", name, wall.Round(time.Second), len(fleetMs))
 
-	r := results{hosts: len(fleetMs), solo: solo.duration, wall: wall, settings: b.cfg.ws.effective(), imageSize: b.imageSize}
+	r := results{engine: b.engine, hosts: len(fleetMs), solo: solo.duration, wall: wall, settings: b.cfg.ws.effective(), imageSize: b.imageSize}
 	var durs []time.Duration
 	for _, o := range outs {
 		if o.err == nil {
@@ -534,107 +697,76 @@ func (b *bench) measure(ctx context.Context) (bool, error) {
 			r.failures = append(r.failures, o)
 		}
 	}
-	sort.Slice(durs, func(i, j int) bool { return durs[i] < durs[j] })
-	if n := len(durs); n > 0 {
-		r.p50, r.p95, r.max = durs[n/2], durs[min(n-1, n*95/100)], durs[n-1]
+	r.p50, r.p95, r.max = quantile(durs, 0.5), quantile(durs, 0.95), quantile(durs, 1)
+	r.bmc = measureBMCs(b.bmcs, b.cfg.bmcLimit)
+	for _, pid := range b.serverPids() {
+		r.serverRSS += procmem.PeakRSS(pid)
+		r.serverCPU += procmem.CPU(pid)
+		r.serverProcs++
 	}
-	r.serverRSS = vmHWM(b.server.Pid())
-	r.benchRSS = vmHWM(os.Getpid())
-	r.serverCPU = procCPU(b.server.Pid())
+	close(stopSampling)
+	r.pgPSS = <-pgPeak
+	r.benchRSS = procmem.PeakRSS(os.Getpid())
+
+	hbegin := time.Now()
 	var err error
-	if r.workerRSS, r.workerCPU, err = b.stopWorker(); err != nil {
-		return false, err
+	if r.hist, err = b.histories(ctx, fleetMs); err != nil {
+		// The runs were measured; a history that cannot be read leaves
+		// its figures out rather than the whole table.
+		fmt.Fprintf(os.Stderr, "fleetbench: %s: reading histories: %v\n", name, err)
 	}
+	fmt.Fprintf(os.Stderr, "fleetbench: %s: read %d histories in %s\n", name, len(r.hist.events), time.Since(hbegin).Round(100*time.Millisecond))
+
+	if r.workerRSS, r.workerCPU, err = b.stopWorker(); err != nil {
+		return r, false, err
+	}
+	r.workerLogTail = tailFile(b.workerLog, 20)
 	var self, kids syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
-	// Children reaped so far: the worker and every command the fake hosts
-	// ran (sh, dd, sha256sum, chef-client).
-	r.benchCPU, r.hostCmdCPU = cpu(&self), cpu(&kids)-r.workerCPU
-	printTable(os.Stdout, r, b.cfg)
-	okAll := r.ok == r.hosts
-	if !okAll {
-		fmt.Fprintf(os.Stderr, "fleetbench: %d of %d runs failed; first failures:\n", len(r.failures), r.hosts)
+	// Children reaped during this engine's part: the worker and every
+	// command the fake hosts ran (sh, dd, sha256sum, chef-client).
+	r.benchCPU = cpu(&self) - cpu(&self0)
+	r.hostCmdCPU = cpu(&kids) - cpu(&kids0) - r.workerCPU
+	ok := r.ok == r.hosts && r.workerRSS <= int64(b.cfg.maxWorkerMiB)<<20 && len(r.bmc.over) == 0
+	return r, ok, nil
+}
+
+// reportFailures says on stderr what failed on r's engine, loudly, and
+// reports whether nothing did.
+func reportFailures(r results, cfg config) bool {
+	name := engineNames[r.engine]
+	ok := true
+	if r.ok != r.hosts {
+		ok = false
+		fmt.Fprintf(os.Stderr, "fleetbench: %s: %d of %d runs failed; first failures:\n", name, len(r.failures), r.hosts)
 		for i, f := range r.failures {
 			if i == 5 {
 				break
 			}
 			fmt.Fprintf(os.Stderr, "  %s: %v\n", f.host, f.err)
 		}
-		fmt.Fprintf(os.Stderr, "worker log tail:\n%s\n", tailFile(b.workerLog, 20))
+		fmt.Fprintf(os.Stderr, "worker log tail:\n%s\n", r.workerLogTail)
 	}
-	if r.workerRSS > int64(b.cfg.maxWorkerMiB)<<20 {
-		fmt.Fprintf(os.Stderr, "fleetbench: worker peak RSS %s is over the %d MiB goal\n", mib(r.workerRSS), b.cfg.maxWorkerMiB)
-		okAll = false
+	if r.workerRSS > int64(cfg.maxWorkerMiB)<<20 {
+		ok = false
+		fmt.Fprintf(os.Stderr, "fleetbench: %s: worker peak RSS %s is over the %d MiB goal\n", name, mib(r.workerRSS), cfg.maxWorkerMiB)
 	}
-	return okAll, nil
-}
-
-func printTable(w io.Writer, r results, cfg config) {
-	perMin := float64(r.ok) / r.wall.Minutes()
-	fmt.Fprintf(w, "rackflow fleet bench: ProvisionHost x %d at once, one worker, one dev server, %d CPUs\n", r.hosts, runtime.NumCPU())
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "runs started\t%d\n", r.hosts)
-	fmt.Fprintf(tw, "completed correctly\t%d\n", r.ok)
-	fmt.Fprintf(tw, "wall time (all runs)\t%s\n", r.wall.Round(time.Millisecond))
-	fmt.Fprintf(tw, "runs/minute\t%.1f\n", perMin)
-	fmt.Fprintf(tw, "one run alone\t%s\n", r.solo.Round(time.Millisecond))
-	fmt.Fprintf(tw, "run done after fleet start p50 / p95 / max\t%s / %s / %s\n", r.p50.Round(time.Millisecond), r.p95.Round(time.Millisecond), r.max.Round(time.Millisecond))
-	fmt.Fprintf(tw, "worker peak RSS (goal < %d MiB)\t%s\n", cfg.maxWorkerMiB, mib(r.workerRSS))
-	fmt.Fprintf(tw, "dev server peak RSS\t%s\n", mib(r.serverRSS))
-	fmt.Fprintf(tw, "fakes (bench process) peak RSS\t%s\n", mib(r.benchRSS))
-	fmt.Fprintf(tw, "CPU time, whole bench: worker / dev server\t%s / %s\n", r.workerCPU.Round(100*time.Millisecond), r.serverCPU.Round(100*time.Millisecond))
-	fmt.Fprintf(tw, "CPU time, whole bench: fakes / host commands\t%s / %s\n", r.benchCPU.Round(100*time.Millisecond), r.hostCmdCPU.Round(100*time.Millisecond))
-	fmt.Fprintf(tw, "image per host\t%s\n", mib(r.imageSize))
-	fmt.Fprintf(tw, "worker settings\tactivity slots %d, workflow task slots %d, activity pollers %d, workflow task pollers %d\n",
-		r.settings.ActSlots, r.settings.WFTSlots, r.settings.ActPollers, r.settings.WFTPollers)
-	fmt.Fprintf(tw, "anchor\tIronic defaults to 250 concurrent deploys per conductor\n")
-	tw.Flush()
+	if len(r.bmc.over) > 0 {
+		ok = false
+		fmt.Fprintf(os.Stderr, "fleetbench: %s: FAIL: the per-BMC limit did not hold: %d of %d BMCs served more than %d calls at once:\n",
+			name, len(r.bmc.over), r.bmc.bmcs, cfg.bmcLimit)
+		for _, o := range r.bmc.over {
+			fmt.Fprintln(os.Stderr, "  "+o)
+		}
+	}
+	return ok
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func cpu(ru *syscall.Rusage) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU is a running process's user+system CPU time, 0 if unknown.
-func procCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the ")" that ends the command name; utime and stime
-	// are fields 14 and 15 of the whole line, in clock ticks (100/s).
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// vmHWM is a process's peak resident set size in bytes, 0 if unknown.
-func vmHWM(pid int) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // The fake chef-client checks what rackflow's bootstrap wrote next to the

@@ -29,6 +29,7 @@ import (
 	"github.com/rackflow/rackflow/activities/inventory"
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/activities/remote"
+	"github.com/rackflow/rackflow/activities/runs"
 	"github.com/rackflow/rackflow/api"
 	pxeclient "github.com/rackflow/rackflow/pxe/client"
 	"github.com/rackflow/rackflow/secrets"
@@ -76,6 +77,8 @@ func runWorker(args []string) error {
 	sec := fs.String("secrets", "", "secrets YAML")
 	pxeURL := fs.String("pxe-url", "", "pxe lease API")
 	chefDir := fs.String("chef-dir", "", "chef's directory on the hosts")
+	imageDir := fs.String("image-dir", "", "the only directory local images are read from")
+	perBMC := fs.Int("bmc-concurrency", 1, "calls per BMC at once")
 	var ws workerSettings
 	fs.IntVar(&ws.ActSlots, "act-slots", 0, "")
 	fs.IntVar(&ws.WFTSlots, "wft-slots", 0, "")
@@ -97,7 +100,7 @@ func runWorker(args []string) error {
 	}
 	path := *inv
 	dialer := &remote.Dialer{Secrets: res}
-	bmcActs := bmc.New(res, 1)
+	bmcActs := bmc.New(res, *perBMC)
 	bmcActs.NewClient = newHTTPBMC
 	token := os.Getenv("RACKFLOW_PXE_TOKEN")
 
@@ -114,6 +117,7 @@ func runWorker(args []string) error {
 		MaxConcurrentWorkflowTaskPollers:       ws.WFTPollers,
 	})
 	workflows.Register(w)
+	w.RegisterActivity(&runs.Activities{Client: c})
 	w.RegisterActivity(&inventory.Activities{Load: func() (*api.Inventory, error) { return api.LoadInventory(path) }, Secrets: res})
 	pxe, err := pxeclient.New(*pxeURL, token, pxeclient.Options{})
 	if err != nil {
@@ -122,7 +126,7 @@ func runWorker(args []string) error {
 	w.RegisterActivity(&lease.Activities{PXE: pxe, Secrets: res})
 	w.RegisterActivity(bmcActs)
 	w.RegisterActivity(&remote.Activities{Dialer: dialer})
-	w.RegisterActivity(&image.Activities{Dialer: dialer, SegmentSize: 128 << 20})
+	w.RegisterActivity(&image.Activities{Dialer: dialer, SegmentSize: 128 << 20, ImageDir: *imageDir})
 	// Every host has its own /etc/chef; these fake hosts share one
 	// filesystem, so each gets its own directory under chefDir. The chef
 	// code that runs is the real one; only Dir differs per host.

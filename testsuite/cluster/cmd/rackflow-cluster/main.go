@@ -10,12 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rackflow/rackflow/testsuite/cluster"
+	"github.com/rackflow/rackflow/testsuite/procmem"
 )
 
 func main() {
@@ -62,51 +61,16 @@ Ctrl-C stops everything.
 	case <-time.After(15 * time.Second):
 	}
 	fmt.Printf("RSS after 15s idle: node 1 %s, node 2 %s, PostgreSQL (PSS of all its processes) %s\n",
-		mib(rss(c.Frontend.Pid())), mib(rss(c.History.Pid())), mib(pgRSS(pg.Pid())))
+		mib(procmem.RSS(c.Frontend.Pid())), mib(procmem.RSS(c.History.Pid())), mib(procmem.TreePSS(pg.Pid())))
 	<-ctx.Done()
 	fmt.Println("stopping...")
 	return nil
 }
 
-// rss is a process's resident set in KiB (VmRSS), 0 when unknown.
-func rss(pid int) int { return procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:") }
-
-// pss is a process's proportional set in KiB: shared pages are split
-// between the processes sharing them, so a sum over processes is honest.
-func pss(pid int) int { return procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:") }
-
-func procField(path, key string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
-}
-
-// pgRSS is the PSS of the postmaster and its children (the backends).
-func pgRSS(pid int) int {
-	total := pss(pid)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return total
-	}
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			total += pss(n)
-		}
-	}
-	return total
-}
-
-func mib(kib int) string {
-	if kib == 0 {
+// mib rounds to whole MiB, as the README's table shows them.
+func mib(n int64) string {
+	if n <= 0 {
 		return "?"
 	}
-	return fmt.Sprintf("%.0f MiB", float64(kib)/1024)
+	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
 }
