@@ -7,8 +7,9 @@
 // test process itself with Do.
 //
 // It is not for production and never touches the host's own interfaces or
-// addresses. It needs root and iproute2's `ip`; tests using it should be
-// named TestLab* and skipped under testing.Short().
+// addresses; HostVeth and HostBridge add links of their own to the host
+// namespace and delete them at cleanup. It needs root and iproute2's `ip`;
+// tests using it should be named TestLab* and skipped under testing.Short().
 package netns
 
 import (
@@ -18,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,6 +145,51 @@ func (n *NS) AddAddr(ifname, cidr string) {
 	n.Run("ip", "addr", "add", cidr, "dev", ifname)
 }
 
+// HostVeth links n to the test's own (host) namespace: a veth pair with end
+// hostIf, holding hostCIDR, in the host namespace and end nsIf in n, both
+// up. Only the pair and its one address are created there; the pair is
+// deleted at cleanup. Keep hostIf unique, e.g. "rf<hex>-<role>", at most
+// 15 bytes.
+func HostVeth(t testing.TB, hostIf, hostCIDR string, n *NS, nsIf string) {
+	t.Helper()
+	hostRun(t, "link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", n.Name)
+	t.Cleanup(func() { hostDel(t, hostIf) })
+	hostRun(t, "addr", "add", hostCIDR, "dev", hostIf)
+	hostRun(t, "link", "set", hostIf, "up")
+	n.Run("ip", "link", "set", nsIf, "up")
+}
+
+// HostBridge creates a bridge without ports named name in the host
+// namespace holding cidr: an address servers in the host namespace listen
+// on for namespaces linked with HostVeth (which route to it). A bridge,
+// not a dummy link: kernels without the dummy module have bridges. It is
+// deleted at cleanup.
+func HostBridge(t testing.TB, name, cidr string) {
+	t.Helper()
+	hostRun(t, "link", "add", name, "type", "bridge")
+	t.Cleanup(func() { hostDel(t, name) })
+	hostRun(t, "addr", "add", cidr, "dev", name)
+	hostRun(t, "link", "set", name, "up")
+}
+
+func hostRun(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+}
+
+// hostDel deletes a link the test made in the host namespace; a veth is
+// gone already when its peer's namespace was deleted first.
+func hostDel(t testing.TB, name string) {
+	if _, err := net.InterfaceByName(name); err != nil {
+		return
+	}
+	if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil {
+		t.Errorf("ip link del %s: %v: %s", name, err, bytes.TrimSpace(out))
+	}
+}
+
 // SetMAC sets an interface's MAC address (taking it down and up again).
 func (n *NS) SetMAC(ifname, mac string) {
 	n.t.Helper()
@@ -156,7 +203,11 @@ func (n *NS) SetMAC(ifname, mac string) {
 // whole life and may be used from any goroutine; but anything fn starts that
 // opens sockets later, or looks interfaces up by name or index later, runs in
 // the test's own namespace: use Helper for whole servers.
-func (n *NS) Do(fn func() error) error {
+func (n *NS) Do(fn func() error) error { return Enter(n.Name, fn) }
+
+// Enter is Do for a namespace known by its name only (`ip netns`), for
+// packages that start processes in a namespace a test created.
+func Enter(name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -167,23 +218,23 @@ func (n *NS) Do(fn func() error) error {
 			return
 		}
 		defer unix.Close(orig)
-		target, err := unix.Open(filepath.Join("/run/netns", n.Name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		target, err := unix.Open(filepath.Join("/run/netns", name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
+			errc <- fmt.Errorf("open netns %s: %w", name, err)
 			return
 		}
 		defer unix.Close(target)
 		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
+			errc <- fmt.Errorf("enter netns %s: %w", name, err)
 			return
 		}
 		ferr := fn()
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
 			// Leave the thread locked: it dies with this goroutine instead
 			// of running other goroutines in the wrong namespace.
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.Name, err))
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
 			return
 		}
 		runtime.UnlockOSThread()
