@@ -5,7 +5,8 @@
 // told to set, and every call ipmi_sim made. After each power change the
 // script can run a hook executable, which is how the lab boots a fake host.
 // It is not a BMC emulator of its own and not for production use: it accepts
-// one user, on 127.0.0.1 only.
+// one user, on 127.0.0.1 (or an address given, in a network namespace the
+// test made).
 //
 // What ipmi_sim needs, as this package sets it up in a directory DIR:
 //
@@ -51,6 +52,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/rackflow/rackflow/testsuite/netns"
 )
 
 // Binary is the simulator's executable, from Debian package openipmi.
@@ -69,8 +72,14 @@ type Options struct {
 	// Username and Password of the single admin user. Empty Password: 16
 	// random hex digits.
 	Username, Password string
-	// Port is the UDP port on 127.0.0.1; 0 picks a free one.
+	// Port is the UDP port on Addr; 0 picks one free on 127.0.0.1.
 	Port int
+	// Addr is the address it listens on (default 127.0.0.1).
+	Addr string
+	// NetNS, when set, names the network namespace (`ip netns`) the
+	// simulator, its chassis_control and the hook run in; Addr must exist
+	// there. Start-up pings are sent from inside it.
+	NetNS string
 	// Power is the machine's initial power state.
 	Power bool
 	// BootDevice is the initial boot device ("default" when empty).
@@ -90,11 +99,13 @@ type Sim struct {
 	// Username and Password log in as admin.
 	Username, Password string
 
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error         // Wait's result, set before done closes
+	dir   string
+	addr  string
+	netns string
+	port  int
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when the process has exited
+	err   error         // Wait's result, set before done closes
 
 	mu     sync.Mutex
 	paused bool
@@ -155,6 +166,12 @@ func Run(ctx context.Context, dir string, opts Options) (*Sim, error) {
 	if opts.BootDevice == "" {
 		opts.BootDevice = "default"
 	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1"
+	}
+	if net.ParseIP(opts.Addr).To4() == nil {
+		return nil, fmt.Errorf("address %q is no IPv4 address", opts.Addr)
+	}
 	if len(opts.Password) > MaxPasswordLen {
 		return nil, fmt.Errorf("password is %d bytes, ipmi_sim keeps at most %d", len(opts.Password), MaxPasswordLen)
 	}
@@ -181,7 +198,7 @@ func Run(ctx context.Context, dir string, opts Options) (*Sim, error) {
 	if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
 		return nil, err
 	}
-	s := &Sim{Username: opts.Username, Password: opts.Password, dir: dir}
+	s := &Sim{Username: opts.Username, Password: opts.Password, dir: dir, addr: opts.Addr, netns: opts.NetNS}
 	power := "0"
 	if opts.Power {
 		power = "1"
@@ -228,7 +245,7 @@ var errPortShared = errors.New("port taken by another socket")
 func (s *Sim) start(ctx context.Context, port int) error {
 	s.port = port
 	var lan bytes.Buffer
-	if err := lanTmpl.Execute(&lan, map[string]any{"Port": port, "Dir": s.dir, "User": s.Username, "Password": s.Password}); err != nil {
+	if err := lanTmpl.Execute(&lan, map[string]any{"Addr": s.addr, "Port": port, "Dir": s.dir, "User": s.Username, "Password": s.Password}); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(s.dir, "lan.conf"), lan.Bytes(), 0o600); err != nil {
@@ -239,10 +256,15 @@ func (s *Sim) start(ctx context.Context, port int) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(Binary, "-n",
+	args := []string{Binary, "-n",
 		"-c", filepath.Join(s.dir, "lan.conf"),
 		"-f", filepath.Join(s.dir, "emu.cmd"),
-		"-s", filepath.Join(s.dir, "state"))
+		"-s", filepath.Join(s.dir, "state")}
+	if s.netns != "" {
+		// ip execs ipmi_sim after entering the namespace: same pid.
+		args = append([]string{"ip", "netns", "exec", s.netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group keeps a terminal's ^C away; Pdeathsig stops it
@@ -264,9 +286,9 @@ func (s *Sim) start(ctx context.Context, port int) error {
 	}
 	// ipmi_sim binds with SO_REUSEADDR, so a second simulator on the same
 	// port starts without complaint and the two answer at random.
-	if n := udpBinders(port); n > 1 {
+	if n := udpBinders(cmd.Process.Pid, s.addr, port); n > 1 {
 		_ = s.Close()
-		return fmt.Errorf("127.0.0.1:%d: %w (%d sockets)", port, errPortShared, n)
+		return fmt.Errorf("%s:%d: %w (%d sockets)", s.addr, port, errPortShared, n)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -290,17 +312,17 @@ func (s *Sim) waitReady(ctx context.Context) error {
 			if bytes.Contains(out, []byte("Address already in use")) {
 				// Another process's socket (often a client's, such as
 				// ipmitool's, on an ephemeral port) holds it.
-				err = fmt.Errorf("127.0.0.1:%d: %w: %w", s.port, errPortShared, err)
+				err = fmt.Errorf("%s:%d: %w: %w", s.addr, s.port, errPortShared, err)
 			}
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
 		}
-		if err := Ping(ctx, s.Addr(), s.port, 200*time.Millisecond); err == nil {
+		if err := s.ping(ctx); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
-			return fmt.Errorf("%s on 127.0.0.1:%d does not answer RMCP pings: %w", Binary, s.port, err)
+			return fmt.Errorf("%s on %s:%d does not answer RMCP pings: %w", Binary, s.addr, s.port, err)
 		}
 	}
 }
@@ -334,8 +356,16 @@ func Ping(ctx context.Context, host string, port int, timeout time.Duration) err
 	}
 }
 
-// Addr is the simulator's host, 127.0.0.1.
-func (s *Sim) Addr() string { return "127.0.0.1" }
+// ping pings the simulator from where it runs.
+func (s *Sim) ping(ctx context.Context) error {
+	if s.netns == "" {
+		return Ping(ctx, s.addr, s.port, 200*time.Millisecond)
+	}
+	return netns.Enter(s.netns, func() error { return Ping(ctx, s.addr, s.port, 200*time.Millisecond) })
+}
+
+// Addr is the simulator's host, 127.0.0.1 unless Options.Addr said otherwise.
+func (s *Sim) Addr() string { return s.addr }
 
 // Port is the simulator's UDP port.
 func (s *Sim) Port() int { return s.port }
@@ -454,14 +484,16 @@ func freeUDPPort() (int, error) {
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-// udpBinders counts the IPv4 UDP sockets bound to 127.0.0.1:port or
-// 0.0.0.0:port, from /proc/net/udp (-1 when unreadable).
-func udpBinders(port int) int {
-	b, err := os.ReadFile("/proc/net/udp")
+// udpBinders counts the IPv4 UDP sockets bound to addr:port or
+// 0.0.0.0:port in the network namespace of process pid, from its
+// /proc/PID/net/udp (-1 when unreadable).
+func udpBinders(pid int, addr string, port int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid))
 	if err != nil {
 		return -1
 	}
-	want := []string{fmt.Sprintf("0100007F:%04X", port), fmt.Sprintf("00000000:%04X", port)}
+	ip := net.ParseIP(addr).To4()
+	want := []string{fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], port), fmt.Sprintf("00000000:%04X", port)}
 	n := 0
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -494,7 +526,7 @@ var lanTmpl = template.Must(template.New("lan.conf").Parse(`# written by rackflo
 name "rackflow"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 {{.Port}}
+    addr {{.Addr}} {{.Port}}
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
