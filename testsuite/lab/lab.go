@@ -1,6 +1,7 @@
-// Package lab builds a bare-metal host out of real parts on loopback, for the
-// end-to-end tests and `make run`: a BMC (OpenIPMI's ipmi_sim, driven through
-// bmclib and ipmitool), and a "machine" that ipmi_sim's power control boots.
+// Package lab builds a bare-metal host out of real parts on loopback (or on an
+// address of its own in a network namespace), for the end-to-end tests and
+// `make run`: a BMC (OpenIPMI's ipmi_sim, driven through bmclib and
+// ipmitool), and a "machine" that ipmi_sim's power control boots.
 // Booted from PXE, the machine asks the pxe service for its iPXE script,
 // fetches the one-time host key and authorized keys named on its kernel
 // command line and starts a real OpenSSH sshd as its live system. Booted from
@@ -18,10 +19,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -49,6 +52,14 @@ type Options struct {
 	// BMCPort is the BMC's UDP port (default: one free now). SetBMCPort
 	// changes it after the BMC has picked its own.
 	BMCPort int
+	// Addr is the machine's address on its boot network: its sshds listen
+	// there, and the inventory names it for the BMC and the host (default
+	// 127.0.0.1). Another address must exist where the machine runs, e.g.
+	// in a network namespace of its own (see the pods test).
+	Addr string
+	// LivePort and OSPort are the live system's and the installed OS's
+	// SSH ports (default: free ones on loopback now).
+	LivePort, OSPort int
 	// Pod, when set, is the host's pod in the inventory.
 	Pod string
 	// BMCProvider is "ipmi" (default) or "redfish"; SetRedfishBMC sets it
@@ -103,6 +114,9 @@ func Prepare(opts Options) (*Lab, error) {
 	if opts.DiskSize == 0 {
 		opts.DiskSize = opts.ImageSize + 16<<20
 	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1"
+	}
 	l := &Lab{Options: opts, BMCUser: "rackflow", BMCPassword: randomHex(8), NetScalerUser: "nsroot", NetScalerPassword: randomHex(10)}
 	for _, d := range []string{"live", "os", "bin", "chef", "keys", "images"} {
 		if err := os.MkdirAll(filepath.Join(opts.Dir, d), 0o755); err != nil {
@@ -121,11 +135,15 @@ func Prepare(opts Options) (*Lab, error) {
 	if err := l.writeKeys(); err != nil {
 		return nil, err
 	}
-	if l.LivePort, err = freePort(); err != nil {
-		return nil, err
+	if l.LivePort = opts.LivePort; l.LivePort == 0 {
+		if l.LivePort, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
-	if l.OSPort, err = freePort(); err != nil {
-		return nil, err
+	if l.OSPort = opts.OSPort; l.OSPort == 0 {
+		if l.OSPort, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	if l.BMCPort, err = freeUDPPort(); err != nil {
 		return nil, err
@@ -134,7 +152,7 @@ func Prepare(opts Options) (*Lab, error) {
 		l.BMCPort = opts.BMCPort
 	}
 	live, err := sshd.WriteConfig(filepath.Join(opts.Dir, "live"), sshd.Options{
-		ListenAddr: fmt.Sprintf("127.0.0.1:%d", l.LivePort),
+		ListenAddr: net.JoinHostPort(opts.Addr, strconv.Itoa(l.LivePort)),
 	})
 	if err != nil {
 		return nil, err
@@ -144,7 +162,7 @@ func Prepare(opts Options) (*Lab, error) {
 		return nil, err
 	}
 	osCfg, err := sshd.WriteConfig(filepath.Join(opts.Dir, "os"), sshd.Options{
-		ListenAddr:     fmt.Sprintf("127.0.0.1:%d", l.OSPort),
+		ListenAddr:     net.JoinHostPort(opts.Addr, strconv.Itoa(l.OSPort)),
 		HostKeyPEM:     osKeyPEM,
 		AuthorizedKeys: []ssh.PublicKey{l.WorkerKey.PublicKey()},
 		PathPrefix:     []string{filepath.Join(opts.Dir, "bin")},
@@ -320,9 +338,9 @@ func ChefClient(dir string) string { return fmt.Sprintf(chefClient, dir) }
 func (l *Lab) Host() api.Host {
 	h := api.Host{
 		Name:    l.Options.Host,
-		BMC:     api.BMC{Address: "127.0.0.1", Port: l.BMCPort, Provider: l.bmcProvider(), Credential: "bmc/" + l.Options.Host, PinSHA256: l.BMCPinSHA256},
+		BMC:     api.BMC{Address: l.Addr, Port: l.BMCPort, Provider: l.bmcProvider(), Credential: "bmc/" + l.Options.Host, PinSHA256: l.BMCPinSHA256},
 		MAC:     l.MAC,
-		Network: api.Network{IP: "127.0.0.1", Netmask: "255.0.0.0"},
+		Network: api.Network{IP: l.Addr, Netmask: l.netmask()},
 		Disk:    l.DiskPath,
 		Image:   api.Image{URL: l.ImagePath, Size: l.ImageSize, SHA256: l.ImageSHA256},
 		SSH:     api.SSH{User: "root", Port: l.OSPort, LivePort: l.LivePort, Credential: "ssh/provision"},
@@ -343,9 +361,9 @@ func (l *Lab) writeInventory() error {
 	inv := fmt.Sprintf(`# The lab host of make run / the integration tests (testsuite/lab).
 hosts:
   - name: %s
-    bmc: {address: 127.0.0.1, port: %d, provider: %s, credential: %s%s}
+    bmc: {address: %s, port: %d, provider: %s, credential: %s%s}
     mac: "%s"
-    network: {ip: 127.0.0.1, netmask: 255.0.0.0}
+    network: {ip: %s, netmask: %s}
     disk: %s
     image: {url: %s, size: %d, sha256: %s}
     ssh: {user: root, port: %d, live_port: %d, credential: ssh/provision}
@@ -354,7 +372,7 @@ hosts:
       run_list: ["role[db]", "recipe[base]"]
       environment: lab
       validator_credential: chef/validator
-%s%s`, h.Name, h.BMC.Port, h.BMC.Provider, h.BMC.Credential, pinField(h.BMC.PinSHA256), h.MAC, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
+%s%s`, h.Name, h.BMC.Address, h.BMC.Port, h.BMC.Provider, h.BMC.Credential, pinField(h.BMC.PinSHA256), h.MAC, h.Network.IP, h.Network.Netmask, h.Disk, h.Image.URL, h.Image.Size, h.Image.SHA256,
 		h.SSH.Port, h.SSH.LivePort, h.Chef.ServerURL, podLine(h.Pod), netscalers(l.NetScalerURL))
 	l.InventoryPath = filepath.Join(l.Dir, "inventory.yaml")
 	if err := os.WriteFile(l.InventoryPath, []byte(inv), 0o644); err != nil {
@@ -372,14 +390,23 @@ hosts:
 # another BMC, sshd or chef server gets CredentialNotAllowed.
 secrets:
   %s: {username: %s, password: %s, endpoints: ["%s"]}
-  ssh/provision: {private_key_file: keys/worker_ed25519, endpoints: [127.0.0.1]}
+  ssh/provision: {private_key_file: keys/worker_ed25519, endpoints: ["%s"]}
   chef/validator: {private_key_file: keys/chef-validator.pem, endpoints: ["%s"]}
   # The lab's fake NetScaler listens on loopback (plain http is allowed
   # there only); the credential may go to no other address.
   netscaler/lab: {username: %s, password: %s, endpoints: [127.0.0.1]}
-`, h.BMC.Credential, l.BMCUser, l.BMCPassword, h.BMC.CredentialDest(), chefServer(h.Chef.ServerURL), l.NetScalerUser, l.NetScalerPassword)
+`, h.BMC.Credential, l.BMCUser, l.BMCPassword, h.BMC.CredentialDest(), h.Network.IP, chefServer(h.Chef.ServerURL), l.NetScalerUser, l.NetScalerPassword)
 	l.SecretsPath = filepath.Join(l.Dir, "secrets.yaml")
 	return os.WriteFile(l.SecretsPath, []byte(sec), 0o600)
+}
+
+// netmask is loopback's for the default address, a /24's for a boot
+// network of the machine's own.
+func (l *Lab) netmask() string {
+	if l.Addr == "127.0.0.1" {
+		return "255.0.0.0"
+	}
+	return "255.255.255.0"
 }
 
 func (l *Lab) bmcProvider() string {
