@@ -97,12 +97,19 @@ type workerProc struct {
 	t   *testing.T
 	env []string
 	log string
-	cmd *exec.Cmd
+	// netns, when set, is the network namespace (`ip netns`) it runs in.
+	netns string
+	cmd   *exec.Cmd
 }
 
 func (w *workerProc) start() {
 	w.t.Helper()
 	cmd := exec.Command(buildWorker(w.t))
+	if w.netns != "" {
+		// ip execs the worker after entering the namespace: the pid,
+		// and the process group kill and stop signal, are the worker's.
+		cmd = exec.Command("ip", "netns", "exec", w.netns, buildWorker(w.t))
+	}
 	cmd.Env = append(os.Environ(), w.env...)
 	f, err := os.OpenFile(w.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
