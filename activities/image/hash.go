@@ -35,7 +35,11 @@ func hostHasher(info diskInfo, algo string) string {
 	return algo + "sum"
 }
 
+// marshalHash is h's state; nil for no hash.
 func marshalHash(h hash.Hash) []byte {
+	if h == nil {
+		return nil
+	}
 	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
 		panic(err) // sha256 and sha512 always marshal
@@ -44,11 +48,15 @@ func marshalHash(h hash.Hash) []byte {
 }
 
 // resumeHash is the hash of the image's first prev.Offset bytes, restored
-// from the state the previous attempt saved. Without a usable state the
-// push starts over: prev comes back empty.
+// from the state the previous attempt saved. A raw image saves none (the
+// worker does not hash it), and resumes without; a compressed one without
+// a usable state starts over: prev comes back empty.
 func resumeHash(ctx context.Context, host, algo string, prev Progress) (hash.Hash, Progress) {
 	h := newHash(algo)
 	if prev.Offset > 0 {
+		if len(prev.HashState) == 0 && (prev.Format == "" || prev.Format == FormatRaw) {
+			return h, prev
+		}
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(prev.HashState); err != nil {
 			activity.GetLogger(ctx).Warn("previous attempt's progress has no usable hash state: starting over", "host", host, "error", err)
 			h.Reset()

@@ -2,7 +2,8 @@
 // live system, over SSH. The image may be raw, gzip, zstd or xz (told by its
 // first bytes) at an http(s) URL, or a file:// URL or local path inside the
 // worker's image directory. In push mode the worker reads and decompresses
-// it and streams the raw bytes into dd on the host, hashing as it goes; in pull mode the host fetches it
+// it and streams the raw bytes into dd on the host (hashing a compressed
+// image as it goes, for its resume check); in pull mode the host fetches it
 // itself with curl or wget and the worker only steers and watches. Either
 // way a retried attempt resumes from its last heartbeat and the disk is
 // read back and hashed on the host before the activity succeeds. It is not
@@ -259,7 +260,7 @@ func (a *Activities) planMode(ctx context.Context, client *ssh.Client, j *job, d
 }
 
 // stream moves the image onto the disk, resuming at prev, and checks what
-// the worker hashed on the way (push only).
+// the worker hashed on the way (a compressed push only).
 func (a *Activities) stream(ctx context.Context, client *ssh.Client, j job, plan *pullPlan, disk diskInfo, prev Progress, tr *tracker) (streamed, error) {
 	segSize := activities.OrDefault(a.SegmentSize, 64<<20)
 	var st streamed

@@ -18,8 +18,8 @@ import (
 )
 
 // Push mode moves the image in chunks of chunkSize through a pool of
-// poolChunks buffers: one goroutine reads, decompresses and hashes, the
-// other encrypts and sends, so on two cores the hash costs no time. The
+// poolChunks buffers: one goroutine reads, decompresses and (a compressed
+// image) hashes, the other encrypts and sends. The
 // worker's memory does not grow with the image.
 const (
 	chunkSize  = 1 << 20
@@ -153,15 +153,15 @@ func sourceError(img api.Image, pos int64, err error) error {
 type chunk struct {
 	buf    []byte // raw image bytes; return to the pool when sent
 	segEnd bool   // buf ends a segment
-	state  []byte // hash state at the segment's end
+	state  []byte // hash state at the segment's end; nil when not hashing
 	done   bool   // the last item
 	err    error  // with done: why reading stopped early
-	digest string // with done and no err: the whole image's sha256
+	digest string // with done and no err: the whole image's digest, when hashing
 }
 
-// produce reads [from, size) from r, hashing into h, and hands it out in
-// chunks that never straddle a segment boundary. It then makes sure r has
-// nothing more to give.
+// produce reads [from, size) from r, hashing into h unless it is nil, and
+// hands it out in chunks that never straddle a segment boundary. It then
+// makes sure r has nothing more to give.
 func produce(ctx context.Context, img api.Image, r io.Reader, h hash.Hash, from, segSize int64, free <-chan []byte, out chan<- chunk) {
 	send := func(c chunk) bool {
 		select {
@@ -182,7 +182,9 @@ func produce(ctx context.Context, img api.Image, r io.Reader, h hash.Hash, from,
 			return
 		}
 		n, err := readFull(r, buf[:min(int64(len(buf)), segEnd-pos)])
-		h.Write(buf[:n])
+		if h != nil {
+			h.Write(buf[:n])
+		}
 		pos += int64(n)
 		c := chunk{buf: buf[:n]}
 		if pos == segEnd {
@@ -218,7 +220,11 @@ func produce(ctx context.Context, img api.Image, r io.Reader, h hash.Hash, from,
 	default:
 		err = sourceError(img, pos, err)
 	}
-	send(chunk{done: true, err: err, digest: hex.EncodeToString(h.Sum(nil))})
+	c := chunk{done: true, err: err}
+	if h != nil {
+		c.digest = hex.EncodeToString(h.Sum(nil))
+	}
+	send(c)
 }
 
 // startProducer runs produce on its own goroutine with a pool of

@@ -90,7 +90,8 @@ type WriteResult struct {
 type Progress struct {
 	Offset int64 `json:"offset"`
 	Total  int64 `json:"total"`
-	// HashState is the sha256 (or sha512) state over bytes [0, Offset), from
+	// HashState is the sha256 (or sha512) state over bytes [0, Offset) of
+	// a compressed image (a raw one is hashed only by the read-back), from
 	// encoding.BinaryMarshaler: a resumed push continues the hash. Empty
 	// in pull mode, where the host does the hashing.
 	HashState []byte  `json:"hash_state"`

@@ -55,6 +55,8 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per row (the median is shown)")
 	flag.BoolVar(&pin, "pin", false, "two machines on one: the host's sshd on CPU 1, the sender (worker, ssh, dd) on CPU 0")
 	flag.StringVar(&only, "rows", "", "run only the rows whose name matches this regexp (the baseline always runs)")
+	flag.IntVar(&rounds, "rounds", 5, "interleaved rounds of the OpenSSH and raw push and pull (verified) rows")
+	flag.StringVar(&perfDir, "perf", "", "record each rackflow run with `perf record -a -g` into this directory (the helper is built with symbols)")
 	flag.Parse()
 	if err := run(*dir, int64(*sizeMiB)<<20, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "imagebench:", err)
@@ -63,8 +65,10 @@ func main() {
 }
 
 var (
-	pin  bool   // -pin
-	only string // -rows
+	pin     bool   // -pin
+	only    string // -rows
+	rounds  int    // -rounds
+	perfDir string // -perf
 )
 
 // sender is how the sending side's commands start: on CPU 0 with -pin.
@@ -196,7 +200,11 @@ func run(parent string, size int64, runs int) error {
 		compressed[c.format] = st.Size()
 	}
 	b.helper = filepath.Join(dir, "rackflow-diskhelper")
-	hb := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.helper, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
+	ldflags := "-ldflags=-s -w"
+	if perfDir != "" {
+		ldflags = "-ldflags=" // perf needs the symbol table
+	}
+	hb := exec.Command("go", "build", "-trimpath", ldflags, "-o", b.helper, "github.com/rackflow/rackflow/activities/image/cmd/rackflow-diskhelper")
 	hb.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := hb.CombinedOutput(); err != nil {
 		return fmt.Errorf("build diskhelper: %v: %s", err, out)
@@ -303,6 +311,10 @@ func run(parent string, size int64, runs int) error {
 			if err := b.freshDisk(sz); err != nil {
 				return err
 			}
+			stopPerf, err := startPerf(name)
+			if err != nil {
+				return err
+			}
 			res, rss, cpu, err := b.child(verifyAfter, maxBps, image.WriteInput{
 				Host:   "bench",
 				Target: remote.Target{Addr: b.srv.Addr(), Credential: "ssh/bench", HostKey: b.hostKey},
@@ -310,6 +322,7 @@ func run(parent string, size int64, runs int) error {
 				Disk:   b.disk,
 				Mode:   mode,
 			})
+			stopPerf()
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -348,7 +361,7 @@ func run(parent string, size int64, runs int) error {
 		},
 		func() error {
 			// The comparison the goal is about, in interleaved rounds.
-			for i := 0; i < max(runs, 5); i++ {
+			for i := 0; i < rounds; i++ {
 				if err := shell("OpenSSH ssh -c aes128-gcm | dd", sshCmd("aes128-gcm@openssh.com"), 1); err != nil {
 					return err
 				}
@@ -439,7 +452,7 @@ func run(parent string, size int64, runs int) error {
 	if pin {
 		share = "pinned as two machines: the host's sshd (and what it runs) on CPU 1, the sender (worker, ssh, dd) on CPU 0"
 	}
-	fmt.Printf("machine: %d CPUs,%s; %s; median of %d runs (xz: 1; OpenSSH and rackflow raw push and pull (verified): %d interleaved rounds); MB/s = raw MB (10^6) / wall time\n", numCPU(), model, share, runs, max(runs, 5))
+	fmt.Printf("machine: %d CPUs,%s; %s; median of %d runs (xz: 1; OpenSSH and rackflow raw push and pull (verified): %d interleaved rounds); MB/s = raw MB (10^6) / wall time\n", numCPU(), model, share, runs, rounds)
 	fmt.Printf("vs ssh: against the baseline command ssh host 'dd of=DISK bs=4M' < image with OpenSSH's client as it comes (default cipher); vs ssh aes-gcm: the same, told to use its fastest cipher here\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "what\tMB/s\tvs ssh\tvs ssh aes-gcm\tworker peak RSS\tworker CPU s/GiB\tsecs\tnote\t")
@@ -468,6 +481,33 @@ func run(parent string, size int64, runs int) error {
 	fmt.Println("rackflow rows run rackflow-diskhelper on the host (as a worker installed by make build does) except the 'dd pipeline' rows: one dd per segment and dd | openssl for the read-back.")
 	return nil
 }
+
+// startPerf records the whole machine with perf while one rackflow run
+// goes, into -perf's directory, and returns what stops it; with no -perf,
+// it does nothing.
+func startPerf(name string) (stop func(), err error) {
+	if perfDir == "" {
+		return func() {}, nil
+	}
+	perfRuns++
+	tag := strings.Trim(regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(name), "-"), "-")
+	out := filepath.Join(perfDir, fmt.Sprintf("%02d-%s.data", perfRuns, tag))
+	cmd := exec.Command("perf", "record", "-a", "-g", "-q", "-o", out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("perf record: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond) // let it set up its buffers
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err != nil && stderr.Len() > 0 {
+			fmt.Fprintf(os.Stderr, "perf record: %v: %s\n", err, stderr.String())
+		}
+	}, nil
+}
+
+var perfRuns int
 
 func numCPU() int {
 	n := 0

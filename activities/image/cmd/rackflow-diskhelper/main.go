@@ -16,7 +16,9 @@
 //
 // write copies stdin onto DISK from byte START to SIZE, one segment at a
 // time: each segment is written, flushed to the device (fdatasync), and
-// then its end offset printed on a line of stdout. Segments start at
+// then its end offset printed on a line of stdout. It reads stdin a few
+// blocks ahead of the disk, so the stream keeps coming while a block is
+// written and a segment flushed. Segments start at
 // START. Exit 5 when stdin ends before SIZE ("short segment"), 1 when the
 // disk refuses a write (the message names the errno, e.g. "No space left
 // on device").
@@ -191,6 +193,41 @@ func parseOffsets(args ...string) ([]int64, error) {
 	return v, nil
 }
 
+// ahead is how many buffers of stdin the writer holds beyond the one
+// being written: while a block goes to the device and a segment is
+// flushed, stdin is still drained, so sshd, the network and the worker
+// do not stall behind the disk.
+const ahead = 3
+
+// block is a run of bytes for the disk at off; err says why the input
+// ended before it was full.
+type block struct {
+	buf []byte
+	off int64
+	err error
+}
+
+// readAhead reads [pos, size) of the image from r into blocks that never
+// cross a segment end (start + k*seg), taking buffers from free. It stops
+// at size exactly, and at the first read error, which its last block
+// carries.
+func readAhead(r io.Reader, pos, start, size, seg int64, free <-chan []byte, out chan<- block) {
+	defer close(out)
+	for pos < size {
+		end := min(segEnd(pos, start, seg), size)
+		buf := <-free
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), end-pos)])
+		out <- block{buf: buf[:n], off: pos, err: err}
+		if err != nil {
+			return
+		}
+		pos += int64(n)
+	}
+}
+
+// segEnd is the end of the segment that holds pos.
+func segEnd(pos, start, seg int64) int64 { return start + ((pos-start)/seg+1)*seg }
+
 func write(path, startArg, sizeArg, segArg, mode string, pull bool) int {
 	diskErr, prefix := 1, ""
 	if pull {
@@ -210,26 +247,32 @@ func write(path, startArg, sizeArg, segArg, mode string, pull bool) int {
 	}
 	// A larger pipe from sshd means fewer wake-ups per MiB.
 	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, 0, syscall.F_SETPIPE_SZ, pipeSize)
-	buf := alignedBuf(bufSize)
+	free := make(chan []byte, ahead+1)
+	for range ahead + 1 {
+		free <- alignedBuf(bufSize)
+	}
+	blocks := make(chan block, ahead)
+	go readAhead(os.Stdin, start, start, size, seg, free, blocks)
 	out := bufio.NewWriter(os.Stdout)
 	pos := start
-	for pos < size {
-		segStart, end := pos, min(pos+seg, size)
-		for pos < end {
-			got, rerr := io.ReadFull(os.Stdin, buf[:min(int64(len(buf)), end-pos)])
-			if got > 0 {
-				if _, err := d.file(pos, got).WriteAt(buf[:got], pos); err != nil {
-					return fail(diskErr, "write %s at %d: %s", path, pos, errText(err))
-				}
-				pos += int64(got)
+	for b := range blocks {
+		if len(b.buf) > 0 {
+			if _, err := d.file(b.off, len(b.buf)).WriteAt(b.buf, b.off); err != nil {
+				return fail(diskErr, "write %s at %d: %s", path, b.off, errText(err))
 			}
-			if rerr != nil {
-				if pull {
-					fmt.Fprintf(out, "short %d\n", pos)
-					out.Flush()
-				}
-				return fail(5, "short segment at %d: %d of %d bytes", segStart, pos-segStart, end-segStart)
+			pos += int64(len(b.buf))
+		}
+		free <- b.buf[:cap(b.buf)]
+		if b.err != nil {
+			if pull {
+				fmt.Fprintf(out, "short %d\n", pos)
+				out.Flush()
 			}
+			segStart := segEnd(pos, start, seg) - seg
+			return fail(5, "short segment at %d: %d of %d bytes", segStart, pos-segStart, min(segStart+seg, size)-segStart)
+		}
+		if pos != size && pos != segEnd(b.off, start, seg) {
+			continue
 		}
 		if err := d.sync(); err != nil {
 			return fail(diskErr, "flush %s: %s", path, errText(err))
