@@ -123,10 +123,13 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 	}
 	prev := previousProgress(ctx, in)
 	tr := &tracker{ctx: ctx, p: Progress{Offset: prev.Offset, Total: in.Image.Size, HashState: prev.HashState, Phase: "write", Mode: j.mode, Format: prev.Format}}
-	// A first heartbeat before the dial, the disk check and the helper
-	// upload, which can take a good part of a short heartbeat timeout;
-	// it carries the previous attempt's progress on.
+	// Heartbeat from the start, carrying the previous attempt's progress
+	// on, and regularly after: the dial, the disk check and the helper
+	// upload can take longer than a short heartbeat timeout on a busy
+	// worker, and later a segment or the read-back runs between commits.
+	// A live attempt is never timed out.
 	tr.beat()
+	defer a.keepAlive(ctx, in.Host, tr)()
 
 	client, err := a.Dialer.Dial(ctx, in.Target)
 	if err != nil {
@@ -159,10 +162,7 @@ func (a *Activities) WriteImage(ctx context.Context, in WriteInput) (WriteResult
 		a.installHelper(ctx, client, in.Host, &disk)
 	}
 
-	// Heartbeat the committed progress regularly, even while a segment
-	// or the read-back runs, so a live attempt is never timed out.
 	tr.beat()
-	defer a.keepAlive(ctx, in.Host, tr)()
 
 	plan, err := a.planMode(ctx, client, &j, disk, tr)
 	if err != nil {
