@@ -47,7 +47,23 @@ type BootTimeline struct {
 	Dropped int         `json:"dropped,omitempty"`
 	// At is when the timeline was read.
 	At time.Time `json:"at"`
+	// Console is the end of the host's serial console log, as a console
+	// logger on the worker's host keeps it (conserver, `ipmitool sol
+	// activate` into a file, a lab's QEMU): at most MaxConsoleLines
+	// lines, escape sequences and control characters removed, the live
+	// system's one-time host key URL redacted. Empty when the worker has
+	// no console log for the host (no --console-dir).
+	Console []string `json:"console,omitempty"`
+	// ConsoleAt is when the console log was last written.
+	ConsoleAt time.Time `json:"console_at,omitzero"`
 }
+
+// MaxConsoleLines and MaxConsoleLineBytes bound the console's end in a
+// timeline, which goes into the run's history.
+const (
+	MaxConsoleLines     = 20
+	MaxConsoleLineBytes = 240
+)
 
 // MaxBootEvents bounds a MAC's timeline: a PXE boot takes about ten
 // events, a boot loop fills it with the latest ones.
@@ -57,7 +73,23 @@ const MaxBootEvents = 64
 // more happened, as of t.At: "DHCP answered 10:02:11, ipxe script fetched
 // 10:02:13, vmlinuz fetched 10:02:40 (8123456 bytes); nothing since
 // 10:02:40 (4m0s): no initrd.img fetch".
+//
+// With a console log, the last line the host printed follows, with when it
+// was written: "; console 10:02:55: Kernel panic - not syncing: ...".
 func (t BootTimeline) Summary() string {
+	out := t.events()
+	if n := len(t.Console); n > 0 {
+		out += "; console"
+		if !t.ConsoleAt.IsZero() {
+			out += " " + t.ConsoleAt.UTC().Format("15:04:05")
+		}
+		out += ": " + t.Console[n-1]
+	}
+	return out
+}
+
+// events is Summary without the console.
+func (t BootTimeline) events() string {
 	if len(t.Events) == 0 {
 		return "rackflow-pxe saw nothing of " + t.MAC + " since its lease was registered: no DHCP request reached it (powered on? PXE enabled on that NIC? on the boot network?)"
 	}

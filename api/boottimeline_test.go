@@ -28,6 +28,11 @@ func TestBootTimelineSummary(t *testing.T) {
 			{At: at(60), Kind: BootDHCPAck, From: "10.0.0.7"},
 			{At: at(65), Kind: BootScript, Status: "403"},
 		}}, []string{"DHCP answered 10.0.0.7 10:03:00, ipxe script refused (403) 10:03:05; nothing since 10:03:05 (1m5s): no ipxe script fetch"}},
+		// The console says why: the host booted its empty disk, not the
+		// network.
+		"console": {BootTimeline{MAC: "52:54:00:ab:cd:07", At: at(300), ConsoleAt: at(12),
+			Console: []string{"Booting from Hard Disk...", "Boot failed: not a bootable disk", "No bootable device."}},
+			[]string{"saw nothing of 52:54:00:ab:cd:07", "no DHCP request reached it (powered on? PXE enabled on that NIC? on the boot network?); console 10:02:12: No bootable device."}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

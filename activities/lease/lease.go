@@ -31,6 +31,11 @@ type API interface {
 type Activities struct {
 	PXE     API
 	Secrets secrets.Resolver
+	// ConsoleDir, when set, is where a console logger keeps each host's
+	// serial console as <host>.log (conserver's "logfile .../&.log",
+	// `ipmitool sol activate` into a file): BootTimeline adds its last
+	// lines to the timeline.
+	ConsoleDir string
 }
 
 // RegisterInput is a host's lease request.
@@ -113,10 +118,22 @@ type TimelineInput struct {
 // lease got its boot ID: DHCP answers, TFTP and HTTP fetches, the host
 // key fetch. It only reads, so a workflow may call it as often as it
 // likes to show where a boot stands.
+//
+// With a ConsoleDir it adds the end of the host's console log: what the
+// firmware, boot loader or kernel said when the network went quiet. A
+// console log that cannot be read is logged and left out; it never fails
+// the activity.
 func (a *Activities) BootTimeline(ctx context.Context, in TimelineInput) (api.BootTimeline, error) {
 	t, err := a.PXE.Timeline(ctx, in.MAC)
 	if err != nil {
 		return api.BootTimeline{}, classify("boot timeline of "+in.Host, err)
+	}
+	if a.ConsoleDir != "" {
+		lines, at, err := readConsole(a.ConsoleDir, in.Host)
+		if err != nil {
+			activity.GetLogger(ctx).Warn("console log left out of the boot timeline", "host", in.Host, "error", err)
+		}
+		t.Console, t.ConsoleAt = lines, at
 	}
 	return t, nil
 }

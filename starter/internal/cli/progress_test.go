@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rackflow/rackflow/api"
 )
@@ -32,5 +33,20 @@ func TestQueryProgressFillsInForHeartbeats(t *testing.T) {
 	st.Step = api.StepChef
 	if pend = withQueryProgress(st, nil); len(pend) != 0 {
 		t.Errorf("at chef-bootstrap: %+v", pend)
+	}
+}
+
+func TestStatusShowsTheConsole(t *testing.T) {
+	if got := consoleBlock(nil); got != "" {
+		t.Errorf("no timeline: %q", got)
+	}
+	if got := consoleBlock(&api.BootTimeline{MAC: "52:54:00:ab:cd:07"}); got != "" {
+		t.Errorf("no console: %q", got)
+	}
+	tl := &api.BootTimeline{ConsoleAt: time.Date(2026, 12, 6, 10, 2, 55, 0, time.UTC),
+		Console: []string{"Booting from Hard Disk...", "Boot failed: not a bootable disk", "No bootable\x1b[2J device."}}
+	want := "  console (last 3 lines, written 2026-12-06T10:02:55Z):\n    | Booting from Hard Disk...\n    | Boot failed: not a bootable disk\n    | No bootable[2J device.\n"
+	if got := consoleBlock(tl); got != want {
+		t.Errorf("consoleBlock:\n%s\nwant:\n%s", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -224,6 +225,31 @@ func bar(p *imageProgress) string {
 		human(p.Offset), human(p.Total), p.MBps, eta)
 }
 
+// consoleBlock is the end of the host's serial console, as the worker's
+// console directory held it when the boot timeline was last read, or "".
+// The worker has cleaned it; control characters are dropped again here, so
+// nothing in a run's history can drive the operator's terminal.
+func consoleBlock(t *api.BootTimeline) string {
+	if t == nil || len(t.Console) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "  console (last %d lines", len(t.Console))
+	if !t.ConsoleAt.IsZero() {
+		fmt.Fprintf(&b, ", written %s", t.ConsoleAt.UTC().Format(time.RFC3339))
+	}
+	b.WriteString("):\n")
+	for _, l := range t.Console {
+		b.WriteString("    | " + strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return -1
+			}
+			return r
+		}, l) + "\n")
+	}
+	return b.String()
+}
+
 func human(b int64) string {
 	const unit = 1024
 	if b < unit {
@@ -271,6 +297,7 @@ func (g globals) status(ctx context.Context, conn *conn, args []string) int {
 	if st.BootSummary != "" {
 		fmt.Fprintf(g.stdout, "  boot (rackflow-pxe): %s\n", st.BootSummary)
 	}
+	fmt.Fprint(g.stdout, consoleBlock(st.BootTimeline))
 	if st.TargetDisk != nil {
 		fmt.Fprintf(g.stdout, "  target disk: %s, from hints %s\n", st.TargetDisk, st.TargetDisk.Hints)
 	}

@@ -75,6 +75,11 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 			return nil, fmt.Errorf("image dir %s: not a directory (%v)", cfg.ImageDir, err)
 		}
 	}
+	if cfg.ConsoleDir != "" {
+		if st, err := os.Stat(cfg.ConsoleDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("console dir %s: not a directory (%v)", cfg.ConsoleDir, err)
+		}
+	}
 	if cfg.AllowInlineSpecs {
 		logger.Warn("inline host specs allowed: workflow inputs choose BMCs, images and chef servers; the secrets file's endpoints keep credentials bound")
 	}
@@ -89,7 +94,7 @@ func buildActivities(cfg config.Config, logger *slog.Logger) (*activitySet, erro
 	chefDir := os.Getenv("RACKFLOW_CHEF_DIR") // labs only: chef's directory on the host
 	return &activitySet{
 		inventory: &inventory.Activities{Load: load, Secrets: res, AllowInlineSpecs: cfg.AllowInlineSpecs, Pod: cfg.Pod, SharedOnly: cfg.SharedOnly},
-		lease:     &lease.Activities{PXE: pxe, Secrets: res},
+		lease:     &lease.Activities{PXE: pxe, Secrets: res, ConsoleDir: cfg.ConsoleDir},
 		bmc:       bmc.New(res, cfg.BMCConcurrency),
 		remote:    &remote.Activities{Dialer: dialer},
 		image:     &image.Activities{Dialer: dialer, SegmentSize: int64(cfg.ImageSegmentMiB) << 20, MaxBytesPerSecond: int64(cfg.ImageMaxMBps) * 1e6, DiskHelper: cfg.DiskHelper, ImageDir: cfg.ImageDir},

@@ -27,14 +27,15 @@ func TestRunRefusesBadSettingsBeforeConnecting(t *testing.T) {
 		edit func(c *config.Config)
 		err  string
 	}{
-		"no pxe token":       {edit: func(c *config.Config) { c.PXEToken = "" }, err: "no pxe API token"},
-		"missing inventory":  {edit: func(c *config.Config) { c.Inventory = filepath.Join(t.TempDir(), "inventory.yaml") }, err: "inventory.yaml"},
-		"missing helper":     {edit: func(c *config.Config) { c.DiskHelper = filepath.Join(t.TempDir(), "rackflow-diskhelper") }, err: "disk helper"},
-		"missing secrets":    {edit: func(c *config.Config) { c.Secrets = filepath.Join(t.TempDir(), "secrets.yaml") }, err: "secrets file"},
-		"missing image dir":  {edit: func(c *config.Config) { c.ImageDir = filepath.Join(t.TempDir(), "images") }, err: "image dir"},
-		"pxe token in clear": {edit: func(c *config.Config) { c.PXEURL = "http://10.0.0.2:8080" }, err: "refusing to send the bearer token in clear"},
-		"missing pxe CA":     {edit: func(c *config.Config) { c.PXEURL, c.PXECA = "https://pxe.mgmt:8443", "/nonexistent/ca.pem" }, err: "pxe CA bundle"},
-		"unreadable tls key": {edit: func(c *config.Config) { c.TLSCert, c.TLSKey = "/nonexistent/tls.crt", "/nonexistent/tls.key" }, err: "mTLS key pair"},
+		"no pxe token":        {edit: func(c *config.Config) { c.PXEToken = "" }, err: "no pxe API token"},
+		"missing inventory":   {edit: func(c *config.Config) { c.Inventory = filepath.Join(t.TempDir(), "inventory.yaml") }, err: "inventory.yaml"},
+		"missing helper":      {edit: func(c *config.Config) { c.DiskHelper = filepath.Join(t.TempDir(), "rackflow-diskhelper") }, err: "disk helper"},
+		"missing secrets":     {edit: func(c *config.Config) { c.Secrets = filepath.Join(t.TempDir(), "secrets.yaml") }, err: "secrets file"},
+		"missing image dir":   {edit: func(c *config.Config) { c.ImageDir = filepath.Join(t.TempDir(), "images") }, err: "image dir"},
+		"missing console dir": {edit: func(c *config.Config) { c.ConsoleDir = filepath.Join(t.TempDir(), "conserver") }, err: "console dir"},
+		"pxe token in clear":  {edit: func(c *config.Config) { c.PXEURL = "http://10.0.0.2:8080" }, err: "refusing to send the bearer token in clear"},
+		"missing pxe CA":      {edit: func(c *config.Config) { c.PXEURL, c.PXECA = "https://pxe.mgmt:8443", "/nonexistent/ca.pem" }, err: "pxe CA bundle"},
+		"unreadable tls key":  {edit: func(c *config.Config) { c.TLSCert, c.TLSKey = "/nonexistent/tls.crt", "/nonexistent/tls.key" }, err: "mTLS key pair"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

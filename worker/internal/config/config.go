@@ -53,6 +53,10 @@ type Config struct {
 	// ImageDir is the only directory local images (file:// or absolute
 	// paths in the inventory) are read from; "" refuses local images.
 	ImageDir string
+	// ConsoleDir is where a console logger keeps each host's serial
+	// console as <host>.log; its end is shown with the boot timeline.
+	// "" shows none.
+	ConsoleDir string
 	// PXEURL is the pxe service's lease API: https, or http on loopback
 	// (the client refuses to send its token in clear over a network).
 	PXEURL string
@@ -129,6 +133,7 @@ func Parse(args []string) (Config, error) {
 	inline := env("RACKFLOW_ALLOW_INLINE_SPECS", "false")
 	fs.BoolFunc("allow-inline-specs", "accept a host spec in the ProvisionHost input instead of the inventory entry; its credentials still only go where the secrets file binds them (RACKFLOW_ALLOW_INLINE_SPECS, default false)", func(s string) error { inline = s; return nil })
 	fs.StringVar(&c.ImageDir, "image-dir", env("RACKFLOW_IMAGE_DIR", ""), "directory local images (file:// URLs, absolute paths) must be in; empty refuses local images (RACKFLOW_IMAGE_DIR)")
+	fs.StringVar(&c.ConsoleDir, "console-dir", env("RACKFLOW_CONSOLE_DIR", ""), "directory where a console logger (conserver, ipmitool sol) keeps each host's serial console as <host>.log; its last lines go with the boot timeline (RACKFLOW_CONSOLE_DIR)")
 	fs.StringVar(&c.PXEURL, "pxe-url", env("RACKFLOW_PXE_URL", "http://127.0.0.1:8080"), "pxe service lease API (RACKFLOW_PXE_URL)")
 	fs.StringVar(&c.PXECA, "pxe-ca", env("RACKFLOW_PXE_CA", ""), "CA bundle that signs the pxe service's certificate, for an https pxe-url with a private CA (RACKFLOW_PXE_CA)")
 	fs.StringVar(&c.PXETokenFile, "pxe-token-file", env("RACKFLOW_PXE_TOKEN_FILE", ""), "file holding the pxe API token (or RACKFLOW_PXE_TOKEN)")

@@ -67,6 +67,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		"shared only":      {args: []string{"--shared-only"}, want: func(c *Config) { c.SharedOnly = true }},
 		"pod and shared":   {args: []string{"--pod", "a", "--shared-only"}, err: "either a pod's or the shared one"},
 		"image dir":        {env: map[string]string{"RACKFLOW_IMAGE_DIR": "/srv/images"}, want: func(c *Config) { c.ImageDir = "/srv/images" }},
+		"console dir":      {args: []string{"--console-dir", "/var/log/conserver"}, want: func(c *Config) { c.ConsoleDir = "/var/log/conserver" }},
 		"pxe over https with a CA from env": {
 			env:  map[string]string{"RACKFLOW_PXE_CA": "/etc/rackflow/pxe-ca.pem"},
 			args: []string{"--pxe-url", "https://pxe.mgmt:8443"},
