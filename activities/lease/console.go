@@ -26,9 +26,10 @@ const consoleTailBytes = 64 << 10
 // history, where every workflow reader would see it.
 var consoleSecretRE = regexp.MustCompile(`(/v1/hostkeys/)[^\s"'&]+`)
 
-// escapeRE matches terminal escape sequences: CSI (ESC [ ... final), OSC
-// (ESC ] ... BEL or ESC \) and two-character ones (ESC x).
-var escapeRE = regexp.MustCompile("\x1b(\\[[0-?]*[ -/]*[@-~]|\\][^\x07\x1b]*(\x07|\x1b\\\\)?|[@-Z\\\\-_])")
+// escapeRE matches terminal escape sequences (ECMA-48): CSI (ESC [ ...
+// final), OSC (ESC ] ... BEL or ESC \), character set designations (ESC (
+// B) and the two-character ones (ESC c, SeaBIOS's first words).
+var escapeRE = regexp.MustCompile("\x1b(\\[[0-?]*[ -/]*[@-~]|\\][^\x07\x1b]*(\x07|\x1b\\\\)?|[ -/]+[0-~]|[0-~])")
 
 // readConsole returns the last lines of dir/<host>.log, cleaned for an
 // operator's eyes and the run's history, and when the log was last

@@ -85,10 +85,11 @@ func TestBootTimelineWithConsole(t *testing.T) {
 	for i := 0; log.Len() < 200<<10; i++ {
 		log.WriteString("[    1.000000] old boot line that must not be read whole " + strings.Repeat("x", i%50) + "\r\n")
 	}
-	log.WriteString("\x1b[2J\x1b[1;1HSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\n")
+	// (What SeaBIOS 1.16 sends first: RIS, no autowrap, clear, reset.)
+	log.WriteString("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\n")
 	log.WriteString("[    0.000000] Command line: console=ttyS0 rackflow.hostkey_url=http://10.60.0.1:8080/v1/hostkeys/" + token + " quiet\r\n")
 	log.WriteString("http://10.60.0.1:8080/files/vmlinuz... 10%\r http://10.60.0.1:8080/files/vmlinuz... ok\r\n")
-	log.WriteString("\x07\x1b]0;title\x07Booting from Hard Disk...\r\n")
+	log.WriteString("\x07\x1b]0;title\x07\x1b(BBooting from Hard Disk...\r\n")
 	log.WriteString(strings.Repeat("é", 300) + "\r\n")
 	log.WriteString("\r\n\r\nBoot failed: not a bootable disk\r\n\r\nNo bootable device.\r\n")
 	if err := os.WriteFile(logPath, []byte(log.String()), 0o644); err != nil {

@@ -73,6 +73,7 @@ func TestQEMUProvisionSurvivesWorkerKill(t *testing.T) {
 		"RACKFLOW_INVENTORY=" + invPath,
 		"RACKFLOW_SECRETS=" + secPath,
 		"RACKFLOW_IMAGE_DIR=" + filepath.Dir(r.host.Image.URL),
+		"RACKFLOW_CONSOLE_DIR=" + r.consoleDir,
 		"RACKFLOW_PXE_URL=" + pxeURL,
 		"RACKFLOW_PXE_TOKEN=" + r.l.Token,
 		"RACKFLOW_METRICS_ADDR=",

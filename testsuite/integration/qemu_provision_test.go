@@ -35,9 +35,11 @@ import (
 // powerHook is a QEMU machine's power hook, run by ipmi_sim or for
 // redfishfake's power changes (redfishPower): "on DEV" (re)starts the VM
 // in the rack namespace with the command in boot-DEV, boot-pxe when there
-// is none, its serial console appended to a log; "off" stops it.
+// is none, its serial console appended to a log (as a console server
+// keeps one per host); "off" stops it.
 const powerHook = `#!/bin/sh
 D=%[1]s
+LOG=%[3]s
 stop() {
   if [ -s "$D/qemu.pid" ]; then
     kill "$(cat "$D/qemu.pid")" 2>/dev/null
@@ -48,9 +50,9 @@ stop() {
 case "$1" in
 off) stop ;;
 on) stop
-    echo "=== power on, boot device $2" >> "$D/serial.log"
+    echo "=== power on, boot device $2" >> "$LOG"
     B="$D/boot-$2"; [ -f "$B" ] || B="$D/boot-pxe"
-    ip netns exec %[2]s sh "$B" >> "$D/serial.log" 2>&1 < /dev/null &
+    ip netns exec %[2]s sh "$B" >> "$LOG" 2>&1 < /dev/null &
     echo $! > "$D/qemu.pid" ;;
 esac
 `
@@ -80,8 +82,14 @@ type provisionRig struct {
 	bmc     *ipmisim.Sim      // nil with Redfish
 	redfish *redfishfake.Fake // nil without
 	vmDir   string
-	jump    *jumpHost
+	// consoleDir holds the machine's serial console as vm1.log, as a
+	// console logger (conserver) keeps it for a worker's --console-dir.
+	consoleDir string
+	jump       *jumpHost
 }
+
+// consoleLog is the machine's serial console log.
+func (r *provisionRig) consoleLog() string { return filepath.Join(r.consoleDir, "vm1.log") }
 
 func newProvisionRig(t *testing.T, ctx context.Context, opts rigOptions) *provisionRig {
 	t.Helper()
@@ -127,11 +135,14 @@ func newProvisionRig(t *testing.T, ctx context.Context, opts rigOptions) *provis
 			t.Fatal(err)
 		}
 	}
-	hook := filepath.Join(l.Dir, "power-hook")
-	if err := os.WriteFile(hook, []byte(fmt.Sprintf(powerHook, vmDir, l.Rack.Name)), 0o755); err != nil {
+	r := &provisionRig{l: l, keyPEM: keyPEM, vmDir: vmDir, consoleDir: filepath.Join(l.Dir, "console")}
+	if err := os.Mkdir(r.consoleDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := &provisionRig{l: l, keyPEM: keyPEM, vmDir: vmDir}
+	hook := filepath.Join(l.Dir, "power-hook")
+	if err := os.WriteFile(hook, []byte(fmt.Sprintf(powerHook, vmDir, l.Rack.Name, r.consoleLog())), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	hookLog := filepath.Join(l.Dir, "hook-errors.log")
 	t.Cleanup(func() {
 		out, _ := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
@@ -139,7 +150,7 @@ func newProvisionRig(t *testing.T, ctx context.Context, opts rigOptions) *provis
 			l.Rack.Run("sh", "-c", "kill "+pid+" 2>/dev/null; true")
 		}
 		if t.Failed() {
-			for _, f := range []string{filepath.Join(vmDir, "serial.log"), hookLog} {
+			for _, f := range []string{r.consoleLog(), hookLog} {
 				b, _ := os.ReadFile(f)
 				t.Logf("--- %s (tail):\n%s", filepath.Base(f), tail(string(b), 80))
 			}
@@ -207,16 +218,14 @@ func (r *provisionRig) converged(t *testing.T, ctx context.Context, osKey string
 // osFingerprint is the host key fingerprint the installed OS printed on
 // its console.
 func (r *provisionRig) osFingerprint() string {
-	serial, _ := os.ReadFile(filepath.Join(r.vmDir, "serial.log"))
+	serial, _ := os.ReadFile(r.consoleLog())
 	return strings.TrimPrefix(qemu.ConsoleLine(string(serial), qemu.MarkerOS+" "), qemu.MarkerOS+" fingerprint=")
 }
 
-// provision runs the ProvisionHost workflow, with rackflow's real
-// activities, on the rig's machine in the SDK's test environment, and
-// checks what every run must show: each step done, the image's digest,
-// the installed OS's host key recorded on first use, chef converged on it
-// and the jump host used for the live system and the OS.
-func (r *provisionRig) provision(t *testing.T, ctx context.Context) api.ProvisionResult {
+// env is the SDK's test environment with the workflows and rackflow's
+// real activities for the rig's machine, as a pod worker beside its boot
+// network and console logger has them.
+func (r *provisionRig) env(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	t.Helper()
 	dialer := &remote.Dialer{Secrets: r.sec} // from the host's namespace: only the jump host gets in
 	// The helper is built for the VM's architecture.
@@ -231,11 +240,22 @@ func (r *provisionRig) provision(t *testing.T, ctx context.Context) api.Provisio
 	// The rig has no inventory file: the host comes inline, as a worker
 	// with --allow-inline-specs takes it.
 	env.RegisterActivity(&inventory.Activities{Secrets: r.sec, AllowInlineSpecs: true})
-	env.RegisterActivity(&lease.Activities{PXE: r.l.API, Secrets: r.sec})
+	env.RegisterActivity(&lease.Activities{PXE: r.l.API, Secrets: r.sec, ConsoleDir: r.consoleDir})
 	env.RegisterActivity(bmc.New(r.sec, 1))
 	env.RegisterActivity(&remote.Activities{Dialer: dialer})
 	env.RegisterActivity(&image.Activities{Dialer: dialer, DiskHelper: helper, SegmentSize: 8 << 20, ImageDir: filepath.Dir(r.host.Image.URL)})
 	env.RegisterActivity(&chef.Activities{Dialer: dialer, Secrets: r.sec})
+	return env
+}
+
+// provision runs the ProvisionHost workflow, with rackflow's real
+// activities, on the rig's machine in the SDK's test environment, and
+// checks what every run must show: each step done, the image's digest,
+// the installed OS's host key recorded on first use, chef converged on it
+// and the jump host used for the live system and the OS.
+func (r *provisionRig) provision(t *testing.T, ctx context.Context) api.ProvisionResult {
+	t.Helper()
+	env := r.env(t)
 	start := time.Now()
 	host := r.host
 	env.ExecuteWorkflow(api.WorkflowProvisionHost, api.ProvisionInput{Host: host.Name, Spec: &host, Reprovision: true /* a fresh VM: nothing to guard; the test env has no visibility to ask */, Options: api.ProvisionOptions{
@@ -310,7 +330,7 @@ func TestQEMUProvisionOverRedfish(t *testing.T) {
 	r.provision(t, ctx)
 	checkRedfishBoots(t, r.redfish)
 	// The second boot came from the disk, not from rackflow-pxe.
-	serial, _ := os.ReadFile(filepath.Join(r.vmDir, "serial.log"))
+	serial, _ := os.ReadFile(r.consoleLog())
 	if got := strings.Count(string(serial), "=== power on, boot device "); got != 2 || !strings.Contains(string(serial), "=== power on, boot device disk") {
 		t.Errorf("%d power-ons in the console log, want one into pxe and one into disk", got)
 	}
