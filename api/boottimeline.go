@@ -78,14 +78,25 @@ const MaxBootEvents = 64
 // was written: "; console 10:02:55: Kernel panic - not syncing: ...".
 func (t BootTimeline) Summary() string {
 	out := t.events()
-	if n := len(t.Console); n > 0 {
-		out += "; console"
-		if !t.ConsoleAt.IsZero() {
-			out += " " + t.ConsoleAt.UTC().Format("15:04:05")
-		}
-		out += ": " + t.Console[n-1]
+	if c := t.ConsoleSummary(); c != "" {
+		out += "; " + c
 	}
 	return out
+}
+
+// ConsoleSummary is the console's last line with when it was written,
+// "console 10:02:55: Kernel panic - not syncing: ...", or "" without a
+// console log.
+func (t BootTimeline) ConsoleSummary() string {
+	n := len(t.Console)
+	if n == 0 {
+		return ""
+	}
+	out := "console"
+	if !t.ConsoleAt.IsZero() {
+		out += " " + t.ConsoleAt.UTC().Format("15:04:05")
+	}
+	return out + ": " + t.Console[n-1]
 }
 
 // events is Summary without the console.

@@ -194,12 +194,18 @@ func ProvisionHost(ctx workflow.Context, in api.ProvisionInput) (api.ProvisionRe
 		}},
 		{api.StepWaitOS, func(ctx workflow.Context) error {
 			actx := p.activityCtx(ctx, "wait for installed OS SSH on "+p.host.Name, p.opts.osSSH+2*time.Minute, time.Minute, 2)
-			return workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
+			err := workflow.ExecuteActivity(actx, sshA.WaitForSSH, remote.WaitInput{
 				Host:          p.host.Name,
 				Target:        p.osTarget(p.host.SSH.HostKey),
 				AllowFirstUse: p.host.SSH.HostKey == "",
 				Deadline:      p.opts.osSSH.String(),
 			}).Get(ctx, &osKey)
+			var canceled *temporal.CanceledError
+			if err != nil && ctx.Err() == nil && !errors.As(err, &canceled) &&
+				workflow.GetVersion(ctx, "os-boot-console", workflow.DefaultVersion, 1) >= 1 {
+				return p.withConsole(ctx, err)
+			}
+			return err
 		}},
 		{api.StepChef, func(ctx workflow.Context) error {
 			if p.host.Chef == nil {
@@ -256,6 +262,27 @@ func (p *provision) readBootTimeline(ctx workflow.Context) bool {
 	}
 	p.status.BootTimeline, p.status.BootSummary = &t, t.Summary()
 	return true
+}
+
+// withConsole reads the host's console log (through the boot timeline)
+// after the installed OS did not answer SSH, puts it in the status and
+// ends the step's error with its last line: the installed system boots
+// from its disk, where pxe sees little or nothing, so the console is what
+// tells a GRUB prompt from a kernel panic from an fsck waiting for root.
+// Without a console log the error is left as it is.
+func (p *provision) withConsole(ctx workflow.Context, err error) error {
+	actx := p.activityCtx(ctx, "read the console of "+p.host.Name, 30*time.Second, 0, 1)
+	var t api.BootTimeline
+	if e := workflow.ExecuteActivity(actx, leaseA.BootTimeline, lease.TimelineInput{Host: p.host.Name, MAC: p.host.MAC}).Get(ctx, &t); e != nil {
+		workflow.GetLogger(ctx).Warn("could not read the console", "host", p.host.Name, "error", e)
+		return err
+	}
+	if len(t.Console) == 0 {
+		return err
+	}
+	p.status.BootTimeline = &t
+	msg, typ := describe(err)
+	return temporal.NewApplicationErrorWithOptions(msg+"; "+t.ConsoleSummary(), typ, temporal.ApplicationErrorOptions{Cause: err})
 }
 
 // waitLive waits for the live system's SSH (reading pxe's boot timeline

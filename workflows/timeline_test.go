@@ -84,3 +84,48 @@ func TestProvisionReportsTheResolvedDisk(t *testing.T) {
 		t.Errorf("status at %s: target disk %+v; want /dev/sdc from the serial hint", during.Step, during.TargetDisk)
 	}
 }
+
+// TestProvisionStuckOSBootShowsTheConsole: the image is written but the
+// installed OS never answers SSH. Its boot happens on its disk, where pxe
+// sees nothing; the console log (the pod worker's --console-dir) does, and
+// its last line ends the step's error; the status carries its lines for
+// `starter status`. A run without a console log keeps the error as it was.
+func TestProvisionStuckOSBootShowsTheConsole(t *testing.T) {
+	written := time.Date(2026, 12, 6, 10, 2, 55, 0, time.UTC)
+	for name, console := range map[string][]string{
+		"with a console log": {"GRUB loading.", "Welcome to GRUB!", "error: no such device: 5e1f4f52-2a3c-4c53-9d0e-6a2f4ad0b7a1.", "grub rescue>"},
+		"without":            nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			f.fail["WaitForSSH:os"] = failure{times: -1, err: temporal.NewApplicationError("no SSH on 127.0.0.1:22 within 20m0s", remote.ErrTypeSSHTimeout)}
+			f.timeline = func(int) api.BootTimeline {
+				return api.BootTimeline{MAC: "52:54:00:ab:cd:07", Events: []api.BootEvent{}, Console: console, ConsoleAt: written}
+			}
+			var parked api.ProvisionStatus
+			f.env.RegisterDelayedCallback(func() {
+				parked = f.status(t)
+				f.update(api.UpdateAbort, "disk replaced, will reprovision")
+			}, 30*time.Minute)
+			f.env.ExecuteWorkflow(ProvisionHost, input)
+			if parked.State != api.StateNeedsAttention || parked.Step != api.StepWaitOS {
+				t.Fatalf("parked: %s at %s", parked.State, parked.Step)
+			}
+			if parked.LastErrorType != remote.ErrTypeSSHTimeout || !strings.HasPrefix(parked.LastError, "no SSH on 127.0.0.1:22 within 20m0s") {
+				t.Errorf("last error [%s] %q: want the wait's, type kept", parked.LastErrorType, parked.LastError)
+			}
+			if console == nil {
+				if strings.Contains(parked.LastError, "console") || parked.BootTimeline != nil && len(parked.BootTimeline.Console) > 0 {
+					t.Errorf("no console log, yet last error %q, timeline %+v", parked.LastError, parked.BootTimeline)
+				}
+				return
+			}
+			if !strings.HasSuffix(parked.LastError, "; console 10:02:55: grub rescue>") {
+				t.Errorf("last error %q: want the console's last line at its end", parked.LastError)
+			}
+			if parked.BootTimeline == nil || len(parked.BootTimeline.Console) != len(console) {
+				t.Errorf("status timeline %+v: want the %d console lines", parked.BootTimeline, len(console))
+			}
+		})
+	}
+}
