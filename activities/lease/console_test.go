@@ -1,8 +1,6 @@
 package lease_test
 
 import (
-	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,12 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/testsuite"
-
 	"github.com/rackflow/rackflow/activities/lease"
 	"github.com/rackflow/rackflow/api"
-	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/pxe/client"
 )
 
 // TestBootTimelineWithConsole reads a host's boot timeline from the real
@@ -24,32 +18,10 @@ import (
 // the run's history: the console's last lines as a terminal shows them,
 // nothing that could repaint an operator's terminal, no host key URL.
 func TestBootTimelineWithConsole(t *testing.T) {
-	store, err := pxe.OpenStore(pxe.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go (&pxe.APIServer{Listener: ln, Token: "t0ken", Store: store, PublicURL: base}).Serve(ctx)
-	pc, err := client.New(base, "t0ken", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	a := &lease.Activities{PXE: pc, ConsoleDir: dir}
-	var env testsuite.WorkflowTestSuite
-	act := env.NewTestActivityEnvironment()
-	act.RegisterActivity(a)
-	const mac = "52:54:00:00:07:07"
-	if _, err := act.ExecuteActivity(a.RegisterLease, lease.RegisterInput{Host: "node07", MAC: mac, Profile: "live", BootID: "b1",
-		Network: api.Network{IP: "127.0.0.7", Netmask: "255.0.0.0"}}); err != nil {
-		t.Fatal(err)
-	}
+	a := &lease.Activities{ConsoleDir: dir}
+	act := startPXE(t, a).act
+	const mac = testMAC
 	timeline := func(host string) api.BootTimeline {
 		t.Helper()
 		done := make(chan struct{})

@@ -1,54 +1,23 @@
 package lease_test
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 
-	"go.temporal.io/sdk/testsuite"
-
 	"github.com/rackflow/rackflow/activities"
 	"github.com/rackflow/rackflow/activities/lease"
-	"github.com/rackflow/rackflow/api"
-	"github.com/rackflow/rackflow/pxe"
-	"github.com/rackflow/rackflow/pxe/client"
 )
 
 // TestVerifyBootAgainstPXE drives the real pxe service on loopback as a
 // booting host (127.0.0.7) and an attacker (127.0.0.66) would, and checks
 // what VerifyBoot tells the workflow each time.
 func TestVerifyBootAgainstPXE(t *testing.T) {
-	store, err := pxe.OpenStore(pxe.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go (&pxe.APIServer{Listener: ln, Token: "t0ken", Store: store, PublicURL: base}).Serve(ctx)
-
-	pc, err := client.New(base, "t0ken", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &lease.Activities{PXE: pc}
-	var env testsuite.WorkflowTestSuite
-	act := env.NewTestActivityEnvironment()
-	act.RegisterActivity(a)
-	const mac = "52:54:00:00:07:07"
-	reg, err := act.ExecuteActivity(a.RegisterLease, lease.RegisterInput{Host: "node07", MAC: mac, Profile: "live", BootID: "b1",
-		Network: api.Network{IP: "127.0.0.7", Netmask: "255.0.0.0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rr lease.RegisterResult
-	_ = reg.Get(&rr)
+	a := &lease.Activities{}
+	r := startPXE(t, a)
+	base, act, rr := r.base, r.act, r.reg
+	const mac = testMAC
 	verify := func() (lease.VerifyResult, error) {
 		v, err := act.ExecuteActivity(a.VerifyBoot, lease.VerifyInput{Host: "node07", MAC: mac, HostKey: rr.HostKey})
 		var res lease.VerifyResult

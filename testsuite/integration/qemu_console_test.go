@@ -31,13 +31,7 @@ func TestQEMUStuckBootShowsTheConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	args = append(args, "-boot", "strict=on")
-	cmd := "exec " + name
-	for _, a := range args {
-		cmd += " '" + a + "'"
-	}
-	if err := os.WriteFile(filepath.Join(r.vmDir, "boot-pxe"), []byte(cmd+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeBootScript(t, filepath.Join(r.vmDir, "boot-pxe"), name, args)
 
 	env := r.env(t)
 	start := time.Now()

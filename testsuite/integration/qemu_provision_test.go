@@ -57,6 +57,19 @@ on) stop
 esac
 `
 
+// writeBootScript writes the shell script the power hook runs to boot the
+// machine: QEMU with its arguments quoted.
+func writeBootScript(t *testing.T, path, name string, args []string) {
+	t.Helper()
+	cmd := "exec " + name
+	for _, a := range args {
+		cmd += " '" + a + "'"
+	}
+	if err := os.WriteFile(path, []byte(cmd+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // rigOptions is the machine a provisionRig builds.
 type rigOptions struct {
 	// Redfish puts the machine behind testsuite/redfishfake (its
@@ -127,13 +140,7 @@ func newProvisionRig(t *testing.T, ctx context.Context, opts rigOptions) *provis
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := "exec " + name
-		for _, a := range args {
-			cmd += " '" + a + "'"
-		}
-		if err := os.WriteFile(filepath.Join(vmDir, "boot-"+dev), []byte(cmd+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeBootScript(t, filepath.Join(vmDir, "boot-"+dev), name, args)
 	}
 	r := &provisionRig{l: l, keyPEM: keyPEM, vmDir: vmDir, consoleDir: filepath.Join(l.Dir, "console")}
 	if err := os.Mkdir(r.consoleDir, 0o755); err != nil {
