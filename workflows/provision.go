@@ -281,8 +281,7 @@ func (p *provision) withConsole(ctx workflow.Context, err error) error {
 		return err
 	}
 	p.status.BootTimeline = &t
-	msg, typ := describe(err)
-	return temporal.NewApplicationErrorWithOptions(msg+"; "+t.ConsoleSummary(), typ, temporal.ApplicationErrorOptions{Cause: err})
+	return annotate(err, t.ConsoleSummary())
 }
 
 // waitLive waits for the live system's SSH (reading pxe's boot timeline
@@ -313,9 +312,7 @@ func (p *provision) waitLive(ctx workflow.Context, hostKey string, live *remote.
 	if err != nil {
 		if watch && p.readBootTimeline(ctx) {
 			// Say in the step's error where the boot stopped.
-			msg, typ := describe(err)
-			return temporal.NewApplicationErrorWithOptions(msg+"; boot so far: "+p.status.BootSummary, typ,
-				temporal.ApplicationErrorOptions{Cause: err})
+			return annotate(err, "boot so far: "+p.status.BootSummary)
 		}
 		return err
 	}
@@ -568,6 +565,14 @@ func (p *provision) compensate(ctx workflow.Context) error {
 	p.status.State = api.StateCompensating
 	p.upsert(ctx)
 	return p.undo.compensate(ctx)
+}
+
+// annotate adds what an operator needs next to a step's error: its
+// message gets "; more", its type (retryable or not, the runbook's key)
+// and cause stay.
+func annotate(err error, more string) error {
+	msg, typ := describe(err)
+	return temporal.NewApplicationErrorWithOptions(msg+"; "+more, typ, temporal.ApplicationErrorOptions{Cause: err})
 }
 
 func describe(err error) (msg, typ string) {
